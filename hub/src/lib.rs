@@ -1,0 +1,18 @@
+//! poshub: the LAN sync hub for POS terminals. Terminals connect over plain WebSocket; the hub
+//! leases orders to one writer at a time, stores every change durably in redb, broadcasts it to
+//! the other terminals and lets reconnecting terminals catch up without gaps or duplicates.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod fsutil;
+pub mod logging;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+/// The hub's version, reported in `AUTH_OK`, `/health` and mDNS.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,253 @@
+//! Table locks (one terminal edits a table at a time, managers may force), and the periodic
+//! work on leases and locks: expiry ticks and the end of a disconnected terminal's grace.
+
+use serde_json::{json, Value};
+
+use super::{Engine, Out, Session, Tx};
+use crate::net::outbox::Frame;
+use crate::protocol::{outbound, TableId};
+use crate::store::records::*;
+use crate::store::StoreError;
+
+impl Engine {
+    fn locks_json(&self) -> Value {
+        let mut locks: Vec<&LockRec> = self.locks.values().collect();
+        locks.sort_by(|a, b| a.table_id_json.cmp(&b.table_id_json));
+        Value::Array(
+            locks
+                .into_iter()
+                .map(|l| {
+                    json!({"tableId": outbound::raw(&l.table_id_json), "terminalId": l.terminal_id,
+                        "uid": outbound::raw(&l.uid_json), "userName": l.user_name, "expiresAt": l.expires_ms})
+                })
+                .collect(),
+        )
+    }
+
+    /// Appends a `TABLE_LOCKS_STATE` event with every current lock.
+    fn locks_state(
+        &mut self,
+        tx: &mut Tx,
+        terminal: &str,
+        exclude: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let locks = self.locks_json();
+        self.append(
+            tx,
+            "table_lock",
+            None,
+            terminal,
+            false,
+            exclude,
+            |seq, ts| {
+                json!({"type": "TABLE_LOCKS_STATE", "locks": locks, "seq": seq, "ts": ts})
+                    .to_string()
+            },
+        )?;
+        Ok(())
+    }
+
+    pub(super) fn lock_acquire(
+        &mut self,
+        tx: &mut Tx,
+        s: &Session,
+        t: &TableId,
+        force: bool,
+        r: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        if force && !s.role.may_force() {
+            let text = outbound::error(
+                "forbidden",
+                "forcing a table lock needs the manager or admin role",
+                r,
+            );
+            self.reply(s, text);
+            return Ok(());
+        }
+        if let Some(l) = self.locks.get(&t.key) {
+            let other = l.terminal_id != s.terminal_id && l.expires_ms > self.now_ms;
+            if other && !force {
+                let msg = json!({"type": "TABLE_LOCK_DENIED", "tableId": outbound::raw(&t.json),
+                    "holder": {"terminalId": l.terminal_id, "uid": outbound::raw(&l.uid_json),
+                        "userName": l.user_name, "expiresAt": l.expires_ms}});
+                self.reply(s, outbound::reply(msg, r));
+                return Ok(());
+            }
+            if other {
+                let revoked = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&t.json), "reason": "forced"});
+                if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
+                    self.out.push(Out::To(
+                        holder.outbox.clone(),
+                        Frame::Text(revoked.to_string().into()),
+                    ));
+                }
+            }
+        }
+        let rec = LockRec {
+            table_id_json: t.json.clone(),
+            terminal_id: s.terminal_id.clone(),
+            uid_json: s.uid_json.clone(),
+            user_name: s.name.clone(),
+            expires_ms: self.now_ms + self.cfg.table_lock_ttl.as_millis() as u64,
+        };
+        tx.locks.insert(t.key.as_str(), enc(&rec).as_slice())?;
+        let granted = json!({"type": "TABLE_LOCK_GRANTED", "tableId": outbound::raw(&t.json), "expiresAt": rec.expires_ms});
+        self.locks.insert(t.key.clone(), rec);
+        self.reply(s, outbound::reply(granted, r));
+        self.locks_state(tx, &s.terminal_id, Some(s.conn_id))
+    }
+
+    pub(super) fn lock_heartbeat(
+        &mut self,
+        tx: &mut Tx,
+        s: &Session,
+        t: &TableId,
+        r: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        let expires = self.now_ms + self.cfg.table_lock_ttl.as_millis() as u64;
+        match self.locks.get_mut(&t.key) {
+            Some(l) if l.terminal_id == s.terminal_id => {
+                l.expires_ms = expires;
+                tx.locks.insert(t.key.as_str(), enc(&*l).as_slice())?;
+                self.dirty = true;
+                let msg = json!({"type": "TABLE_LOCK_GRANTED", "tableId": outbound::raw(&t.json), "expiresAt": expires});
+                self.reply(s, outbound::reply(msg, r));
+            }
+            _ => {
+                let msg = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&t.json), "reason": "not_holder"});
+                self.reply(s, outbound::reply(msg, r));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn lock_release(
+        &mut self,
+        tx: &mut Tx,
+        s: &Session,
+        t: &TableId,
+        r: Option<&Value>,
+    ) -> Result<(), StoreError> {
+        if self
+            .locks
+            .get(&t.key)
+            .is_none_or(|l| l.terminal_id != s.terminal_id)
+        {
+            let text = outbound::error(
+                "not_lock_holder",
+                "this terminal does not hold that table's lock",
+                r,
+            );
+            self.reply(s, text);
+            return Ok(());
+        }
+        self.locks.remove(&t.key);
+        tx.locks.remove(t.key.as_str())?;
+        let id = t.json.clone();
+        let terminal = s.terminal_id.clone();
+        self.append(tx, "table_lock", None, &terminal, false, None, |seq, ts| {
+            json!({"type": "TABLE_LOCK_RELEASED", "tableId": outbound::raw(&id), "terminalId": terminal, "seq": seq, "ts": ts})
+                .to_string()
+        })?;
+        Ok(())
+    }
+
+    /// Revokes every lease past its expiry and tells the holder.
+    pub(super) fn lease_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let expired: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires_ms <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for p in expired {
+            if let Some(l) = self.leases.remove(&p) {
+                tx.leases.remove(p.as_str())?;
+                self.dirty = true;
+                if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
+                    let msg =
+                        json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "expired"});
+                    self.out.push(Out::To(
+                        holder.outbox.clone(),
+                        Frame::Text(msg.to_string().into()),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every table lock past its expiry, tells the holder and everyone else.
+    pub(super) fn lock_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let expired: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.expires_ms <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        for key in expired {
+            if let Some(l) = self.locks.remove(&key) {
+                tx.locks.remove(key.as_str())?;
+                if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
+                    let msg = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&l.table_id_json), "reason": "expired"});
+                    self.out.push(Out::To(
+                        holder.outbox.clone(),
+                        Frame::Text(msg.to_string().into()),
+                    ));
+                }
+            }
+        }
+        self.locks_state(tx, "hub", None)
+    }
+
+    /// The grace period of a terminal that did not come back: its leases and locks go.
+    pub(super) fn grace_expired(
+        &mut self,
+        tx: &mut Tx,
+        terminal: &str,
+        conn_id: u64,
+    ) -> Result<(), StoreError> {
+        if self.disconnected.get(terminal) != Some(&conn_id) || self.reg.is_connected(terminal) {
+            return Ok(());
+        }
+        self.disconnected.remove(terminal);
+        let leases: Vec<String> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.terminal_id == terminal)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for p in &leases {
+            self.leases.remove(p);
+            tx.leases.remove(p.as_str())?;
+            self.dirty = true;
+        }
+        let locks: Vec<String> = self
+            .locks
+            .iter()
+            .filter(|(_, l)| l.terminal_id == terminal)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &locks {
+            self.locks.remove(k);
+            tx.locks.remove(k.as_str())?;
+        }
+        if !leases.is_empty() || !locks.is_empty() {
+            tracing::info!(
+                terminal,
+                leases = leases.len(),
+                locks = locks.len(),
+                "grace period over; released"
+            );
+        }
+        if !locks.is_empty() {
+            self.locks_state(tx, "hub", None)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,526 @@
+//! The engine: one OS thread that owns every write to the database. Terminal requests arrive on
+//! a channel; the engine takes everything that is waiting (a batch), applies each request in
+//! order inside one redb write transaction, commits it durably (fsync) once, and only then
+//! sends the replies and broadcasts the batch produced. Many terminals' writes share one fsync
+//! (group commit), so throughput grows with load while every acknowledged write is on disk.
+//!
+//! The engine also owns the registry of authenticated terminals, so the order in which a
+//! terminal is registered and the order in which events are broadcast are the same order:
+//! that is what makes catch-up gap-free and duplicate-free.
+
+mod apply;
+mod locks;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use crate::auth::Role;
+use crate::config::Config;
+use crate::net::outbox::{Frame, Outbox, Utf8Bytes};
+use crate::protocol::outbound;
+use crate::protocol::Inbound;
+use crate::store::records::*;
+use crate::store::*;
+
+pub use registry::Registry;
+
+/// Most commands applied in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// An authenticated terminal connection.
+#[derive(Debug)]
+pub struct Session {
+    pub conn_id: u64,
+    pub terminal_id: String,
+    pub device_id: Option<String>,
+    pub name: String,
+    pub uid_json: String,
+    pub role: Role,
+    pub outbox: Arc<Outbox>,
+    pub connected_ms: u64,
+}
+
+/// Work for the engine thread.
+pub enum Cmd {
+    /// A terminal passed AUTH: register it, answer `AUTH_OK`, replay from `cursor`.
+    Connected {
+        session: Arc<Session>,
+        cursor: Option<u64>,
+        request_id: Option<Value>,
+    },
+    /// The socket of `conn_id` is gone.
+    Disconnected {
+        conn_id: u64,
+    },
+    /// `HUB_GRACE_MS` after a disconnect: release what the terminal still holds.
+    GraceExpired {
+        terminal_id: String,
+        conn_id: u64,
+    },
+    /// A terminal message that changes or reads state.
+    Request {
+        session: Arc<Session>,
+        request_id: Option<Value>,
+        msg: Inbound,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// A lagging terminal has drained its queue: replay what it missed, then go live again.
+    Resume {
+        conn_id: u64,
+    },
+    LeaseTick,
+    LockTick,
+    StatusTick,
+    /// Commit an empty-ish transaction to prove the database is writable; answers the head seq.
+    Probe(oneshot::Sender<Result<u64, String>>),
+    /// Drop forwarded events (and applied eventIds) older than the retention.
+    Compact {
+        cutoff_ms: u64,
+    },
+    Shutdown,
+}
+
+/// Live counters shared with the HTTP side (health, metrics).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub commits: AtomicU64,
+    pub committed_cmds: AtomicU64,
+    pub commit_us_total: AtomicU64,
+    pub last_batch: AtomicUsize,
+    pub max_batch: AtomicUsize,
+    pub terminals: AtomicUsize,
+    pub leases: AtomicUsize,
+    pub table_locks: AtomicUsize,
+    pub head_seq: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+/// Handle used by connections and timers to reach the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub tx: mpsc::UnboundedSender<Cmd>,
+    pub stats: Arc<EngineStats>,
+}
+
+impl EngineHandle {
+    pub fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    /// Round-trips a write transaction through the engine.
+    pub async fn probe(&self) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(Cmd::Probe(tx)) {
+            return Err("hub is shutting down".into());
+        }
+        rx.await.map_err(|_| "engine stopped".to_string())?
+    }
+}
+
+/// Something to do once the batch is durable.
+enum Out {
+    To(Arc<Outbox>, Frame),
+    Event {
+        seq: u64,
+        text: Utf8Bytes,
+        exclude: Option<u64>,
+    },
+    All(Utf8Bytes),
+}
+
+/// The tables a batch writes, opened once per transaction.
+struct Tx<'t> {
+    meta: Table<'t, &'static str, u64>,
+    orders: Table<'t, &'static str, &'static [u8]>,
+    leases: Table<'t, &'static str, &'static [u8]>,
+    events: Table<'t, u64, &'static [u8]>,
+    pending: Table<'t, u64, &'static [u8]>,
+    dead: Table<'t, u64, &'static [u8]>,
+    tables: Table<'t, &'static str, &'static [u8]>,
+    locks: Table<'t, &'static str, &'static [u8]>,
+    floors: Table<'t, &'static str, &'static [u8]>,
+    tickets: Table<'t, &'static str, u64>,
+    event_ids: Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Tx<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Tx<'t>, StoreError> {
+        Ok(Tx {
+            meta: txn.open_table(META)?,
+            orders: txn.open_table(ORDERS)?,
+            leases: txn.open_table(LEASES)?,
+            events: txn.open_table(EVENTS)?,
+            pending: txn.open_table(PENDING)?,
+            dead: txn.open_table(DEAD)?,
+            tables: txn.open_table(TABLES)?,
+            locks: txn.open_table(TABLE_LOCKS)?,
+            floors: txn.open_table(FLOOR_PLANS)?,
+            tickets: txn.open_table(TICKET_SEQ)?,
+            event_ids: txn.open_table(EVENT_IDS)?,
+        })
+    }
+}
+
+/// The engine's state; lives on its own thread.
+pub struct Engine {
+    cfg: Arc<Config>,
+    store: Store,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    tx: mpsc::UnboundedSender<Cmd>,
+    rt: tokio::runtime::Handle,
+    stats: Arc<EngineStats>,
+    seq: u64,
+    now_ms: u64,
+    dirty: bool,
+    leases: HashMap<String, LeaseRec>,
+    locks: HashMap<String, LockRec>,
+    reg: Registry,
+    /// Terminals that disconnected and whose grace period runs: terminal -> conn id.
+    disconnected: HashMap<String, u64>,
+    out: Vec<Out>,
+    /// Who asked for something in this batch (told about a failed commit).
+    askers: Vec<(Arc<Outbox>, Option<Value>)>,
+    probes: Vec<oneshot::Sender<Result<u64, String>>>,
+    upstream_state: &'static str,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Loads the state the engine keeps in memory and starts its thread.
+    pub fn start(
+        cfg: Arc<Config>,
+        store: Store,
+        rt: tokio::runtime::Handle,
+    ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(EngineStats::default());
+        let seq = store.head_seq()?;
+        let leases: HashMap<String, LeaseRec> = store.leases()?.into_iter().collect();
+        let locks: HashMap<String, LockRec> = {
+            let dump = store.state_dump()?;
+            dump.locks
+                .into_iter()
+                .map(|l| (crate::protocol::inbound::table_key_of(&l.table_id_json), l))
+                .collect()
+        };
+        stats.head_seq.store(seq, Ordering::Relaxed);
+        stats.leases.store(leases.len(), Ordering::Relaxed);
+        stats.table_locks.store(locks.len(), Ordering::Relaxed);
+        let upstream_state = if cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some() {
+            "idle"
+        } else {
+            "disabled"
+        };
+        let engine = Engine {
+            cfg,
+            store,
+            rx,
+            tx: tx.clone(),
+            rt,
+            stats: stats.clone(),
+            seq,
+            now_ms: now_ms(),
+            dirty: false,
+            leases,
+            locks,
+            reg: Registry::default(),
+            disconnected: HashMap::new(),
+            out: Vec::new(),
+            askers: Vec::new(),
+            probes: Vec::new(),
+            upstream_state,
+        };
+        let join = std::thread::Builder::new()
+            .name("poshub-engine".into())
+            .spawn(move || engine.run())
+            .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
+        Ok((EngineHandle { tx, stats }, join))
+    }
+
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(256);
+        while let Some(first) = self.rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            let stop = self.process(&mut batch);
+            if stop {
+                break;
+            }
+        }
+        // Every command queued before the shutdown has been committed and answered.
+        for s in self.reg.sessions() {
+            s.outbox.push(Frame::Close {
+                code: 1001,
+                reason: "hub shutting down",
+            });
+        }
+        tracing::info!(seq = self.seq, "engine stopped; database closed");
+    }
+
+    /// Applies, commits and delivers one batch; returns true on shutdown.
+    fn process(&mut self, batch: &mut Vec<Cmd>) -> bool {
+        let started = Instant::now();
+        self.now_ms = now_ms();
+        self.dirty = false;
+        let n = batch.len();
+        let mut stop = false;
+        let mut permits = Vec::new();
+        let result: Result<(), StoreError> = (|| {
+            let mut txn = self.store.db.begin_write()?;
+            txn.set_quick_repair(true);
+            {
+                let mut tx = Tx::open(&txn)?;
+                let head_before = self.seq;
+                for cmd in batch.drain(..) {
+                    match cmd {
+                        Cmd::Shutdown => stop = true,
+                        Cmd::Request {
+                            session,
+                            request_id,
+                            msg,
+                            permit,
+                        } => {
+                            permits.extend(permit);
+                            self.request(&mut tx, &session, request_id, msg)?;
+                        }
+                        other => self.command(&mut tx, other)?,
+                    }
+                }
+                if self.seq != head_before {
+                    tx.meta.insert(META_HEAD_SEQ, self.seq)?;
+                }
+                if self.dirty {
+                    let last = tx.meta.get(META_LAST_TS)?.map(|g| g.value()).unwrap_or(0);
+                    tx.meta.insert(META_LAST_TS, last.max(self.now_ms))?;
+                }
+            }
+            if self.dirty || !self.probes.is_empty() {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let st = &self.stats;
+                if self.dirty {
+                    st.commits.fetch_add(1, Ordering::Relaxed);
+                    st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
+                    st.commit_us_total
+                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    st.last_batch.store(n, Ordering::Relaxed);
+                    st.max_batch.fetch_max(n, Ordering::Relaxed);
+                }
+                st.head_seq.store(self.seq, Ordering::Relaxed);
+                st.leases.store(self.leases.len(), Ordering::Relaxed);
+                st.table_locks.store(self.locks.len(), Ordering::Relaxed);
+                self.deliver();
+                for p in self.probes.drain(..) {
+                    let _ = p.send(Ok(self.seq));
+                }
+            }
+            Err(e) => self.failed(e),
+        }
+        self.askers.clear();
+        drop(permits);
+        stop
+    }
+
+    /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
+    /// in-memory state from what is really on disk.
+    fn failed(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "commit failed; batch discarded");
+        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+        self.out.clear();
+        for (ob, rid) in self.askers.drain(..) {
+            ob.text(outbound::error(
+                "storage_error",
+                "the hub could not save this change; retry",
+                rid.as_ref(),
+            ));
+        }
+        for p in self.probes.drain(..) {
+            let _ = p.send(Err(e.to_string()));
+        }
+        match (self.store.head_seq(), self.store.leases()) {
+            (Ok(seq), Ok(leases)) => {
+                self.seq = seq;
+                self.leases = leases.into_iter().collect();
+                self.reg.clamp(seq);
+            }
+            _ => tracing::error!("cannot reload state after a failed commit"),
+        }
+        if let Ok(dump) = self.store.state_dump() {
+            self.locks = dump
+                .locks
+                .into_iter()
+                .map(|l| (crate::protocol::inbound::table_key_of(&l.table_id_json), l))
+                .collect();
+        }
+    }
+
+    fn deliver(&mut self) {
+        let limit = self.cfg.max_queued_broadcasts;
+        for out in self.out.drain(..) {
+            match out {
+                Out::To(ob, frame) => ob.push(frame),
+                Out::Event { seq, text, exclude } => self.reg.fan_out(seq, &text, exclude, limit),
+                Out::All(text) => {
+                    for s in self.reg.sessions() {
+                        s.outbox.push(Frame::Text(text.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends an event in the current transaction and schedules its broadcast.
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &mut self,
+        tx: &mut Tx,
+        kind: &str,
+        pos_reference: Option<&str>,
+        terminal_id: &str,
+        forward: bool,
+        exclude: Option<u64>,
+        build: impl FnOnce(u64, u64) -> String,
+    ) -> Result<u64, StoreError> {
+        self.seq += 1;
+        let seq = self.seq;
+        let message = build(seq, self.now_ms);
+        let rec = EventRec {
+            ts_ms: self.now_ms,
+            kind: kind.to_string(),
+            pos_reference: pos_reference.map(str::to_string),
+            terminal_id: terminal_id.to_string(),
+            message,
+        };
+        tx.events.insert(seq, enc(&rec).as_slice())?;
+        if forward {
+            tx.pending
+                .insert(seq, enc(&PendingRec::default()).as_slice())?;
+        }
+        self.dirty = true;
+        self.out.push(Out::Event {
+            seq,
+            text: Utf8Bytes::from(rec.message),
+            exclude,
+        });
+        Ok(seq)
+    }
+
+    fn reply(&mut self, s: &Session, text: String) {
+        self.out
+            .push(Out::To(s.outbox.clone(), Frame::Text(text.into())));
+    }
+
+    fn command(&mut self, tx: &mut Tx, cmd: Cmd) -> Result<(), StoreError> {
+        match cmd {
+            Cmd::Connected {
+                session,
+                cursor,
+                request_id,
+            } => self.connected(session, cursor, request_id),
+            Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
+            Cmd::GraceExpired {
+                terminal_id,
+                conn_id,
+            } => return self.grace_expired(tx, &terminal_id, conn_id),
+            Cmd::Resume { conn_id } => {
+                if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
+                    self.out.push(Out::To(
+                        ob,
+                        Frame::CatchUp {
+                            after,
+                            to: self.seq,
+                        },
+                    ));
+                }
+            }
+            Cmd::LeaseTick => return self.lease_tick(tx),
+            Cmd::LockTick => return self.lock_tick(tx),
+            Cmd::StatusTick => self.status_tick(tx)?,
+            Cmd::Probe(p) => {
+                tx.meta.insert(META_LAST_TS, self.now_ms)?;
+                self.probes.push(p);
+            }
+            Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Request { .. } | Cmd::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    fn status_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        use redb::ReadableTableMetadata;
+        let msg = serde_json::json!({
+            "type": "SYNC_STATUS",
+            "terminals": self.reg.len(),
+            "pendingEvents": tx.pending.len()?,
+            "deadLetters": tx.dead.len()?,
+            "upstream": {"state": self.upstream_state, "lastSuccessAt": Value::Null},
+            "seq": self.seq,
+        });
+        self.out.push(Out::All(msg.to_string().into()));
+        Ok(())
+    }
+
+    fn compact(&mut self, tx: &mut Tx, cutoff_ms: u64) -> Result<(), StoreError> {
+        let mut through = tx
+            .meta
+            .get(META_COMPACTED_THROUGH)?
+            .map(|g| g.value())
+            .unwrap_or(0);
+        let mut removed = 0u64;
+        loop {
+            let Some((seq, ts)) = (match tx.events.first()? {
+                Some((k, v)) => Some((k.value(), dec::<EventRec>(v.value())?.ts_ms)),
+                None => None,
+            }) else {
+                break;
+            };
+            // Only a contiguous prefix goes, so "older than retention" is one number.
+            if ts >= cutoff_ms || tx.pending.get(seq)?.is_some() || tx.dead.get(seq)?.is_some() {
+                break;
+            }
+            tx.events.remove(seq)?;
+            through = seq;
+            removed += 1;
+        }
+        if removed > 0 {
+            tx.meta.insert(META_COMPACTED_THROUGH, through)?;
+            tx.event_ids.retain(|_, v| {
+                dec::<AppliedRec>(v)
+                    .map(|a| a.ts_ms >= cutoff_ms)
+                    .unwrap_or(false)
+            })?;
+            self.dirty = true;
+            tracing::info!(
+                removed,
+                through,
+                "compacted forwarded events older than the retention"
+            );
+        }
+        Ok(())
+    }
+}

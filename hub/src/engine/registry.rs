@@ -1,0 +1,105 @@
+//! Authenticated terminals as the engine sees them, and the fan-out of events to them. Each
+//! entry remembers the last seq it was given (or decided to skip because the terminal wrote it
+//! itself); an event at or below that mark is already covered by the terminal's catch-up.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::Session;
+use crate::net::outbox::{Outbox, Utf8Bytes};
+
+struct Entry {
+    session: Arc<Session>,
+    /// Every event up to this seq was queued for, or is covered by a catch-up of, this terminal.
+    pushed_through: u64,
+}
+
+/// Connected, authenticated terminals by connection id and by terminal id.
+#[derive(Default)]
+pub struct Registry {
+    by_conn: HashMap<u64, Entry>,
+    by_terminal: HashMap<String, u64>,
+}
+
+impl Registry {
+    /// Registers a session whose catch-up covers everything up to `head`; returns the session
+    /// it replaces (same terminalId), if any.
+    pub fn register(&mut self, session: Arc<Session>, head: u64) -> Option<Arc<Session>> {
+        let old = self
+            .by_terminal
+            .insert(session.terminal_id.clone(), session.conn_id)
+            .and_then(|old| self.by_conn.remove(&old))
+            .map(|e| e.session);
+        self.by_conn.insert(
+            session.conn_id,
+            Entry {
+                session,
+                pushed_through: head,
+            },
+        );
+        old
+    }
+
+    /// Removes a connection; returns its session if it was registered.
+    pub fn unregister(&mut self, conn_id: u64) -> Option<Arc<Session>> {
+        let e = self.by_conn.remove(&conn_id)?;
+        if self.by_terminal.get(&e.session.terminal_id) == Some(&conn_id) {
+            self.by_terminal.remove(&e.session.terminal_id);
+        }
+        Some(e.session)
+    }
+
+    pub fn by_terminal(&self, terminal_id: &str) -> Option<&Arc<Session>> {
+        let conn = self.by_terminal.get(terminal_id)?;
+        self.by_conn.get(conn).map(|e| &e.session)
+    }
+
+    pub fn is_connected(&self, terminal_id: &str) -> bool {
+        self.by_terminal.contains_key(terminal_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_conn.is_empty()
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.by_conn.values().map(|e| &e.session)
+    }
+
+    /// Queues one event for every terminal but `exclude`; a terminal whose queue is full is
+    /// left lagging at its mark, to be caught up from the database when it drains.
+    pub fn fan_out(&mut self, seq: u64, text: &Utf8Bytes, exclude: Option<u64>, limit: usize) {
+        for (conn, e) in self.by_conn.iter_mut() {
+            if seq <= e.pushed_through {
+                continue;
+            }
+            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit) {
+                e.pushed_through = seq;
+            }
+        }
+    }
+
+    /// Ends the lag of a terminal: live events flow again after `head`, and the caller replays
+    /// what lies between the mark and `head`. Returns the outbox and the mark.
+    pub fn resume(&mut self, conn_id: u64, head: u64) -> Option<(Arc<Outbox>, u64)> {
+        let e = self.by_conn.get_mut(&conn_id)?;
+        if !e.session.outbox.lagging.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let after = e.pushed_through;
+        e.pushed_through = head;
+        Some((e.session.outbox.clone(), after))
+    }
+
+    /// After a failed commit the head went back; no mark may stay above it.
+    pub fn clamp(&mut self, head: u64) {
+        for e in self.by_conn.values_mut() {
+            e.pushed_through = e.pushed_through.min(head);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Catch-up (SPEC §2.6): replays the event log to one terminal in `EVENTS_BULK` chunks, or, when
+//! its cursor lies outside what the hub retains, sends `RESYNC_REQUIRED` and a full `STATE`.
+//! Reads run on the blocking pool against a redb read snapshot; they never block the engine.
+
+use futures_util::{Sink, SinkExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::engine::now_ms;
+use crate::protocol::outbound;
+use crate::server::Hub;
+use crate::store::{Store, StoreError};
+
+/// Bytes of events per `EVENTS_BULK` frame (well under the 256 KiB frame limit terminals use).
+const CHUNK_BYTES: usize = 128 * 1024;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, WsError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(WsError::Io(std::io::Error::other(e.to_string()))),
+        Err(e) => Err(WsError::Io(std::io::Error::other(e.to_string()))),
+    }
+}
+
+/// Sends every broadcastable event with `after < seq <= to`, then returns; live events with a
+/// higher seq follow in the outbox.
+pub async fn replay<Si>(hub: &Hub, sink: &mut Si, after: u64, to: u64) -> Result<(), WsError>
+where
+    Si: Sink<Message, Error = WsError> + Unpin,
+{
+    let store = hub.store.clone();
+    let compacted = blocking(move || store.compacted_through()).await?;
+    if after < compacted || after > to {
+        tracing::info!(
+            after,
+            compacted,
+            head = to,
+            "cursor outside the retained log; sending full state"
+        );
+        let reason = if after > to {
+            "cursor_ahead_of_hub"
+        } else {
+            "cursor_too_old"
+        };
+        sink.feed(Message::Text(
+            json!({"type": "RESYNC_REQUIRED", "reason": reason, "cursor": after, "seq": to})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        let store = hub.store.clone();
+        let state = blocking(move || state_message(&store, to)).await?;
+        return sink.feed(Message::Text(state.into())).await;
+    }
+    let mut cur = after;
+    loop {
+        let store = hub.store.clone();
+        let chunk = blocking(move || store.events_range(cur, to, CHUNK_BYTES)).await?;
+        let done = chunk.through >= to;
+        let text = outbound::events_bulk(&chunk.events, cur + 1, chunk.through, done);
+        sink.feed(Message::Text(text.into())).await?;
+        cur = chunk.through;
+        if done {
+            return Ok(());
+        }
+        sink.flush().await?;
+    }
+}
+
+/// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.
+fn state_message(store: &Store, seq: u64) -> Result<String, StoreError> {
+    let dump = store.state_dump()?;
+    let day_ago = now_ms().saturating_sub(86_400_000);
+    let orders: Vec<Value> = dump
+        .orders
+        .iter()
+        .filter(|(_, o)| !(o.state == "paid" || o.state == "cancelled") || o.updated_ms >= day_ago)
+        .map(|(p, o)| json!({"posReference": p, "version": o.version, "seq": o.seq, "snapshot": outbound::raw(&o.snapshot_json)}))
+        .collect();
+    let tables: Vec<Value> = dump
+        .tables
+        .iter()
+        .map(|t| json!({"tableId": outbound::raw(&t.table_id_json), "status": t.status, "posReference": t.pos_reference, "terminalId": t.terminal_id}))
+        .collect();
+    let locks: Vec<Value> = dump
+        .locks
+        .iter()
+        .map(|l| json!({"tableId": outbound::raw(&l.table_id_json), "terminalId": l.terminal_id, "uid": outbound::raw(&l.uid_json), "userName": l.user_name, "expiresAt": l.expires_ms}))
+        .collect();
+    let floors: Vec<Value> = dump
+        .floors
+        .iter()
+        .map(|f| {
+            let mut v = json!({"floorId": outbound::raw(&f.floor_id_json), "tables": outbound::raw(&f.tables_json)});
+            if let Some(l) = &f.layout_mode_json {
+                v["layoutMode"] = outbound::raw(l);
+            }
+            v
+        })
+        .collect();
+    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors, "seq": seq}).to_string())
+}

@@ -1,0 +1,386 @@
+//! One terminal's WebSocket: a reader (auth, validation, rate limit, requests to the engine)
+//! and a writer (the outbox drained to the socket, catch-up replay from the database). Both
+//! run in one task; when either ends, the other is dropped and the engine is told.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::catchup;
+use super::outbox::{Frame, Outbox, OutboxRx};
+use crate::auth::Role;
+use crate::config::AuthMode;
+use crate::engine::{now_ms, Cmd, Session};
+use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
+use crate::protocol::{outbound, parse, Inbound, ProtoError};
+use crate::server::Hub;
+
+/// Requests of one terminal that may wait in the engine at once.
+const MAX_IN_FLIGHT: usize = 256;
+/// Replies waiting to be written before the reader stops taking new requests.
+const MAX_QUEUED_REPLIES: usize = 1024;
+/// Frames written per flush.
+const WRITE_BATCH: usize = 256;
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve<S>(hub: Arc<Hub>, ws: WebSocketStream<S>, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (sink, stream) = ws.split();
+    let (outbox, rx) = Outbox::new();
+    let mut session: Option<Arc<Session>> = None;
+    tracing::debug!(conn_id, %peer, "websocket connected");
+    tokio::select! {
+        _ = read_loop(&hub, conn_id, stream, &outbox, &mut session) => {}
+        _ = write_loop(&hub, conn_id, sink, &outbox, rx) => {}
+    }
+    if let Some(s) = session {
+        tracing::info!(conn_id, terminal = %s.terminal_id, "terminal disconnected");
+        hub.engine.send(Cmd::Disconnected { conn_id });
+    }
+}
+
+/// Token bucket: `rate` messages per second with a one-second burst.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    dropped_in_window: u32,
+    window_start: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> Self {
+        let now = Instant::now();
+        RateLimit {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: now,
+            dropped_in_window: 0,
+            window_start: now,
+        }
+    }
+
+    /// Ok(true) to accept, Ok(false) to refuse with `rate_limited`, Err(()) to close (1008).
+    fn check(&mut self) -> Result<bool, ()> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        if now.duration_since(self.window_start) > Duration::from_secs(10) {
+            self.window_start = now;
+            self.dropped_in_window = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(true);
+        }
+        self.dropped_in_window += 1;
+        // Past a full second's worth of refused messages within ten seconds, it is a flood.
+        if self.dropped_in_window as f64 > self.rate.max(20.0) {
+            return Err(());
+        }
+        Ok(false)
+    }
+}
+
+async fn read_loop<St>(
+    hub: &Arc<Hub>,
+    conn_id: u64,
+    mut stream: St,
+    ob: &Arc<Outbox>,
+    session: &mut Option<Arc<Session>>,
+) where
+    St: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + hub.cfg.auth_timeout;
+    let mut limit = RateLimit::new(hub.cfg.rate_limit_per_sec);
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut shutdown = hub.shutdown.clone();
+    let mut warned_at: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            m = stream.next() => m,
+            _ = tokio::time::sleep_until(deadline), if session.is_none() => {
+                ob.push(Frame::Close { code: 4001, reason: "authentication timeout" });
+                return pending_forever().await;
+            }
+            _ = shutdown.changed(), if session.is_none() => {
+                ob.push(Frame::Close { code: 1001, reason: "hub shutting down" });
+                return pending_forever().await;
+            }
+        };
+        let text = match next {
+            None | Some(Ok(Message::Close(_))) => return,
+            Some(Err(WsError::Capacity(_))) => {
+                ob.push(Frame::Close {
+                    code: 1009,
+                    reason: "frame larger than 256 KiB",
+                });
+                return pending_forever().await;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(conn_id, error = %e, "websocket read failed");
+                return;
+            }
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(_))) => {
+                ob.text(outbound::error(
+                    "unsupported_frame",
+                    "binary frames are not supported; send JSON text frames",
+                    None,
+                ));
+                continue;
+            }
+            Some(Ok(_)) => continue, // ping/pong/raw frames: handled by the protocol layer
+        };
+        match limit.check() {
+            Ok(true) => {}
+            Ok(false) => {
+                let now = Instant::now();
+                if warned_at.is_none_or(|w| now.duration_since(w) > Duration::from_millis(500)) {
+                    warned_at = Some(now);
+                    ob.text(outbound::error(
+                        "rate_limited",
+                        "too many messages; slow down",
+                        None,
+                    ));
+                }
+                continue;
+            }
+            Err(()) => {
+                tracing::warn!(conn_id, "closing a flooding connection");
+                ob.push(Frame::Close {
+                    code: 1008,
+                    reason: "rate limit exceeded",
+                });
+                return pending_forever().await;
+            }
+        }
+        let parsed = match parse(text.as_str()) {
+            Ok(p) => p,
+            Err(e) => {
+                ob.text(outbound::error(e.code, &e.message, e.request_id.as_ref()));
+                continue;
+            }
+        };
+        let rid = parsed.request_id;
+        match (parsed.msg, session.as_ref()) {
+            (Inbound::Ping, _) => ob.text(outbound::reply(
+                serde_json::json!({"type": "PONG"}),
+                rid.as_ref(),
+            )),
+            (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m) {
+                Ok((s, cursor)) => {
+                    tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
+                    *session = Some(s.clone());
+                    hub.engine.send(Cmd::Connected {
+                        session: s,
+                        cursor,
+                        request_id: rid,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(
+                        conn_id,
+                        reason = e.code,
+                        "authentication refused: {}",
+                        e.message
+                    );
+                    ob.text(outbound::auth_fail(e.code, &e.message, rid.as_ref()));
+                    ob.push(Frame::Close {
+                        code: 4003,
+                        reason: "authentication failed",
+                    });
+                    return pending_forever().await;
+                }
+            },
+            (_, None) => ob.text(outbound::error(
+                "not_authenticated",
+                "send AUTH first",
+                rid.as_ref(),
+            )),
+            (Inbound::Auth(_), Some(_)) => ob.text(outbound::error(
+                "already_authenticated",
+                "this socket is already authenticated",
+                rid.as_ref(),
+            )),
+            (msg, Some(s)) => {
+                // Backpressure: a terminal that does not read its replies stops being read.
+                while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
+                    ob.drained.notified().await;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let cmd = Cmd::Request {
+                    session: s.clone(),
+                    request_id: rid.clone(),
+                    msg,
+                    permit: Some(permit),
+                };
+                if !hub.engine.send(cmd) {
+                    ob.text(outbound::error(
+                        "shutting_down",
+                        "the hub is shutting down",
+                        rid.as_ref(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Lets the writer finish sending a close frame; the select in `serve` ends with it.
+async fn pending_forever() {
+    std::future::pending::<()>().await
+}
+
+fn authenticate(
+    hub: &Hub,
+    conn_id: u64,
+    ob: &Arc<Outbox>,
+    m: AuthMsg,
+) -> Result<(Arc<Session>, Option<u64>), ProtoError> {
+    let (subject, uid, role, token_name) = match hub.cfg.auth_mode {
+        AuthMode::Open => {
+            let role = m
+                .role
+                .as_deref()
+                .and_then(Role::parse)
+                .unwrap_or(Role::Cashier);
+            (None, Value::Null, role, None)
+        }
+        AuthMode::Token | AuthMode::Odoo => {
+            let token = m
+                .token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| ProtoError::new("invalid_token", "AUTH needs a token"))?;
+            let Some(v) = hub.verifier.as_ref() else {
+                return Err(ProtoError::new(
+                    "invalid_token",
+                    "no verification key is configured",
+                ));
+            };
+            let id = v
+                .verify(token)
+                .map_err(|e| ProtoError::new(e.reason(), e.to_string()))?;
+            (Some(id.subject), id.uid, id.role, id.name)
+        }
+    };
+    let terminal_id = m
+        .terminal_id
+        .or(subject)
+        .ok_or_else(|| ProtoError::new("invalid_message", "AUTH needs a terminalId"))?;
+    if terminal_id.is_empty()
+        || terminal_id.len() > MAX_ID_LEN
+        || terminal_id.chars().any(char::is_control)
+    {
+        return Err(ProtoError::new(
+            "invalid_message",
+            "terminalId must be 1-128 characters",
+        ));
+    }
+    let name: String = m
+        .name
+        .or(token_name)
+        .unwrap_or_else(|| terminal_id.clone())
+        .chars()
+        .take(128)
+        .collect();
+    let session = Session {
+        conn_id,
+        terminal_id,
+        device_id: m.device_id,
+        name,
+        uid_json: uid.to_string(),
+        role,
+        outbox: ob.clone(),
+        connected_ms: now_ms(),
+    };
+    Ok((Arc::new(session), m.cursor))
+}
+
+async fn write_loop<Si>(
+    hub: &Arc<Hub>,
+    conn_id: u64,
+    mut sink: Si,
+    ob: &Arc<Outbox>,
+    mut rx: OutboxRx,
+) where
+    Si: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let mut delivered = 0u64;
+    let mut resume_asked = false;
+    while let Some(first) = rx.recv().await {
+        let mut frame = Some(first);
+        let mut n = 0;
+        while let Some(f) = frame.take() {
+            ob.took(&f);
+            n += 1;
+            let r = match f {
+                Frame::Text(t) => sink.feed(Message::Text(t)).await,
+                Frame::Event { seq, text } => {
+                    if seq <= delivered {
+                        Ok(())
+                    } else {
+                        delivered = seq;
+                        sink.feed(Message::Text(text)).await
+                    }
+                }
+                Frame::CatchUp { after, to } => {
+                    resume_asked = false;
+                    match catchup::replay(hub, &mut sink, after, to).await {
+                        Ok(()) => {
+                            delivered = delivered.max(to);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Frame::Close { code, reason } => {
+                    let frame = CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                    // Give the peer a moment to answer the close, then drop the socket.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return;
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(conn_id, error = %e, "websocket write failed");
+                return;
+            }
+            if n < WRITE_BATCH {
+                frame = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = sink.flush().await {
+            tracing::debug!(conn_id, error = %e, "websocket flush failed");
+            return;
+        }
+        ob.drained.notify_waiters();
+        if !resume_asked
+            && ob.lagging.load(Ordering::Acquire)
+            && ob.queued_events.load(Ordering::Relaxed) == 0
+        {
+            resume_asked = true;
+            tracing::info!(conn_id, "terminal fell behind; replaying from its cursor");
+            hub.engine.send(Cmd::Resume { conn_id });
+        }
+    }
+}

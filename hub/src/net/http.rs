@@ -1,0 +1,263 @@
+//! The HTTP side (SPEC §3, the part the hub core needs): health, orders, CORS, and the
+//! WebSocket upgrade on both ports (any path on `HUB_PORT`, `/ws` on `HUB_HTTP_PORT`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::protocol::outbound;
+use crate::server::Hub;
+
+pub type Body = Full<Bytes>;
+
+/// Largest frame or message a terminal may send (SPEC §2.7).
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    WebSocket,
+    Http,
+}
+
+pub fn ws_config() -> WebSocketConfig {
+    let mut c = WebSocketConfig::default();
+    c.max_message_size = Some(MAX_FRAME);
+    c.max_frame_size = Some(MAX_FRAME);
+    c
+}
+
+fn cors(mut r: Response<Body>) -> Response<Body> {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// A JSON answer with CORS headers.
+pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    cors(r)
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Body> {
+    json_response(status, &json!({"error": msg}))
+}
+
+/// Routes one request.
+pub async fn handle(
+    hub: Arc<Hub>,
+    port: Port,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    if is_upgrade(&req) {
+        if port == Port::WebSocket || req.uri().path() == "/ws" {
+            return Ok(upgrade(hub, req));
+        }
+        return Ok(error(
+            StatusCode::NOT_FOUND,
+            "WebSocket is served at /ws on this port",
+        ));
+    }
+    if req.method() == Method::OPTIONS {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return Ok(cors(r));
+    }
+    if port == Port::WebSocket {
+        return Ok(error(
+            StatusCode::UPGRADE_REQUIRED,
+            "this port speaks WebSocket; HTTP is on HUB_HTTP_PORT",
+        ));
+    }
+    let path = req.uri().path().to_string();
+    let r = match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
+        (&Method::GET, "/orders") => orders(&hub).await,
+        (&Method::GET, p) if p.starts_with("/orders/") => order(&hub, &p["/orders/".len()..]).await,
+        (&Method::GET, _) => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    };
+    Ok(r)
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    if !version_ok {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "only WebSocket version 13 is supported",
+        );
+    }
+    let accept = derive_accept_key(key.as_bytes());
+    let peer = req
+        .extensions()
+        .get::<std::net::SocketAddr>()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    Role::Server,
+                    Some(ws_config()),
+                )
+                .await;
+                crate::net::conn::serve(hub, ws, peer).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+async fn health(hub: &Hub) -> Response<Body> {
+    let probe = tokio::time::timeout(Duration::from_secs(3), hub.engine.probe()).await;
+    let db = match probe {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("database write timed out".to_string()),
+    };
+    let store = hub.store.clone();
+    let counts = tokio::task::spawn_blocking(move || store.counts()).await;
+    let counts = match counts {
+        Ok(Ok(c)) => c,
+        _ => Default::default(),
+    };
+    let ok = db.is_ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "uptimeS": hub.started.elapsed().as_secs(),
+        "terminals": hub.engine.stats.terminals.load(Ordering::Relaxed),
+        "orders": counts.orders,
+        "pendingEvents": counts.pending,
+        "forwardedEvents": counts.forwarded,
+        "deadLetters": counts.dead,
+        "seq": counts.head_seq,
+        "version": crate::VERSION,
+        "authMode": hub.cfg.auth_mode.as_str(),
+        "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
+        "db": match &db { Ok(()) => json!({"status": "writable", "path": hub.cfg.db_path}), Err(e) => json!({"status": "error", "error": e, "path": hub.cfg.db_path}) },
+    });
+    json_response(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
+}
+
+async fn orders(hub: &Hub) -> Response<Body> {
+    let store = hub.store.clone();
+    match tokio::task::spawn_blocking(move || store.orders()).await {
+        Ok(Ok(list)) => {
+            let items: Vec<Value> = list
+                .iter()
+                .map(|o| {
+                    let snap = outbound::raw(&o.rec.snapshot_json);
+                    let items = snap.get("lines").and_then(Value::as_array).map_or(0, |l| {
+                        l.iter().filter(|x| x.get("isVoided") != Some(&Value::Bool(true))).count()
+                    });
+                    json!({"posReference": o.pos_reference, "version": o.rec.version, "seq": o.rec.seq,
+                        "state": o.rec.state, "tableId": snap.get("tableId"), "itemCount": items,
+                        "total": snap.pointer("/totals/total"), "terminalId": o.rec.terminal_id,
+                        "updatedAt": o.rec.updated_ms})
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &json!({"orders": items, "count": items.len()}),
+            )
+        }
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn order(hub: &Hub, raw_ref: &str) -> Response<Body> {
+    let Some(p) = percent_decode(raw_ref).filter(|p| !p.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "bad posReference in path");
+    };
+    let store = hub.store.clone();
+    let key = p.clone();
+    match tokio::task::spawn_blocking(move || store.order(&key)).await {
+        Ok(Ok(Some(o))) => json_response(
+            StatusCode::OK,
+            &json!({"posReference": p, "version": o.version, "seq": o.seq, "state": o.state,
+                "terminalId": o.terminal_id, "updatedAt": o.updated_ms, "snapshot": outbound::raw(&o.snapshot_json)}),
+        ),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such order"),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
+    }
+}

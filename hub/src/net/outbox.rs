@@ -1,0 +1,101 @@
+//! Per-connection outgoing queue. The engine and the connection's reader push frames; the
+//! connection's writer task drains them to the socket. Broadcast events are bounded per
+//! connection: when a terminal falls too far behind, the engine stops queueing events for it
+//! and the terminal is moved back to catch-up from its cursor (no event is skipped, and no other
+//! terminal waits for it).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Notify};
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One thing to send to a terminal.
+#[derive(Debug)]
+pub enum Frame {
+    /// A direct reply or a non-event broadcast (`SYNC_STATUS`).
+    Text(Utf8Bytes),
+    /// A broadcast event with its sequence number.
+    Event { seq: u64, text: Utf8Bytes },
+    /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
+    /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
+    CatchUp { after: u64, to: u64 },
+    /// Close the socket with this code.
+    Close { code: u16, reason: &'static str },
+}
+
+/// The queue and its counters.
+#[derive(Debug)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Frame>,
+    /// Events queued and not yet written.
+    pub queued_events: AtomicUsize,
+    /// Other frames queued and not yet written; the reader pauses when too many pile up.
+    pub queued_other: AtomicUsize,
+    /// Set by the engine when this terminal fell behind; cleared when it resumes catch-up.
+    pub lagging: AtomicBool,
+    /// Woken whenever the writer has drained frames.
+    pub drained: Notify,
+}
+
+/// Receiving side, owned by the writer task.
+pub type OutboxRx = mpsc::UnboundedReceiver<Frame>;
+
+impl Outbox {
+    pub fn new() -> (Arc<Outbox>, OutboxRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ob = Outbox {
+            tx,
+            queued_events: AtomicUsize::new(0),
+            queued_other: AtomicUsize::new(0),
+            lagging: AtomicBool::new(false),
+            drained: Notify::new(),
+        };
+        (Arc::new(ob), rx)
+    }
+
+    /// Queues a frame; a closed connection silently drops it (it is gone).
+    pub fn push(&self, frame: Frame) {
+        let counter = match frame {
+            Frame::Event { .. } => &self.queued_events,
+            _ => &self.queued_other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(frame).is_err() {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn text(&self, text: impl Into<Utf8Bytes>) {
+        self.push(Frame::Text(text.into()));
+    }
+
+    /// Tries to queue a broadcast event; returns false (and marks the terminal lagging) when
+    /// `limit` events are already waiting.
+    pub fn try_event(&self, seq: u64, text: &Utf8Bytes, limit: usize) -> bool {
+        if self.lagging.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.queued_events.load(Ordering::Relaxed) >= limit {
+            self.lagging.store(true, Ordering::Release);
+            return false;
+        }
+        self.push(Frame::Event {
+            seq,
+            text: text.clone(),
+        });
+        true
+    }
+
+    /// Called by the writer for every frame it took off the queue.
+    pub fn took(&self, frame: &Frame) {
+        match frame {
+            Frame::Event { .. } => self.queued_events.fetch_sub(1, Ordering::Relaxed),
+            _ => self.queued_other.fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}

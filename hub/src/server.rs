@@ -1,0 +1,236 @@
+//! Starting and stopping a hub: open the database, load keys, start the engine, bind both
+//! listeners, run the periodic ticks, and shut down in order on request (SIGTERM/SIGINT).
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::{HubKey, Verifier};
+use crate::config::{AuthMode, Config};
+use crate::engine::{now_ms, Cmd, Engine, EngineHandle};
+use crate::net::http::{self, Port};
+use crate::store::Store;
+
+/// What every connection shares.
+pub struct Hub {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub engine: EngineHandle,
+    pub verifier: Option<Verifier>,
+    pub started: Instant,
+    pub next_conn: AtomicU64,
+    pub shutdown: watch::Receiver<bool>,
+    pub admin_token: String,
+}
+
+/// A hub that is up: its bound addresses, and the way to stop it.
+pub struct RunningHub {
+    pub ws_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+    engine_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Opens everything and starts serving; returns once both ports accept connections.
+pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
+    let cfg = Arc::new(cfg);
+    let data_dir = cfg.data_dir();
+    // 1. Database (repaired if the last run crashed).
+    let store = Store::open(&cfg.db_path, cfg.db_cache_bytes)
+        .with_context(|| format!("unable to open database {}", cfg.db_path.display()))?;
+    if cfg.demo {
+        crate::demo::seed(&store).context("unable to seed the demo floor plan")?;
+    }
+    // 2. Keys: the hub's own signing key and the admin token, created on first start.
+    let hub_key =
+        HubKey::load_or_create(&data_dir).context("unable to load the hub signing key")?;
+    let verifier = Verifier::new(
+        cfg.cluster_public_key_pem.as_deref(),
+        Some(&hub_key),
+        &cfg.tenant_id,
+        &cfg.store_id,
+    )
+    .context("unable to set up token verification")?;
+    let admin_token = crate::auth::admin_token(cfg.admin_token.as_deref(), &data_dir)
+        .context("unable to set up the admin token")?;
+    if cfg.auth_mode == AuthMode::Open {
+        tracing::warn!(
+            "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
+        );
+    }
+    // 3. The engine thread.
+    let (engine, engine_thread) = Engine::start(
+        cfg.clone(),
+        store.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .context("unable to start the engine")?;
+    // 4. Listeners.
+    let ws_listener = TcpListener::bind((cfg.bind, cfg.ws_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_PORT)",
+                cfg.bind, cfg.ws_port
+            )
+        })?;
+    let http_listener = TcpListener::bind((cfg.bind, cfg.http_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_HTTP_PORT)",
+                cfg.bind, cfg.http_port
+            )
+        })?;
+    let ws_addr = ws_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
+    let hub = Arc::new(Hub {
+        cfg: cfg.clone(),
+        store,
+        engine,
+        verifier: Some(verifier),
+        started: Instant::now(),
+        next_conn: AtomicU64::new(1),
+        shutdown,
+        admin_token,
+    });
+    tokio::spawn(accept_loop(
+        hub.clone(),
+        ws_listener,
+        Port::WebSocket,
+        done_tx.clone(),
+    ));
+    tokio::spawn(accept_loop(
+        hub.clone(),
+        http_listener,
+        Port::Http,
+        done_tx.clone(),
+    ));
+    // 5. Periodic work.
+    spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
+    spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
+    spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);
+    let retention = cfg.event_retention;
+    spawn_tick(&hub, Duration::from_secs(3600).min(retention), move || {
+        Cmd::Compact {
+            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
+        }
+    });
+    tracing::info!(%ws_addr, %http_addr, db = %cfg.db_path.display(), realm = %format!("{}/{}", cfg.tenant_id, cfg.store_id),
+        auth = cfg.auth_mode.as_str(), version = crate::VERSION, "poshub ready");
+    Ok(RunningHub {
+        ws_addr,
+        http_addr,
+        hub,
+        shutdown_tx,
+        done_rx,
+        engine_thread: Some(engine_thread),
+    })
+}
+
+fn spawn_tick(hub: &Arc<Hub>, every: Duration, make: impl Fn() -> Cmd + Send + 'static) {
+    let engine = hub.engine.clone();
+    let mut shutdown = hub.shutdown.clone();
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t.tick().await;
+        loop {
+            tokio::select! {
+                _ = t.tick() => { if !engine.send(make()) { return; } }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+}
+
+async fn accept_loop(hub: Arc<Hub>, listener: TcpListener, port: Port, done: mpsc::Sender<()>) {
+    let mut shutdown = hub.shutdown.clone();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let hub = hub.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let _done = done;
+            let svc = service_fn(move |mut req| {
+                req.extensions_mut().insert(peer);
+                http::handle(hub.clone(), port, req)
+            });
+            let conn = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+impl RunningHub {
+    /// Stops accepting, lets the engine commit and answer what it has, closes every socket
+    /// with 1001 and closes the database; bounded by `limit`.
+    pub async fn shutdown(mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let _ = self.shutdown_tx.send(true);
+        self.hub.engine.send(Cmd::Shutdown);
+        if let Some(t) = self.engine_thread.take() {
+            let joined = tokio::task::spawn_blocking(move || t.join());
+            let _ = tokio::time::timeout_at(deadline, joined).await;
+        }
+        // Connection tasks hold a clone of `done`; recv() ends when all are gone.
+        let _ = tokio::time::timeout_at(deadline, self.done_rx.recv()).await;
+        tracing::info!("poshub stopped");
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down within 5 s.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let running = start(cfg).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    running.shutdown(Duration::from_millis(4500)).await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("unable to watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("unable to watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

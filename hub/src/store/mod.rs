@@ -1,0 +1,286 @@
+//! Durable state in one redb file: the tables, opening with a Pi-sized cache, and the read-side
+//! queries used by the HTTP API and catch-up. All writes go through the engine's single writer
+//! thread (see `engine`), which commits many terminals' changes per durable transaction.
+
+pub mod records;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use records::*;
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
+pub const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub const PENDING: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_upstream");
+pub const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+pub const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
+pub const TABLE_LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("table_locks");
+pub const FLOOR_PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("floor_plans");
+pub const TICKET_SEQ: TableDefinition<&str, u64> = TableDefinition::new("ticket_sequences");
+pub const EVENT_IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("applied_event_ids");
+
+/// `META` key: sequence number of the newest event.
+pub const META_HEAD_SEQ: &str = "head_seq";
+/// `META` key: every event up to this seq has been compacted away.
+pub const META_COMPACTED_THROUGH: &str = "compacted_through";
+/// `META` key: how many events were forwarded upstream, ever.
+pub const META_FORWARDED: &str = "forwarded_total";
+/// `META` key: newest wall-clock time the hub committed (ms), for clock sanity after power loss.
+pub const META_LAST_TS: &str = "last_ts_ms";
+/// `META` key: on-disk layout version.
+pub const META_SCHEMA: &str = "schema_version";
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Storage failures, typed so callers can tell a broken disk from a damaged record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("damaged record: {0}")]
+    Decode(String),
+    #[error("database was written by a newer poshub (schema {0})")]
+    Schema(u64),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A shared handle on the hub's database.
+#[derive(Clone)]
+pub struct Store {
+    pub db: Arc<Database>,
+}
+
+/// One stored order as the HTTP API shows it.
+#[derive(Debug, Clone)]
+pub struct OrderView {
+    pub pos_reference: String,
+    pub rec: OrderRec,
+}
+
+/// Counts shown by `/health`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub orders: u64,
+    pub pending: u64,
+    pub forwarded: u64,
+    pub dead: u64,
+    pub head_seq: u64,
+}
+
+/// Everything a terminal needs to rebuild its view when its cursor is too old (`STATE`).
+#[derive(Debug, Clone, Default)]
+pub struct StateDump {
+    pub orders: Vec<(String, OrderRec)>,
+    pub tables: Vec<TableRec>,
+    pub locks: Vec<LockRec>,
+    pub floors: Vec<FloorRec>,
+}
+
+/// A slice of the event log read for catch-up.
+#[derive(Debug, Clone, Default)]
+pub struct EventChunk {
+    pub events: Vec<(u64, String)>,
+    /// Last seq looked at (events may be absent from the range if compacted or not broadcast).
+    pub through: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the database, repairing it after a crash, and creates every table so
+    /// readers never see a missing one.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(true);
+        {
+            let mut meta = txn.open_table(META)?;
+            let schema = meta.get(META_SCHEMA)?.map(|g| g.value());
+            match schema {
+                Some(v) if v > SCHEMA_VERSION => return Err(StoreError::Schema(v)),
+                Some(_) => {}
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
+            }
+            txn.open_table(ORDERS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(EVENTS)?;
+            txn.open_table(PENDING)?;
+            txn.open_table(DEAD)?;
+            txn.open_table(TABLES)?;
+            txn.open_table(TABLE_LOCKS)?;
+            txn.open_table(FLOOR_PLANS)?;
+            txn.open_table(TICKET_SEQ)?;
+            txn.open_table(EVENT_IDS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(META)?;
+        Ok(t.get(key)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    pub fn head_seq(&self) -> Result<u64, StoreError> {
+        self.meta(META_HEAD_SEQ)
+    }
+
+    pub fn compacted_through(&self) -> Result<u64, StoreError> {
+        self.meta(META_COMPACTED_THROUGH)
+    }
+
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta.get(k)?.map(|g| g.value()).unwrap_or(0))
+        };
+        Ok(Counts {
+            orders: r.open_table(ORDERS)?.len()?,
+            pending: r.open_table(PENDING)?.len()?,
+            dead: r.open_table(DEAD)?.len()?,
+            forwarded: get(META_FORWARDED)?,
+            head_seq: get(META_HEAD_SEQ)?,
+        })
+    }
+
+    pub fn order(&self, pos_reference: &str) -> Result<Option<OrderRec>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(ORDERS)?;
+        let v = t.get(pos_reference)?;
+        v.map(|g| dec(g.value())).transpose()
+    }
+
+    pub fn orders(&self) -> Result<Vec<OrderView>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(ORDERS)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push(OrderView {
+                pos_reference: k.value().to_string(),
+                rec: dec(v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Events with `after < seq <= to`, at most about `max_bytes` of messages (always at least one).
+    pub fn events_range(
+        &self,
+        after: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<EventChunk, StoreError> {
+        let mut chunk = EventChunk {
+            events: Vec::new(),
+            through: after,
+        };
+        if to <= after {
+            return Ok(chunk);
+        }
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        let mut bytes = 0;
+        for item in t.range(after + 1..=to)? {
+            let (k, v) = item?;
+            let rec: EventRec = dec(v.value())?;
+            bytes += rec.message.len();
+            chunk.events.push((k.value(), rec.message));
+            chunk.through = k.value();
+            if bytes >= max_bytes {
+                return Ok(chunk);
+            }
+        }
+        chunk.through = to;
+        Ok(chunk)
+    }
+
+    /// Newest events first, for `/events`.
+    pub fn recent_events(
+        &self,
+        limit: usize,
+        since: Option<u64>,
+    ) -> Result<Vec<(u64, EventRec, bool)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        let pending = r.open_table(PENDING)?;
+        let mut out = Vec::new();
+        let iter: Box<dyn Iterator<Item = _>> = match since {
+            Some(s) => Box::new(t.range(s.saturating_add(1)..)?),
+            None => Box::new(t.iter()?.rev()),
+        };
+        for item in iter.take(limit) {
+            let (k, v) = item?;
+            let is_pending = pending.get(k.value())?.is_some();
+            out.push((k.value(), dec(v.value())?, is_pending));
+        }
+        Ok(out)
+    }
+
+    pub fn state_dump(&self) -> Result<StateDump, StoreError> {
+        let r = self.db.begin_read()?;
+        let mut dump = StateDump::default();
+        for item in r.open_table(ORDERS)?.iter()? {
+            let (k, v) = item?;
+            dump.orders.push((k.value().to_string(), dec(v.value())?));
+        }
+        for item in r.open_table(TABLES)?.iter()? {
+            dump.tables.push(dec(item?.1.value())?);
+        }
+        for item in r.open_table(TABLE_LOCKS)?.iter()? {
+            dump.locks.push(dec(item?.1.value())?);
+        }
+        for item in r.open_table(FLOOR_PLANS)?.iter()? {
+            dump.floors.push(dec(item?.1.value())?);
+        }
+        Ok(dump)
+    }
+
+    pub fn ticket_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(TICKET_SEQ)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn leases(&self) -> Result<Vec<(String, LeaseRec)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(LEASES)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+}
