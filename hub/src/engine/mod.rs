@@ -100,6 +100,8 @@ pub struct EngineStats {
     pub table_locks: AtomicUsize,
     pub head_seq: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Times a lagging terminal was switched back to catch-up from its cursor.
+    pub lag_resyncs: AtomicU64,
 }
 
 /// Handle used by connections and timers to reach the engine.
@@ -449,6 +451,7 @@ impl Engine {
             } => return self.grace_expired(tx, &terminal_id, conn_id),
             Cmd::Resume { conn_id } => {
                 if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
+                    self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
                     self.out.push(Out::To(
                         ob,
                         Frame::CatchUp {

@@ -1,0 +1,232 @@
+//! Authentication (tokens, realm, deadline, replacement) and table locks with the role check.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use poshub::auth::{Claims, HubKey, AUDIENCE};
+use serde_json::json;
+
+fn token(dir: &std::path::Path, sub: &str, tenant: &str, role: &str, exp_offset: i64) -> String {
+    let key = HubKey::load_or_create(dir).expect("hub key");
+    let now = poshub::auth::now_secs() as i64;
+    key.issue(&Claims {
+        sub: sub.into(),
+        aud: AUDIENCE.into(),
+        tenant_id: tenant.into(),
+        store_id: "s1".into(),
+        exp: (now + exp_offset) as u64,
+        nbf: None,
+        iat: None,
+        uid: Some(json!(42)),
+        role: Some(role.into()),
+        name: Some(format!("{sub} user")),
+    })
+    .expect("sign")
+}
+
+async fn auth_reply(hub: &TestHub, auth: serde_json::Value) -> (serde_json::Value, Option<u16>) {
+    let mut t = Term::connect(hub.ws).await;
+    t.send(auth).await;
+    let v = t.recv().await;
+    let code = if v["type"] == "AUTH_FAIL" {
+        t.close_code().await
+    } else {
+        None
+    };
+    (v, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mode_checks_signature_realm_and_expiry() {
+    let hub = TestHub::start(&[("HUB_AUTH_MODE", "token")]).await;
+    let dir = hub.dir.path().to_path_buf();
+    let good = token(&dir, "till-1", "t1", "manager", 3600);
+    let (ok, _) = auth_reply(
+        &hub,
+        json!({"type": "AUTH", "token": good, "terminalId": "till-1", "cursor": 0}),
+    )
+    .await;
+    assert_eq!(ok["type"], "AUTH_OK", "{ok}");
+    assert_eq!(ok["role"], "manager");
+    assert_eq!(ok["uid"], 42);
+    assert_eq!(ok["realm"], json!({"tenantId": "t1", "storeId": "s1"}));
+    assert!(ok["seq"].is_u64() && ok["serverTime"].is_u64() && ok["hubVersion"].is_string());
+
+    let cases = [
+        (
+            token(&dir, "till-1", "other-tenant", "cashier", 3600),
+            "realm_mismatch",
+        ),
+        (token(&dir, "till-1", "t1", "cashier", -3600), "expired"),
+        ("not.a.jwt".to_string(), "invalid_token"),
+    ];
+    for (tok, reason) in cases {
+        let (fail, code) = auth_reply(
+            &hub,
+            json!({"type": "AUTH", "token": tok, "terminalId": "till-1"}),
+        )
+        .await;
+        assert_eq!(
+            (fail["type"].as_str(), fail["reason"].as_str()),
+            (Some("AUTH_FAIL"), Some(reason)),
+            "{fail}"
+        );
+        assert_eq!(code, Some(4003));
+    }
+    // A token signed by another hub's key is refused.
+    let other = tempfile::tempdir().expect("tempdir");
+    let foreign = token(other.path(), "till-1", "t1", "admin", 3600);
+    let (fail, _) = auth_reply(
+        &hub,
+        json!({"type": "AUTH", "token": foreign, "terminalId": "till-1"}),
+    )
+    .await;
+    assert_eq!(fail["reason"], "invalid_token");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_key_tokens_are_accepted_offline() {
+    use base64::Engine;
+    let cloud = tempfile::tempdir().expect("tempdir");
+    let cloud_key = HubKey::load_or_create(cloud.path()).expect("cloud key");
+    let pem = std::fs::read_to_string(cloud.path().join(poshub::auth::HUB_KEY_FILE)).expect("pem");
+    let sk =
+        <ed25519_dalek::SigningKey as ed25519_dalek::pkcs8::DecodePrivateKey>::from_pkcs8_pem(&pem)
+            .expect("key");
+    let pub_pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
+        &sk.verifying_key(),
+        Default::default(),
+    )
+    .expect("pub");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pub_pem);
+    let hub = TestHub::start(&[
+        ("HUB_AUTH_MODE", "token"),
+        ("CLUSTER_PUBLIC_KEY_BASE64", &b64),
+    ])
+    .await;
+    drop(cloud_key);
+    let tok = token(cloud.path(), "kds-1", "t1", "waiter", 600);
+    let (ok, _) = auth_reply(&hub, json!({"type": "AUTH", "token": tok})).await;
+    assert_eq!(ok["type"], "AUTH_OK", "{ok}");
+    assert_eq!(
+        ok["terminalId"], "kds-1",
+        "terminalId defaults to the token subject"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_deadline_ping_and_unauthenticated_messages() {
+    let hub = TestHub::start(&[("HUB_AUTH_TIMEOUT_MS", "300")]).await;
+    let mut t = Term::connect(hub.ws).await;
+    t.send(json!({"type": "PING", "requestId": "p1"})).await;
+    let pong = t.recv().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["requestId"].as_str()),
+        (Some("PONG"), Some("p1"))
+    );
+    t.send(json!({"type": "LEASE_ACQUIRE", "posReference": "X"}))
+        .await;
+    assert_eq!(t.recv().await["code"], "not_authenticated");
+    assert_eq!(t.close_code().await, Some(4001));
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connection_replaces_the_first() {
+    let hub = TestHub::start(&[]).await;
+    let mut first = hub.term("till-9").await;
+    let _second = hub.term("till-9").await;
+    assert_eq!(first.close_code().await, Some(4000));
+    let (_, h) = http_get(hub.http, "/health").await;
+    assert_eq!(h["terminals"], 1);
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_locks_deny_force_by_role_and_expire() {
+    let hub = TestHub::start(&[
+        ("HUB_TABLE_LOCK_TTL_MS", "500"),
+        ("HUB_TABLE_LOCK_TICK_MS", "100"),
+    ])
+    .await;
+    let mut cashier = Term::open_with(
+        hub.ws,
+        json!({"type": "AUTH", "terminalId": "c1", "role": "cashier", "name": "Cara"}),
+    )
+    .await;
+    let mut manager = Term::open_with(
+        hub.ws,
+        json!({"type": "AUTH", "terminalId": "m1", "role": "manager", "name": "Max"}),
+    )
+    .await;
+    let mut other = hub.term("o1").await;
+
+    cashier
+        .send(json!({"type": "TABLE_LOCK_ACQUIRE", "tableId": 7}))
+        .await;
+    assert_eq!(cashier.recv_type("TABLE_LOCK_GRANTED").await["tableId"], 7);
+    let state = other.recv_type("TABLE_LOCKS_STATE").await;
+    assert_eq!(state["locks"][0]["terminalId"], "c1");
+    assert_eq!(state["locks"][0]["userName"], "Cara");
+
+    manager
+        .send(json!({"type": "TABLE_LOCK_ACQUIRE", "tableId": 7}))
+        .await;
+    let denied = manager.recv_type("TABLE_LOCK_DENIED").await;
+    assert_eq!(denied["holder"]["terminalId"], "c1");
+
+    // The role is checked on the hub: a cashier cannot force.
+    other
+        .send(json!({"type": "TABLE_LOCK_FORCE_ACQUIRE", "tableId": 7}))
+        .await;
+    assert_eq!(other.recv_type("ERROR").await["code"], "forbidden");
+
+    manager
+        .send(json!({"type": "TABLE_LOCK_FORCE_ACQUIRE", "tableId": 7}))
+        .await;
+    assert_eq!(manager.recv_type("TABLE_LOCK_GRANTED").await["tableId"], 7);
+    assert_eq!(
+        cashier.recv_type("TABLE_LOCK_REVOKED").await["reason"],
+        "forced"
+    );
+    assert_eq!(
+        other.recv_type("TABLE_LOCKS_STATE").await["locks"][0]["terminalId"],
+        "m1"
+    );
+
+    // Release broadcasts to all; a non-holder cannot release.
+    cashier
+        .send(json!({"type": "TABLE_LOCK_RELEASE", "tableId": 7}))
+        .await;
+    assert_eq!(cashier.recv_type("ERROR").await["code"], "not_lock_holder");
+    manager
+        .send(json!({"type": "TABLE_LOCK_RELEASE", "tableId": 7}))
+        .await;
+    assert_eq!(other.recv_type("TABLE_LOCK_RELEASED").await["tableId"], 7);
+
+    // An unrenewed lock expires on the tick.
+    other
+        .send(json!({"type": "TABLE_LOCK_ACQUIRE", "tableId": "bar-1"}))
+        .await;
+    other.recv_type("TABLE_LOCK_GRANTED").await;
+    other
+        .send(json!({"type": "TABLE_LOCK_HEARTBEAT", "tableId": "bar-1"}))
+        .await;
+    other.recv_type("TABLE_LOCK_GRANTED").await;
+    let start = std::time::Instant::now();
+    assert_eq!(
+        other.recv_type("TABLE_LOCK_REVOKED").await["reason"],
+        "expired"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "expired too early"
+    );
+    let (_, locks) = http_get(hub.http, "/health").await;
+    assert_eq!(locks["status"], "ok");
+    hub.stop().await;
+}
