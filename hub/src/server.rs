@@ -29,6 +29,7 @@ pub struct Hub {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
     pub admin_token: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A hub that is up: its bound addresses, and the way to stop it.
@@ -69,10 +70,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         );
     }
     // 3. The engine thread.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let (engine, engine_thread) = Engine::start(
         cfg.clone(),
         store.clone(),
         tokio::runtime::Handle::current(),
+        metrics.clone(),
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
@@ -105,6 +108,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         next_conn: AtomicU64::new(1),
         shutdown,
         admin_token,
+        metrics,
     });
     tokio::spawn(accept_loop(
         hub.clone(),

@@ -73,12 +73,19 @@ impl Registry {
 
     /// Queues one event for every terminal but `exclude`; a terminal whose queue is full is
     /// left lagging at its mark, to be caught up from the database when it drains.
-    pub fn fan_out(&mut self, seq: u64, text: &Utf8Bytes, exclude: Option<u64>, limit: usize) {
+    pub fn fan_out(
+        &mut self,
+        seq: u64,
+        text: &Utf8Bytes,
+        exclude: Option<u64>,
+        limit: usize,
+        at: std::time::Instant,
+    ) {
         for (conn, e) in self.by_conn.iter_mut() {
             if seq <= e.pushed_through {
                 continue;
             }
-            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit) {
+            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit, at) {
                 e.pushed_through = seq;
             }
         }
