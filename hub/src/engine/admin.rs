@@ -159,5 +159,8 @@ fn copy_consistent(src: &std::path::Path, dst: &std::path::Path) -> Result<u64, 
     Ok(size)
 }
 
+/// A backup to take after the commit: source, destination, who to tell.
+pub type PendingBackup = (PathBuf, PathBuf, oneshot::Sender<Result<u64, String>>);
+
 /// A reply to send once the batch is durable.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;

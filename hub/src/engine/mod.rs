@@ -196,11 +196,7 @@ pub struct Engine {
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
     probes: Vec<oneshot::Sender<Result<u64, String>>>,
     after_commit: Vec<admin::AfterCommit>,
-    backups: Vec<(
-        std::path::PathBuf,
-        std::path::PathBuf,
-        oneshot::Sender<Result<u64, String>>,
-    )>,
+    backups: Vec<admin::PendingBackup>,
     metrics: Arc<crate::metrics::Metrics>,
     upstream_state: &'static str,
 }
