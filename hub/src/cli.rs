@@ -131,55 +131,54 @@ pub fn main() -> ExitCode {
         config: ConfigArg::default(),
         demo: false,
     });
-    let result = match command {
-        Command::Serve { config, demo } => serve(&config, demo),
-        Command::Token {
-            command:
-                TokenCommand::Issue {
-                    config,
-                    terminal,
-                    role,
-                    ttl,
-                    name,
-                    uid,
-                },
-        } => token_issue(&config, &terminal, &role, &ttl, name, uid),
-        Command::Stats { config, json } => load_config(&config, false).and_then(|c| {
-            if json {
-                let h = ops::hub_call(&c, "GET", "/health", false)?;
-                let s = ops::hub_call(&c, "GET", "/status", false)?;
-                say(serde_json::json!({"health": h, "status": s}).to_string())
-            } else {
-                ops::stats(&c).and_then(say)
-            }
-        }),
-        Command::Events { config, limit } => {
-            load_config(&config, false).and_then(|c| ops::events(&c, limit.into()).and_then(say))
-        }
-        Command::ResetLeases { config } => load_config(&config, false).and_then(|c| {
-            let v = ops::hub_call(&c, "POST", "/admin/reset-leases", true)?;
-            say(format!("released {} lease(s)", v["leasesReset"]))
-        }),
-        Command::ResetData { config, yes } => {
-            if !yes {
-                Err(
+    let result =
+        match command {
+            Command::Serve { config, demo } => serve(&config, demo),
+            Command::Token {
+                command:
+                    TokenCommand::Issue {
+                        config,
+                        terminal,
+                        role,
+                        ttl,
+                        name,
+                        uid,
+                    },
+            } => token_issue(&config, &terminal, &role, &ttl, name, uid),
+            Command::Stats { config, json } => load_config(&config, false).and_then(|c| {
+                if json {
+                    let h = ops::hub_call(&c, "GET", "/health", false)?;
+                    let s = ops::hub_call(&c, "GET", "/status", false)?;
+                    say(serde_json::json!({"health": h, "status": s}).to_string())
+                } else {
+                    ops::stats(&c).and_then(say)
+                }
+            }),
+            Command::Events { config, limit } => load_config(&config, false)
+                .and_then(|c| ops::events(&c, limit.into()).and_then(say)),
+            Command::ResetLeases { config } => load_config(&config, false).and_then(|c| {
+                let v = ops::hub_call(&c, "POST", "/admin/reset-leases", true)?;
+                say(format!("released {} lease(s)", v["leasesReset"]))
+            }),
+            Command::ResetData { config, yes } => {
+                if !yes {
+                    Err(
                     "reset-data deletes every order and event on this hub; run again with --yes"
                         .into(),
                 )
-            } else {
-                load_config(&config, false).and_then(|c| {
-                    ops::hub_call(&c, "POST", "/reset", true)?;
-                    say("all data deleted; terminals will resync".into())
-                })
+                } else {
+                    load_config(&config, false).and_then(|c| {
+                        ops::hub_call(&c, "POST", "/reset", true)?;
+                        say("all data deleted; terminals will resync".into())
+                    })
+                }
             }
-        }
-        Command::Check { config, db } => {
-            load_config(&config, false).and_then(|c| ops::check(&c, db.as_deref()).and_then(say))
-        }
-        Command::Backup { config, out } => {
-            load_config(&config, false).and_then(|c| ops::backup(&c, &out).and_then(say))
-        }
-    };
+            Command::Check { config, db } => load_config(&config, false)
+                .and_then(|c| ops::check(&c, db.as_deref()).and_then(say)),
+            Command::Backup { config, out } => {
+                load_config(&config, false).and_then(|c| ops::backup(&c, &out).and_then(say))
+            }
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
