@@ -111,7 +111,21 @@ impl Engine {
                 clear!(tx.tickets);
                 clear!(tx.event_ids);
                 debug_assert!(tx.orders.is_empty().unwrap_or(true));
+                // Burn one sequence number: every cursor, even one at the old head, is now older
+                // than what the hub retains, so every terminal resyncs to the empty state.
+                self.seq += 1;
+                tx.meta.insert(META_HEAD_SEQ, self.seq)?;
                 tx.meta.insert(META_COMPACTED_THROUGH, self.seq)?;
+                for s in self.reg.sessions() {
+                    self.out.push(Out::To(
+                        s.outbox.clone(),
+                        Frame::CatchUp {
+                            after: 0,
+                            to: self.seq,
+                        },
+                    ));
+                }
+                self.reg.cover(self.seq);
                 self.leases.clear();
                 self.locks.clear();
                 self.dirty = true;

@@ -103,6 +103,13 @@ impl Registry {
         Some((e.session.outbox.clone(), after))
     }
 
+    /// Every terminal was sent a catch-up through `seq`.
+    pub fn cover(&mut self, seq: u64) {
+        for e in self.by_conn.values_mut() {
+            e.pushed_through = e.pushed_through.max(seq);
+        }
+    }
+
     /// After a failed commit the head went back; no mark may stay above it.
     pub fn clamp(&mut self, head: u64) {
         for e in self.by_conn.values_mut() {
