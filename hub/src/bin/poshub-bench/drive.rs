@@ -152,7 +152,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
                 let granted = window.acquire_many(ORDERS_PER_WRITER as u32).await?;
                 granted.forget();
                 window.add_permits(window_size);
-                let mut versions = vec![0u64; ORDERS_PER_WRITER];
+                let mut versions = [0u64; ORDERS_PER_WRITER];
                 let mut tick = (per_writer_rate > 0.0).then(|| {
                     let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_writer_rate));
                     i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
