@@ -122,6 +122,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
+    if cfg.mdns_enabled {
+        crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
+    }
     // 5. Periodic work.
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
