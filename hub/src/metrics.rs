@@ -207,19 +207,24 @@ impl Metrics {
 
     /// Counts an outgoing frame by the `type` at the start of its JSON text.
     pub fn sent(&self, text: &str) {
-        self.messages_out
-            .get_or_create(&TypeLabel {
-                r#type: message_type(text).to_string(),
-            })
-            .inc();
+        let ty = message_type(text);
+        if let Some(c) = self
+            .out_by_type
+            .get(ty)
+            .or_else(|| self.out_by_type.get("other"))
+        {
+            c.inc();
+        }
     }
 
     pub fn received(&self, ty: &str) {
-        self.messages_in
-            .get_or_create(&TypeLabel {
-                r#type: ty.to_string(),
-            })
-            .inc();
+        if let Some(c) = self
+            .in_by_type
+            .get(ty)
+            .or_else(|| self.in_by_type.get("other"))
+        {
+            c.inc();
+        }
     }
 
     /// The exposition text.
