@@ -78,6 +78,8 @@ pub struct Config {
     pub table_lock_tick: Duration,
     pub status_interval: Duration,
     pub auth_timeout: Duration,
+    /// Silence after which a terminal is pinged; twice this without any answer closes it.
+    pub idle_timeout: Duration,
     pub forward_interval: Duration,
     pub forward_batch_size: usize,
     pub forward_max_retries: u32,
@@ -342,6 +344,7 @@ impl Config {
             table_lock_tick: vars.millis("HUB_TABLE_LOCK_TICK_MS", 15_000, 10)?,
             status_interval: vars.millis("HUB_STATUS_INTERVAL_MS", 30_000, 10)?,
             auth_timeout: vars.millis("HUB_AUTH_TIMEOUT_MS", 10_000, 10)?,
+            idle_timeout: vars.millis("HUB_IDLE_TIMEOUT_MS", 30_000, 50)?,
             forward_interval: vars.millis("HUB_FORWARD_INTERVAL_MS", 5_000, 10)?,
             forward_batch_size,
             forward_max_retries: vars.parse("HUB_FORWARD_MAX_RETRIES", 5, "a number")?,

@@ -30,6 +30,48 @@ pub struct Hub {
     pub shutdown: watch::Receiver<bool>,
     pub admin_token: String,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Open WebSocket connections; shutdown waits for them to send their close frames.
+    pub sockets: SocketCount,
+}
+
+/// Counts live WebSocket tasks so shutdown can wait for them (they outlive their HTTP request).
+#[derive(Default)]
+pub struct SocketCount {
+    live: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by one WebSocket task; dropping it counts the socket as closed.
+pub struct SocketGuard<'a>(&'a SocketCount);
+
+impl SocketCount {
+    pub fn enter(&self) -> SocketGuard<'_> {
+        self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        SocketGuard(self)
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for SocketGuard<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// A hub that is up: its bound addresses, and the way to stop it.
@@ -109,6 +151,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         shutdown,
         admin_token,
         metrics,
+        sockets: SocketCount::default(),
     });
     tokio::spawn(accept_loop(
         hub.clone(),
@@ -216,8 +259,10 @@ impl RunningHub {
             let joined = tokio::task::spawn_blocking(move || t.join());
             let _ = tokio::time::timeout_at(deadline, joined).await;
         }
-        // Connection tasks hold a clone of `done`; recv() ends when all are gone.
+        // HTTP connection tasks hold a clone of `done`; recv() ends when all are gone. Upgraded
+        // WebSocket tasks are counted separately; each ends after sending its close frame.
         let _ = tokio::time::timeout_at(deadline, self.done_rx.recv()).await;
+        let _ = tokio::time::timeout_at(deadline, self.hub.sockets.all_closed()).await;
         tracing::info!("poshub stopped");
     }
 }

@@ -125,3 +125,18 @@ async fn websocket_on_the_http_port_and_cors() {
     assert_eq!(http(hub.ws, "GET", "/", "").await.0, 426);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_terminal_is_pinged_then_closed_and_a_live_one_is_not() {
+    let hub = TestHub::start(&[("HUB_IDLE_TIMEOUT_MS", "200")]).await;
+    let mut silent = hub.term("silent").await;
+    let mut live = hub.term("live").await;
+    // `live` keeps reading, so its client answers the hub's pings; `silent` reads nothing.
+    live.quiet_for(1000).await;
+    live.send(json!({"type": "PING"})).await;
+    assert_eq!(live.recv().await["type"], "PONG");
+    assert_eq!(silent.close_code().await, Some(1001));
+    let (_, h) = http_get(hub.http, "/health").await;
+    assert_eq!(h["terminals"], 1);
+    hub.stop().await;
+}

@@ -36,6 +36,7 @@ pub async fn serve<S>(hub: Arc<Hub>, ws: WebSocketStream<S>, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let _live = hub.sockets.enter();
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let (sink, stream) = ws.split();
     let (outbox, rx) = Outbox::new();
@@ -109,9 +110,27 @@ async fn read_loop<St>(
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut shutdown = hub.shutdown.clone();
     let mut warned_at: Option<Instant> = None;
+    let mut last_rx = tokio::time::Instant::now();
+    let mut pinged = false;
     loop {
         let next = tokio::select! {
-            m = stream.next() => m,
+            m = stream.next() => {
+                last_rx = tokio::time::Instant::now();
+                pinged = false;
+                m
+            }
+            // A terminal whose network vanished (no FIN) is found by a WebSocket ping: every
+            // browser answers one; silence after it closes the socket and starts the grace.
+            _ = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout), if !pinged => {
+                pinged = true;
+                ob.push(Frame::Ping);
+                continue;
+            }
+            _ = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout * 2), if pinged => {
+                tracing::info!(conn_id, "no traffic from the terminal; closing");
+                ob.push(Frame::Close { code: 1001, reason: "no traffic" });
+                return pending_forever().await;
+            }
             _ = tokio::time::sleep_until(deadline), if session.is_none() => {
                 ob.push(Frame::Close { code: 4001, reason: "authentication timeout" });
                 return pending_forever().await;
@@ -359,6 +378,7 @@ async fn write_loop<Si>(
                         Err(e) => Err(e),
                     }
                 }
+                Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
                 Frame::Close { code, reason } => {
                     let frame = CloseFrame {
                         code: CloseCode::from(code),

@@ -24,6 +24,8 @@ pub enum Frame {
     /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
     /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
     CatchUp { after: u64, to: u64 },
+    /// A WebSocket-level ping to find dead connections.
+    Ping,
     /// Close the socket with this code.
     Close { code: u16, reason: &'static str },
 }

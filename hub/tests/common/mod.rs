@@ -184,6 +184,7 @@ impl Term {
                         self.id
                     );
                 }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
                 Ok(_) => return,
             }
         }
