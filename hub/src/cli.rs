@@ -41,6 +41,35 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Forward pending events upstream now (ignoring backoff), through the running hub.
+    Drain {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List events the forwarder gave up on, or put them back in the queue.
+    DeadLetters {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Requeue every dead letter (and every register push in sync_error).
+        #[arg(long)]
+        requeue: bool,
+    },
+    /// Registers (Odoo pos.config) created from the hub.
+    Registers {
+        #[command(subcommand)]
+        command: RegistersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistersCommand {
+    /// Create a register; the hub pushes it to Odoo as a clone of the first active one.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Name of the new register.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +124,15 @@ pub fn main() -> ExitCode {
                     uid,
                 },
         } => token_issue(&config, &terminal, &role, &ttl, name, uid),
+        Command::Drain { config } => {
+            load_config(&config, false).and_then(|c| crate::upstream::client::drain(&c))
+        }
+        Command::DeadLetters { config, requeue } => load_config(&config, false)
+            .and_then(|c| crate::upstream::client::dead_letters(&c, requeue)),
+        Command::Registers {
+            command: RegistersCommand::Add { config, name },
+        } => load_config(&config, false)
+            .and_then(|c| crate::upstream::client::registers_add(&c, &name)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

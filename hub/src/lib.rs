@@ -13,6 +13,7 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod upstream;
 
 /// The hub's version, reported in `AUTH_OK`, `/health` and mDNS.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -29,6 +29,8 @@ pub struct Hub {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
     pub admin_token: String,
+    /// Upstream clients, status and drain requests (SPEC §6).
+    pub upstream: crate::upstream::Shared,
 }
 
 /// A hub that is up: its bound addresses, and the way to stop it.
@@ -68,6 +70,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
             "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
         );
     }
+    let upstream =
+        crate::upstream::Shared::new(&cfg).context("unable to set up the upstream clients")?;
     // 3. The engine thread.
     let (engine, engine_thread) = Engine::start(
         cfg.clone(),
@@ -105,6 +109,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         next_conn: AtomicU64::new(1),
         shutdown,
         admin_token,
+        upstream,
     });
     tokio::spawn(accept_loop(
         hub.clone(),
@@ -118,7 +123,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
-    // 5. Periodic work.
+    // 5. Periodic work, and the upstream forwarder.
+    crate::upstream::spawn(&hub);
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);

@@ -11,6 +11,7 @@
 mod apply;
 mod locks;
 mod registry;
+mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +31,7 @@ use crate::store::records::*;
 use crate::store::*;
 
 pub use registry::Registry;
+pub use upstream::UpstreamCmd;
 
 /// Most commands applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -84,6 +86,8 @@ pub enum Cmd {
     Compact {
         cutoff_ms: u64,
     },
+    /// Outcomes of upstream work (forwarding, Odoo sessions, registers, cloud bridge).
+    Upstream(upstream::UpstreamCmd),
     Shutdown,
 }
 
@@ -150,6 +154,8 @@ struct Tx<'t> {
     floors: Table<'t, &'static str, &'static [u8]>,
     tickets: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, &'static [u8]>,
+    odoo_sessions: Table<'t, &'static str, &'static [u8]>,
+    registers: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tx<'t> {
@@ -166,6 +172,8 @@ impl<'t> Tx<'t> {
             floors: txn.open_table(FLOOR_PLANS)?,
             tickets: txn.open_table(TICKET_SEQ)?,
             event_ids: txn.open_table(EVENT_IDS)?,
+            odoo_sessions: txn.open_table(crate::store::upstream::ODOO_SESSIONS)?,
+            registers: txn.open_table(crate::store::upstream::REGISTERS)?,
         })
     }
 }
@@ -191,6 +199,9 @@ pub struct Engine {
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
     probes: Vec<oneshot::Sender<Result<u64, String>>>,
     upstream_state: &'static str,
+    /// When the upstream last accepted something (ms), for `SYNC_STATUS`.
+    upstream_last_ok: Option<u64>,
+    upstream_waiters: upstream::Waiters,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -245,6 +256,8 @@ impl Engine {
             askers: Vec::new(),
             probes: Vec::new(),
             upstream_state,
+            upstream_last_ok: None,
+            upstream_waiters: Default::default(),
         };
         let join = std::thread::Builder::new()
             .name("poshub-engine".into())
@@ -337,6 +350,7 @@ impl Engine {
                 st.leases.store(self.leases.len(), Ordering::Relaxed);
                 st.table_locks.store(self.locks.len(), Ordering::Relaxed);
                 self.deliver();
+                self.upstream_waiters.resolve();
                 for p in self.probes.drain(..) {
                     let _ = p.send(Ok(self.seq));
                 }
@@ -354,6 +368,7 @@ impl Engine {
         tracing::error!(error = %e, "commit failed; batch discarded");
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         self.out.clear();
+        self.upstream_waiters.discard();
         for (ob, rid) in self.askers.drain(..) {
             ob.text(outbound::error(
                 "storage_error",
@@ -469,6 +484,7 @@ impl Engine {
                 self.probes.push(p);
             }
             Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Upstream(c) => return self.upstream(tx, c),
             Cmd::Request { .. } | Cmd::Shutdown => {}
         }
         Ok(())
@@ -481,7 +497,7 @@ impl Engine {
             "terminals": self.reg.len(),
             "pendingEvents": tx.pending.len()?,
             "deadLetters": tx.dead.len()?,
-            "upstream": {"state": self.upstream_state, "lastSuccessAt": Value::Null},
+            "upstream": {"state": self.upstream_state, "lastSuccessAt": self.upstream_last_ok},
             "seq": self.seq,
         });
         self.out.push(Out::All(msg.to_string().into()));

@@ -101,6 +101,9 @@ pub async fn handle(
         ));
     }
     let path = req.uri().path().to_string();
+    if crate::upstream::admin::owns(&path) {
+        return Ok(crate::upstream::admin::handle(hub, req).await);
+    }
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
         (&Method::GET, "/orders") => orders(&hub).await,
@@ -186,6 +189,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "pendingEvents": counts.pending,
         "forwardedEvents": counts.forwarded,
         "deadLetters": counts.dead,
+        "upstream": hub.upstream.status_json(),
         "seq": counts.head_seq,
         "version": crate::VERSION,
         "authMode": hub.cfg.auth_mode.as_str(),

@@ -1,0 +1,192 @@
+//! The forwarder (SPEC §6.2). Every `HUB_FORWARD_INTERVAL_MS`, or at once on `/admin/drain`,
+//! it reads up to `HUB_FORWARD_BATCH_SIZE` due groups of pending events (one group per order,
+//! oldest first; an order still backing off blocks its newer events), sends each to the cloud
+//! bridge and to Odoo, and records the outcome through the engine before it reads again:
+//! success removes the pending rows, a transient failure bumps the retry count and sets a
+//! backoff, a permanent one (or the last retry) dead-letters. Pending snapshots of one order
+//! are coalesced: Odoo gets the order's newest stored snapshot once, which also makes an
+//! inversion of that order's updates impossible. A row is removed only after the upstream
+//! accepted it, so a crash mid-drain can resend (the endpoints are idempotent) but never lose.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use super::{record, DrainAsk, DrainReport, State, UpstreamError};
+use crate::engine::{now_ms, UpstreamCmd};
+use crate::protocol::outbound;
+use crate::server::Hub;
+use crate::store::upstream::DueGroup;
+
+/// Full rounds run back to back before the loop waits for the next tick again.
+const MAX_ROUNDS_PER_TICK: usize = 50;
+
+pub(super) async fn run(hub: Arc<Hub>, mut asks: mpsc::Receiver<DrainAsk>) {
+    let mut shutdown = hub.shutdown.clone();
+    let mut tick = tokio::time::interval(hub.cfg.forward_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ask = tokio::select! {
+            _ = tick.tick() => None,
+            a = asks.recv() => match a { Some(a) => Some(a), None => return },
+            _ = shutdown.changed() => return,
+        };
+        let force = ask.is_some();
+        let mut total = DrainReport::default();
+        // Keep going while rounds come back full, so a backlog drains faster than one batch
+        // per interval.
+        for _ in 0..MAX_ROUNDS_PER_TICK {
+            let (r, full) = drain_round(&hub, force).await;
+            total.forwarded += r.forwarded;
+            total.failed += r.failed;
+            total.dead_lettered += r.dead_lettered;
+            if r.error.is_some() {
+                total.error = r.error;
+            }
+            if !full || total.error.is_some() || *shutdown.borrow() {
+                break;
+            }
+        }
+        super::bridge::pull(&hub).await;
+        super::registers::push_due(&hub, force).await;
+        if let Some(a) = ask {
+            let _ = a.send(total);
+        }
+    }
+}
+
+/// One batch. Answers what happened and whether the batch was full (more may be due).
+async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
+    let mut report = DrainReport::default();
+    let up = &hub.upstream;
+    let store = hub.store.clone();
+    let batch = hub.cfg.forward_batch_size;
+    let now = if force { u64::MAX } else { now_ms() };
+    let groups = match tokio::task::spawn_blocking(move || store.due_groups(now, batch)).await {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read pending events");
+            return (report, false);
+        }
+        Err(_) => return (report, false),
+    };
+    if groups.is_empty() {
+        return (report, false);
+    }
+    let full = groups.len() >= batch;
+    // 1. The cloud bridge takes the whole batch in one idempotent call.
+    if let Some(bridge) = &up.bridge {
+        let events: Vec<Value> = groups
+            .iter()
+            .flat_map(|g| g.events.iter())
+            .map(|e| bridge_event(hub, e.seq, &e.event))
+            .collect();
+        if let Err(e) = bridge.ingest(&events).await {
+            let seqs: Vec<u64> = groups.iter().flat_map(seqs_of).collect();
+            fail(hub, &mut report, seqs, &e).await;
+            return (report, false);
+        }
+    }
+    // 2. Odoo, one order at a time; a transient failure ends the round (Odoo is down or
+    // struggling: the other orders wait for the next round without spending a retry).
+    for g in &groups {
+        let seqs = seqs_of(g);
+        let result = match &up.odoo {
+            Some(odoo) => match order_snapshot(g) {
+                Some(snap) => odoo.push_order(&snap).await,
+                None => Ok(()), // not an order event: nothing for Odoo
+            },
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                let n = seqs.len();
+                if record(hub, |d| UpstreamCmd::Forwarded {
+                    seqs,
+                    done: Some(d),
+                })
+                .await
+                {
+                    report.forwarded += n;
+                }
+            }
+            Err(UpstreamError::Auth(msg)) => {
+                // Credentials or session trouble is not the events' fault: no retry is spent.
+                let e = format!("odoo authentication failed: {msg}");
+                tracing::warn!("{e}");
+                up.set_state(hub, State::Failing, None, Some(e.clone()));
+                report.error = Some(e);
+                return (report, false);
+            }
+            Err(e) => {
+                let transient = !e.is_permanent();
+                fail(hub, &mut report, seqs, &e).await;
+                if transient {
+                    return (report, false);
+                }
+            }
+        }
+    }
+    if report.forwarded > 0 {
+        up.set_state(hub, State::Ok, Some(now_ms()), None);
+    }
+    (report, full)
+}
+
+async fn fail(hub: &Arc<Hub>, report: &mut DrainReport, seqs: Vec<u64>, e: &UpstreamError) {
+    let permanent = e.is_permanent();
+    let n = seqs.len();
+    tracing::warn!(events = n, permanent, error = %e, "forwarding failed");
+    let msg = e.to_string();
+    record(hub, |d| UpstreamCmd::Failed {
+        seqs,
+        error: msg.clone(),
+        permanent,
+        done: Some(d),
+    })
+    .await;
+    if permanent {
+        report.dead_lettered += n;
+    } else {
+        report.failed += n;
+        report.error = Some(msg.clone());
+        hub.upstream.set_state(hub, State::Failing, None, Some(msg));
+    }
+}
+
+fn seqs_of(g: &DueGroup) -> Vec<u64> {
+    g.events.iter().map(|e| e.seq).collect()
+}
+
+/// The snapshot to send for an order group: the order's newest stored state, or (if the order
+/// is gone) the snapshot of its newest pending event. None for a group that is not an order.
+fn order_snapshot(g: &DueGroup) -> Option<Value> {
+    let newest = g
+        .events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == "order_snapshot")?;
+    if let Some(s) = &g.latest_snapshot {
+        return Some(outbound::raw(s));
+    }
+    Some(
+        outbound::raw(&newest.event.message)
+            .get("snapshot")?
+            .clone(),
+    )
+}
+
+/// An event as the cloud bridge receives it; `eventId` is stable across resends.
+fn bridge_event(hub: &Hub, seq: u64, e: &crate::store::records::EventRec) -> Value {
+    json!({
+        "eventId": format!("{}/{}/{}", hub.cfg.tenant_id, hub.cfg.store_id, seq),
+        "seq": seq,
+        "kind": e.kind,
+        "posReference": e.pos_reference,
+        "terminalId": e.terminal_id,
+        "ts": e.ts_ms,
+        "tenantId": hub.cfg.tenant_id,
+        "storeId": hub.cfg.store_id,
+        "message": outbound::raw(&e.message),
+    })
+}
