@@ -124,7 +124,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         done_tx.clone(),
     ));
     // 5. Periodic work, and the upstream forwarder.
-    crate::upstream::spawn(&hub);
+    crate::upstream::spawn(&hub, done_tx.clone());
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);

@@ -8,79 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::odoo_double::{Fault, OdooDouble, DB, LOGIN, PASSWORD};
+use common::odoo_double::*;
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-pub const ADMIN: &str = "admin-secret";
-
-fn odoo_env(d: &OdooDouble) -> Vec<(&'static str, String)> {
-    vec![
-        ("ODOO_URL", d.url.clone()),
-        ("ODOO_DB", DB.into()),
-        ("ODOO_USER", LOGIN.into()),
-        ("ODOO_PASSWORD", PASSWORD.into()),
-        ("HUB_FORWARD_INTERVAL_MS", "50".into()),
-        ("HUB_UPSTREAM_TIMEOUT_MS", "400".into()),
-        ("HUB_ADMIN_TOKEN", ADMIN.into()),
-        ("HUB_LEASE_TTL_MS", "600000".into()),
-    ]
-}
-
-fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
-}
-
-/// An HTTP call with an optional bearer token; status and JSON body.
-pub async fn admin(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-        .await
-        .expect("in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// Polls `/health` until `ok` holds for it, or fails after `within`.
-pub async fn wait_health(
-    addr: std::net::SocketAddr,
-    within: Duration,
-    what: &str,
-    ok: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (_, h) = http_get(addr, "/health").await;
-        if ok(&h) {
-            return h;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {h}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn order(p: &str, rev: u64, odoo_id: Option<i64>) -> Value {
     let mut s = snapshot(p, "draft", Some(3));

@@ -47,9 +47,17 @@ pub enum UpstreamCmd {
     /// A new register to push to Odoo; answers its id.
     RegisterAdd { name: String, done: RegisterReply },
     /// Odoo created the register's `pos.config` with this id.
-    RegisterPushed { id: u64, odoo_id: i64 },
+    RegisterPushed {
+        id: u64,
+        odoo_id: i64,
+        done: Option<oneshot::Sender<()>>,
+    },
     /// Pushing the register failed.
-    RegisterFailed { id: u64, error: String },
+    RegisterFailed {
+        id: u64,
+        error: String,
+        done: Option<oneshot::Sender<()>>,
+    },
     /// Events pulled from the cloud bridge: apply, broadcast, and advance the cursor.
     BridgeApply {
         events: Vec<Value>,
@@ -176,7 +184,8 @@ impl Engine {
                     .registered
                     .push((done, id, rec.clone()));
             }
-            UpstreamCmd::RegisterPushed { id, odoo_id } => {
+            UpstreamCmd::RegisterPushed { id, odoo_id, done } => {
+                self.upstream_waiters.done.extend(done);
                 if let Some(mut rec) = self.register(tx, id)? {
                     rec.state = "synced".into();
                     rec.odoo_id = Some(odoo_id);
@@ -187,7 +196,8 @@ impl Engine {
                     self.dirty = true;
                 }
             }
-            UpstreamCmd::RegisterFailed { id, error } => {
+            UpstreamCmd::RegisterFailed { id, error, done } => {
+                self.upstream_waiters.done.extend(done);
                 if let Some(mut rec) = self.register(tx, id)? {
                     rec.attempts += 1;
                     rec.last_error = Some(error);

@@ -31,27 +31,37 @@ pub(super) async fn run(hub: Arc<Hub>, mut asks: mpsc::Receiver<DrainAsk>) {
             a = asks.recv() => match a { Some(a) => Some(a), None => return },
             _ = shutdown.changed() => return,
         };
-        let force = ask.is_some();
-        let mut total = DrainReport::default();
-        // Keep going while rounds come back full, so a backlog drains faster than one batch
-        // per interval.
-        for _ in 0..MAX_ROUNDS_PER_TICK {
-            let (r, full) = drain_round(&hub, force).await;
-            total.forwarded += r.forwarded;
-            total.failed += r.failed;
-            total.dead_lettered += r.dead_lettered;
-            if r.error.is_some() {
-                total.error = r.error;
-            }
-            if !full || total.error.is_some() || *shutdown.borrow() {
-                break;
-            }
+        // Shutdown interrupts a round: whatever was sent but not yet recorded stays pending
+        // and is sent again after the restart (the endpoints are idempotent).
+        tokio::select! {
+            _ = tick_work(&hub, ask) => {}
+            _ = shutdown.changed() => return,
         }
-        super::bridge::pull(&hub).await;
-        super::registers::push_due(&hub, force).await;
-        if let Some(a) = ask {
-            let _ = a.send(total);
+    }
+}
+
+/// One tick: drain rounds, the bridge pull, the register push; answers a drain request.
+async fn tick_work(hub: &Arc<Hub>, ask: Option<DrainAsk>) {
+    let force = ask.is_some();
+    let mut total = DrainReport::default();
+    // Keep going while rounds come back full, so a backlog drains faster than one batch per
+    // interval.
+    for _ in 0..MAX_ROUNDS_PER_TICK {
+        let (r, full) = drain_round(hub, force).await;
+        total.forwarded += r.forwarded;
+        total.failed += r.failed;
+        total.dead_lettered += r.dead_lettered;
+        if r.error.is_some() {
+            total.error = r.error;
         }
+        if !full || total.error.is_some() {
+            break;
+        }
+    }
+    super::bridge::pull(hub).await;
+    super::registers::push_due(hub, force).await;
+    if let Some(a) = ask {
+        let _ = a.send(total);
     }
 }
 

@@ -196,8 +196,9 @@ impl Shared {
     }
 }
 
-/// Starts the forwarder loop if an upstream is configured.
-pub fn spawn(hub: &Arc<Hub>) {
+/// Starts the forwarder loop if an upstream is configured. It holds `done` until it has
+/// stopped, so a hub shutdown waits for it (and for the database handle it keeps).
+pub fn spawn(hub: &Arc<Hub>, done: mpsc::Sender<()>) {
     let rx = hub.upstream.drain_rx.lock().ok().and_then(|mut r| r.take());
     let Some(rx) = rx else {
         return;
@@ -206,7 +207,11 @@ pub fn spawn(hub: &Arc<Hub>) {
         tracing::info!("no ODOO_URL or CLOUD_BRIDGE_URL: events stay pending on the hub");
         return;
     }
-    tokio::spawn(forwarder::run(hub.clone(), rx));
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        let _done = done;
+        forwarder::run(hub, rx).await;
+    });
 }
 
 /// Sends a command to the engine and waits until its outcome is durable.

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::odoo::OdooClient;
 use super::UpstreamError;
-use crate::engine::{now_ms, Cmd, UpstreamCmd};
+use crate::engine::{now_ms, UpstreamCmd};
 use crate::server::Hub;
 
 /// many2one fields cloned from the template.
@@ -95,20 +95,30 @@ pub async fn push_due(hub: &Hub, force: bool) {
         .filter(|(_, r)| r.state == "pending_create" && (force || r.next_attempt_ms <= now))
         .take(PER_ROUND);
     for (id, reg) in due {
-        let cmd = match push_one(odoo, &reg.name).await {
+        let outcome = push_one(odoo, &reg.name).await;
+        // Wait until the outcome is durable, so the next round never pushes it twice.
+        let recorded = super::record(hub, |done| match outcome {
             Ok(odoo_id) => {
                 tracing::info!(register = %reg.name, odoo_id, "register created in odoo");
-                UpstreamCmd::RegisterPushed { id, odoo_id }
+                UpstreamCmd::RegisterPushed {
+                    id,
+                    odoo_id,
+                    done: Some(done),
+                }
             }
             Err(e) => {
                 tracing::warn!(register = %reg.name, error = %e, "register push failed");
                 UpstreamCmd::RegisterFailed {
                     id,
                     error: e.to_string(),
+                    done: Some(done),
                 }
             }
-        };
-        hub.engine.send(Cmd::Upstream(cmd));
+        })
+        .await;
+        if !recorded {
+            return;
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,6 +21,9 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::http_get;
 
 pub const DB: &str = "pos";
 pub const LOGIN: &str = "hub";
@@ -374,4 +377,84 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
         _ => answer(404, json!({"error": "no such endpoint"})),
     };
     Ok(r)
+}
+
+// ---- Driving a hub against the double ----
+
+pub const ADMIN: &str = "admin-secret";
+
+pub fn odoo_env(d: &OdooDouble) -> Vec<(&'static str, String)> {
+    vec![
+        ("ODOO_URL", d.url.clone()),
+        ("ODOO_DB", DB.into()),
+        ("ODOO_USER", LOGIN.into()),
+        ("ODOO_PASSWORD", PASSWORD.into()),
+        ("HUB_FORWARD_INTERVAL_MS", "50".into()),
+        ("HUB_UPSTREAM_TIMEOUT_MS", "400".into()),
+        ("HUB_ADMIN_TOKEN", ADMIN.into()),
+        ("HUB_LEASE_TTL_MS", "600000".into()),
+    ]
+}
+
+pub fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, s)| (*k, s.as_str())).collect()
+}
+
+/// An HTTP call with an optional bearer token; status and JSON body.
+pub async fn admin(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Polls `/health` until `ok` holds for it, or fails after `within`.
+pub async fn wait_health(
+    addr: std::net::SocketAddr,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, h) = http_get(addr, "/health").await;
+        if ok(&h) {
+            return h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops an in-process hub and starts it again on the same directory. The WebSocket tasks of
+/// the old hub linger for the ~50 ms they give a close frame, still holding the database, so
+/// the restart waits that out.
+pub async fn restart(hub: super::TestHub, env: &[(&str, &str)]) -> super::TestHub {
+    let dir = hub.stop().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    super::TestHub::start_in(dir, env).await
 }
