@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{self, Claims, HubKey, Role};
 use crate::config::{Config, Vars};
+use crate::ops;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,49 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Summary of the running hub: terminals, orders, leases, upstream queue.
+    Stats {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the raw /health and /status JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest events of the running hub, one per line.
+    Events {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+    },
+    /// Release every order lease on the running hub (terminals are told).
+    ResetLeases {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete all orders, events, tables and locks on the running hub. Terminals resync.
+    ResetData {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Required: confirms that all data goes.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Check the database's integrity (a consistent copy if the hub is running).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Check this redb file instead of HUB_DB_PATH.
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+    },
+    /// Write a consistent copy of the database, also while the hub runs.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Forward pending events upstream now (ignoring backoff), through the running hub.
     Drain {
@@ -96,6 +140,11 @@ enum TokenCommand {
     },
 }
 
+fn say(line: String) -> Result<(), String> {
+    println!("{line}");
+    Ok(())
+}
+
 fn load_config(arg: &ConfigArg, demo: bool) -> Result<Config, String> {
     let mut vars = Vars::from_env();
     if let Some(path) = &arg.config {
@@ -111,29 +160,63 @@ pub fn main() -> ExitCode {
         config: ConfigArg::default(),
         demo: false,
     });
-    let result = match command {
-        Command::Serve { config, demo } => serve(&config, demo),
-        Command::Token {
-            command:
-                TokenCommand::Issue {
-                    config,
-                    terminal,
-                    role,
-                    ttl,
-                    name,
-                    uid,
-                },
-        } => token_issue(&config, &terminal, &role, &ttl, name, uid),
-        Command::Drain { config } => {
-            load_config(&config, false).and_then(|c| crate::upstream::client::drain(&c))
-        }
-        Command::DeadLetters { config, requeue } => load_config(&config, false)
-            .and_then(|c| crate::upstream::client::dead_letters(&c, requeue)),
-        Command::Registers {
-            command: RegistersCommand::Add { config, name },
-        } => load_config(&config, false)
-            .and_then(|c| crate::upstream::client::registers_add(&c, &name)),
-    };
+    let result =
+        match command {
+            Command::Serve { config, demo } => serve(&config, demo),
+            Command::Token {
+                command:
+                    TokenCommand::Issue {
+                        config,
+                        terminal,
+                        role,
+                        ttl,
+                        name,
+                        uid,
+                    },
+            } => token_issue(&config, &terminal, &role, &ttl, name, uid),
+            Command::Drain { config } => {
+                load_config(&config, false).and_then(|c| crate::upstream::client::drain(&c))
+            }
+            Command::DeadLetters { config, requeue } => load_config(&config, false)
+                .and_then(|c| crate::upstream::client::dead_letters(&c, requeue)),
+            Command::Registers {
+                command: RegistersCommand::Add { config, name },
+            } => load_config(&config, false)
+                .and_then(|c| crate::upstream::client::registers_add(&c, &name)),
+            Command::Stats { config, json } => load_config(&config, false).and_then(|c| {
+                if json {
+                    let h = ops::hub_call(&c, "GET", "/health", false)?;
+                    let s = ops::hub_call(&c, "GET", "/status", false)?;
+                    say(serde_json::json!({"health": h, "status": s}).to_string())
+                } else {
+                    ops::stats(&c).and_then(say)
+                }
+            }),
+            Command::Events { config, limit } => load_config(&config, false)
+                .and_then(|c| ops::events(&c, limit.into()).and_then(say)),
+            Command::ResetLeases { config } => load_config(&config, false).and_then(|c| {
+                let v = ops::hub_call(&c, "POST", "/admin/reset-leases", true)?;
+                say(format!("released {} lease(s)", v["leasesReset"]))
+            }),
+            Command::ResetData { config, yes } => {
+                if !yes {
+                    Err(
+                    "reset-data deletes every order and event on this hub; run again with --yes"
+                        .into(),
+                )
+                } else {
+                    load_config(&config, false).and_then(|c| {
+                        ops::hub_call(&c, "POST", "/reset", true)?;
+                        say("all data deleted; terminals will resync".into())
+                    })
+                }
+            }
+            Command::Check { config, db } => load_config(&config, false)
+                .and_then(|c| ops::check(&c, db.as_deref()).and_then(say)),
+            Command::Backup { config, out } => {
+                load_config(&config, false).and_then(|c| ops::backup(&c, &out).and_then(say))
+            }
+        };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {

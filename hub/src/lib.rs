@@ -4,12 +4,16 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod fsutil;
 pub mod logging;
+pub mod metrics;
 pub mod net;
+pub mod ops;
+pub mod pages;
 pub mod protocol;
 pub mod server;
 pub mod store;

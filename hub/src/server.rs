@@ -31,6 +31,7 @@ pub struct Hub {
     pub admin_token: String,
     /// Upstream clients, status and drain requests (SPEC §6).
     pub upstream: crate::upstream::Shared,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A hub that is up: its bound addresses, and the way to stop it.
@@ -73,10 +74,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
     let upstream =
         crate::upstream::Shared::new(&cfg).context("unable to set up the upstream clients")?;
     // 3. The engine thread.
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let (engine, engine_thread) = Engine::start(
         cfg.clone(),
         store.clone(),
         tokio::runtime::Handle::current(),
+        metrics.clone(),
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
@@ -110,6 +113,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         shutdown,
         admin_token,
         upstream,
+        metrics,
     });
     tokio::spawn(accept_loop(
         hub.clone(),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::odoo_double::*;
 use common::*;
@@ -169,6 +169,19 @@ async fn odoo_sessions_are_cached_for_offline_use() {
         outcome(&auth(&hub, "sess-bo", "till-2").await),
         fail("upstream_unreachable")
     );
+    // A hanging Odoo holds a terminal no longer than the upstream timeout.
+    odoo.clear_faults();
+    odoo.fault(
+        "/pos-react/api/session",
+        Fault::Delay(Duration::from_secs(5)),
+        None,
+    );
+    let t = Instant::now();
+    assert_eq!(
+        outcome(&auth(&hub, "sess-ana", "till-1").await),
+        ok("7/manager")
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     odoo.clear_faults();
     odoo.fault("/pos-react/api/session", Fault::Drop, None);
     assert_eq!(

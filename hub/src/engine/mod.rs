@@ -8,6 +8,7 @@
 //! terminal is registered and the order in which events are broadcast are the same order:
 //! that is what makes catch-up gap-free and duplicate-free.
 
+mod admin;
 mod apply;
 mod locks;
 mod registry;
@@ -30,6 +31,8 @@ use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
 
+pub use admin::{AdminCmd, EngineView, TerminalView};
+pub use apply::business_date;
 pub use registry::Registry;
 pub use upstream::UpstreamCmd;
 
@@ -88,6 +91,8 @@ pub enum Cmd {
     },
     /// Outcomes of upstream work (forwarding, Odoo sessions, registers, cloud bridge).
     Upstream(upstream::UpstreamCmd),
+    /// Inspection and administration (`/status`, `/reset`, backups).
+    Admin(AdminCmd),
     Shutdown,
 }
 
@@ -198,6 +203,9 @@ pub struct Engine {
     /// Who asked for something in this batch (told about a failed commit).
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
     probes: Vec<oneshot::Sender<Result<u64, String>>>,
+    after_commit: Vec<admin::AfterCommit>,
+    backups: Vec<admin::PendingBackup>,
+    metrics: Arc<crate::metrics::Metrics>,
     upstream_state: &'static str,
     /// When the upstream last accepted something (ms), for `SYNC_STATUS`.
     upstream_last_ok: Option<u64>,
@@ -218,6 +226,7 @@ impl Engine {
         cfg: Arc<Config>,
         store: Store,
         rt: tokio::runtime::Handle,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(EngineStats::default());
@@ -255,6 +264,9 @@ impl Engine {
             out: Vec::new(),
             askers: Vec::new(),
             probes: Vec::new(),
+            after_commit: Vec::new(),
+            backups: Vec::new(),
+            metrics,
             upstream_state,
             upstream_last_ok: None,
             upstream_waiters: Default::default(),
@@ -349,13 +361,33 @@ impl Engine {
                 st.head_seq.store(self.seq, Ordering::Relaxed);
                 st.leases.store(self.leases.len(), Ordering::Relaxed);
                 st.table_locks.store(self.locks.len(), Ordering::Relaxed);
+                if self.dirty {
+                    self.metrics.commit_batch.observe(n as f64);
+                    self.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                self.metrics.head_seq.set(self.seq);
+                self.metrics.leases.set(self.leases.len() as i64);
+                self.metrics.table_locks.set(self.locks.len() as i64);
+                self.metrics.terminals.set(self.reg.len() as i64);
                 self.deliver();
                 self.upstream_waiters.resolve();
                 for p in self.probes.drain(..) {
                     let _ = p.send(Ok(self.seq));
                 }
+                for f in self.after_commit.drain(..) {
+                    f();
+                }
+                self.run_backups();
             }
-            Err(e) => self.failed(e),
+            Err(e) => {
+                self.after_commit.clear();
+                for (_, _, reply) in self.backups.drain(..) {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+                self.failed(e)
+            }
         }
         self.askers.clear();
         drop(permits);
@@ -398,10 +430,13 @@ impl Engine {
 
     fn deliver(&mut self) {
         let limit = self.cfg.max_queued_broadcasts;
+        let at = Instant::now();
         for out in self.out.drain(..) {
             match out {
                 Out::To(ob, frame) => ob.push(frame),
-                Out::Event { seq, text, exclude } => self.reg.fan_out(seq, &text, exclude, limit),
+                Out::Event { seq, text, exclude } => {
+                    self.reg.fan_out(seq, &text, exclude, limit, at)
+                }
                 Out::All(text) => {
                     for s in self.reg.sessions() {
                         s.outbox.push(Frame::Text(text.clone()));
@@ -467,6 +502,7 @@ impl Engine {
             Cmd::Resume { conn_id } => {
                 if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
                     self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.lag_resyncs.inc();
                     self.out.push(Out::To(
                         ob,
                         Frame::CatchUp {
@@ -485,6 +521,7 @@ impl Engine {
             }
             Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
             Cmd::Upstream(c) => return self.upstream(tx, c),
+            Cmd::Admin(a) => return self.admin(tx, a),
             Cmd::Request { .. } | Cmd::Shutdown => {}
         }
         Ok(())

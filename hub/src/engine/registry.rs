@@ -73,12 +73,19 @@ impl Registry {
 
     /// Queues one event for every terminal but `exclude`; a terminal whose queue is full is
     /// left lagging at its mark, to be caught up from the database when it drains.
-    pub fn fan_out(&mut self, seq: u64, text: &Utf8Bytes, exclude: Option<u64>, limit: usize) {
+    pub fn fan_out(
+        &mut self,
+        seq: u64,
+        text: &Utf8Bytes,
+        exclude: Option<u64>,
+        limit: usize,
+        at: std::time::Instant,
+    ) {
         for (conn, e) in self.by_conn.iter_mut() {
             if seq <= e.pushed_through {
                 continue;
             }
-            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit) {
+            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit, at) {
                 e.pushed_through = seq;
             }
         }
@@ -94,6 +101,13 @@ impl Registry {
         let after = e.pushed_through;
         e.pushed_through = head;
         Some((e.session.outbox.clone(), after))
+    }
+
+    /// Every terminal was sent a catch-up through `seq`.
+    pub fn cover(&mut self, seq: u64) {
+        for e in self.by_conn.values_mut() {
+            e.pushed_through = e.pushed_through.max(seq);
+        }
     }
 
     /// After a failed commit the head went back; no mark may stay above it.

@@ -171,11 +171,13 @@ async fn read_loop<St>(
         let parsed = match parse(text.as_str()) {
             Ok(p) => p,
             Err(e) => {
+                hub.metrics.received("invalid");
                 ob.text(outbound::error(e.code, &e.message, e.request_id.as_ref()));
                 continue;
             }
         };
         let rid = parsed.request_id;
+        hub.metrics.received(parsed.msg.type_name());
         match (parsed.msg, session.as_ref()) {
             (Inbound::Ping, _) => ob.text(outbound::reply(
                 serde_json::json!({"type": "PONG"}),
@@ -338,12 +340,19 @@ async fn write_loop<Si>(
             ob.took(&f);
             n += 1;
             let r = match f {
-                Frame::Text(t) => sink.feed(Message::Text(t)).await,
-                Frame::Event { seq, text } => {
+                Frame::Text(t) => {
+                    hub.metrics.sent(t.as_str());
+                    sink.feed(Message::Text(t)).await
+                }
+                Frame::Event { seq, text, at } => {
                     if seq <= delivered {
                         Ok(())
                     } else {
                         delivered = seq;
+                        hub.metrics.sent(text.as_str());
+                        hub.metrics
+                            .broadcast_seconds
+                            .observe(at.elapsed().as_secs_f64());
                         sink.feed(Message::Text(text)).await
                     }
                 }

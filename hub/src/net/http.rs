@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::api;
 use crate::protocol::outbound;
 use crate::server::Hub;
 
@@ -104,10 +105,28 @@ pub async fn handle(
     if crate::upstream::admin::owns(&path) {
         return Ok(crate::upstream::admin::handle(hub, req).await);
     }
+    let query = req.uri().query().map(str::to_string);
+    let q = query.as_deref();
+    let admin = || api::is_admin(req.headers(), &hub.admin_token);
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
+        (&Method::GET, "/" | "/dashboard") => api::page(crate::pages::DASHBOARD),
+        (&Method::GET, "/terminal") => api::page(crate::pages::TERMINAL),
+        (&Method::GET, "/status") => api::status(&hub).await,
+        (&Method::GET, "/events") => api::events(&hub, q).await,
         (&Method::GET, "/orders") => orders(&hub).await,
         (&Method::GET, p) if p.starts_with("/orders/") => order(&hub, &p["/orders/".len()..]).await,
+        (&Method::GET, "/tables") => api::tables(&hub).await,
+        (&Method::GET, "/table-locks") => api::table_locks(&hub).await,
+        (&Method::GET, "/ticket-sequences") => api::ticket_sequences(&hub).await,
+        (&Method::GET, "/metrics") => api::metrics(&hub).await,
+        (&Method::POST, "/reset" | "/admin/reset-leases" | "/admin/backup") if !admin() => error(
+            StatusCode::UNAUTHORIZED,
+            "admin token required (Authorization: Bearer ...)",
+        ),
+        (&Method::POST, "/reset") => api::reset_data(&hub).await,
+        (&Method::POST, "/admin/reset-leases") => api::reset_leases(&hub).await,
+        (&Method::POST, "/admin/backup") => api::backup(&hub).await,
         (&Method::GET, _) => error(StatusCode::NOT_FOUND, "no such endpoint"),
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     };

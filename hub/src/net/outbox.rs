@@ -15,8 +15,12 @@ pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum Frame {
     /// A direct reply or a non-event broadcast (`SYNC_STATUS`).
     Text(Utf8Bytes),
-    /// A broadcast event with its sequence number.
-    Event { seq: u64, text: Utf8Bytes },
+    /// A broadcast event with its sequence number and the moment its commit completed.
+    Event {
+        seq: u64,
+        text: Utf8Bytes,
+        at: std::time::Instant,
+    },
     /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
     /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
     CatchUp { after: u64, to: u64 },
@@ -72,7 +76,13 @@ impl Outbox {
 
     /// Tries to queue a broadcast event; returns false (and marks the terminal lagging) when
     /// `limit` events are already waiting.
-    pub fn try_event(&self, seq: u64, text: &Utf8Bytes, limit: usize) -> bool {
+    pub fn try_event(
+        &self,
+        seq: u64,
+        text: &Utf8Bytes,
+        limit: usize,
+        at: std::time::Instant,
+    ) -> bool {
         if self.lagging.load(Ordering::Acquire) {
             return false;
         }
@@ -83,6 +93,7 @@ impl Outbox {
         self.push(Frame::Event {
             seq,
             text: text.clone(),
+            at,
         });
         true
     }

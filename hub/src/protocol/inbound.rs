@@ -28,6 +28,28 @@ pub enum Inbound {
     SyncRequest(u64),
 }
 
+impl Inbound {
+    /// The wire `type` of this message (for metrics and logs).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Inbound::Ping => "PING",
+            Inbound::Auth(_) => "AUTH",
+            Inbound::LeaseAcquire(_) => "LEASE_ACQUIRE",
+            Inbound::LeaseHeartbeat(_) => "LEASE_HEARTBEAT",
+            Inbound::LeaseRelease(_) => "LEASE_RELEASE",
+            Inbound::OrderSnapshot(_) => "ORDER_SNAPSHOT",
+            Inbound::TableUpdate(_) => "TABLE_UPDATE",
+            Inbound::TableLockAcquire(_) => "TABLE_LOCK_ACQUIRE",
+            Inbound::TableLockHeartbeat(_) => "TABLE_LOCK_HEARTBEAT",
+            Inbound::TableLockRelease(_) => "TABLE_LOCK_RELEASE",
+            Inbound::TableLockForceAcquire(_) => "TABLE_LOCK_FORCE_ACQUIRE",
+            Inbound::FloorPlanUpdate(_) => "FLOOR_PLAN_UPDATE",
+            Inbound::TicketNumberRequest(_) => "TICKET_NUMBER_REQUEST",
+            Inbound::SyncRequest(_) => "SYNC_REQUEST",
+        }
+    }
+}
+
 /// A parsed message with the `requestId` its reply must echo.
 #[derive(Debug)]
 pub struct Parsed {

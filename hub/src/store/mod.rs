@@ -224,15 +224,18 @@ impl Store {
         Ok(chunk)
     }
 
-    /// Newest events first, for `/events`.
+    /// Newest events first (or oldest first after `since`), for `/events`, with their upstream
+    /// state: `pending`, `dead`, `forwarded`, or `local` (kinds that are never forwarded).
+    #[allow(clippy::type_complexity)]
     pub fn recent_events(
         &self,
         limit: usize,
         since: Option<u64>,
-    ) -> Result<Vec<(u64, EventRec, bool)>, StoreError> {
+    ) -> Result<Vec<(u64, EventRec, &'static str)>, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(EVENTS)?;
         let pending = r.open_table(PENDING)?;
+        let dead = r.open_table(DEAD)?;
         let mut out = Vec::new();
         let iter: Box<dyn Iterator<Item = _>> = match since {
             Some(s) => Box::new(t.range(s.saturating_add(1)..)?),
@@ -240,8 +243,18 @@ impl Store {
         };
         for item in iter.take(limit) {
             let (k, v) = item?;
-            let is_pending = pending.get(k.value())?.is_some();
-            out.push((k.value(), dec(v.value())?, is_pending));
+            let seq = k.value();
+            let rec: EventRec = dec(v.value())?;
+            let state = if pending.get(seq)?.is_some() {
+                "pending"
+            } else if dead.get(seq)?.is_some() {
+                "dead"
+            } else if rec.kind == "order_snapshot" {
+                "forwarded"
+            } else {
+                "local"
+            };
+            out.push((seq, rec, state));
         }
         Ok(out)
     }

@@ -70,25 +70,6 @@ pub struct DeadView {
     pub rec: DeadRec,
 }
 
-/// How far an event got upstream, for `/events`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardState {
-    Pending,
-    Dead,
-    /// Forwarded, or never meant to be.
-    Done,
-}
-
-impl ForwardState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForwardState::Pending => "pending",
-            ForwardState::Dead => "dead",
-            ForwardState::Done => "forwarded",
-        }
-    }
-}
-
 /// Most pending rows looked at per drain round (bounds the work when many are backing off).
 const MAX_SCAN: usize = 50_000;
 
@@ -164,24 +145,6 @@ impl Store {
                 kind: ev.as_ref().map(|e| e.kind.clone()).unwrap_or_default(),
                 pos_reference: ev.and_then(|e| e.pos_reference),
                 rec: dec(v.value())?,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Upstream state of the given events (for `/events`).
-    pub fn forward_states(&self, seqs: &[u64]) -> Result<Vec<ForwardState>, StoreError> {
-        let r = self.db.begin_read()?;
-        let pending = r.open_table(PENDING)?;
-        let dead = r.open_table(DEAD)?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for s in seqs {
-            out.push(if pending.get(*s)?.is_some() {
-                ForwardState::Pending
-            } else if dead.get(*s)?.is_some() {
-                ForwardState::Dead
-            } else {
-                ForwardState::Done
             });
         }
         Ok(out)

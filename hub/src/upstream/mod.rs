@@ -156,6 +156,11 @@ impl Shared {
         State::from_u8(self.state.load(Ordering::Relaxed))
     }
 
+    /// When the upstream last accepted something (ms since the epoch; 0 = not since start).
+    pub fn last_ok_ms(&self) -> u64 {
+        self.last_ok_ms.load(Ordering::Relaxed)
+    }
+
     /// `{state, lastSuccessAt, lastError}` for `/health`, `/status` and the dashboard.
     pub fn status_json(&self) -> Value {
         let last = self.last_ok_ms.load(Ordering::Relaxed);

@@ -5,6 +5,8 @@
 //! refused one is forgotten at once. While Odoo cannot be reached, a session validated within
 //! `HUB_AUTH_OFFLINE_GRACE_MS` is let in from the cache, also after a hub restart.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,9 @@ pub fn looks_like_jwt(token: &str) -> bool {
         })
 }
 
+/// Longest a terminal's AUTH waits for Odoo before the offline cache decides.
+const SESSION_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn key_of(session_id: &str) -> String {
     Sha256::digest(session_id.as_bytes())
         .iter()
@@ -46,7 +51,13 @@ pub async fn validate(hub: &Hub, session_id: &str) -> Result<Identity, ProtoErro
         return Err(ProtoError::new("invalid_token", "session id too long"));
     }
     let key = key_of(session_id);
-    match odoo.check_session(session_id).await {
+    // A terminal waits for this answer: a hanging Odoo must not hold it for the full upstream
+    // timeout when the cache can answer.
+    let limit = SESSION_CHECK_TIMEOUT.min(hub.cfg.upstream_timeout);
+    let check = tokio::time::timeout(limit, odoo.check_session(session_id))
+        .await
+        .unwrap_or_else(|_| SessionCheck::Unreachable(format!("no answer within {limit:?}")));
+    match check {
         SessionCheck::Valid { uid, name, role } => {
             let rec = SessionRec {
                 uid_json: uid.to_string(),

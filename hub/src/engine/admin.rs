@@ -1,0 +1,180 @@
+//! Engine side of the admin and inspection API: a consistent view of terminals and leases,
+//! resetting leases or all data, and consistent backups taken between two commits.
+
+use std::path::PathBuf;
+
+use redb::ReadableTableMetadata;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{Engine, Out, Tx};
+use crate::net::outbox::Frame;
+use crate::store::records::*;
+use crate::store::*;
+
+/// A connected terminal as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct TerminalView {
+    pub terminal_id: String,
+    pub name: String,
+    pub role: &'static str,
+    pub device_id: Option<String>,
+    pub connected_ms: u64,
+}
+
+/// What `/status` needs from the engine's memory, taken between two batches.
+#[derive(Debug, Clone, Default)]
+pub struct EngineView {
+    pub terminals: Vec<TerminalView>,
+    pub leases: Vec<(String, LeaseRec)>,
+    pub upstream_state: &'static str,
+    pub seq: u64,
+}
+
+/// Admin work for the engine.
+pub enum AdminCmd {
+    View(oneshot::Sender<EngineView>),
+    /// Drop every lease (holders are told); answers how many.
+    ResetLeases(oneshot::Sender<usize>),
+    /// Delete all orders, events, tables, locks, floors, tickets; sequence numbers keep growing so
+    /// every terminal's cursor is treated as too old and it resyncs.
+    ResetData(oneshot::Sender<u64>),
+    /// Copy the database file to `path` right after a commit; answers the size.
+    Backup {
+        path: PathBuf,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+impl Engine {
+    pub(super) fn admin(&mut self, tx: &mut Tx, cmd: AdminCmd) -> Result<(), StoreError> {
+        match cmd {
+            AdminCmd::View(reply) => {
+                let mut terminals: Vec<TerminalView> = self
+                    .reg
+                    .sessions()
+                    .map(|s| TerminalView {
+                        terminal_id: s.terminal_id.clone(),
+                        name: s.name.clone(),
+                        role: s.role.as_str(),
+                        device_id: s.device_id.clone(),
+                        connected_ms: s.connected_ms,
+                    })
+                    .collect();
+                terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
+                let mut leases: Vec<(String, LeaseRec)> = self
+                    .leases
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                leases.sort_by(|a, b| a.0.cmp(&b.0));
+                let _ = reply.send(EngineView {
+                    terminals,
+                    leases,
+                    upstream_state: self.upstream_state,
+                    seq: self.seq,
+                });
+            }
+            AdminCmd::ResetLeases(reply) => {
+                let n = self.leases.len();
+                for (p, l) in std::mem::take(&mut self.leases) {
+                    tx.leases.remove(p.as_str())?;
+                    if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
+                        let msg =
+                            json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "reset"});
+                        self.out.push(Out::To(
+                            holder.outbox.clone(),
+                            Frame::Text(msg.to_string().into()),
+                        ));
+                    }
+                }
+                self.dirty = true;
+                tracing::warn!(leases = n, "all leases reset by an administrator");
+                self.after_commit.push(Box::new(move || {
+                    let _ = reply.send(n);
+                }));
+            }
+            AdminCmd::ResetData(reply) => {
+                macro_rules! clear {
+                    ($t:expr) => {
+                        $t.retain(|_, _| false)?;
+                    };
+                }
+                clear!(tx.orders);
+                clear!(tx.leases);
+                clear!(tx.events);
+                clear!(tx.pending);
+                clear!(tx.dead);
+                clear!(tx.tables);
+                clear!(tx.locks);
+                clear!(tx.floors);
+                clear!(tx.tickets);
+                clear!(tx.event_ids);
+                debug_assert!(tx.orders.is_empty().unwrap_or(true));
+                // Burn one sequence number: every cursor, even one at the old head, is now older
+                // than what the hub retains, so every terminal resyncs to the empty state.
+                self.seq += 1;
+                tx.meta.insert(META_HEAD_SEQ, self.seq)?;
+                tx.meta.insert(META_COMPACTED_THROUGH, self.seq)?;
+                for s in self.reg.sessions() {
+                    self.out.push(Out::To(
+                        s.outbox.clone(),
+                        Frame::CatchUp {
+                            after: 0,
+                            to: self.seq,
+                        },
+                    ));
+                }
+                self.reg.cover(self.seq);
+                self.leases.clear();
+                self.locks.clear();
+                self.dirty = true;
+                let seq = self.seq;
+                tracing::warn!(seq, "all data reset by an administrator");
+                self.after_commit.push(Box::new(move || {
+                    let _ = reply.send(seq);
+                }));
+            }
+            AdminCmd::Backup { path, reply } => {
+                let src = self.cfg.db_path.clone();
+                self.backups.push((src, path, reply));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs after the batch's commit, when no write transaction is open: the file on disk is
+    /// exactly the last committed state.
+    pub(super) fn run_backups(&mut self) {
+        for (src, dst, reply) in self.backups.drain(..) {
+            let _ = reply.send(copy_consistent(&src, &dst));
+        }
+    }
+}
+
+fn copy_consistent(src: &std::path::Path, dst: &std::path::Path) -> Result<u64, String> {
+    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = dst.with_extension("partial");
+    std::fs::copy(src, &tmp).map_err(|e| format!("copy to {}: {e}", tmp.display()))?;
+    // Open and close the copy once: it was taken from a live file, so redb marks it cleanly
+    // closed now, and a broken copy is caught here rather than at restore time.
+    {
+        let mut db =
+            redb::Database::create(&tmp).map_err(|e| format!("backup does not open: {e}"))?;
+        db.check_integrity()
+            .map_err(|e| format!("backup fails its integrity check: {e}"))?;
+    }
+    let f = std::fs::File::open(&tmp).map_err(|e| e.to_string())?;
+    f.sync_all().map_err(|e| e.to_string())?;
+    let size = f.metadata().map_err(|e| e.to_string())?.len();
+    std::fs::rename(&tmp, dst).map_err(|e| format!("rename to {}: {e}", dst.display()))?;
+    Ok(size)
+}
+
+/// A backup to take after the commit: source, destination, who to tell.
+pub type PendingBackup = (PathBuf, PathBuf, oneshot::Sender<Result<u64, String>>);
+
+/// A reply to send once the batch is durable.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;

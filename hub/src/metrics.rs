@@ -1,0 +1,209 @@
+//! Prometheus metrics (`GET /metrics`): connected terminals, messages in and out by type, commit
+//! batch sizes and latencies, broadcast latency, upstream queue, leases and database size.
+//! Counters live here and are updated where things happen; gauges read from the store are
+//! filled in at scrape time.
+
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+/// Every metric the hub exports.
+pub struct Metrics {
+    registry: Registry,
+    pub messages_in: Family<TypeLabel, Counter>,
+    pub messages_out: Family<TypeLabel, Counter>,
+    pub commit_batch: Histogram,
+    pub commit_seconds: Histogram,
+    pub broadcast_seconds: Histogram,
+    pub terminals: Gauge,
+    pub leases: Gauge,
+    pub table_locks: Gauge,
+    pub pending: Gauge,
+    pub forwarded: Gauge<u64, AtomicU64>,
+    pub dead: Gauge,
+    pub db_bytes: Gauge<i64, AtomicI64>,
+    pub head_seq: Gauge<u64, AtomicU64>,
+    pub lag_resyncs: Counter,
+    /// 0 disabled, 1 idle, 2 ok, 3 failing (see `upstream::State`).
+    pub upstream_state: Gauge,
+    pub upstream_last_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("poshub");
+        let messages_in = Family::<TypeLabel, Counter>::default();
+        let messages_out = Family::<TypeLabel, Counter>::default();
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let broadcast_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let m = Metrics {
+            messages_in,
+            messages_out,
+            commit_batch,
+            commit_seconds,
+            broadcast_seconds,
+            terminals: Gauge::default(),
+            leases: Gauge::default(),
+            table_locks: Gauge::default(),
+            pending: Gauge::default(),
+            forwarded: Gauge::default(),
+            dead: Gauge::default(),
+            db_bytes: Gauge::default(),
+            head_seq: Gauge::default(),
+            lag_resyncs: Counter::default(),
+            upstream_state: Gauge::default(),
+            upstream_last_success: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "messages_in",
+            "Messages received from terminals, by type",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "messages_out",
+            "Messages sent to terminals, by type",
+            m.messages_out.clone(),
+        );
+        r.register(
+            "commit_batch_size",
+            "Commands applied per durable commit",
+            m.commit_batch.clone(),
+        );
+        r.register(
+            "commit_duration_seconds",
+            "Time to apply and fsync one batch",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "broadcast_latency_seconds",
+            "From the durable commit of an event to its write on a terminal's socket",
+            m.broadcast_seconds.clone(),
+        );
+        r.register(
+            "terminals_connected",
+            "Authenticated terminals connected now",
+            m.terminals.clone(),
+        );
+        r.register("leases_active", "Order leases held", m.leases.clone());
+        r.register(
+            "table_locks_active",
+            "Table locks held",
+            m.table_locks.clone(),
+        );
+        r.register(
+            "events_pending",
+            "Events waiting to be forwarded upstream",
+            m.pending.clone(),
+        );
+        r.register(
+            "events_forwarded",
+            "Events forwarded upstream since the database was created",
+            m.forwarded.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events the forwarder gave up on",
+            m.dead.clone(),
+        );
+        r.register("db_size_bytes", "Size of the redb file", m.db_bytes.clone());
+        r.register(
+            "event_seq",
+            "Sequence number of the newest event",
+            m.head_seq.clone(),
+        );
+        r.register(
+            "upstream_state",
+            "Upstream forwarding: 0 disabled, 1 idle, 2 ok, 3 failing",
+            m.upstream_state.clone(),
+        );
+        r.register(
+            "upstream_last_success_timestamp_seconds",
+            "When the upstream last accepted an event (Unix time; 0 = never since start)",
+            m.upstream_last_success.clone(),
+        );
+        r.register(
+            "lag_resyncs",
+            "Times a terminal fell behind and was caught up from its cursor",
+            m.lag_resyncs.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// Counts an outgoing frame by the `type` at the start of its JSON text.
+    pub fn sent(&self, text: &str) {
+        self.messages_out
+            .get_or_create(&TypeLabel {
+                r#type: message_type(text).to_string(),
+            })
+            .inc();
+    }
+
+    pub fn received(&self, ty: &str) {
+        self.messages_in
+            .get_or_create(&TypeLabel {
+                r#type: ty.to_string(),
+            })
+            .inc();
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Every message the hub builds starts with `{"type":"NAME"`; anything else counts as `other`.
+pub fn message_type(text: &str) -> &str {
+    text.strip_prefix("{\"type\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(ty, _)| ty)
+        .filter(|ty| ty.len() <= 40)
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_counters_and_histograms() {
+        let m = Metrics::new();
+        m.sent(r#"{"type":"ORDER_ACK","version":1}"#);
+        m.received("ORDER_SNAPSHOT");
+        m.commit_batch.observe(12.0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"poshub_messages_out_total{type="ORDER_ACK"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"poshub_messages_in_total{type="ORDER_SNAPSHOT"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("poshub_commit_batch_size_bucket"), "{text}");
+        assert_eq!(message_type("[1]"), "other");
+    }
+}

@@ -1,0 +1,165 @@
+//! What the CLI's maintenance commands do: talk to the running hub through its admin API, or,
+//! when no hub runs, work on the database file directly (redb lets one process open it).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::client::{call, ClientError};
+use crate::config::Config;
+
+/// Outcome of an integrity check, as `poshub check` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    Ok,
+    Repaired,
+}
+
+/// Opens a redb file on its own and runs redb's integrity check.
+pub fn check_file(path: &Path) -> Result<Integrity, String> {
+    if !path.exists() {
+        return Err(format!("{} does not exist", path.display()));
+    }
+    let mut db = redb::Database::open(path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => {
+            format!("{} is in use by a running hub", path.display())
+        }
+        other => format!("{} cannot be opened: {other}", path.display()),
+    })?;
+    match db.check_integrity() {
+        Ok(true) => Ok(Integrity::Ok),
+        Ok(false) => Ok(Integrity::Repaired),
+        Err(e) => Err(format!("{} is corrupt: {e}", path.display())),
+    }
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Asks the running hub for a consistent copy; `Ok(None)` when no hub answers.
+fn live_backup(cfg: &Config) -> Result<Option<PathBuf>, String> {
+    match rt()?.block_on(call(cfg, "POST", "/admin/backup", true)) {
+        Ok(v) => v["path"]
+            .as_str()
+            .map(|p| Some(PathBuf::from(p)))
+            .ok_or_else(|| format!("unexpected answer: {v}")),
+        Err(ClientError::NoHub(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `poshub check`: on a live hub, checks a consistent copy; otherwise the file itself.
+pub fn check(cfg: &Config, db: Option<&Path>) -> Result<String, String> {
+    if let Some(path) = db {
+        return check_file(path).map(|i| describe(path, i));
+    }
+    match live_backup(cfg)? {
+        Some(copy) => check_file(&copy).map(|i| {
+            format!(
+                "{} (live hub; checked a consistent copy at {})",
+                word(i),
+                copy.display()
+            )
+        }),
+        None => check_file(&cfg.db_path).map(|i| describe(&cfg.db_path, i)),
+    }
+}
+
+fn word(i: Integrity) -> &'static str {
+    match i {
+        Integrity::Ok => "ok",
+        Integrity::Repaired => "repaired",
+    }
+}
+
+fn describe(path: &Path, i: Integrity) -> String {
+    format!("{}: {}", path.display(), word(i))
+}
+
+/// `poshub backup --out FILE`: a consistent copy of the live database (or of the file when the
+/// hub is stopped), checked before it is reported.
+pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
+    let source = match live_backup(cfg)? {
+        Some(copy) => copy,
+        None => {
+            check_file(&cfg.db_path)?;
+            cfg.db_path.clone()
+        }
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let bytes = std::fs::copy(&source, out)
+        .map_err(|e| format!("copy {} to {}: {e}", source.display(), out.display()))?;
+    std::fs::File::open(out)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let i = check_file(out)?;
+    Ok(format!(
+        "wrote {} ({bytes} bytes, integrity {})",
+        out.display(),
+        word(i)
+    ))
+}
+
+/// Runs one admin or read call against the running hub.
+pub fn hub_call(cfg: &Config, method: &str, path: &str, admin: bool) -> Result<Value, String> {
+    rt()?
+        .block_on(call(cfg, method, path, admin))
+        .map_err(|e| e.to_string())
+}
+
+/// `poshub stats`: a short human summary of `/health` and `/status`.
+pub fn stats(cfg: &Config) -> Result<String, String> {
+    let h = hub_call(cfg, "GET", "/health", false)?;
+    let s = hub_call(cfg, "GET", "/status", false)?;
+    let mut out = format!(
+        "poshub {} — {} — up {}s, auth {}\nterminals: {}   orders: {}   leases: {}   seq: {}\nupstream: {}   pending: {}   forwarded: {}   dead letters: {}\ndatabase: {}",
+        h["version"].as_str().unwrap_or("?"),
+        h["status"].as_str().unwrap_or("?"),
+        h["uptimeS"],
+        h["authMode"].as_str().unwrap_or("?"),
+        h["terminals"],
+        h["orders"],
+        s["leases"].as_array().map_or(0, Vec::len),
+        h["seq"],
+        s["upstream"]["state"].as_str().unwrap_or("?"),
+        h["pendingEvents"],
+        h["forwardedEvents"],
+        h["deadLetters"],
+        h["db"]["status"].as_str().unwrap_or("?"),
+    );
+    for t in s["terminals"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n  {} ({}, {})",
+            t["terminalId"].as_str().unwrap_or("?"),
+            t["name"].as_str().unwrap_or(""),
+            t["role"].as_str().unwrap_or("")
+        ));
+    }
+    Ok(out)
+}
+
+/// `poshub events`: newest events, one line each.
+pub fn events(cfg: &Config, limit: usize) -> Result<String, String> {
+    let v = hub_call(cfg, "GET", &format!("/events?limit={limit}"), false)?;
+    let mut out = String::new();
+    for e in v["events"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:>8}  {:<20} {:<28} {:<14} {}\n",
+            e["seq"],
+            e["type"].as_str().unwrap_or(""),
+            e["posReference"].as_str().unwrap_or("-"),
+            e["terminalId"].as_str().unwrap_or(""),
+            e["upstream"].as_str().unwrap_or("")
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no events\n");
+    }
+    Ok(out.trim_end().to_string())
+}

@@ -1,0 +1,109 @@
+// Drives the hub's own pages in headless Debian Chromium, as a field tech would: two browser
+// terminals on a `serve --demo` hub, an order made in one appears live in the other and on the
+// dashboard. Run: `npm install && node --test` (needs /usr/bin/chromium and a built poshub).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import net from "node:net";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(import.meta.dirname, "../../..");
+const BIN = process.env.POSHUB_BIN || join(ROOT, "target/debug/poshub");
+const SHOTS = join(ROOT, "target/browser");
+let hub, browser, base;
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
+    s.on("error", fail);
+  });
+}
+
+async function waitHealthy(url, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try { if ((await fetch(url + "/health")).ok) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("hub did not become healthy");
+}
+
+before(async () => {
+  const [wsPort, httpPort] = [await freePort(), await freePort()];
+  const dir = mkdtempSync(join(tmpdir(), "poshub-browser-"));
+  hub = spawn(BIN, ["serve", "--demo"], {
+    env: { ...process.env, HUB_BIND: "127.0.0.1", HUB_PORT: String(wsPort), HUB_HTTP_PORT: String(httpPort),
+      HUB_DB_PATH: join(dir, "hub.redb"), HUB_MDNS_ENABLED: "false", HUB_LOG_LEVEL: "warn" },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  base = `http://127.0.0.1:${httpPort}`;
+  await waitHealthy(base, 10000);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  hub?.kill("SIGTERM");
+});
+
+async function terminal(id, name) {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await ctx.newPage();
+  await page.goto(`${base}/terminal?terminal=${id}&name=${name}`);
+  await page.getByTestId("status").filter({ hasText: "online" }).waitFor({ timeout: 10000 });
+  return page;
+}
+
+test("an order made on one terminal shows up live on the other and on the dashboard", async () => {
+  const a = await terminal("till-A", "Ann");
+  const b = await terminal("till-B", "Bob");
+  const dash = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  await dash.goto(`${base}/dashboard`);
+  await dash.getByTestId("open-warning").waitFor({ state: "visible", timeout: 10000 });
+
+  // Till A seats table 3 and orders a burger and a coffee.
+  await a.locator("[data-table='3']").click();
+  await a.getByTestId("new-order").click();
+  await a.getByTestId("lease").filter({ hasText: "editing" }).waitFor();
+  await a.getByRole("button", { name: /Burger/ }).click();
+  await a.getByRole("button", { name: /Coffee/ }).click();
+  await a.getByTestId("total").filter({ hasText: "17.05" }).waitFor();
+  const ref = (await a.getByTestId("order-ref").textContent()).trim();
+  assert.ok(ref.startsWith("till-A-"), ref);
+
+  // Till B sees it arrive with its two lines, and table 3 turns occupied.
+  const row = b.locator(`[data-order='${ref}']`);
+  await row.filter({ hasText: "2 items" }).waitFor({ timeout: 5000 });
+  await b.locator("[data-table='3']").filter({ hasText: "occupied" }).waitFor({ timeout: 5000 });
+  // Till B can look but not edit: the lease is A's.
+  await row.click();
+  await b.getByTestId("notice").filter({ hasText: "Ann" }).waitFor({ timeout: 5000 });
+  assert.equal(await b.getByRole("button", { name: /Burger/ }).isDisabled(), true);
+
+  // A takes payment; B sees the order paid and the table free again.
+  await a.getByTestId("pay").click();
+  await row.locator("[data-state]").filter({ hasText: "paid" }).waitFor({ timeout: 5000 });
+  await b.locator("[data-table='3']").filter({ hasText: "available" }).waitFor({ timeout: 5000 });
+
+  // The dashboard lists the order as paid, with both terminals connected.
+  await dash.locator(`[data-order='${ref}']`).filter({ hasText: "paid" }).waitFor({ timeout: 5000 });
+  await dash.locator("#terminals").filter({ hasText: "till-B" }).waitFor({ timeout: 5000 });
+  assert.equal((await dash.locator("#k-terminals").textContent()).trim(), "2");
+
+  await a.screenshot({ path: join(SHOTS, "terminal-a.png") });
+  await b.screenshot({ path: join(SHOTS, "terminal-b.png") });
+  await dash.screenshot({ path: join(SHOTS, "dashboard.png") });
+
+  // The order really is stored on the hub.
+  const stored = await (await fetch(`${base}/orders/${encodeURIComponent(ref)}`)).json();
+  assert.equal(stored.snapshot.state, "paid");
+  assert.equal(stored.snapshot.lines.length, 2);
+});
