@@ -97,6 +97,12 @@ async fn orders_reach_odoo_mapped_as_seed_000_says() {
             .all(|r| r.cookie.as_deref() == Some("session_id=hubsess-1")),
         "{calls:?}"
     );
+    // /status and /metrics show it too.
+    let (_, st) = http_get(hub.http, "/status").await;
+    assert_eq!(st["upstream"]["state"], "ok", "{st}");
+    let (_, m) = http(hub.http, "GET", "/metrics", "").await;
+    assert!(m.contains("poshub_upstream_state 2"), "{m}");
+    assert!(m.contains("poshub_events_forwarded 2"), "{m}");
     // Terminals see the upstream state in SYNC_STATUS.
     let st = a.recv_type("SYNC_STATUS").await;
     assert_eq!(
@@ -360,12 +366,17 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     );
     // Odoo comes back: everything goes out.
     odoo.clear_faults();
+    let t = Instant::now();
     let (st, _) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
     assert_eq!(st, 200);
     wait_health(hub.http, Duration::from_secs(30), "backlog drained", |h| {
         h["pendingEvents"] == 0
     })
     .await;
+    println!(
+        "backlog of {n} orders drained to the double in {:?}",
+        t.elapsed()
+    );
     assert_eq!(odoo.orders().len() as u64, n);
     hub.stop().await;
 }
