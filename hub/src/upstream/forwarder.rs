@@ -8,6 +8,7 @@
 //! inversion of that order's updates impossible. A row is removed only after the upstream
 //! accepted it, so a crash mid-drain can resend (the endpoints are idempotent) but never lose.
 
+use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -20,6 +21,8 @@ use crate::store::upstream::DueGroup;
 
 /// Full rounds run back to back before the loop waits for the next tick again.
 const MAX_ROUNDS_PER_TICK: usize = 50;
+/// Orders sent to Odoo at the same time.
+const PARALLEL: usize = 4;
 
 pub(super) async fn run(hub: Arc<Hub>, mut asks: mpsc::Receiver<DrainAsk>) {
     let mut shutdown = hub.shutdown.clone();
@@ -97,50 +100,63 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
             return (report, false);
         }
     }
-    // 2. Odoo, one order at a time; a transient failure ends the round (Odoo is down or
-    // struggling: the other orders wait for the next round without spending a retry).
-    for g in &groups {
-        let seqs = seqs_of(g);
-        let result = match &up.odoo {
-            Some(odoo) => match order_snapshot(g) {
-                Some(snap) => odoo.push_order(&snap).await,
-                None => Ok(()), // not an order event: nothing for Odoo
-            },
-            None => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                let n = seqs.len();
-                if record(hub, |d| UpstreamCmd::Forwarded {
-                    seqs,
-                    done: Some(d),
-                })
-                .await
-                {
-                    report.forwarded += n;
+    // 2. Odoo, a few orders at a time (each order is one group, so an order's updates stay
+    // in sequence); a transient failure ends the round (Odoo is down or struggling: the other
+    // orders wait for the next round without spending a retry).
+    for chunk in groups.chunks(PARALLEL) {
+        let results = join_all(chunk.iter().map(|g| send_to_odoo(up, g))).await;
+        let mut ok_seqs = Vec::new();
+        let mut auth_error = None;
+        let mut stop = false;
+        for (g, result) in chunk.iter().zip(results) {
+            match result {
+                Ok(()) => ok_seqs.extend(seqs_of(g)),
+                Err(UpstreamError::Auth(msg)) => {
+                    // Credentials or session trouble is not the events' fault: no retry spent.
+                    auth_error = Some(format!("odoo authentication failed: {msg}"));
+                    stop = true;
                 }
-            }
-            Err(UpstreamError::Auth(msg)) => {
-                // Credentials or session trouble is not the events' fault: no retry is spent.
-                let e = format!("odoo authentication failed: {msg}");
-                tracing::warn!("{e}");
-                up.set_state(hub, State::Failing, None, Some(e.clone()));
-                report.error = Some(e);
-                return (report, false);
-            }
-            Err(e) => {
-                let transient = !e.is_permanent();
-                fail(hub, &mut report, seqs, &e).await;
-                if transient {
-                    return (report, false);
+                Err(e) => {
+                    stop |= !e.is_permanent();
+                    fail(hub, &mut report, seqs_of(g), &e).await;
                 }
             }
         }
-    }
-    if report.forwarded > 0 {
-        up.set_state(hub, State::Ok, Some(now_ms()), None);
+        if !ok_seqs.is_empty() {
+            let n = ok_seqs.len();
+            let seqs = ok_seqs;
+            if record(hub, |d| UpstreamCmd::Forwarded {
+                seqs,
+                done: Some(d),
+            })
+            .await
+            {
+                report.forwarded += n;
+                up.set_state(hub, State::Ok, Some(now_ms()), None);
+            }
+        }
+        if let Some(e) = auth_error {
+            tracing::warn!("{e}");
+            up.set_state(hub, State::Failing, None, Some(e.clone()));
+            report.error = Some(e);
+        }
+        if stop {
+            if report.error.is_some() {
+                let e = report.error.clone();
+                up.set_state(hub, State::Failing, None, e);
+            }
+            return (report, false);
+        }
     }
     (report, full)
+}
+
+/// Sends one group to Odoo (when there is an Odoo and the group is an order).
+async fn send_to_odoo(up: &super::Shared, g: &DueGroup) -> Result<(), UpstreamError> {
+    match (&up.odoo, order_snapshot(g)) {
+        (Some(odoo), Some(snap)) => odoo.push_order(&snap).await,
+        _ => Ok(()), // no Odoo, or not an order event: nothing to send
+    }
 }
 
 async fn fail(hub: &Arc<Hub>, report: &mut DrainReport, seqs: Vec<u64>, e: &UpstreamError) {

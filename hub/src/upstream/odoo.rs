@@ -219,7 +219,12 @@ impl OdooClient {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             let expired = status == 401 || status == 403 || rpc_session_expired(&v);
             if expired {
-                *self.session.lock().await = None;
+                // Forget this session, unless a concurrent call already replaced it.
+                let mut guard = self.session.lock().await;
+                if guard.as_deref() == Some(sid.as_str()) {
+                    *guard = None;
+                }
+                drop(guard);
                 if attempt == 0 {
                     tracing::info!("odoo session expired; logging in again");
                     continue;
