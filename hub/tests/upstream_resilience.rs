@@ -1,5 +1,5 @@
 //! Upstream resilience with real processes and sockets: `kill -9` of the hub binary in the
-//! middle of a drain loses no event (duplicates allowed), and `HUB_AUTH_MODE=odoo` lets a
+//! middle of a drain loses no event (duplicates allowed), retry counts survive a restart, and `HUB_AUTH_MODE=odoo` lets a
 //! known Odoo session in while Odoo is unreachable (also after a restart), refuses a session
 //! Odoo rejects at once, and refuses unknown or too old sessions while offline.
 
@@ -231,5 +231,44 @@ async fn odoo_sessions_are_cached_for_offline_use() {
         outcome(&auth(&hub, "sess-cy", "till-3").await),
         fail("upstream_unreachable")
     );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_counts_survive_a_restart() {
+    let odoo = OdooDouble::start().await;
+    odoo.refuse("R-1", 503);
+    let env = odoo_env(&odoo);
+    let mut env = refs(&env);
+    env.push(("HUB_FORWARD_INTERVAL_MS", "300"));
+    env.push(("HUB_FORWARD_MAX_RETRIES", "3"));
+    let hub = TestHub::start(&env).await;
+    let mut a = hub.term("till-1").await;
+    a.lease("R-1").await;
+    assert_eq!(
+        a.write("R-1", 0, snapshot("R-1", "draft", None)).await["type"],
+        "ORDER_ACK"
+    );
+    let tries = || {
+        odoo.requests()
+            .iter()
+            .filter(|r| r.body["pos_reference"] == "R-1")
+            .count()
+    };
+    let deadline = Instant::now() + WAIT;
+    while tries() < 2 {
+        assert!(Instant::now() < deadline, "no second try");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the hub record the second failure (the third try is at least 300 ms away).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(a);
+    // Two tries spent; the restarted hub has one left, not three.
+    let hub = restart(hub, &env).await;
+    let h = wait_health(hub.http, WAIT, "dead letter", |h| h["deadLetters"] == 1).await;
+    assert_eq!(h["pendingEvents"], 0, "{h}");
+    assert_eq!(tries(), 3);
+    let (_, dl) = admin(hub.http, "GET", "/admin/dead-letters", Some(ADMIN), "").await;
+    assert_eq!(dl["deadLetters"][0]["attempts"], 3, "{dl}");
     hub.stop().await;
 }
