@@ -6,7 +6,7 @@
 //! total timeout. Also: checking a terminal's Odoo session (`/pos-react/api/session`) and the
 //! JSON-RPC `call_kw` used by the register push.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, COOKIE, SET_COOKIE};
 use serde_json::{json, Map, Value};
@@ -155,7 +155,14 @@ pub struct OdooClient {
     db: String,
     login: String,
     password: String,
-    session: Mutex<Option<String>>,
+    session: Mutex<SessionState>,
+}
+
+/// The hub's own Odoo session, and the last failed login.
+#[derive(Default)]
+struct SessionState {
+    sid: Option<String>,
+    failed: Option<(Instant, UpstreamError)>,
 }
 
 impl OdooClient {
@@ -172,7 +179,7 @@ impl OdooClient {
             db: db.unwrap_or_default().to_string(),
             login: login.unwrap_or_default().to_string(),
             password: password.unwrap_or_default().to_string(),
-            session: Mutex::new(None),
+            session: Mutex::new(SessionState::default()),
         })
     }
 
@@ -221,8 +228,8 @@ impl OdooClient {
             if expired {
                 // Forget this session, unless a concurrent call already replaced it.
                 let mut guard = self.session.lock().await;
-                if guard.as_deref() == Some(sid.as_str()) {
-                    *guard = None;
+                if guard.sid.as_deref() == Some(sid.as_str()) {
+                    guard.sid = None;
                 }
                 drop(guard);
                 if attempt == 0 {
@@ -248,10 +255,30 @@ impl OdooClient {
     }
 
     async fn session_id(&self) -> Result<String, UpstreamError> {
+        let asked = Instant::now();
         let mut guard = self.session.lock().await;
-        if let Some(s) = guard.as_ref() {
+        if let Some(s) = guard.sid.as_ref() {
             return Ok(s.clone());
         }
+        // Calls that queued behind a login that failed share its outcome instead of each
+        // trying again (a hanging Odoo would otherwise cost one timeout per waiting call).
+        if let Some((at, e)) = &guard.failed {
+            if *at >= asked {
+                return Err(e.clone());
+            }
+        }
+        let result = self.login().await;
+        match &result {
+            Ok(sid) => {
+                guard.sid = Some(sid.clone());
+                guard.failed = None;
+            }
+            Err(e) => guard.failed = Some((Instant::now(), e.clone())),
+        }
+        result
+    }
+
+    async fn login(&self) -> Result<String, UpstreamError> {
         let body = rpc(json!({"db": self.db, "login": self.login, "password": self.password}));
         let r = self
             .http
@@ -285,7 +312,6 @@ impl OdooClient {
         match sid.filter(|s| !s.is_empty()) {
             Some(s) if (200..300).contains(&status) && logged_in => {
                 tracing::info!(db = %self.db, login = %self.login, "logged in to odoo");
-                *guard = Some(s.clone());
                 Ok(s)
             }
             _ => Err(UpstreamError::Auth(format!(
