@@ -197,6 +197,14 @@ async fn every_acknowledged_order_arrives_while_odoo_flaps() {
         );
     }
     assert!(odoo.logins() >= 2, "the expired session was renewed");
+    let reqs = odoo.requests();
+    let faulted = reqs.iter().filter(|r| !r.served).count();
+    println!(
+        "flapping: {} requests to the double, {faulted} failed by injection, {} logins",
+        reqs.len(),
+        odoo.logins()
+    );
+    assert!(faulted > 0, "the faults were hit");
     hub.stop().await;
 }
 
