@@ -36,6 +36,10 @@ pub fn ws_config() -> WebSocketConfig {
     let mut c = WebSocketConfig::default();
     c.max_message_size = Some(MAX_FRAME);
     c.max_frame_size = Some(MAX_FRAME);
+    // Small per-connection buffers keep 50 terminals well inside a Pi's memory; they grow for
+    // the rare large frame and batching still fills a TCP segment or more per write.
+    c.read_buffer_size = 8 * 1024;
+    c.write_buffer_size = 16 * 1024;
     c
 }
 

@@ -1,0 +1,224 @@
+//! Drives the load: N authenticated terminals, W of them writing orders they hold the lease on
+//! (pipelined up to a window, or paced at a rate), every terminal recording when each
+//! `ORDER_UPDATED` arrives. Times are microseconds since the start of the run.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Args;
+
+/// Orders each writer keeps leased and cycles through.
+const ORDERS_PER_WRITER: usize = 16;
+
+/// One acknowledged write: its seq, when it was sent and when its ack arrived.
+#[derive(Clone, Copy)]
+pub struct Write {
+    pub seq: u64,
+    pub sent_us: u64,
+    pub acked_us: u64,
+}
+
+pub struct RunResult {
+    pub writes: Vec<Write>,
+    /// Per terminal: (seq, received_us) of every ORDER_UPDATED.
+    pub received: Vec<Vec<(u64, u64)>>,
+    pub measure_from_us: u64,
+    pub measure_to_us: u64,
+    pub errors: u64,
+}
+
+fn snapshot(p: &str) -> String {
+    let lines: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"id":"l{i}","productId":{},"quantity":{},"unitPrice":4.5,"taxIds":[1],"note":"no onions, extra sauce"}}"#, 100 + i, 1 + i))
+        .collect();
+    format!(
+        r#"{{"posReference":"{p}","state":"draft","orderType":"dine_in","tableId":12,"partnerId":7,"lines":[{}],"totals":{{"subtotal":67.5,"tax":6.75,"total":74.25}},"paymentLines":[],"note":"window seat, birthday"}}"#,
+        lines.join(",")
+    )
+}
+
+fn seq_of(text: &str) -> Option<u64> {
+    let i = text.rfind("\"seq\":")? + 6;
+    let digits: String = text[i..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result<RunResult> {
+    let start = Instant::now();
+    let us = move || start.elapsed().as_micros() as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    let mut writer_tasks = Vec::new();
+    let warmup = Duration::from_secs(1);
+    let per_writer_rate = if args.rate == 0 {
+        0.0
+    } else {
+        args.rate as f64 / args.writers as f64
+    };
+
+    for t in 0..args.terminals {
+        let id = format!("bench-{t}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .with_context(|| format!("connect {url}"))?;
+        ws.send(Message::Text(
+            format!(r#"{{"type":"AUTH","terminalId":"{id}","name":"{id}"}}"#).into(),
+        ))
+        .await?;
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str().contains("AUTH_OK") => {}
+            other => bail!("{id}: no AUTH_OK (is the hub in open auth mode?): {other:?}"),
+        }
+        let (mut sink, mut stream) = ws.split();
+        let is_writer = t < args.writers;
+        let received = Arc::new(Mutex::new(Vec::<(u64, u64)>::with_capacity(1 << 16)));
+        let sent_times = Arc::new(Mutex::new(VecDeque::<u64>::new()));
+        let writes = Arc::new(Mutex::new(Vec::<Write>::new()));
+        let window = Arc::new(Semaphore::new(if is_writer { 0 } else { 1 }));
+        // Reader: broadcasts from others, and for writers the acks of their own writes.
+        {
+            let (received, sent_times, writes, window, errors) = (
+                received.clone(),
+                sent_times.clone(),
+                writes.clone(),
+                window.clone(),
+                errors.clone(),
+            );
+            readers.push((
+                received.clone(),
+                writes.clone(),
+                tokio::spawn(async move {
+                    while let Some(Ok(m)) = stream.next().await {
+                        let Message::Text(text) = m else { continue };
+                        let s = text.as_str();
+                        if s.starts_with(r#"{"type":"ORDER_UPDATED""#) {
+                            if let Some(seq) = seq_of(s) {
+                                received.lock().map(|mut r| r.push((seq, us()))).ok();
+                            }
+                        } else if s.starts_with(r#"{"type":"ORDER_ACK""#) {
+                            let now = us();
+                            let sent = sent_times
+                                .lock()
+                                .ok()
+                                .and_then(|mut q| q.pop_front())
+                                .unwrap_or(now);
+                            if let Some(seq) = seq_of(s) {
+                                writes
+                                    .lock()
+                                    .map(|mut w| {
+                                        w.push(Write {
+                                            seq,
+                                            sent_us: sent,
+                                            acked_us: now,
+                                        })
+                                    })
+                                    .ok();
+                            }
+                            window.add_permits(1);
+                        } else if s.starts_with(r#"{"type":"LEASE_GRANTED""#) {
+                            window.add_permits(1);
+                        } else if s.starts_with(r#"{"type":"ERROR""#)
+                            || s.starts_with(r#"{"type":"CONFLICT""#)
+                        {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            sent_times.lock().map(|mut q| q.pop_front()).ok();
+                            window.add_permits(1);
+                        }
+                    }
+                }),
+            ));
+        }
+        if is_writer {
+            let stop = stop.clone();
+            let window_size = args.window;
+            let mut go = go_rx.clone();
+            writer_tasks.push(tokio::spawn(async move {
+                go.wait_for(|g| *g).await?;
+                let refs: Vec<String> = (0..ORDERS_PER_WRITER).map(|i| format!("{id}-order-{i}")).collect();
+                let snaps: Vec<String> = refs.iter().map(|p| snapshot(p)).collect();
+                for p in &refs {
+                    sink.send(Message::Text(format!(r#"{{"type":"LEASE_ACQUIRE","posReference":"{p}"}}"#).into())).await?;
+                }
+                // All leases granted before the clock starts.
+                let granted = window.acquire_many(ORDERS_PER_WRITER as u32).await?;
+                granted.forget();
+                window.add_permits(window_size);
+                let mut versions = [0u64; ORDERS_PER_WRITER];
+                let mut tick = (per_writer_rate > 0.0).then(|| {
+                    let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_writer_rate));
+                    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    i
+                });
+                let mut k = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    let permit = window.acquire().await?;
+                    permit.forget();
+                    let i = k % ORDERS_PER_WRITER;
+                    k += 1;
+                    let msg = format!(
+                        r#"{{"type":"ORDER_SNAPSHOT","posReference":"{}","baseVersion":{},"snapshot":{}}}"#,
+                        refs[i], versions[i], snaps[i]
+                    );
+                    versions[i] += 1;
+                    sent_times.lock().map(|mut q| q.push_back(us())).ok();
+                    sink.feed(Message::Text(msg.into())).await?;
+                    if window.available_permits() == 0 || tick.is_some() {
+                        sink.flush().await?;
+                    }
+                }
+                sink.flush().await?;
+                // Let the last acks arrive, then close.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = sink.close().await;
+                anyhow::Ok(())
+            }));
+        } else {
+            // Keep the sink alive until the end so the socket stays open.
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let _ = sink.close().await;
+            });
+        }
+    }
+    // Every terminal is connected: start the writers, warm up, then measure.
+    let load_started = us();
+    let _ = go_tx.send(true);
+    let measure_from_us = load_started + warmup.as_micros() as u64;
+    let measure_to_us = measure_from_us + duration.as_micros() as u64;
+    tokio::time::sleep(warmup + duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writer_tasks {
+        w.await.context("writer task")??;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut writes = Vec::new();
+    let mut received = Vec::new();
+    for (r, w, task) in readers {
+        task.abort();
+        writes.extend(w.lock().map(|w| w.clone()).unwrap_or_default());
+        received.push(r.lock().map(|r| r.clone()).unwrap_or_default());
+    }
+    Ok(RunResult {
+        writes,
+        received,
+        measure_from_us,
+        measure_to_us,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}

@@ -1,0 +1,206 @@
+//! The hub under test: spawned from the poshub binary with a fresh database, or one already
+//! running. Reads its metrics over HTTP and its memory and CPU from /proc.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub struct Hub {
+    pub ws_url: String,
+    http: Option<String>,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+    pub ready_ms: Option<f64>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Counters and histogram sums scraped from `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Scrape {
+    pub batch_sum: f64,
+    pub batch_count: f64,
+    pub commit_sum: f64,
+    /// Cumulative `poshub_broadcast_latency_seconds` buckets: (upper bound in s, count).
+    pub broadcast_buckets: Vec<(f64, f64)>,
+}
+
+impl Scrape {
+    /// Upper bound (ms) of the bucket holding quantile `q` of broadcasts between two scrapes.
+    pub fn broadcast_quantile(&self, before: &Scrape, q: f64) -> f64 {
+        let delta: Vec<(f64, f64)> = self
+            .broadcast_buckets
+            .iter()
+            .map(|(le, n)| {
+                (
+                    *le,
+                    n - before
+                        .broadcast_buckets
+                        .iter()
+                        .find(|(b, _)| b == le)
+                        .map_or(0.0, |(_, m)| *m),
+                )
+            })
+            .collect();
+        let total = delta.last().map_or(0.0, |(_, n)| *n);
+        if total == 0.0 {
+            return f64::NAN;
+        }
+        delta
+            .iter()
+            .find(|(_, n)| *n >= q * total)
+            .map_or(f64::INFINITY, |(le, _)| le * 1000.0)
+    }
+}
+
+impl Hub {
+    pub fn existing(ws_url: String, http: Option<String>) -> Hub {
+        Hub {
+            ws_url,
+            http,
+            child: None,
+            dir: None,
+            ready_ms: None,
+        }
+    }
+
+    pub async fn spawn(bin: Option<PathBuf>) -> anyhow::Result<Hub> {
+        let bin = match bin {
+            Some(b) => b,
+            None => std::env::current_exe()?.with_file_name("poshub"),
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "poshub-bench-{}-{}",
+            std::process::id(),
+            free_port()?
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let (wp, hp) = (free_port()?, free_port()?);
+        let start = Instant::now();
+        let child = Command::new(&bin)
+            .arg("serve")
+            .env("HUB_BIND", "127.0.0.1")
+            .env("HUB_PORT", wp.to_string())
+            .env("HUB_HTTP_PORT", hp.to_string())
+            .env("HUB_DB_PATH", dir.join("hub.redb"))
+            .env("HUB_AUTH_MODE", "open")
+            .env("HUB_MDNS_ENABLED", "false")
+            .env("HUB_LOG_LEVEL", "warn")
+            .env("HUB_RATE_LIMIT_PER_SEC", "100000")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("unable to start {}", bin.display()))?;
+        let http = format!("127.0.0.1:{hp}");
+        let deadline = start + Duration::from_secs(10);
+        loop {
+            if get(&http, "/health")
+                .await
+                .is_ok_and(|b| b.contains("\"status\":\"ok\""))
+            {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "hub did not become healthy in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
+        Ok(Hub {
+            ws_url: format!("ws://127.0.0.1:{wp}/"),
+            http: Some(format!("http://{http}")),
+            child: Some(child),
+            dir: Some(dir),
+            ready_ms: Some(ready_ms),
+        })
+    }
+
+    pub async fn metrics(&self) -> Option<Scrape> {
+        let base = self
+            .http
+            .as_deref()?
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let text = get(&base, "/metrics").await.ok()?;
+        let val = |name: &str| -> f64 {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Some(Scrape {
+            batch_sum: val("poshub_commit_batch_size_sum"),
+            batch_count: val("poshub_commit_batch_size_count"),
+            commit_sum: val("poshub_commit_duration_seconds_sum"),
+            broadcast_buckets: text
+                .lines()
+                .filter_map(|l| l.strip_prefix("poshub_broadcast_latency_seconds_bucket{le=\""))
+                .filter_map(|rest| {
+                    let (le, n) = rest.split_once("\"} ")?;
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    };
+                    Some((le, n.trim().parse().ok()?))
+                })
+                .collect(),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Peak resident set size of the spawned hub (VmHWM), in KiB.
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// User + system CPU time of the spawned hub, in clock ticks.
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        let after = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = after.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    pub fn stop(mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+async fn get(host: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await?;
+    Ok(buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}

@@ -1,0 +1,140 @@
+//! Turns raw timings into the figures the benchmark prints.
+
+use std::collections::HashMap;
+
+use crate::drive::RunResult;
+use crate::hubproc::Scrape;
+use crate::Args;
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+fn line(name: &str, mut v: Vec<u64>) -> String {
+    v.sort_unstable();
+    format!(
+        "{name:<44} p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   (n={})",
+        pct(&v, 0.5),
+        pct(&v, 0.99),
+        pct(&v, 1.0),
+        v.len()
+    )
+}
+
+pub fn print(
+    args: &Args,
+    r: &RunResult,
+    before: &Scrape,
+    after: &Scrape,
+    cpu_ticks: Option<u64>,
+    rss_kb: Option<u64>,
+) {
+    let window_s = (r.measure_to_us - r.measure_from_us) as f64 / 1e6;
+    // Writes sent inside the measured window.
+    let measured: HashMap<u64, (u64, u64)> = r
+        .writes
+        .iter()
+        .filter(|w| w.sent_us >= r.measure_from_us && w.sent_us < r.measure_to_us)
+        .map(|w| (w.seq, (w.sent_us, w.acked_us)))
+        .collect();
+    let acked = measured.len() as u64;
+    let mode = if args.rate == 0 {
+        "flat out".to_string()
+    } else {
+        format!("{} writes/s", args.rate)
+    };
+    println!(
+        "terminals {}, writers {}, {mode}, {window_s:.1} s measured, fsync before every ack",
+        args.terminals, args.writers
+    );
+    println!(
+        "acknowledged writes/s                        {:.0}",
+        acked as f64 / window_s
+    );
+    let ack_lat: Vec<u64> = measured.values().map(|(s, a)| a - s).collect();
+    println!("{}", line("write -> ORDER_ACK (includes fsync)", ack_lat));
+
+    // The first moment any terminal saw an event (its writer's ack or the earliest broadcast)
+    // stands for its append; fan-out is how long the others took after that.
+    let mut first: HashMap<u64, u64> = measured
+        .iter()
+        .map(|(seq, (_, acked))| (*seq, *acked))
+        .collect();
+    for got in &r.received {
+        for (seq, at) in got {
+            if let Some(f) = first.get_mut(seq) {
+                *f = (*f).min(*at);
+            }
+        }
+    }
+    let mut fanout = Vec::new();
+    let mut e2e = Vec::new();
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut delivered = 0u64;
+    for got in &r.received {
+        for (seq, at) in got {
+            if let (Some((sent, _)), Some(f)) = (measured.get(seq), first.get(seq)) {
+                delivered += 1;
+                fanout.push(at - f);
+                e2e.push(at.saturating_sub(*sent));
+                let l = last.entry(*seq).or_insert(0);
+                *l = (*l).max(at - f);
+            }
+        }
+    }
+    let expected = acked * (args.terminals as u64 - 1);
+    println!(
+        "{}",
+        line("fan-out: first delivery -> each other terminal", fanout)
+    );
+    println!(
+        "{}",
+        line(
+            "fan-out: first delivery -> last terminal",
+            last.into_values().collect()
+        )
+    );
+    println!("{}", line("end to end: write sent -> other terminal", e2e));
+    println!(
+        "broadcasts delivered                         {delivered} of {expected} ({:.3}%)",
+        if expected == 0 {
+            100.0
+        } else {
+            delivered as f64 * 100.0 / expected as f64
+        }
+    );
+    let (b50, b99) = (
+        after.broadcast_quantile(before, 0.5),
+        after.broadcast_quantile(before, 0.99),
+    );
+    println!("hub side: durable commit -> written to socket  p50 <= {b50:.2} ms   p99 <= {b99:.2} ms   (histogram bucket bounds)");
+    let batches = after.batch_count - before.batch_count;
+    if batches > 0.0 {
+        println!(
+            "commit batch size (mean)                     {:.1} commands per fsync, {:.0} commits/s, {:.2} ms per commit",
+            (after.batch_sum - before.batch_sum) / batches,
+            batches / window_s,
+            (after.commit_sum - before.commit_sum) * 1000.0 / batches
+        );
+    }
+    if let Some(kb) = rss_kb {
+        println!(
+            "hub peak RSS                                 {:.1} MB",
+            kb as f64 / 1024.0
+        );
+    }
+    if let Some(t) = cpu_ticks {
+        let hz = 100.0; // USER_HZ on Linux
+        println!(
+            "hub CPU                                      {:.0}% of one core",
+            t as f64 / hz / (window_s + 1.0) * 100.0
+        );
+    }
+    if r.errors > 0 {
+        println!("errors/conflicts                             {}", r.errors);
+    }
+}
