@@ -179,7 +179,11 @@ async fn registers_are_cloned_from_the_template_in_odoo() {
         .iter()
         .filter(|r| r.path.ends_with("/search_read"))
         .count();
-    assert_eq!(tries, 1 + 5);
+    assert_eq!(
+        tries,
+        2 + 5,
+        "Bar 2: by name, then the template; Terrace: 5 failed tries"
+    );
     // Fixed, requeued: it goes through, once.
     odoo.clear_faults();
     let (st, v) = admin(
@@ -194,5 +198,20 @@ async fn registers_are_cloned_from_the_template_in_odoo() {
     wait_register(&hub, "Terrace", "synced").await;
     assert_eq!(odoo.created_configs().len(), 2);
     assert_eq!(registers(&hub).await.len(), 2);
+    // A pos.config Odoo already has under that name (created before a crash, say) is adopted,
+    // not created a second time.
+    let patio = odoo.add_pos_config("Patio");
+    let (st, _) = admin(
+        hub.http,
+        "POST",
+        "/admin/registers",
+        Some(ADMIN),
+        r#"{"name":"Patio"}"#,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let r = wait_register(&hub, "Patio", "synced").await;
+    assert_eq!(r["odooId"], patio, "{r}");
+    assert_eq!(odoo.created_configs().len(), 2);
     hub.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Register push (SPEC §6.4, seed 004): a register created on the hub (`POST /admin/registers`,
 //! `poshub registers add NAME`) waits as `pending_create` until Odoo has a `pos.config` for it.
-//! Through JSON-RPC `call_kw` the hub reads the first active `pos.config` as a template,
+//! Through JSON-RPC `call_kw` the hub looks for a `pos.config` of that name (adopted if there
+//! is one, so a retry never creates it twice), else reads the first active one as a template,
 //! creates a clone (its many2one fields as ids, its many2many fields as `[(6, 0, ids)]`) under
 //! the new name, and stamps the returned id on the register (`synced`). A failure backs off;
 //! the fifth one leaves the register in `sync_error` with the error, until requeued.
@@ -51,8 +52,31 @@ pub fn create_payload(template: &Value, name: &str) -> Value {
     Value::Object(out)
 }
 
-/// Creates the `pos.config` in Odoo; answers its id.
+/// Creates the `pos.config` in Odoo; answers its id. A `pos.config` that already has the
+/// name is taken as this register (a retry after a crash between Odoo's create and the stamp
+/// must not create it twice).
 pub async fn push_one(odoo: &OdooClient, name: &str) -> Result<i64, UpstreamError> {
+    let existing = odoo
+        .call_kw(
+            "pos.config",
+            "search_read",
+            json!([[["name", "=", name]]]),
+            json!({"fields": ["id"], "limit": 1}),
+        )
+        .await?;
+    if let Some(id) = existing
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|r| r.get("id"))
+        .and_then(Value::as_i64)
+    {
+        tracing::info!(
+            register = name,
+            odoo_id = id,
+            "pos.config already in odoo; stamping its id"
+        );
+        return Ok(id);
+    }
     let fields: Vec<&str> = MANY2ONE.iter().chain(MANY2MANY).copied().collect();
     let found = odoo
         .call_kw(

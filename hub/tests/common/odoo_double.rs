@@ -185,6 +185,16 @@ impl OdooDouble {
         self.with(|s| s.hub_sessions)
     }
 
+    /// A `pos.config` Odoo already has (as if created before a crash).
+    pub fn add_pos_config(&self, name: &str) -> i64 {
+        self.with(|s| {
+            s.next_id += 1;
+            let id = s.next_id;
+            s.pos_configs.push(json!({"id": id, "name": name}));
+            id
+        })
+    }
+
     pub fn created_configs(&self) -> Vec<Value> {
         self.with(|s| s.created_configs.clone())
     }
@@ -327,7 +337,16 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
             }
         }
         ("POST", "/web/dataset/call_kw/pos.config/search_read") if authed => {
-            let active = s.pos_configs.first().cloned();
+            // Only the two searches the hub makes: by name, or the first active one.
+            let domain = &params["args"][0];
+            let by_name = domain
+                .as_array()
+                .and_then(|d| d.iter().find(|c| c[0] == "name"))
+                .map(|c| c[2].clone());
+            let active = match by_name {
+                Some(n) => s.pos_configs.iter().find(|c| c["name"] == n).cloned(),
+                None => s.pos_configs.first().cloned(),
+            };
             answer(
                 200,
                 json!({"jsonrpc": "2.0", "result": active.into_iter().collect::<Vec<_>>()}),
@@ -337,6 +356,9 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
             let vals = params["args"][0].clone();
             s.next_id += 1;
             let id = s.next_id;
+            let mut stored = vals.clone();
+            stored["id"] = json!(id);
+            s.pos_configs.push(stored);
             s.created_configs.push(vals);
             answer(200, json!({"jsonrpc": "2.0", "result": id}))
         }
