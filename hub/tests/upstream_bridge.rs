@@ -77,6 +77,35 @@ async fn cloud_bridge_pushes_and_pulls() {
         .collect();
     assert!(pulls.len() > 2);
     hub.stop().await;
+
+    // A wrong token: the events wait (no retry spent, no dead letter) and the operator sees why.
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| *k != "CLOUD_BRIDGE_TOKEN");
+    wrong.push(("CLOUD_BRIDGE_TOKEN", "stale"));
+    wrong.push(("HUB_FORWARD_MAX_RETRIES", "2"));
+    let hub = TestHub::start(&wrong).await;
+    let mut a = hub.term("till-1").await;
+    a.lease("B-2").await;
+    a.write("B-2", 0, snapshot("B-2", "draft", None)).await;
+    let h = wait_health(hub.http, WAIT, "failing", |h| {
+        h["upstream"]["state"] == "failing"
+    })
+    .await;
+    assert!(
+        h["upstream"]["lastError"]
+            .as_str()
+            .unwrap_or("")
+            .contains("token"),
+        "{h}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, h) = http_get(hub.http, "/health").await;
+    assert_eq!(
+        (h["pendingEvents"].as_u64(), h["deadLetters"].as_u64()),
+        (Some(1), Some(0)),
+        "{h}"
+    );
+    hub.stop().await;
 }
 
 async fn registers(hub: &TestHub) -> Vec<Value> {

@@ -94,10 +94,21 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
             .flat_map(|g| g.events.iter())
             .map(|e| bridge_event(hub, e.seq, &e.event))
             .collect();
-        if let Err(e) = bridge.ingest(&events).await {
-            let seqs: Vec<u64> = groups.iter().flat_map(seqs_of).collect();
-            fail(hub, &mut report, seqs, &e).await;
-            return (report, false);
+        match bridge.ingest(&events).await {
+            Ok(()) => {}
+            Err(UpstreamError::Auth(msg)) => {
+                // A wrong CLOUD_BRIDGE_TOKEN is not the events' fault: no retry spent.
+                let e = format!("cloud bridge refused the token: {msg}");
+                tracing::warn!("{e}");
+                up.set_state(hub, State::Failing, None, Some(e.clone()));
+                report.error = Some(e);
+                return (report, false);
+            }
+            Err(e) => {
+                let seqs: Vec<u64> = groups.iter().flat_map(seqs_of).collect();
+                fail(hub, &mut report, seqs, &e).await;
+                return (report, false);
+            }
         }
     }
     // 2. Odoo, a few orders at a time (each order is one group, so an order's updates stay
