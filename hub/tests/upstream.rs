@@ -406,3 +406,47 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     assert_eq!(odoo.orders().len() as u64, n);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_odoo_cannot_take_is_dead_lettered_at_once() {
+    let odoo = OdooDouble::start().await;
+    let env = odoo_env(&odoo);
+    let hub = TestHub::start(&refs(&env)).await;
+    let mut a = hub.term("till-1").await;
+    let mut bad = order("M-1", 1, None);
+    bad["lines"][0]["productId"] = json!("coffee");
+    a.lease("M-1").await;
+    assert_eq!(a.write("M-1", 0, bad).await["type"], "ORDER_ACK");
+    a.lease("M-2").await;
+    assert_eq!(
+        a.write("M-2", 0, order("M-2", 1, None)).await["type"],
+        "ORDER_ACK"
+    );
+    let h = wait_health(hub.http, WAIT, "dead letter", |h| {
+        h["deadLetters"] == 1 && h["forwardedEvents"] == 1
+    })
+    .await;
+    assert_eq!(h["pendingEvents"], 0, "{h}");
+    let (_, dl) = admin(hub.http, "GET", "/admin/dead-letters", Some(ADMIN), "").await;
+    let d = &dl["deadLetters"][0];
+    assert_eq!(
+        (d["posReference"].as_str(), d["attempts"].as_u64()),
+        (Some("M-1"), Some(1))
+    );
+    assert!(
+        d["lastError"].as_str().unwrap_or("").contains("productId"),
+        "{d}"
+    );
+    assert!(!odoo.orders().contains_key("M-1"), "never sent");
+    // The terminal fixes the order: the newer snapshot goes through.
+    assert_eq!(
+        a.write("M-1", 1, order("M-1", 2, None)).await["type"],
+        "ORDER_ACK"
+    );
+    wait_health(hub.http, WAIT, "fixed order forwarded", |h| {
+        h["forwardedEvents"] == 2
+    })
+    .await;
+    assert_eq!(odoo.orders()["M-1"].len(), 1);
+    hub.stop().await;
+}
