@@ -397,6 +397,74 @@ mod tests {
         assert!(v.verify(&good).is_ok());
     }
 
+    /// Cloud keys may be P-256 or RSA: sign with each (keys made by the openssl CLI) and verify
+    /// through `CLUSTER_PUBLIC_KEY_BASE64`'s decoding path.
+    #[test]
+    fn p256_and_rsa_cluster_keys_verify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .map(|o| o.status.success())
+        };
+        if run(&["version"]).is_err() {
+            println!("SKIPPED: openssl CLI not installed");
+            return;
+        }
+        let cases = [
+            (
+                vec![
+                    "genpkey",
+                    "-algorithm",
+                    "EC",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-out",
+                    "k.pem",
+                ],
+                Algorithm::ES256,
+                true,
+            ),
+            (
+                vec![
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    "k.pem",
+                ],
+                Algorithm::RS256,
+                false,
+            ),
+        ];
+        for (gen, alg, ec) in cases {
+            assert_eq!(run(&gen).ok(), Some(true));
+            assert_eq!(
+                run(&["pkey", "-in", "k.pem", "-pubout", "-out", "pub.pem"]).ok(),
+                Some(true)
+            );
+            let private = std::fs::read(dir.path().join("k.pem")).expect("key");
+            let public = std::fs::read_to_string(dir.path().join("pub.pem")).expect("pub");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&public);
+            let pem = decode_cluster_key(&b64).expect("usable cluster key");
+            let v = Verifier::new(Some(&pem), None, "t", "s1").expect("verifier");
+            let key = if ec {
+                EncodingKey::from_ec_pem(&private)
+            } else {
+                EncodingKey::from_rsa_pem(&private)
+            }
+            .expect("signing key");
+            let tok = jsonwebtoken::encode(&Header::new(alg), &claims("t", now_secs() + 60), &key)
+                .expect("sign");
+            let id = v.verify(&tok).expect("valid cloud token");
+            assert_eq!(id.role, Role::Manager);
+        }
+    }
+
     #[test]
     fn ttl_units() {
         assert_eq!(parse_ttl("2d"), Some(172_800));

@@ -9,11 +9,23 @@ use crate::auth::{self, Claims, HubKey, Role};
 use crate::config::{Config, Vars};
 use crate::ops;
 
+const AFTER_HELP: &str = "Examples:
+  poshub serve --config /data/poshub/poshub.env   run the hub (what the appliance does)
+  poshub serve --demo                             first look: no tokens, sample floor plan
+  poshub stats                                    is the hub up, who is connected, what is queued
+  poshub token issue --terminal till-1 --role cashier
+  poshub backup --out /media/usb/hub.redb         copy the data while the hub runs
+
+Commands that act on a running hub call its HTTP API on 127.0.0.1:HUB_HTTP_PORT with the admin
+token (HUB_ADMIN_TOKEN, or the admin-token file beside the database). Give them the same
+--config as the hub so they find it.";
+
 #[derive(Parser)]
 #[command(
     name = "poshub",
     version,
-    about = "POS hub: keeps the store's terminals in sync over the LAN, online or not"
+    about = "POS hub: keeps the store's terminals in sync over the LAN, online or not",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,6 +66,7 @@ enum Command {
     Events {
         #[command(flatten)]
         config: ConfigArg,
+        /// How many events to show (1-1000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
         limit: u16,
     },
@@ -82,6 +95,7 @@ enum Command {
     Backup {
         #[command(flatten)]
         config: ConfigArg,
+        /// Where to write the copy (e.g. a USB stick); it is checked after writing.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod engine;
 pub mod fsutil;
 pub mod logging;
+pub mod mdns;
 pub mod metrics;
 pub mod net;
 pub mod ops;

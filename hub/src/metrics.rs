@@ -18,9 +18,63 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+/// Every message type the hub sends or receives, so per-message counting is a lookup with no
+/// allocation (this runs for every frame of every terminal).
+const TYPES: &[&str] = &[
+    "AUTH",
+    "AUTH_OK",
+    "AUTH_FAIL",
+    "PING",
+    "PONG",
+    "ERROR",
+    "LEASE_ACQUIRE",
+    "LEASE_GRANTED",
+    "LEASE_DENIED",
+    "LEASE_HEARTBEAT",
+    "LEASE_RENEWED",
+    "LEASE_REVOKED",
+    "LEASE_RELEASE",
+    "LEASE_RELEASED",
+    "ORDER_SNAPSHOT",
+    "ORDER_ACK",
+    "ORDER_UPDATED",
+    "CONFLICT",
+    "TABLE_UPDATE",
+    "TABLE_UPDATED",
+    "TABLE_LOCK_ACQUIRE",
+    "TABLE_LOCK_GRANTED",
+    "TABLE_LOCK_DENIED",
+    "TABLE_LOCK_HEARTBEAT",
+    "TABLE_LOCK_REVOKED",
+    "TABLE_LOCK_RELEASE",
+    "TABLE_LOCK_RELEASED",
+    "TABLE_LOCK_FORCE_ACQUIRE",
+    "TABLE_LOCKS_STATE",
+    "FLOOR_PLAN_UPDATE",
+    "FLOOR_PLAN_CHANGED",
+    "FLOOR_PLAN_SAVED",
+    "TICKET_NUMBER_REQUEST",
+    "TICKET_NUMBER",
+    "SYNC_REQUEST",
+    "SYNC_STATUS",
+    "EVENTS_BULK",
+    "RESYNC_REQUIRED",
+    "STATE",
+    "KITCHEN_TICKET",
+    "KITCHEN_TICKET_CREATED",
+    "KITCHEN_TICKET_STATUS",
+    "KITCHEN_TICKET_UPDATED",
+    "INVENTORY_ADJUST",
+    "INVENTORY_UPDATED",
+    "invalid",
+    "other",
+];
+
 /// Every metric the hub exports.
 pub struct Metrics {
     registry: Registry,
+    in_by_type: std::collections::HashMap<&'static str, Counter>,
+    out_by_type: std::collections::HashMap<&'static str, Counter>,
     pub messages_in: Family<TypeLabel, Counter>,
     pub messages_out: Family<TypeLabel, Counter>,
     pub commit_batch: Histogram,
@@ -72,7 +126,20 @@ impl Metrics {
             upstream_state: Gauge::default(),
             upstream_last_success: Gauge::default(),
             registry: Registry::default(),
+            in_by_type: Default::default(),
+            out_by_type: Default::default(),
         };
+        let label = |t: &str| TypeLabel {
+            r#type: t.to_string(),
+        };
+        let in_by_type = TYPES
+            .iter()
+            .map(|t| (*t, m.messages_in.get_or_create(&label(t)).clone()))
+            .collect();
+        let out_by_type = TYPES
+            .iter()
+            .map(|t| (*t, m.messages_out.get_or_create(&label(t)).clone()))
+            .collect();
         r.register(
             "messages_in",
             "Messages received from terminals, by type",
@@ -145,24 +212,34 @@ impl Metrics {
             "Times a terminal fell behind and was caught up from its cursor",
             m.lag_resyncs.clone(),
         );
-        Metrics { registry: r, ..m }
+        Metrics {
+            registry: r,
+            in_by_type,
+            out_by_type,
+            ..m
+        }
     }
 
     /// Counts an outgoing frame by the `type` at the start of its JSON text.
     pub fn sent(&self, text: &str) {
-        self.messages_out
-            .get_or_create(&TypeLabel {
-                r#type: message_type(text).to_string(),
-            })
-            .inc();
+        let ty = message_type(text);
+        if let Some(c) = self
+            .out_by_type
+            .get(ty)
+            .or_else(|| self.out_by_type.get("other"))
+        {
+            c.inc();
+        }
     }
 
     pub fn received(&self, ty: &str) {
-        self.messages_in
-            .get_or_create(&TypeLabel {
-                r#type: ty.to_string(),
-            })
-            .inc();
+        if let Some(c) = self
+            .in_by_type
+            .get(ty)
+            .or_else(|| self.in_by_type.get("other"))
+        {
+            c.inc();
+        }
     }
 
     /// The exposition text.

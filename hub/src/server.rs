@@ -127,6 +127,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
+    if cfg.mdns_enabled {
+        crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
+    }
     // 5. Periodic work, and the upstream forwarder.
     crate::upstream::spawn(&hub, done_tx.clone());
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
