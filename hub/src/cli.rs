@@ -15,6 +15,9 @@ const AFTER_HELP: &str = "Examples:
   poshub stats                                    is the hub up, who is connected, what is queued
   poshub token issue --terminal till-1 --role cashier
   poshub backup --out /media/usb/hub.redb         copy the data while the hub runs
+  poshub drain                                    send what waits for Odoo now (Odoo is back)
+  poshub dead-letters --requeue                   retry what Odoo refused, after fixing it
+  poshub registers add \"Terrace\"                  create a register, pushed to Odoo
 
 Commands that act on a running hub call its HTTP API on 127.0.0.1:HUB_HTTP_PORT with the admin
 token (HUB_ADMIN_TOKEN, or the admin-token file beside the database). Give them the same
