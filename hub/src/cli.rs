@@ -15,6 +15,9 @@ const AFTER_HELP: &str = "Examples:
   poshub stats                                    is the hub up, who is connected, what is queued
   poshub token issue --terminal till-1 --role cashier
   poshub backup --out /media/usb/hub.redb         copy the data while the hub runs
+  poshub drain                                    send what waits for Odoo now (Odoo is back)
+  poshub dead-letters --requeue                   retry what Odoo refused, after fixing it
+  poshub registers add \"Terrace\"                  create a register, pushed to Odoo
 
 Commands that act on a running hub call its HTTP API on 127.0.0.1:HUB_HTTP_PORT with the admin
 token (HUB_ADMIN_TOKEN, or the admin-token file beside the database). Give them the same
@@ -99,6 +102,35 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Forward pending events upstream now (ignoring backoff), through the running hub.
+    Drain {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List events the forwarder gave up on, or put them back in the queue.
+    DeadLetters {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Requeue every dead letter (and every register push in sync_error).
+        #[arg(long)]
+        requeue: bool,
+    },
+    /// Registers (Odoo pos.config) created from the hub.
+    Registers {
+        #[command(subcommand)]
+        command: RegistersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistersCommand {
+    /// Create a register; the hub pushes it to Odoo as a clone of the first active one.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Name of the new register.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,6 +191,15 @@ pub fn main() -> ExitCode {
                         uid,
                     },
             } => token_issue(&config, &terminal, &role, &ttl, name, uid),
+            Command::Drain { config } => {
+                load_config(&config, false).and_then(|c| crate::upstream::client::drain(&c))
+            }
+            Command::DeadLetters { config, requeue } => load_config(&config, false)
+                .and_then(|c| crate::upstream::client::dead_letters(&c, requeue)),
+            Command::Registers {
+                command: RegistersCommand::Add { config, name },
+            } => load_config(&config, false)
+                .and_then(|c| crate::upstream::client::registers_add(&c, &name)),
             Command::Stats { config, json } => load_config(&config, false).and_then(|c| {
                 if json {
                     let h = ops::hub_call(&c, "GET", "/health", false)?;

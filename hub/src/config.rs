@@ -84,6 +84,8 @@ pub struct Config {
     pub forward_batch_size: usize,
     pub forward_max_retries: u32,
     pub auth_offline_grace: Duration,
+    /// Total timeout of one upstream HTTP call (`HUB_UPSTREAM_TIMEOUT_MS`, default 15 s).
+    pub upstream_timeout: Duration,
     pub event_retention: Duration,
     pub cloud_bridge_url: Option<String>,
     pub cloud_bridge_token: Option<String>,
@@ -349,6 +351,7 @@ impl Config {
             forward_batch_size,
             forward_max_retries: vars.parse("HUB_FORWARD_MAX_RETRIES", 5, "a number")?,
             auth_offline_grace: vars.millis("HUB_AUTH_OFFLINE_GRACE_MS", 86_400_000, 0)?,
+            upstream_timeout: vars.millis("HUB_UPSTREAM_TIMEOUT_MS", 15_000, 100)?,
             event_retention: vars.millis("HUB_EVENT_RETENTION_MS", 7 * 86_400_000, 1000)?,
             cloud_bridge_url: url(vars, "CLOUD_BRIDGE_URL")?,
             cloud_bridge_token: vars.opt("CLOUD_BRIDGE_TOKEN"),

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod upstream;
 
 /// The hub's version, reported in `AUTH_OK`, `/health` and mDNS.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -89,6 +89,9 @@ pub struct Metrics {
     pub db_bytes: Gauge<i64, AtomicI64>,
     pub head_seq: Gauge<u64, AtomicU64>,
     pub lag_resyncs: Counter,
+    /// 0 disabled, 1 idle, 2 ok, 3 failing (see `upstream::State`).
+    pub upstream_state: Gauge,
+    pub upstream_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -120,6 +123,8 @@ impl Metrics {
             db_bytes: Gauge::default(),
             head_seq: Gauge::default(),
             lag_resyncs: Counter::default(),
+            upstream_state: Gauge::default(),
+            upstream_last_success: Gauge::default(),
             registry: Registry::default(),
             in_by_type: Default::default(),
             out_by_type: Default::default(),
@@ -191,6 +196,16 @@ impl Metrics {
             "event_seq",
             "Sequence number of the newest event",
             m.head_seq.clone(),
+        );
+        r.register(
+            "upstream_state",
+            "Upstream forwarding: 0 disabled, 1 idle, 2 ok, 3 failing",
+            m.upstream_state.clone(),
+        );
+        r.register(
+            "upstream_last_success_timestamp_seconds",
+            "When the upstream last accepted an event (Unix time; 0 = never since start)",
+            m.upstream_last_success.clone(),
         );
         r.register(
             "lag_resyncs",

@@ -29,6 +29,8 @@ pub struct Hub {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
     pub admin_token: String,
+    /// Upstream clients, status and drain requests (SPEC §6).
+    pub upstream: crate::upstream::Shared,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Open WebSocket connections; shutdown waits for them to send their close frames.
     pub sockets: SocketCount,
@@ -111,6 +113,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
             "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
         );
     }
+    let upstream =
+        crate::upstream::Shared::new(&cfg).context("unable to set up the upstream clients")?;
     // 3. The engine thread.
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let (engine, engine_thread) = Engine::start(
@@ -150,6 +154,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         next_conn: AtomicU64::new(1),
         shutdown,
         admin_token,
+        upstream,
         metrics,
         sockets: SocketCount::default(),
     });
@@ -168,7 +173,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
     if cfg.mdns_enabled {
         crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
     }
-    // 5. Periodic work.
+    // 5. Periodic work, and the upstream forwarder.
+    crate::upstream::spawn(&hub, done_tx.clone());
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);

@@ -12,6 +12,7 @@ mod admin;
 mod apply;
 mod locks;
 mod registry;
+mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +34,7 @@ use crate::store::*;
 pub use admin::{AdminCmd, EngineView, TerminalView};
 pub use apply::business_date;
 pub use registry::Registry;
+pub use upstream::UpstreamCmd;
 
 /// Most commands applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -87,6 +89,8 @@ pub enum Cmd {
     Compact {
         cutoff_ms: u64,
     },
+    /// Outcomes of upstream work (forwarding, Odoo sessions, registers, cloud bridge).
+    Upstream(upstream::UpstreamCmd),
     /// Inspection and administration (`/status`, `/reset`, backups).
     Admin(AdminCmd),
     Shutdown,
@@ -155,6 +159,8 @@ struct Tx<'t> {
     floors: Table<'t, &'static str, &'static [u8]>,
     tickets: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, &'static [u8]>,
+    odoo_sessions: Table<'t, &'static str, &'static [u8]>,
+    registers: Table<'t, u64, &'static [u8]>,
 }
 
 impl<'t> Tx<'t> {
@@ -171,6 +177,8 @@ impl<'t> Tx<'t> {
             floors: txn.open_table(FLOOR_PLANS)?,
             tickets: txn.open_table(TICKET_SEQ)?,
             event_ids: txn.open_table(EVENT_IDS)?,
+            odoo_sessions: txn.open_table(crate::store::upstream::ODOO_SESSIONS)?,
+            registers: txn.open_table(crate::store::upstream::REGISTERS)?,
         })
     }
 }
@@ -199,6 +207,9 @@ pub struct Engine {
     backups: Vec<admin::PendingBackup>,
     metrics: Arc<crate::metrics::Metrics>,
     upstream_state: &'static str,
+    /// When the upstream last accepted something (ms), for `SYNC_STATUS`.
+    upstream_last_ok: Option<u64>,
+    upstream_waiters: upstream::Waiters,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -257,6 +268,8 @@ impl Engine {
             backups: Vec::new(),
             metrics,
             upstream_state,
+            upstream_last_ok: None,
+            upstream_waiters: Default::default(),
         };
         let join = std::thread::Builder::new()
             .name("poshub-engine".into())
@@ -359,6 +372,7 @@ impl Engine {
                 self.metrics.table_locks.set(self.locks.len() as i64);
                 self.metrics.terminals.set(self.reg.len() as i64);
                 self.deliver();
+                self.upstream_waiters.resolve();
                 for p in self.probes.drain(..) {
                     let _ = p.send(Ok(self.seq));
                 }
@@ -386,6 +400,7 @@ impl Engine {
         tracing::error!(error = %e, "commit failed; batch discarded");
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         self.out.clear();
+        self.upstream_waiters.discard();
         for (ob, rid) in self.askers.drain(..) {
             ob.text(outbound::error(
                 "storage_error",
@@ -505,6 +520,7 @@ impl Engine {
                 self.probes.push(p);
             }
             Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Upstream(c) => return self.upstream(tx, c),
             Cmd::Admin(a) => return self.admin(tx, a),
             Cmd::Request { .. } | Cmd::Shutdown => {}
         }
@@ -518,7 +534,7 @@ impl Engine {
             "terminals": self.reg.len(),
             "pendingEvents": tx.pending.len()?,
             "deadLetters": tx.dead.len()?,
-            "upstream": {"state": self.upstream_state, "lastSuccessAt": Value::Null},
+            "upstream": {"state": self.upstream_state, "lastSuccessAt": self.upstream_last_ok},
             "seq": self.seq,
         });
         self.out.push(Out::All(msg.to_string().into()));

@@ -105,7 +105,7 @@ pub async fn status(hub: &Hub) -> Response<Body> {
             "pendingEvents": counts.pending,
             "forwardedEvents": counts.forwarded,
             "deadLetters": counts.dead,
-            "upstream": {"state": view.upstream_state},
+            "upstream": hub.upstream.status_json(),
             "seq": view.seq,
             "authMode": hub.cfg.auth_mode.as_str(),
             "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
@@ -213,6 +213,10 @@ pub async fn metrics(hub: &Hub) -> Response<Body> {
         hub.metrics.forwarded.set(c.forwarded);
         hub.metrics.dead.set(c.dead as i64);
     }
+    hub.metrics.upstream_state.set(hub.upstream.state() as i64);
+    hub.metrics
+        .upstream_last_success
+        .set((hub.upstream.last_ok_ms() / 1000) as i64);
     if let Ok(m) = std::fs::metadata(&hub.cfg.db_path) {
         hub.metrics.db_bytes.set(m.len() as i64);
     }

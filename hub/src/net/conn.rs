@@ -202,7 +202,7 @@ async fn read_loop<St>(
                 serde_json::json!({"type": "PONG"}),
                 rid.as_ref(),
             )),
-            (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m) {
+            (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
                 Ok((s, cursor)) => {
                     tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
                     *session = Some(s.clone());
@@ -268,7 +268,7 @@ async fn pending_forever() {
     std::future::pending::<()>().await
 }
 
-fn authenticate(
+async fn authenticate(
     hub: &Hub,
     conn_id: u64,
     ob: &Arc<Outbox>,
@@ -289,16 +289,23 @@ fn authenticate(
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ProtoError::new("invalid_token", "AUTH needs a token"))?;
-            let Some(v) = hub.verifier.as_ref() else {
-                return Err(ProtoError::new(
-                    "invalid_token",
-                    "no verification key is configured",
-                ));
-            };
-            let id = v
-                .verify(token)
-                .map_err(|e| ProtoError::new(e.reason(), e.to_string()))?;
-            (Some(id.subject), id.uid, id.role, id.name)
+            if hub.cfg.auth_mode == AuthMode::Odoo
+                && !crate::upstream::session_cache::looks_like_jwt(token)
+            {
+                let id = crate::upstream::session_cache::validate(hub, token).await?;
+                (None, id.uid, id.role, id.name)
+            } else {
+                let Some(v) = hub.verifier.as_ref() else {
+                    return Err(ProtoError::new(
+                        "invalid_token",
+                        "no verification key is configured",
+                    ));
+                };
+                let id = v
+                    .verify(token)
+                    .map_err(|e| ProtoError::new(e.reason(), e.to_string()))?;
+                (Some(id.subject), id.uid, id.role, id.name)
+            }
         }
     };
     let terminal_id = m

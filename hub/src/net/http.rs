@@ -106,6 +106,9 @@ pub async fn handle(
         ));
     }
     let path = req.uri().path().to_string();
+    if crate::upstream::admin::owns(&path) {
+        return Ok(crate::upstream::admin::handle(hub, req).await);
+    }
     let query = req.uri().query().map(str::to_string);
     let q = query.as_deref();
     let admin = || api::is_admin(req.headers(), &hub.admin_token);
@@ -209,6 +212,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "pendingEvents": counts.pending,
         "forwardedEvents": counts.forwarded,
         "deadLetters": counts.dead,
+        "upstream": hub.upstream.status_json(),
         "seq": counts.head_seq,
         "version": crate::VERSION,
         "authMode": hub.cfg.auth_mode.as_str(),

@@ -3,6 +3,7 @@
 //! thread (see `engine`), which commits many terminals' changes per durable transaction.
 
 pub mod records;
+pub mod upstream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -135,6 +136,8 @@ impl Store {
             txn.open_table(FLOOR_PLANS)?;
             txn.open_table(TICKET_SEQ)?;
             txn.open_table(EVENT_IDS)?;
+            txn.open_table(upstream::ODOO_SESSIONS)?;
+            txn.open_table(upstream::REGISTERS)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

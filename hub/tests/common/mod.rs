@@ -17,6 +17,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use poshub::config::{Config, Vars};
 use poshub::server::{self, RunningHub};
 
+pub mod odoo_double;
+
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Base settings of a test hub; `extra` overrides them.
