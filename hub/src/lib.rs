@@ -10,8 +10,10 @@ pub mod engine;
 pub mod fsutil;
 pub mod logging;
 pub mod net;
+pub mod print;
 pub mod protocol;
 pub mod server;
+pub mod station;
 pub mod store;
 
 /// The hub's version, reported in `AUTH_OK`, `/health` and mDNS.

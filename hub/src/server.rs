@@ -118,7 +118,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
-    // 5. Periodic work.
+    // 5. One print spooler per configured station printer.
+    crate::print::spooler::spawn_all(&hub);
+    // 6. Periodic work.
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);

@@ -9,6 +9,8 @@
 //! that is what makes catch-up gap-free and duplicate-free.
 
 mod apply;
+pub mod inventory;
+mod kitchen;
 mod locks;
 mod registry;
 
@@ -84,6 +86,13 @@ pub enum Cmd {
     Compact {
         cutoff_ms: u64,
     },
+    /// A station's printer acknowledged print job `key`: drop it from the queue. `done` is
+    /// answered once that is durable (or the commit failed).
+    Printed {
+        station: crate::station::Station,
+        key: u64,
+        done: oneshot::Sender<Result<u64, String>>,
+    },
     Shutdown,
 }
 
@@ -102,6 +111,8 @@ pub struct EngineStats {
     pub commit_failures: AtomicU64,
     /// Times a lagging terminal was switched back to catch-up from its cursor.
     pub lag_resyncs: AtomicU64,
+    /// Print spoolers: queue depth, printer state, printed and failed counts per station.
+    pub print: crate::print::PrintStats,
 }
 
 /// Handle used by connections and timers to reach the engine.
@@ -133,8 +144,12 @@ enum Out {
         seq: u64,
         text: Utf8Bytes,
         exclude: Option<u64>,
+        /// Kitchen station bit the event is scoped to (0 = every terminal).
+        scope: u8,
     },
     All(Utf8Bytes),
+    /// A print job was queued for this station: wake its spooler.
+    WakePrinter(crate::station::Station),
 }
 
 /// The tables a batch writes, opened once per transaction.
@@ -150,6 +165,7 @@ struct Tx<'t> {
     floors: Table<'t, &'static str, &'static [u8]>,
     tickets: Table<'t, &'static str, u64>,
     event_ids: Table<'t, &'static str, &'static [u8]>,
+    k: kitchen::KitchenTx<'t>,
 }
 
 impl<'t> Tx<'t> {
@@ -166,6 +182,7 @@ impl<'t> Tx<'t> {
             floors: txn.open_table(FLOOR_PLANS)?,
             tickets: txn.open_table(TICKET_SEQ)?,
             event_ids: txn.open_table(EVENT_IDS)?,
+            k: kitchen::KitchenTx::open(txn)?,
         })
     }
 }
@@ -386,7 +403,13 @@ impl Engine {
         for out in self.out.drain(..) {
             match out {
                 Out::To(ob, frame) => ob.push(frame),
-                Out::Event { seq, text, exclude } => self.reg.fan_out(seq, &text, exclude, limit),
+                Out::Event {
+                    seq,
+                    text,
+                    exclude,
+                    scope,
+                } => self.reg.fan_out_scoped(seq, &text, exclude, limit, scope),
+                Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {
                     for s in self.reg.sessions() {
                         s.outbox.push(Frame::Text(text.clone()));
@@ -408,6 +431,32 @@ impl Engine {
         exclude: Option<u64>,
         build: impl FnOnce(u64, u64) -> String,
     ) -> Result<u64, StoreError> {
+        self.append_scoped(
+            tx,
+            kind,
+            pos_reference,
+            terminal_id,
+            forward,
+            exclude,
+            None,
+            build,
+        )
+    }
+
+    /// `append` for an event only the terminals subscribed to `scope` (a kitchen station)
+    /// receive, live and in catch-up.
+    #[allow(clippy::too_many_arguments)]
+    fn append_scoped(
+        &mut self,
+        tx: &mut Tx,
+        kind: &str,
+        pos_reference: Option<&str>,
+        terminal_id: &str,
+        forward: bool,
+        exclude: Option<u64>,
+        scope: Option<crate::station::Station>,
+        build: impl FnOnce(u64, u64) -> String,
+    ) -> Result<u64, StoreError> {
         self.seq += 1;
         let seq = self.seq;
         let message = build(seq, self.now_ms);
@@ -417,6 +466,7 @@ impl Engine {
             pos_reference: pos_reference.map(str::to_string),
             terminal_id: terminal_id.to_string(),
             message,
+            scope: scope.map(|s| s.as_str().to_string()),
         };
         tx.events.insert(seq, enc(&rec).as_slice())?;
         if forward {
@@ -428,6 +478,7 @@ impl Engine {
             seq,
             text: Utf8Bytes::from(rec.message),
             exclude,
+            scope: scope.map_or(0, crate::station::Station::bit),
         });
         Ok(seq)
     }
@@ -469,6 +520,10 @@ impl Engine {
                 self.probes.push(p);
             }
             Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Printed { station, key, done } => {
+                self.printed(tx, station, key)?;
+                self.probes.push(done);
+            }
             Cmd::Request { .. } | Cmd::Shutdown => {}
         }
         Ok(())

@@ -74,8 +74,26 @@ impl Registry {
     /// Queues one event for every terminal but `exclude`; a terminal whose queue is full is
     /// left lagging at its mark, to be caught up from the database when it drains.
     pub fn fan_out(&mut self, seq: u64, text: &Utf8Bytes, exclude: Option<u64>, limit: usize) {
+        self.fan_out_scoped(seq, text, exclude, limit, 0);
+    }
+
+    /// `fan_out` for an event scoped to a kitchen station (`scope` is its bit, 0 = everyone):
+    /// a terminal not subscribed to it counts it as delivered, as catch-up skips it too.
+    pub fn fan_out_scoped(
+        &mut self,
+        seq: u64,
+        text: &Utf8Bytes,
+        exclude: Option<u64>,
+        limit: usize,
+        scope: u8,
+    ) {
         for (conn, e) in self.by_conn.iter_mut() {
             if seq <= e.pushed_through {
+                continue;
+            }
+            let mask = e.session.outbox.stations.load(Ordering::Relaxed);
+            if !crate::station::wants(mask, scope) {
+                e.pushed_through = seq;
                 continue;
             }
             if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit) {

@@ -26,7 +26,15 @@ async fn blocking<T: Send + 'static>(
 
 /// Sends every broadcastable event with `after < seq <= to`, then returns; live events with a
 /// higher seq follow in the outbox.
-pub async fn replay<Si>(hub: &Hub, sink: &mut Si, after: u64, to: u64) -> Result<(), WsError>
+/// Events scoped to a kitchen station outside `stations` (the terminal's subscription mask)
+/// are left out.
+pub async fn replay<Si>(
+    hub: &Hub,
+    sink: &mut Si,
+    after: u64,
+    to: u64,
+    stations: u8,
+) -> Result<(), WsError>
 where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
@@ -57,7 +65,8 @@ where
     let mut cur = after;
     loop {
         let store = hub.store.clone();
-        let chunk = blocking(move || store.events_range(cur, to, CHUNK_BYTES)).await?;
+        let chunk =
+            blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await?;
         let done = chunk.through >= to;
         let text = outbound::events_bulk(&chunk.events, cur + 1, chunk.through, done);
         sink.feed(Message::Text(text.into())).await?;

@@ -70,7 +70,7 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     cors(r)
 }
 
-fn error(status: StatusCode, msg: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, &json!({"error": msg}))
 }
 
@@ -104,6 +104,10 @@ pub async fn handle(
     let r = match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
         (&Method::GET, "/orders") => orders(&hub).await,
+        (&Method::GET, "/kitchen-tickets") => {
+            super::kitchen_http::tickets(&hub, req.uri().query()).await
+        }
+        (&Method::GET, "/inventory") => super::kitchen_http::inventory(&hub).await,
         (&Method::GET, p) if p.starts_with("/orders/") => order(&hub, &p["/orders/".len()..]).await,
         (&Method::GET, _) => error(StatusCode::NOT_FOUND, "no such endpoint"),
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
@@ -178,6 +182,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         _ => Default::default(),
     };
     let ok = db.is_ok();
+    let printers = crate::print::health_json(hub).await;
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "uptimeS": hub.started.elapsed().as_secs(),
@@ -190,6 +195,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "version": crate::VERSION,
         "authMode": hub.cfg.auth_mode.as_str(),
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
+        "printers": printers,
         "db": match &db { Ok(()) => json!({"status": "writable", "path": hub.cfg.db_path}), Err(e) => json!({"status": "error", "error": e, "path": hub.cfg.db_path}) },
     });
     json_response(

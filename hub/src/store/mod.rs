@@ -2,6 +2,7 @@
 //! queries used by the HTTP API and catch-up. All writes go through the engine's single writer
 //! thread (see `engine`), which commits many terminals' changes per durable transaction.
 
+pub mod kitchen;
 pub mod records;
 
 use std::path::Path;
@@ -135,6 +136,7 @@ impl Store {
             txn.open_table(FLOOR_PLANS)?;
             txn.open_table(TICKET_SEQ)?;
             txn.open_table(EVENT_IDS)?;
+            kitchen::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

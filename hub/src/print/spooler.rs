@@ -1,0 +1,195 @@
+//! One spooler task per configured printer. It takes the oldest job of its station's durable
+//! queue, sends it over a fresh TCP connection, and waits until the printer's TCP stack has
+//! acknowledged every byte and the end of the stream. Only then does it ask the engine to drop
+//! the job (`Cmd::Printed`) and, once that is committed, moves to the next job: one job at a
+//! time, in queue (= ticket) order. A printer that refuses, is unreachable or stops
+//! acknowledging is retried with exponential backoff up to `HUB_PRINT_RETRY_MAX_MS`; the job
+//! stays first in the queue meanwhile, across hub restarts included.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+
+use super::{PrinterConfig, PrinterState};
+use crate::engine::{now_ms, Cmd};
+use crate::server::Hub;
+
+/// First wait after a failed attempt.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+/// How often an idle spooler looks at its queue even without a wake-up.
+const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often the acknowledgement of the sent bytes is checked.
+const ACK_POLL: Duration = Duration::from_millis(5);
+
+/// Why a print attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PrintError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("sending to the printer failed: {0}")]
+    Send(std::io::Error),
+    #[error("the printer did not accept the ticket within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Starts a spooler for every configured printer.
+pub fn spawn_all(hub: &Arc<Hub>) {
+    for p in hub.cfg.printers.clone() {
+        tokio::spawn(run(hub.clone(), p));
+    }
+}
+
+async fn run(hub: Arc<Hub>, p: PrinterConfig) {
+    let st = hub.engine.stats.print.station(p.station);
+    st.set_state(PrinterState::Idle);
+    let mut shutdown = hub.shutdown.clone();
+    let mut backoff = MIN_BACKOFF;
+    tracing::info!(station = %p.station, addr = %p.addr, "print spooler started");
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // 1. The oldest job of the queue (a read snapshot; the engine is the only writer).
+        let store = hub.store.clone();
+        let station = p.station;
+        let next = tokio::task::spawn_blocking(move || store.next_print_job(station)).await;
+        let (job, depth) = match next {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                tracing::error!(station = %p.station, error = %e, "cannot read the print queue");
+                tokio::time::sleep(IDLE_POLL).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        st.depth.store(depth, Ordering::Relaxed);
+        let Some((key, job)) = job else {
+            if st.state() != PrinterState::Offline {
+                st.set_state(PrinterState::Idle);
+            }
+            tokio::select! {
+                _ = st.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        };
+        // 2. Send it and wait for the printer's acknowledgement.
+        if st.state() != PrinterState::Offline {
+            st.set_state(PrinterState::Printing);
+        }
+        match send(&p.addr, &job.bytes, hub.cfg.print_timeout).await {
+            Ok(()) => {
+                // 3. Record it durably before anything else is sent.
+                let (tx, rx) = oneshot::channel();
+                if !hub.engine.send(Cmd::Printed {
+                    station,
+                    key,
+                    done: tx,
+                }) {
+                    return;
+                }
+                match rx.await {
+                    Ok(Ok(_)) => {
+                        if st.state() == PrinterState::Offline {
+                            tracing::info!(station = %p.station, addr = %p.addr, "printer is back");
+                        }
+                        st.set_state(PrinterState::Printing);
+                        st.printed.fetch_add(1, Ordering::Relaxed);
+                        st.last_printed_ms.store(now_ms(), Ordering::Relaxed);
+                        st.set_error(None);
+                        backoff = MIN_BACKOFF;
+                        tracing::debug!(station = %p.station, ticket = %job.ticket_id, "ticket printed");
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(station = %p.station, error = %e, "cannot record a printed ticket");
+                        tokio::time::sleep(backoff).await;
+                    }
+                    Err(_) => return, // engine stopped
+                }
+            }
+            Err(e) => {
+                st.failures.fetch_add(1, Ordering::Relaxed);
+                if st.state() != PrinterState::Offline {
+                    tracing::warn!(station = %p.station, addr = %p.addr, error = %e,
+                        queued = depth, "printer unavailable; tickets stay queued and are retried");
+                }
+                st.set_state(PrinterState::Offline);
+                st.set_error(Some(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(hub.cfg.print_retry_max);
+            }
+        }
+    }
+}
+
+/// Sends one job on a fresh connection; Ok only once the printer's TCP stack acknowledged all
+/// of it including the end of stream (or the printer closed the connection after reading it).
+pub async fn send(addr: &str, bytes: &[u8], limit: Duration) -> Result<(), PrintError> {
+    let deadline = Instant::now() + limit;
+    let timed_out = |_| PrintError::Timeout(limit);
+    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+        .await
+        .map_err(timed_out)?
+        .map_err(|source| PrintError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let _ = s.set_nodelay(true);
+    timeout_at(deadline, async {
+        s.write_all(bytes).await?;
+        s.flush().await?;
+        // FIN after the data: the stream's end is part of what must be acknowledged.
+        s.shutdown().await
+    })
+    .await
+    .map_err(timed_out)?
+    .map_err(PrintError::Send)?;
+    let mut buf = [0u8; 64];
+    loop {
+        if unacknowledged(&s) == Some(0) {
+            return Ok(());
+        }
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                // The printer read everything and closed its side: nothing is in flight.
+                Ok(0) => return Ok(()),
+                Ok(_) => {} // status bytes some printers send; not needed here
+                Err(e) => return Err(PrintError::Send(e)),
+            },
+            _ = tokio::time::sleep(ACK_POLL) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(PrintError::Timeout(limit));
+        }
+    }
+}
+
+/// Bytes (and FIN) sent but not yet acknowledged by the peer's TCP stack (`SIOCOUTQ`).
+#[cfg(target_os = "linux")]
+fn unacknowledged(s: &TcpStream) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: the descriptor belongs to `s`, which stays open for the whole call, and
+    // TIOCOUTQ (= SIOCOUTQ on sockets) writes exactly one c_int to the pointer given.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (r == 0).then_some(n.max(0) as usize)
+}
+
+/// Elsewhere only the printer closing the connection counts as its acknowledgement.
+#[cfg(not(target_os = "linux"))]
+fn unacknowledged(_: &TcpStream) -> Option<usize> {
+    None
+}

@@ -1,0 +1,208 @@
+//! Kitchen and bar tickets over real WebSockets (SPEC §2.5): stored, acknowledged, broadcast to
+//! the station's displays only, idempotent on ticketId, part of catch-up with the same station
+//! filter, visible in `GET /kitchen-tickets`, and still there after a restart.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn ticket(id: &str, station: &str, p: &str) -> Value {
+    json!({"type": "KITCHEN_TICKET", "ticketId": id, "station": station, "posReference": p,
+        "tableId": 5, "requestId": format!("r-{id}"),
+        "lines": [{"name": "Burger", "quantity": 2, "note": "no onions"}, {"name": "Fries", "quantity": 1}]})
+}
+
+async fn display(hub: &TestHub, id: &str, stations: &[&str], cursor: Option<u64>) -> Term {
+    let mut auth = json!({"type": "AUTH", "terminalId": id, "name": id, "stations": stations});
+    if let Some(c) = cursor {
+        auth["cursor"] = json!(c);
+    }
+    Term::open_with(hub.ws, auth).await
+}
+
+/// Every event of the catch-up that follows AUTH with a cursor.
+async fn bulk(t: &mut Term) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let b = t.recv_type("EVENTS_BULK").await;
+        out.extend(b["events"].as_array().cloned().unwrap_or_default());
+        if b["done"] == true {
+            return out;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ticket_reaches_its_station_only_and_a_resend_changes_nothing() {
+    let hub = TestHub::start(&[]).await;
+    let mut pos = hub.term("pos-1").await;
+    let mut kitchen = display(&hub, "kds-1", &["kds"], None).await;
+    let mut bar = display(&hub, "bds-1", &["bds"], None).await;
+
+    pos.send(ticket("k-1", "kds", "A-1")).await;
+    let ack = pos.recv_type("KITCHEN_TICKET_ACK").await;
+    assert_eq!(ack["requestId"], "r-k-1");
+    assert_eq!(ack["status"], "new");
+    let seq = ack["seq"].as_u64().expect("seq");
+    let created = kitchen.recv_type("KITCHEN_TICKET_CREATED").await;
+    assert_eq!(created["ticketId"], "k-1");
+    assert_eq!(created["seq"], seq);
+    assert_eq!(created["tableId"], 5);
+    assert_eq!(created["lines"][0]["note"], "no onions");
+    bar.quiet_for(300).await;
+
+    // The POS resends (its outbox did not see the ack): same answer, no new event.
+    pos.send(ticket("k-1", "kds", "A-1")).await;
+    let again = pos.recv_type("KITCHEN_TICKET_ACK").await;
+    assert_eq!(
+        (again["seq"].as_u64(), again["duplicate"].as_bool()),
+        (Some(seq), Some(true))
+    );
+    kitchen.quiet_for(300).await;
+
+    let (status, body) = http_get(hub.http, "/kitchen-tickets").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["count"], 1, "{body}");
+    assert_eq!(body["tickets"][0]["posReference"], "A-1");
+    let (_, bars) = http_get(hub.http, "/kitchen-tickets?station=bds").await;
+    assert_eq!(bars["count"], 0);
+    let (bad, _) = http_get(hub.http, "/kitchen-tickets?station=grill").await;
+    assert_eq!(bad, 400);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn status_changes_are_broadcast_and_filterable() {
+    let hub = TestHub::start(&[]).await;
+    let mut pos = hub.term("pos-1").await;
+    let mut kitchen = display(&hub, "kds-1", &["kds"], None).await;
+    pos.send(ticket("k-7", "kds", "A-7")).await;
+    pos.recv_type("KITCHEN_TICKET_ACK").await;
+    kitchen.recv_type("KITCHEN_TICKET_CREATED").await;
+
+    kitchen
+        .send(json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": "k-7", "status": "done", "requestId": 9}))
+        .await;
+    let ack = kitchen.recv_type("KITCHEN_TICKET_ACK").await;
+    assert_eq!(
+        (ack["status"].as_str(), ack["requestId"].as_i64()),
+        (Some("done"), Some(9))
+    );
+    let upd = pos.recv_type("KITCHEN_TICKET_UPDATED").await;
+    assert_eq!(
+        (upd["ticketId"].as_str(), upd["status"].as_str()),
+        (Some("k-7"), Some("done"))
+    );
+    assert_eq!(upd["seq"], ack["seq"]);
+
+    kitchen
+        .send(json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": "nope", "status": "acked"}))
+        .await;
+    let err = kitchen.recv_type("ERROR").await;
+    assert_eq!(err["code"], "not_found");
+    kitchen
+        .send(json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": "k-7", "status": "eaten"}))
+        .await;
+    assert_eq!(kitchen.recv_type("ERROR").await["code"], "invalid_message");
+
+    let (_, done) = http_get(hub.http, "/kitchen-tickets?status=done").await;
+    assert_eq!(done["count"], 1);
+    let (_, new) = http_get(hub.http, "/kitchen-tickets?status=new").await;
+    assert_eq!(new["count"], 0);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn catch_up_applies_the_same_station_filter() {
+    let hub = TestHub::start(&[]).await;
+    let mut pos = hub.term("pos-1").await;
+    pos.send(ticket("k-1", "kds", "A-1")).await;
+    pos.recv_type("KITCHEN_TICKET_ACK").await;
+    pos.send(ticket("b-1", "bds", "A-1")).await;
+    pos.recv_type("KITCHEN_TICKET_ACK").await;
+    pos.send(json!({"type": "TABLE_UPDATE", "tableId": 5, "status": "occupied"}))
+        .await;
+    pos.recv_type("TABLE_UPDATED").await;
+
+    let kinds = |evs: &[Value]| -> Vec<String> {
+        evs.iter()
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e["type"].as_str().unwrap_or(""),
+                    e["ticketId"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let mut bar = display(&hub, "bds-1", &["bds"], Some(0)).await;
+    assert_eq!(
+        kinds(&bulk(&mut bar).await),
+        ["KITCHEN_TICKET_CREATED:b-1", "TABLE_UPDATED:"]
+    );
+    let mut kitchen = display(&hub, "kds-1", &["kds"], Some(0)).await;
+    assert_eq!(
+        kinds(&bulk(&mut kitchen).await),
+        ["KITCHEN_TICKET_CREATED:k-1", "TABLE_UPDATED:"]
+    );
+    let mut all = Term::open_with(
+        hub.ws,
+        json!({"type": "AUTH", "terminalId": "pos-2", "cursor": 0}),
+    )
+    .await;
+    assert_eq!(
+        bulk(&mut all).await.len(),
+        3,
+        "no subscription = every station"
+    );
+
+    // SUBSCRIBE switches the live filter: the bar display now takes the kitchen's traffic too.
+    bar.send(json!({"type": "SUBSCRIBE", "stations": ["bds", "kds"], "requestId": "s"}))
+        .await;
+    let sub = bar.recv_type("SUBSCRIBED").await;
+    assert_eq!(sub["stations"], json!(["kds", "bds"]));
+    pos.send(ticket("k-2", "kds", "A-2")).await;
+    pos.recv_type("KITCHEN_TICKET_ACK").await;
+    assert_eq!(
+        bar.recv_type("KITCHEN_TICKET_CREATED").await["ticketId"],
+        "k-2"
+    );
+    bar.send(json!({"type": "SUBSCRIBE", "stations": ["grill"]}))
+        .await;
+    assert_eq!(bar.recv_type("ERROR").await["code"], "invalid_message");
+
+    // An unknown station in AUTH is refused with a reason.
+    let mut t = Term::connect(hub.ws).await;
+    t.send(json!({"type": "AUTH", "terminalId": "x", "stations": ["grill"]}))
+        .await;
+    let fail = t.recv_type("AUTH_FAIL").await;
+    assert!(
+        fail["message"].as_str().unwrap_or("").contains("grill"),
+        "{fail}"
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn tickets_survive_a_restart_and_stay_idempotent() {
+    let hub = TestHub::start(&[]).await;
+    let mut pos = hub.term("pos-1").await;
+    pos.send(ticket("k-9", "bds", "A-9")).await;
+    let seq = pos.recv_type("KITCHEN_TICKET_ACK").await["seq"].clone();
+    drop(pos);
+    let dir = hub.stop().await;
+
+    let hub = TestHub::start_in(dir, &[]).await;
+    let (_, body) = http_get(hub.http, "/kitchen-tickets?station=bds").await;
+    assert_eq!(body["count"], 1);
+    assert_eq!(body["tickets"][0]["ticketId"], "k-9");
+    let mut pos = hub.term("pos-1").await;
+    pos.send(ticket("k-9", "bds", "A-9")).await;
+    let again = pos.recv_type("KITCHEN_TICKET_ACK").await;
+    assert_eq!(
+        (&again["seq"], again["duplicate"].as_bool()),
+        (&seq, Some(true))
+    );
+    hub.stop().await;
+}
