@@ -100,6 +100,9 @@ pub enum PrinterState {
     Printing = 2,
     /// Connection refused, unreachable, or the printer stopped acknowledging: retrying.
     Offline = 3,
+    /// Connected, but the printer has not taken the whole ticket yet (paper out, cover open):
+    /// the hub keeps waiting on the same connection rather than sending another copy.
+    Stalled = 4,
 }
 
 impl PrinterState {
@@ -108,6 +111,7 @@ impl PrinterState {
             1 => PrinterState::Idle,
             2 => PrinterState::Printing,
             3 => PrinterState::Offline,
+            4 => PrinterState::Stalled,
             _ => PrinterState::None,
         }
     }
@@ -118,6 +122,7 @@ impl PrinterState {
             PrinterState::Idle => "idle",
             PrinterState::Printing => "printing",
             PrinterState::Offline => "offline",
+            PrinterState::Stalled => "stalled",
         }
     }
 }
@@ -234,8 +239,13 @@ pub fn metrics_text(cfg: &Config, stats: &PrintStats) -> String {
         (
             "poshub_printer_online",
             "gauge",
-            "1 unless the printer is offline.",
-            |s| u64::from(s.state() != PrinterState::Offline),
+            "1 unless the printer is offline or stalled.",
+            |s| {
+                u64::from(!matches!(
+                    s.state(),
+                    PrinterState::Offline | PrinterState::Stalled
+                ))
+            },
         ),
     ];
     for (name, kind, help, get) in metrics {

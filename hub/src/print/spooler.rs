@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::{timeout_at, Instant};
 
 use super::{PrinterConfig, PrinterState};
 use crate::engine::{now_ms, Cmd};
@@ -87,7 +86,13 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
         if st.state() != PrinterState::Offline {
             st.set_state(PrinterState::Printing);
         }
-        match send(&p.addr, &job.bytes, hub.cfg.print_timeout).await {
+        let on_slow = || {
+            tracing::warn!(station = %p.station, ticket = %job.ticket_id,
+                "printer is not taking the ticket (paper out? cover open?); waiting on the same connection");
+            st.set_state(PrinterState::Stalled);
+        };
+        let (slow, give_up) = (hub.cfg.print_timeout, hub.cfg.print_stall_max);
+        match send(&p.addr, &job.bytes, slow, give_up, on_slow).await {
             Ok(()) => {
                 // 3. Record it durably before anything else is sent.
                 let (tx, rx) = oneshot::channel();
@@ -100,7 +105,7 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
                 }
                 match rx.await {
                     Ok(Ok(_)) => {
-                        if st.state() == PrinterState::Offline {
+                        if matches!(st.state(), PrinterState::Offline | PrinterState::Stalled) {
                             tracing::info!(station = %p.station, addr = %p.addr, "printer is back");
                         }
                         st.set_state(PrinterState::Printing);
@@ -137,29 +142,57 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
 
 /// Sends one job on a fresh connection; Ok only once the printer's TCP stack acknowledged all
 /// of it including the end of stream (or the printer closed the connection after reading it).
-pub async fn send(addr: &str, bytes: &[u8], limit: Duration) -> Result<(), PrintError> {
-    let deadline = Instant::now() + limit;
-    let timed_out = |_| PrintError::Timeout(limit);
-    let mut s = timeout_at(deadline, TcpStream::connect(addr))
+/// Past `slow_after` the printer counts as stalled (`on_slow`), and the hub keeps waiting on the
+/// same connection, so a printer out of paper gets one copy, not one per retry. Past
+/// `give_up_after` the connection is reset (unsent bytes discarded) and the job fails.
+pub async fn send(
+    addr: &str,
+    bytes: &[u8],
+    slow_after: Duration,
+    give_up_after: Duration,
+    on_slow: impl FnOnce(),
+) -> Result<(), PrintError> {
+    let mut s = tokio::time::timeout(slow_after, TcpStream::connect(addr))
         .await
-        .map_err(timed_out)?
+        .map_err(|_| PrintError::Timeout(slow_after))?
         .map_err(|source| PrintError::Connect {
             addr: addr.to_string(),
             source,
         })?;
     let _ = s.set_nodelay(true);
-    timeout_at(deadline, async {
-        s.write_all(bytes).await?;
-        s.flush().await?;
-        // FIN after the data: the stream's end is part of what must be acknowledged.
-        s.shutdown().await
-    })
-    .await
-    .map_err(timed_out)?
-    .map_err(PrintError::Send)?;
+    let outcome = {
+        let t = transfer(&mut s, bytes);
+        tokio::pin!(t);
+        match tokio::time::timeout(slow_after, &mut t).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                on_slow();
+                let rest = give_up_after.saturating_sub(slow_after);
+                tokio::time::timeout(rest, &mut t).await.ok()
+            }
+        }
+    };
+    match outcome {
+        Some(r) => r,
+        None => {
+            // RST instead of FIN: the kernel must not keep feeding this copy to the printer
+            // while the next attempt sends another.
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            Err(PrintError::Timeout(give_up_after))
+        }
+    }
+}
+
+/// Writes the job, ends the stream and waits for the printer's acknowledgement of both.
+async fn transfer(s: &mut TcpStream, bytes: &[u8]) -> Result<(), PrintError> {
+    s.write_all(bytes).await.map_err(PrintError::Send)?;
+    s.flush().await.map_err(PrintError::Send)?;
+    // FIN after the data: the stream's end is part of what must be acknowledged.
+    s.shutdown().await.map_err(PrintError::Send)?;
     let mut buf = [0u8; 64];
     loop {
-        if unacknowledged(&s) == Some(0) {
+        if unacknowledged(s) == Some(0) {
             return Ok(());
         }
         tokio::select! {
@@ -170,9 +203,6 @@ pub async fn send(addr: &str, bytes: &[u8], limit: Duration) -> Result<(), Print
                 Err(e) => return Err(PrintError::Send(e)),
             },
             _ = tokio::time::sleep(ACK_POLL) => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(PrintError::Timeout(limit));
         }
     }
 }
