@@ -192,6 +192,9 @@ async fn tickets_survive_a_restart_and_stay_idempotent() {
     let seq = pos.recv_type("KITCHEN_TICKET_ACK").await["seq"].clone();
     drop(pos);
     let dir = hub.stop().await;
+    // `RunningHub::shutdown` returns before the upgraded WebSocket tasks (which hold the
+    // database) have finished their close handshake; give them a moment to let go of it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     let hub = TestHub::start_in(dir, &[]).await;
     let (_, body) = http_get(hub.http, "/kitchen-tickets?station=bds").await;
@@ -204,5 +207,31 @@ async fn tickets_survive_a_restart_and_stay_idempotent() {
         (&again["seq"], again["duplicate"].as_bool()),
         (&seq, Some(true))
     );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_state_carries_the_stations_open_tickets_and_inventory() {
+    let hub = TestHub::start(&[]).await;
+    let mut pos = hub.term("pos-1").await;
+    for (id, st) in [("k-1", "kds"), ("b-1", "bds"), ("b-2", "bds")] {
+        pos.send(ticket(id, st, "A-1")).await;
+        pos.recv_type("KITCHEN_TICKET_ACK").await;
+    }
+    pos.send(json!({"type": "INVENTORY_ADJUST", "productId": 3, "delta": 5, "eventId": "e1"}))
+        .await;
+    pos.recv_type("INVENTORY_ACK").await;
+    // A display whose cursor the hub cannot serve (ahead of it, e.g. after a reset) gets STATE.
+    let mut bar = display(&hub, "bds-1", &["bds"], Some(1_000_000)).await;
+    bar.recv_type("RESYNC_REQUIRED").await;
+    let state = bar.recv_type("STATE").await;
+    let ids: Vec<&str> = state["kitchenTickets"]
+        .as_array()
+        .expect("kitchenTickets")
+        .iter()
+        .filter_map(|t| t["ticketId"].as_str())
+        .collect();
+    assert_eq!(ids, ["b-1", "b-2"]);
+    assert_eq!(state["inventory"][0]["level"], 5);
     hub.stop().await;
 }

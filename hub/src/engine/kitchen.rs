@@ -194,6 +194,51 @@ impl Engine {
         Ok(())
     }
 
+    /// Retention for issue 7's tables (runs with the hourly `Cmd::Compact`): tickets last
+    /// changed before `cutoff_ms` go, unless still waiting for their printer; applied inventory
+    /// eventIds are kept four retentions (28 days by default), far beyond any terminal outbox.
+    pub(super) fn compact_kitchen(
+        &mut self,
+        tx: &mut Tx,
+        cutoff_ms: u64,
+    ) -> Result<(), StoreError> {
+        use redb::ReadableTableMetadata;
+        let mut old = Vec::new();
+        for item in tx.k.tickets.iter()? {
+            let (k, v) = item?;
+            let t: TicketRec = dec(v.value())?;
+            if t.updated_ms < cutoff_ms {
+                old.push((k.value().to_string(), Station::parse(&t.station), t.seq));
+            }
+        }
+        let mut removed = 0;
+        for (id, station, seq) in old {
+            let queued = match station {
+                Some(s) => tx.k.queue(s).get(seq)?.is_some(),
+                None => false,
+            };
+            if !queued {
+                tx.k.tickets.remove(id.as_str())?;
+                removed += 1;
+            }
+        }
+        let retention = self.cfg.event_retention.as_millis() as u64;
+        let ids_cutoff = cutoff_ms.saturating_sub(3 * retention);
+        let before = tx.k.inv_applied.len()?;
+        tx.k.inv_applied
+            .retain(|_, v| dec::<InvAppliedRec>(v).is_ok_and(|a| a.ts_ms >= ids_cutoff))?;
+        let ids_removed = before - tx.k.inv_applied.len()?;
+        if removed > 0 || ids_removed > 0 {
+            self.dirty = true;
+            tracing::info!(
+                tickets = removed,
+                inventory_ids = ids_removed,
+                "compacted kitchen tickets and inventory ids"
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn subscribe(&mut self, s: &Session, mask: u8, r: Option<&Value>) {
         s.outbox.stations.store(mask, Ordering::Relaxed);
         let msg =

@@ -519,7 +519,10 @@ impl Engine {
                 tx.meta.insert(META_LAST_TS, self.now_ms)?;
                 self.probes.push(p);
             }
-            Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Compact { cutoff_ms } => {
+                self.compact_kitchen(tx, cutoff_ms)?;
+                return self.compact(tx, cutoff_ms);
+            }
             Cmd::Printed { station, key, done } => {
                 self.printed(tx, station, key)?;
                 self.probes.push(done);

@@ -59,7 +59,7 @@ where
         ))
         .await?;
         let store = hub.store.clone();
-        let state = blocking(move || state_message(&store, to)).await?;
+        let state = blocking(move || state_message(&store, to, stations)).await?;
         return sink.feed(Message::Text(state.into())).await;
     }
     let mut cur = after;
@@ -79,7 +79,7 @@ where
 }
 
 /// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.
-fn state_message(store: &Store, seq: u64) -> Result<String, StoreError> {
+fn state_message(store: &Store, seq: u64, stations: u8) -> Result<String, StoreError> {
     let dump = store.state_dump()?;
     let day_ago = now_ms().saturating_sub(86_400_000);
     let orders: Vec<Value> = dump
@@ -109,5 +109,7 @@ fn state_message(store: &Store, seq: u64) -> Result<String, StoreError> {
             v
         })
         .collect();
-    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors, "seq": seq}).to_string())
+    let (kitchen, inventory) = super::kitchen::state_fields(store, stations, day_ago)?;
+    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors,
+        "kitchenTickets": kitchen, "inventory": inventory, "seq": seq}).to_string())
 }

@@ -105,9 +105,9 @@ pub async fn handle(
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
         (&Method::GET, "/orders") => orders(&hub).await,
         (&Method::GET, "/kitchen-tickets") => {
-            super::kitchen_http::tickets(&hub, req.uri().query()).await
+            super::kitchen::tickets(&hub, req.uri().query()).await
         }
-        (&Method::GET, "/inventory") => super::kitchen_http::inventory(&hub).await,
+        (&Method::GET, "/inventory") => super::kitchen::inventory(&hub).await,
         (&Method::GET, p) if p.starts_with("/orders/") => order(&hub, &p["/orders/".len()..]).await,
         (&Method::GET, _) => error(StatusCode::NOT_FOUND, "no such endpoint"),
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),

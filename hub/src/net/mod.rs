@@ -4,5 +4,5 @@
 pub mod catchup;
 pub mod conn;
 pub mod http;
-pub mod kitchen_http;
+pub mod kitchen;
 pub mod outbox;

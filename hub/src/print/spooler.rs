@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use super::{PrinterConfig, PrinterState};
 use crate::engine::{now_ms, Cmd};
 use crate::server::Hub;
+use crate::station::Station;
 
 /// First wait after a failed attempt.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -45,6 +46,23 @@ pub fn spawn_all(hub: &Arc<Hub>) {
     for p in hub.cfg.printers.clone() {
         tokio::spawn(run(hub.clone(), p));
     }
+    // Jobs queued while a station had a printer stay queued until it has one again: say so.
+    let unconfigured: Vec<Station> = Station::ALL
+        .into_iter()
+        .filter(|s| super::printer_for(&hub.cfg, *s).is_none())
+        .collect();
+    let store = hub.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(depths) = store.print_depths() else {
+            return;
+        };
+        for s in unconfigured {
+            let queued = depths[s.index()];
+            if queued > 0 {
+                tracing::warn!(station = %s, queued, "print jobs wait for a station that has no printer in HUB_PRINTERS");
+            }
+        }
+    });
 }
 
 async fn run(hub: Arc<Hub>, p: PrinterConfig) {
@@ -94,17 +112,17 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
         let (slow, give_up) = (hub.cfg.print_timeout, hub.cfg.print_stall_max);
         match send(&p.addr, &job.bytes, slow, give_up, on_slow).await {
             Ok(()) => {
-                // 3. Record it durably before anything else is sent.
-                let (tx, rx) = oneshot::channel();
-                if !hub.engine.send(Cmd::Printed {
-                    station,
-                    key,
-                    done: tx,
-                }) {
-                    return;
+                // 3. Record it durably before anything else is sent. A failed commit is
+                // retried as a commit: sending the ticket again would print it twice.
+                let mut recorded = record_printed(&hub, station, key).await;
+                while let Some(Err(e)) = &recorded {
+                    tracing::error!(station = %p.station, error = %e, "cannot record a printed ticket; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(hub.cfg.print_retry_max);
+                    recorded = record_printed(&hub, station, key).await;
                 }
-                match rx.await {
-                    Ok(Ok(_)) => {
+                match recorded {
+                    Some(Ok(())) => {
                         if matches!(st.state(), PrinterState::Offline | PrinterState::Stalled) {
                             tracing::info!(station = %p.station, addr = %p.addr, "printer is back");
                         }
@@ -115,11 +133,7 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
                         backoff = MIN_BACKOFF;
                         tracing::debug!(station = %p.station, ticket = %job.ticket_id, "ticket printed");
                     }
-                    Ok(Err(e)) => {
-                        tracing::error!(station = %p.station, error = %e, "cannot record a printed ticket");
-                        tokio::time::sleep(backoff).await;
-                    }
-                    Err(_) => return, // engine stopped
+                    _ => return, // the engine stopped
                 }
             }
             Err(e) => {
@@ -138,6 +152,19 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
             }
         }
     }
+}
+
+/// Asks the engine to drop a printed job; None when the engine is gone.
+async fn record_printed(hub: &Hub, station: Station, key: u64) -> Option<Result<(), String>> {
+    let (tx, rx) = oneshot::channel();
+    if !hub.engine.send(Cmd::Printed {
+        station,
+        key,
+        done: tx,
+    }) {
+        return None;
+    }
+    rx.await.ok().map(|r| r.map(|_| ()))
 }
 
 /// Sends one job on a fresh connection; Ok only once the printer's TCP stack acknowledged all
