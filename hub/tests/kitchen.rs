@@ -235,3 +235,31 @@ async fn a_full_state_carries_the_stations_open_tickets_and_inventory() {
     assert_eq!(state["inventory"][0]["level"], 5);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn old_tickets_are_compacted_unless_still_waiting_for_their_printer() {
+    let env = format!("kds=127.0.0.1:{}", free_port()); // a printer that stays off
+    let hub = TestHub::start(&[("HUB_EVENT_RETENTION_MS", "1000"), ("HUB_PRINTERS", &env)]).await;
+    let mut pos = hub.term("pos-1").await;
+    for (id, st) in [("k-old", "kds"), ("b-old", "bds")] {
+        pos.send(ticket(id, st, "A-1")).await;
+        pos.recv_type("KITCHEN_TICKET_ACK").await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = http_get(hub.http, "/kitchen-tickets").await;
+        let ids: Vec<&str> = body["tickets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["ticketId"].as_str()).collect())
+            .unwrap_or_default();
+        if ids == ["k-old"] {
+            break; // the bar ticket went; the unprinted kitchen ticket stays
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not compacted: {ids:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    hub.stop().await;
+}

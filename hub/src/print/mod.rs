@@ -267,6 +267,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_have_one_series_per_configured_printer() {
+        let vars = crate::config::Vars::from_map([("HUB_PRINTERS", "bds=10.0.0.9:9100")]);
+        let cfg = Config::from_vars(&vars, false).expect("valid");
+        let stats = PrintStats::default();
+        stats
+            .station(Station::Bds)
+            .printed
+            .fetch_add(3, Ordering::Relaxed);
+        stats.station(Station::Bds).set_state(PrinterState::Offline);
+        let text = metrics_text(&cfg, &stats);
+        assert!(
+            text.contains("poshub_print_jobs_printed_total{station=\"bds\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poshub_printer_online{station=\"bds\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("station=\"kds\""), "{text}");
+    }
+
+    #[test]
     fn printers_parse_and_bad_values_name_the_variable() {
         let p = parse_printers("HUB_PRINTERS", Some("kds=192.0.2.10:9100, bds=bar-printer"))
             .expect("valid");
