@@ -263,3 +263,86 @@ async fn old_tickets_are_compacted_unless_still_waiting_for_their_printer() {
     }
     hub.stop().await;
 }
+
+/// Seqs of every event a terminal receives (live or in EVENTS_BULK) until it has seen `last`.
+async fn seqs_until(t: &mut Term, last: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&last) {
+        let v = t
+            .next(std::time::Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("stream ended after {:?}", seqs.last()));
+        let events = match v["type"].as_str() {
+            Some("EVENTS_BULK") => v["events"].as_array().cloned().unwrap_or_default(),
+            _ if v["seq"].is_u64() && v["type"] != "SUBSCRIBED" => vec![v],
+            _ => continue,
+        };
+        seqs.extend(events.iter().filter_map(|e| e["seq"].as_u64()));
+    }
+    seqs
+}
+
+/// Writes orders `big-{from..=to}` of 16 KiB each and waits for their acks.
+async fn write_big_orders(w: &mut Term, from: u64, to: u64) {
+    for i in from..=to {
+        let p = format!("big-{i}");
+        let s = json!({"posReference": p, "state": "draft", "lines": [], "note": "y".repeat(16 * 1024)});
+        w.send(json!({"type": "LEASE_ACQUIRE", "posReference": p}))
+            .await;
+        w.send(
+            json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": 0, "snapshot": s}),
+        )
+        .await;
+    }
+    for _ in from..=to {
+        w.recv_type("ORDER_ACK").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_bar_display_misses_nothing_when_kitchen_traffic_passes_it_by() {
+    let hub = TestHub::start(&[("HUB_MAX_QUEUED_BROADCASTS", "16")]).await;
+    let mut slow = display(&hub, "bds-slow", &["bds"], None).await;
+    let mut w = hub.term("writer").await;
+    let n = 600u64;
+    // 1. ~10 MB of orders the bar display does not read: it falls behind.
+    write_big_orders(&mut w, 1, n).await;
+    // 2. A kitchen ticket it is not subscribed to, then more orders.
+    w.send(ticket("k-1", "kds", "A-1")).await;
+    w.recv_type("KITCHEN_TICKET_ACK").await;
+    write_big_orders(&mut w, n + 1, n + 10).await;
+    // 3. It reads again: every order event, none of the kitchen's, no gap.
+    let seqs = seqs_until(&mut slow, n + 11).await;
+    let want: Vec<u64> = (1..=n + 11).filter(|s| *s != n + 1).collect();
+    assert_eq!(seqs.len(), want.len(), "missing or repeated events");
+    assert_eq!(seqs, want);
+    let stats = &hub.running.as_ref().expect("running").hub.engine.stats;
+    assert!(
+        stats.lag_resyncs.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "the display never fell behind; the test proves nothing"
+    );
+    hub.stop().await;
+}
+
+/// Guards the fan-out rule `fan_out_scoped` shares with every event: a lagging terminal that
+/// writes (and so is excluded from its own event) must not skip what it has not been given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_terminal_that_writes_misses_nothing() {
+    let hub = TestHub::start(&[("HUB_MAX_QUEUED_BROADCASTS", "16")]).await;
+    let mut slow = hub.term("slow").await;
+    assert_eq!(slow.lease("S-1").await["type"], "LEASE_GRANTED");
+    let mut w = hub.term("writer").await;
+    let n = 600u64;
+    write_big_orders(&mut w, 1, n).await;
+    // The slow terminal writes without reading anything.
+    slow.send(json!({"type": "ORDER_SNAPSHOT", "posReference": "S-1", "baseVersion": 0, "snapshot": snapshot("S-1", "draft", None)}))
+        .await;
+    w.recv_type("ORDER_UPDATED").await;
+    write_big_orders(&mut w, n + 1, n + 10).await;
+    let seqs = seqs_until(&mut slow, n + 11).await;
+    let others: Vec<u64> = seqs.into_iter().filter(|s| *s != n + 1).collect();
+    let want: Vec<u64> = (1..=n + 11).filter(|s| *s != n + 1).collect();
+    assert_eq!(others.len(), want.len(), "missing or repeated events");
+    assert_eq!(others, want);
+    hub.stop().await;
+}

@@ -91,12 +91,18 @@ impl Registry {
             if seq <= e.pushed_through {
                 continue;
             }
+            // A lagging terminal's mark is where its catch-up will start: it must not move
+            // past events it has not been given, whatever this event is.
+            let lagging = e.session.outbox.lagging.load(Ordering::Acquire);
             let mask = e.session.outbox.stations.load(Ordering::Relaxed);
             if !crate::station::wants(mask, scope) {
-                e.pushed_through = seq;
+                if !lagging {
+                    e.pushed_through = seq;
+                }
                 continue;
             }
-            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit) {
+            if (Some(*conn) == exclude && !lagging) || e.session.outbox.try_event(seq, text, limit)
+            {
                 e.pushed_through = seq;
             }
         }
