@@ -248,3 +248,25 @@ fn a_bad_printer_setting_stops_the_hub_with_one_line() {
         assert!(err.starts_with("poshub: HUB_PRINTERS: "), "{err}");
     }
 }
+
+/// Figures, not a check: `cargo test -p poshub --release --test printing -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; run by hand"]
+async fn print_throughput() {
+    let printer = FakePrinter::start().await;
+    let hub = TestHub::start(&[("HUB_PRINTERS", &printer.env("kds"))]).await;
+    let mut pos = hub.term("pos-1").await;
+    let n = 200;
+    let all: Vec<String> = (0..n).map(|i| format!("k-{i:03}")).collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    send_tickets(&mut pos, &refs, "kds").await;
+    let acked = started.elapsed();
+    printer.wait_tickets(n, Duration::from_secs(120)).await;
+    let printed = started.elapsed();
+    eprintln!(
+        "{n} tickets: acked in {acked:?}, all printed in {printed:?} ({:.1} ms per ticket, each with its own TCP connection and durable 'printed' commit)",
+        printed.as_secs_f64() * 1000.0 / n as f64
+    );
+    hub.stop().await;
+}
