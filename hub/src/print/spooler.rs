@@ -23,6 +23,8 @@ use crate::station::Station;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// How often an idle spooler looks at its queue even without a wake-up.
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How long an in-flight ticket may still take once the hub is shutting down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How often the acknowledgement of the sent bytes is checked.
 const ACK_POLL: Duration = Duration::from_millis(5);
 
@@ -110,7 +112,18 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
             st.set_state(PrinterState::Stalled);
         };
         let (slow, give_up) = (hub.cfg.print_timeout, hub.cfg.print_stall_max);
-        match send(&p.addr, &job.bytes, slow, give_up, on_slow).await {
+        let sending = send(&p.addr, &job.bytes, slow, give_up, on_slow);
+        tokio::pin!(sending);
+        let result = tokio::select! {
+            r = &mut sending => r,
+            // Shutting down: a ticket about to be acknowledged may finish, a stalled one waits
+            // for the next start (and is then sent again from its beginning).
+            _ = shutdown.changed() => match tokio::time::timeout(SHUTDOWN_GRACE, &mut sending).await {
+                Ok(r) => r,
+                Err(_) => return,
+            },
+        };
+        match result {
             Ok(()) => {
                 // 3. Record it durably before anything else is sent. A failed commit is
                 // retried as a commit: sending the ticket again would print it twice.
@@ -179,7 +192,7 @@ pub async fn send(
     give_up_after: Duration,
     on_slow: impl FnOnce(),
 ) -> Result<(), PrintError> {
-    let mut s = tokio::time::timeout(slow_after, TcpStream::connect(addr))
+    let s = tokio::time::timeout(slow_after, TcpStream::connect(addr))
         .await
         .map_err(|_| PrintError::Timeout(slow_after))?
         .map_err(|source| PrintError::Connect {
@@ -187,8 +200,12 @@ pub async fn send(
             source,
         })?;
     let _ = s.set_nodelay(true);
+    let mut conn = Unacknowledged(Some(s));
+    let Some(s) = conn.0.as_mut() else {
+        return Err(PrintError::Timeout(slow_after));
+    };
     let outcome = {
-        let t = transfer(&mut s, bytes);
+        let t = transfer(s, bytes);
         tokio::pin!(t);
         match tokio::time::timeout(slow_after, &mut t).await {
             Ok(r) => Some(r),
@@ -200,13 +217,32 @@ pub async fn send(
         }
     };
     match outcome {
-        Some(r) => r,
-        None => {
-            // RST instead of FIN: the kernel must not keep feeding this copy to the printer
-            // while the next attempt sends another.
-            #[allow(deprecated)]
+        Some(Ok(())) => {
+            conn.acknowledged();
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(PrintError::Timeout(give_up_after)),
+    }
+}
+
+/// A printer connection whose ticket is not acknowledged yet. Dropped like that (stall limit,
+/// error, hub shutting down), it is reset (RST) instead of closed: a normal close would let the
+/// kernel keep feeding this copy to the printer while the next attempt sends another whole one.
+struct Unacknowledged(Option<TcpStream>);
+
+impl Unacknowledged {
+    /// The printer has it all: close normally (a reset could make it drop unread bytes).
+    fn acknowledged(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Unacknowledged {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            #[allow(deprecated)] // linger 0 never blocks; it is exactly the reset wanted here
             let _ = s.set_linger(Some(Duration::ZERO));
-            Err(PrintError::Timeout(give_up_after))
         }
     }
 }
