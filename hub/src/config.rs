@@ -101,6 +101,16 @@ pub struct Config {
     pub db_cache_bytes: usize,
     /// `--demo`: open auth and a sample floor plan.
     pub demo: bool,
+    /// Station printers (`HUB_PRINTERS`, e.g. `kds=192.0.2.10:9100,bds=192.0.2.11:9100`).
+    pub printers: Vec<crate::print::PrinterConfig>,
+    /// Longest wait between attempts to reach an offline printer (`HUB_PRINT_RETRY_MAX_MS`).
+    pub print_retry_max: Duration,
+    /// How long a printer may take to accept and acknowledge one ticket before it is reported
+    /// stalled (`HUB_PRINT_TIMEOUT_MS`); connecting gives up after the same time.
+    pub print_timeout: Duration,
+    /// How long a stalled printer is waited for on the same connection before the connection is
+    /// reset and the ticket sent again from the start (`HUB_PRINT_STALL_MAX_MS`).
+    pub print_stall_max: Duration,
 }
 
 /// A source of variables: the process environment, overlaid on an optional env-file.
@@ -365,6 +375,10 @@ impl Config {
                 .max(16),
             db_cache_bytes: cache_mb.max(1) << 20,
             demo,
+            printers: crate::print::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
+            print_retry_max: vars.millis("HUB_PRINT_RETRY_MAX_MS", 5_000, 10)?,
+            print_timeout: vars.millis("HUB_PRINT_TIMEOUT_MS", 10_000, 10)?,
+            print_stall_max: vars.millis("HUB_PRINT_STALL_MAX_MS", 300_000, 10)?,
         })
     }
 

@@ -15,8 +15,10 @@ pub mod metrics;
 pub mod net;
 pub mod ops;
 pub mod pages;
+pub mod print;
 pub mod protocol;
 pub mod server;
+pub mod station;
 pub mod store;
 pub mod upstream;
 

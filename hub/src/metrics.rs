@@ -242,11 +242,17 @@ impl Metrics {
         }
     }
 
-    /// The exposition text.
-    pub fn render(&self) -> String {
+    /// The exposition text; `extra` (families kept elsewhere, e.g. printers) goes before `# EOF`.
+    pub fn render(&self, extra: &str) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        if !extra.is_empty() {
+            let body = out.strip_suffix("# EOF\n").map(str::to_string);
+            if let Some(body) = body {
+                out = format!("{body}{extra}# EOF\n");
+            }
         }
         out
     }
@@ -271,7 +277,7 @@ mod tests {
         m.sent(r#"{"type":"ORDER_ACK","version":1}"#);
         m.received("ORDER_SNAPSHOT");
         m.commit_batch.observe(12.0);
-        let text = m.render();
+        let text = m.render("");
         assert!(
             text.contains(r#"poshub_messages_out_total{type="ORDER_ACK"} 1"#),
             "{text}"

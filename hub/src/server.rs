@@ -173,8 +173,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
     if cfg.mdns_enabled {
         crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
     }
-    // 5. Periodic work, and the upstream forwarder.
+    // 5. One print spooler per configured station printer, and the upstream forwarder.
+    crate::print::spooler::spawn_all(&hub);
     crate::upstream::spawn(&hub, done_tx.clone());
+    // 6. Periodic work.
     spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
     spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);

@@ -45,6 +45,10 @@ impl Engine {
                     },
                 ));
             }
+            Inbound::KitchenTicket(m) => self.kitchen_ticket(tx, s, m, r)?,
+            Inbound::KitchenTicketStatus(m) => self.kitchen_status(tx, s, m, r)?,
+            Inbound::InventoryAdjust(m) => self.inventory_adjust(tx, s, m, r)?,
+            Inbound::Subscribe(mask) => self.subscribe(s, mask, r),
             Inbound::Ping | Inbound::Auth(_) => {}
         }
         self.askers.push((s.outbox.clone(), rid));

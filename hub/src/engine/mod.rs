@@ -10,6 +10,8 @@
 
 mod admin;
 mod apply;
+pub mod inventory;
+mod kitchen;
 mod locks;
 mod registry;
 mod upstream;
@@ -93,6 +95,13 @@ pub enum Cmd {
     Upstream(upstream::UpstreamCmd),
     /// Inspection and administration (`/status`, `/reset`, backups).
     Admin(AdminCmd),
+    /// A station's printer acknowledged print job `key`: drop it from the queue. `done` is
+    /// answered once that is durable (or the commit failed).
+    Printed {
+        station: crate::station::Station,
+        key: u64,
+        done: oneshot::Sender<Result<u64, String>>,
+    },
     Shutdown,
 }
 
@@ -111,6 +120,8 @@ pub struct EngineStats {
     pub commit_failures: AtomicU64,
     /// Times a lagging terminal was switched back to catch-up from its cursor.
     pub lag_resyncs: AtomicU64,
+    /// Print spoolers: queue depth, printer state, printed and failed counts per station.
+    pub print: crate::print::PrintStats,
 }
 
 /// Handle used by connections and timers to reach the engine.
@@ -142,8 +153,12 @@ enum Out {
         seq: u64,
         text: Utf8Bytes,
         exclude: Option<u64>,
+        /// Kitchen station bit the event is scoped to (0 = every terminal).
+        scope: u8,
     },
     All(Utf8Bytes),
+    /// A print job was queued for this station: wake its spooler.
+    WakePrinter(crate::station::Station),
 }
 
 /// The tables a batch writes, opened once per transaction.
@@ -161,6 +176,7 @@ struct Tx<'t> {
     event_ids: Table<'t, &'static str, &'static [u8]>,
     odoo_sessions: Table<'t, &'static str, &'static [u8]>,
     registers: Table<'t, u64, &'static [u8]>,
+    k: kitchen::KitchenTx<'t>,
 }
 
 impl<'t> Tx<'t> {
@@ -179,6 +195,7 @@ impl<'t> Tx<'t> {
             event_ids: txn.open_table(EVENT_IDS)?,
             odoo_sessions: txn.open_table(crate::store::upstream::ODOO_SESSIONS)?,
             registers: txn.open_table(crate::store::upstream::REGISTERS)?,
+            k: kitchen::KitchenTx::open(txn)?,
         })
     }
 }
@@ -434,9 +451,15 @@ impl Engine {
         for out in self.out.drain(..) {
             match out {
                 Out::To(ob, frame) => ob.push(frame),
-                Out::Event { seq, text, exclude } => {
-                    self.reg.fan_out(seq, &text, exclude, limit, at)
-                }
+                Out::Event {
+                    seq,
+                    text,
+                    exclude,
+                    scope,
+                } => self
+                    .reg
+                    .fan_out_scoped(seq, &text, exclude, limit, at, scope),
+                Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {
                     for s in self.reg.sessions() {
                         s.outbox.push(Frame::Text(text.clone()));
@@ -458,6 +481,32 @@ impl Engine {
         exclude: Option<u64>,
         build: impl FnOnce(u64, u64) -> String,
     ) -> Result<u64, StoreError> {
+        self.append_scoped(
+            tx,
+            kind,
+            pos_reference,
+            terminal_id,
+            forward,
+            exclude,
+            None,
+            build,
+        )
+    }
+
+    /// `append` for an event only the terminals subscribed to `scope` (a kitchen station)
+    /// receive, live and in catch-up.
+    #[allow(clippy::too_many_arguments)]
+    fn append_scoped(
+        &mut self,
+        tx: &mut Tx,
+        kind: &str,
+        pos_reference: Option<&str>,
+        terminal_id: &str,
+        forward: bool,
+        exclude: Option<u64>,
+        scope: Option<crate::station::Station>,
+        build: impl FnOnce(u64, u64) -> String,
+    ) -> Result<u64, StoreError> {
         self.seq += 1;
         let seq = self.seq;
         let message = build(seq, self.now_ms);
@@ -467,6 +516,7 @@ impl Engine {
             pos_reference: pos_reference.map(str::to_string),
             terminal_id: terminal_id.to_string(),
             message,
+            scope: scope.map(|s| s.as_str().to_string()),
         };
         tx.events.insert(seq, enc(&rec).as_slice())?;
         if forward {
@@ -478,6 +528,7 @@ impl Engine {
             seq,
             text: Utf8Bytes::from(rec.message),
             exclude,
+            scope: scope.map_or(0, crate::station::Station::bit),
         });
         Ok(seq)
     }
@@ -519,7 +570,14 @@ impl Engine {
                 tx.meta.insert(META_LAST_TS, self.now_ms)?;
                 self.probes.push(p);
             }
-            Cmd::Compact { cutoff_ms } => return self.compact(tx, cutoff_ms),
+            Cmd::Compact { cutoff_ms } => {
+                self.compact_kitchen(tx, cutoff_ms)?;
+                return self.compact(tx, cutoff_ms);
+            }
+            Cmd::Printed { station, key, done } => {
+                self.printed(tx, station, key)?;
+                self.probes.push(done);
+            }
             Cmd::Upstream(c) => return self.upstream(tx, c),
             Cmd::Admin(a) => return self.admin(tx, a),
             Cmd::Request { .. } | Cmd::Shutdown => {}

@@ -81,11 +81,37 @@ impl Registry {
         limit: usize,
         at: std::time::Instant,
     ) {
+        self.fan_out_scoped(seq, text, exclude, limit, at, 0);
+    }
+
+    /// `fan_out` for an event scoped to a kitchen station (`scope` is its bit, 0 = everyone):
+    /// a terminal not subscribed to it counts it as delivered, as catch-up skips it too.
+    pub fn fan_out_scoped(
+        &mut self,
+        seq: u64,
+        text: &Utf8Bytes,
+        exclude: Option<u64>,
+        limit: usize,
+        at: std::time::Instant,
+        scope: u8,
+    ) {
         for (conn, e) in self.by_conn.iter_mut() {
             if seq <= e.pushed_through {
                 continue;
             }
-            if Some(*conn) == exclude || e.session.outbox.try_event(seq, text, limit, at) {
+            // A lagging terminal's mark is where its catch-up will start: it must not move
+            // past events it has not been given, whatever this event is.
+            let lagging = e.session.outbox.lagging.load(Ordering::Acquire);
+            let mask = e.session.outbox.stations.load(Ordering::Relaxed);
+            if !crate::station::wants(mask, scope) {
+                if !lagging {
+                    e.pushed_through = seq;
+                }
+                continue;
+            }
+            if (Some(*conn) == exclude && !lagging)
+                || e.session.outbox.try_event(seq, text, limit, at)
+            {
                 e.pushed_through = seq;
             }
         }

@@ -220,7 +220,8 @@ pub async fn metrics(hub: &Hub) -> Response<Body> {
     if let Ok(m) = std::fs::metadata(&hub.cfg.db_path) {
         hub.metrics.db_bytes.set(m.len() as i64);
     }
-    let mut r = Response::new(Full::new(Bytes::from(hub.metrics.render())));
+    let printers = crate::print::metrics_text(&hub.cfg, &hub.engine.stats.print);
+    let mut r = Response::new(Full::new(Bytes::from(hub.metrics.render(&printers))));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

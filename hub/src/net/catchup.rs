@@ -26,7 +26,15 @@ async fn blocking<T: Send + 'static>(
 
 /// Sends every broadcastable event with `after < seq <= to`, then returns; live events with a
 /// higher seq follow in the outbox.
-pub async fn replay<Si>(hub: &Hub, sink: &mut Si, after: u64, to: u64) -> Result<(), WsError>
+/// Events scoped to a kitchen station outside `stations` (the terminal's subscription mask)
+/// are left out.
+pub async fn replay<Si>(
+    hub: &Hub,
+    sink: &mut Si,
+    after: u64,
+    to: u64,
+    stations: u8,
+) -> Result<(), WsError>
 where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
@@ -51,13 +59,14 @@ where
         ))
         .await?;
         let store = hub.store.clone();
-        let state = blocking(move || state_message(&store, to)).await?;
+        let state = blocking(move || state_message(&store, to, stations)).await?;
         return sink.feed(Message::Text(state.into())).await;
     }
     let mut cur = after;
     loop {
         let store = hub.store.clone();
-        let chunk = blocking(move || store.events_range(cur, to, CHUNK_BYTES)).await?;
+        let chunk =
+            blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await?;
         let done = chunk.through >= to;
         let text = outbound::events_bulk(&chunk.events, cur + 1, chunk.through, done);
         sink.feed(Message::Text(text.into())).await?;
@@ -70,7 +79,7 @@ where
 }
 
 /// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.
-fn state_message(store: &Store, seq: u64) -> Result<String, StoreError> {
+fn state_message(store: &Store, seq: u64, stations: u8) -> Result<String, StoreError> {
     let dump = store.state_dump()?;
     let day_ago = now_ms().saturating_sub(86_400_000);
     let orders: Vec<Value> = dump
@@ -100,5 +109,7 @@ fn state_message(store: &Store, seq: u64) -> Result<String, StoreError> {
             v
         })
         .collect();
-    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors, "seq": seq}).to_string())
+    let (kitchen, inventory) = super::kitchen::state_fields(store, stations, day_ago)?;
+    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors,
+        "kitchenTickets": kitchen, "inventory": inventory, "seq": seq}).to_string())
 }

@@ -328,6 +328,11 @@ async fn authenticate(
         .chars()
         .take(128)
         .collect();
+    if let Some(names) = &m.stations {
+        let mask = crate::station::mask_of(names.iter().map(String::as_str))
+            .map_err(|e| ProtoError::new("invalid_message", format!("AUTH: {e}")))?;
+        ob.stations.store(mask, Ordering::Relaxed);
+    }
     let session = Session {
         conn_id,
         terminal_id,
@@ -377,7 +382,15 @@ async fn write_loop<Si>(
                 }
                 Frame::CatchUp { after, to } => {
                     resume_asked = false;
-                    match catchup::replay(hub, &mut sink, after, to).await {
+                    match catchup::replay(
+                        hub,
+                        &mut sink,
+                        after,
+                        to,
+                        ob.stations.load(Ordering::Relaxed),
+                    )
+                    .await
+                    {
                         Ok(()) => {
                             delivered = delivered.max(to);
                             Ok(())

@@ -75,7 +75,7 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     cors(r)
 }
 
-fn error(status: StatusCode, msg: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, &json!({"error": msg}))
 }
 
@@ -119,6 +119,10 @@ pub async fn handle(
         (&Method::GET, "/status") => api::status(&hub).await,
         (&Method::GET, "/events") => api::events(&hub, q).await,
         (&Method::GET, "/orders") => orders(&hub).await,
+        (&Method::GET, "/kitchen-tickets") => {
+            super::kitchen::tickets(&hub, req.uri().query()).await
+        }
+        (&Method::GET, "/inventory") => super::kitchen::inventory(&hub).await,
         (&Method::GET, p) if p.starts_with("/orders/") => order(&hub, &p["/orders/".len()..]).await,
         (&Method::GET, "/tables") => api::tables(&hub).await,
         (&Method::GET, "/table-locks") => api::table_locks(&hub).await,
@@ -204,6 +208,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         _ => Default::default(),
     };
     let ok = db.is_ok();
+    let printers = crate::print::health_json(hub).await;
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "uptimeS": hub.started.elapsed().as_secs(),
@@ -217,6 +222,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "version": crate::VERSION,
         "authMode": hub.cfg.auth_mode.as_str(),
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
+        "printers": printers,
         "db": match &db { Ok(()) => json!({"status": "writable", "path": hub.cfg.db_path}), Err(e) => json!({"status": "error", "error": e, "path": hub.cfg.db_path}) },
     });
     json_response(

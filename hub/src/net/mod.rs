@@ -5,4 +5,5 @@ pub mod api;
 pub mod catchup;
 pub mod conn;
 pub mod http;
+pub mod kitchen;
 pub mod outbox;

@@ -4,7 +4,7 @@
 //! and the terminal is moved back to catch-up from its cursor (no event is skipped, and no other
 //! terminal waits for it).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -42,6 +42,8 @@ pub struct Outbox {
     pub lagging: AtomicBool,
     /// Woken whenever the writer has drained frames.
     pub drained: Notify,
+    /// Kitchen stations whose ticket events this terminal receives (`crate::station` mask).
+    pub stations: AtomicU8,
 }
 
 /// Receiving side, owned by the writer task.
@@ -56,6 +58,7 @@ impl Outbox {
             queued_other: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
             drained: Notify::new(),
+            stations: AtomicU8::new(crate::station::ALL_STATIONS),
         };
         (Arc::new(ob), rx)
     }

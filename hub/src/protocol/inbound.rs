@@ -26,6 +26,11 @@ pub enum Inbound {
     FloorPlanUpdate(FloorPlanMsg),
     TicketNumberRequest(String),
     SyncRequest(u64),
+    KitchenTicket(super::kitchen::KitchenTicketMsg),
+    KitchenTicketStatus(super::kitchen::KitchenStatusMsg),
+    InventoryAdjust(super::kitchen::InventoryAdjustMsg),
+    /// `SUBSCRIBE {stations}`: the new station subscription mask.
+    Subscribe(u8),
 }
 
 impl Inbound {
@@ -46,6 +51,10 @@ impl Inbound {
             Inbound::FloorPlanUpdate(_) => "FLOOR_PLAN_UPDATE",
             Inbound::TicketNumberRequest(_) => "TICKET_NUMBER_REQUEST",
             Inbound::SyncRequest(_) => "SYNC_REQUEST",
+            Inbound::KitchenTicket(_) => "KITCHEN_TICKET",
+            Inbound::KitchenTicketStatus(_) => "KITCHEN_TICKET_STATUS",
+            Inbound::InventoryAdjust(_) => "INVENTORY_ADJUST",
+            Inbound::Subscribe(_) => "SUBSCRIBE",
         }
     }
 }
@@ -91,6 +100,10 @@ pub struct AuthMsg {
     /// Only honoured in `open` mode, where there is no token to carry a role.
     #[serde(default)]
     pub role: Option<String>,
+    /// Kitchen stations whose ticket traffic this terminal wants (`["bds"]` for a bar
+    /// display); absent = every station.
+    #[serde(default)]
+    pub stations: Option<Vec<String>>,
 }
 
 /// `ORDER_SNAPSHOT`: the snapshot is kept as the terminal's original JSON text.
@@ -128,7 +141,7 @@ pub struct TableId {
 }
 
 impl TableId {
-    fn from_value(field: &str, v: &Value) -> Result<TableId, String> {
+    pub(crate) fn from_value(field: &str, v: &Value) -> Result<TableId, String> {
         match v {
             Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(TableId {
                 json: v.to_string(),
@@ -229,11 +242,11 @@ pub const ORDER_STATES: [&str; 4] = ["draft", "sent", "paid", "cancelled"];
 /// Order types that draw ticket numbers.
 pub const TICKET_ORDER_TYPES: [&str; 3] = ["takeout", "delivery", "dine_in"];
 
-fn invalid(msg: impl Into<String>) -> ProtoError {
+pub(super) fn invalid(msg: impl Into<String>) -> ProtoError {
     ProtoError::new("invalid_message", msg)
 }
 
-fn fields<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, ProtoError> {
+pub(super) fn fields<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, ProtoError> {
     serde_json::from_str(text).map_err(|e| {
         // serde's wording ("missing field `x`", "invalid type: ...") is precise; drop the
         // line/column noise, which is always 1:N for a single-line frame.
@@ -243,7 +256,7 @@ fn fields<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, ProtoErr
     })
 }
 
-fn check_id(field: &str, v: &str) -> Result<(), ProtoError> {
+pub(super) fn check_id(field: &str, v: &str) -> Result<(), ProtoError> {
     if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
         return Err(invalid(format!(
             "`{field}` must be 1-{MAX_ID_LEN} characters without control characters"
@@ -312,6 +325,12 @@ pub fn parse(text: &str) -> Result<Parsed, ProtoError> {
             }
         }),
         "SYNC_REQUEST" => fields::<RawSync>(ty, text).map(|m| Inbound::SyncRequest(m.cursor)),
+        "KITCHEN_TICKET" => super::kitchen::kitchen_ticket(text).map(Inbound::KitchenTicket),
+        "KITCHEN_TICKET_STATUS" => {
+            super::kitchen::kitchen_status(text).map(Inbound::KitchenTicketStatus)
+        }
+        "INVENTORY_ADJUST" => super::kitchen::inventory_adjust(text).map(Inbound::InventoryAdjust),
+        "SUBSCRIBE" => super::kitchen::subscribe(text).map(Inbound::Subscribe),
         other => {
             let shown: String = other.chars().take(64).collect();
             Err(ProtoError::new(

@@ -2,6 +2,7 @@
 //! queries used by the HTTP API and catch-up. All writes go through the engine's single writer
 //! thread (see `engine`), which commits many terminals' changes per durable transaction.
 
+pub mod kitchen;
 pub mod records;
 pub mod upstream;
 
@@ -138,6 +139,7 @@ impl Store {
             txn.open_table(EVENT_IDS)?;
             txn.open_table(upstream::ODOO_SESSIONS)?;
             txn.open_table(upstream::REGISTERS)?;
+            kitchen::create_tables(&txn)?;
         }
         txn.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -38,6 +38,10 @@ pub struct EventRec {
     pub terminal_id: String,
     /// The broadcast message exactly as terminals receive it (with its `seq`).
     pub message: String,
+    /// Audience of the event: `None` for every terminal, or a kitchen station (`kds`, `bds`)
+    /// for kitchen-ticket events, which reach only terminals subscribed to that station, live
+    /// and in catch-up alike.
+    pub scope: Option<String>,
 }
 
 /// Upstream bookkeeping of an event that still has to be forwarded.

@@ -3,6 +3,8 @@
 //! a real WebSocket, and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod fake_printer;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
