@@ -36,7 +36,7 @@ ln -s usr/sbin "$root/sbin"
 cp -a "$sysunitdir/." "$root/usr/lib/systemd/system/"
 cp "$units"/*.service "$units"/*.mount "$root/usr/lib/systemd/system/"
 install -m 0755 "$units"/libexec/* "$root/usr/libexec/poshub/"
-for exe in /usr/bin/poshub /usr/bin/poshub-supervisor /usr/bin/mkdir; do
+for exe in /usr/bin/poshub /usr/bin/poshub-supervisor /usr/bin/mkdir /usr/bin/chown; do
   printf '#!/bin/sh\nexit 0\n' >"$root$exe"
   chmod 0755 "$root$exe"
 done

@@ -41,7 +41,8 @@ do_poshub_bundle() {
     ln -sf ${IMAGE_NAME}.ext4.poshub ${IMAGE_LINK_NAME}.ext4.poshub
 }
 do_poshub_bundle[doc] = "Signs the root filesystem into the .poshub update bundle"
-do_poshub_bundle[depends] += "poshub-supervisor-native:do_populate_sysroot"
+# Without a key nothing is signed, so the native supervisor is not even built.
+do_poshub_bundle[depends] += "${@'poshub-supervisor-native:do_populate_sysroot' if d.getVar('POSHUB_BUNDLE_KEY') else ''}"
 do_poshub_bundle[prefuncs] += "extend_recipe_sysroot"
 # IMGDEPLOYDIR is deployed by do_image_complete: the bundle must be there before it.
 addtask poshub_bundle after do_image_ext4 before do_image_complete
