@@ -8,7 +8,8 @@
 #    (systemd-analyze does not read drop-ins of system.conf/journald.conf), every time
 #    span parses, and the hardware watchdog stays within the bcm2835's 15 s.
 # 3. sysusers.d parses (systemd-sysusers --dry-run into the throw-away root).
-# 4. shellcheck of the helper scripts, and the provisioning script's functional test.
+# 4. shellcheck of the helper scripts, and the provisioning script's functional test, with
+#    the host's tools and with busybox's.
 # Installs what it needs (Debian); idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +19,7 @@ need=()
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v strings >/dev/null || need+=(binutils)
+[[ -x /bin/busybox ]] || need+=(busybox)
 if ((${#need[@]})); then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -88,3 +90,9 @@ echo "ok: sysusers.d parses"
 shellcheck -s sh "$units"/libexec/* "$units"/tests/*.sh
 echo "ok: shellcheck"
 sh "$units/tests/provision-test.sh"
+# Again with nothing but busybox (sh, sed, grep, tr, ...), as on a Yocto image whose base
+# utilities are busybox.
+bb="$root/busybox-bin"
+mkdir -p "$bb"
+/bin/busybox --install -s "$bb"
+PATH="$bb" /bin/busybox sh "$units/tests/provision-test.sh" | tail -1 | sed 's/$/ (busybox)/'

@@ -23,7 +23,7 @@ hasnt() { ! grep -qF -- "$2" "$1"; }
 printf 'TENANT_ID=acme\r\nSTORE_ID=store-042\r\n# comment\r\nODOO_PASSWORD=hunter2\r\nexport HUB_ADMIN_TOKEN=tok en\r\nSUPERVISOR_HEALTH_WINDOW_S=300\r\nnot a setting\r\n$(touch %s/pwned)=1\r\nCLUSTER_PUBLIC_KEY_BASE64=cHVi\r\n' "$t" >"$t/fat/poshub.env"
 printf 'TENANT_ID=other\nHUB_PORT=8775\n' >"$t/fat/poshub-bar.env"
 printf 'X=1\n' >"$t/fat/poshub-Bad_Name.env"
-"$prov" 2>"$t/log"
+sh "$prov" 2>"$t/log"
 d="$t/data/poshub/poshub.env"
 check "hub settings imported" has "$d" "STORE_ID=store-042"
 check "secret imported to data" has "$d" "ODOO_PASSWORD=hunter2"
@@ -47,13 +47,13 @@ check "supervisor default replaced, not duplicated" test "$(grep -c '^SUPERVISOR
 # 2. A later boot without poshub.env: nothing changes, supervisor settings rebuilt.
 cp "$d" "$t/before"
 rm -f "$s"
-"$prov" 2>/dev/null
+sh "$prov" 2>/dev/null
 check "idempotent without new file" cmp -s "$d" "$t/before"
 check "supervisor settings rebuilt" has "$s" "SUPERVISOR_HEALTH_WINDOW_S=300"
 
 # 3. Re-provision: the tech copies the scrubbed file back and changes one key.
 sed 's/^STORE_ID=.*/STORE_ID=store-043/' "$t/fat/poshub.env.imported" >"$t/fat/poshub.env"
-"$prov" 2>/dev/null
+sh "$prov" 2>/dev/null
 check "changed key updated" has "$d" "STORE_ID=store-043"
 check "secret survives re-import of scrubbed copy" has "$d" "ODOO_PASSWORD=hunter2"
 check "key not duplicated" test "$(grep -c '^STORE_ID=' "$d")" = 1
