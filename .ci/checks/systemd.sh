@@ -7,6 +7,7 @@
 # 2. Every key of the systemd/journald drop-ins exists in the installed systemd
 #    (systemd-analyze does not read drop-ins of system.conf/journald.conf), every time
 #    span parses, and the hardware watchdog stays within the bcm2835's 15 s.
+#    Plus `systemd-analyze security` exposure limits for the two long-running services.
 # 3. sysusers.d parses (systemd-sysusers --dry-run into the throw-away root).
 # 4. shellcheck of the helper scripts, and the provisioning script's functional test, with
 #    the host's tools and with busybox's.
@@ -80,6 +81,20 @@ if [[ -z "$wd_us" ]] || ((wd_us > 15000000 || wd_us == 0)); then
 fi
 ((bad == 0)) || exit 1
 echo "ok: drop-in keys known to systemd $(systemd-analyze --version | head -1 | cut -d' ' -f2), watchdog ${wd}"
+
+# --- 2b. sandboxing regression guard: systemd's own exposure score (0 safe .. 10 unsafe).
+# The supervisor is root with block-device and reboot rights (4.4 with systemd 252), the
+# realm hub is sandboxed tightly (1.9); the limits leave room for scoring changes between
+# systemd versions but catch a dropped hardening block.
+for pair in poshub-supervisor.service:6.0 poshub@.service:3.0; do
+  unit=${pair%%:*} max=${pair##*:}
+  score=$(cd "$units" && systemd-analyze security --offline=yes --no-pager "$unit" 2>/dev/null |
+    sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
+  if [[ -z "$score" ]] || ! awk -v s="$score" -v m="$max" 'BEGIN{exit !(s <= m)}'; then
+    echo "FAIL: $unit exposure ${score:-?} above $max (systemd-analyze security)"; exit 1
+  fi
+  echo "ok: $unit exposure $score (limit $max)"
+done
 
 # --- 3. sysusers -----------------------------------------------------------------------
 out=$(systemd-sysusers --root="$root" --dry-run "$PWD/$units/sysusers.d/poshub.conf" 2>&1) || {
