@@ -18,9 +18,12 @@ INHIBIT_DEFAULT_DEPS = "1"
 inherit deploy nopackages
 
 # Kernel command line of each slot: its root by GPT partition name (poshub-rpi-ab.wks),
-# mounted read-only; the serial console when ENABLE_UART (poshub-os distro) is on.
-POSHUB_CMDLINE_SERIAL = "${@oe.utils.conditional('ENABLE_UART', '1', 'console=serial0,115200', '', d)}"
-POSHUB_CMDLINE = "${POSHUB_CMDLINE_SERIAL} console=tty1 rootfstype=ext4 ro rootwait fsck.repair=yes net.ifnames=0"
+# mounted read-only. With ENABLE_UART (poshub-os distro) the kernel console goes to the
+# machine's serial console, where the getty runs too (SERIAL_CONSOLES "115200;ttyS0" on a
+# Pi 4: GPIO 14/15; "115200;ttyAMA10" on a Pi 5: the debug UART header). The last
+# console= is /dev/console: the serial one, as the box has no screen in the field.
+POSHUB_CMDLINE_SERIAL = "${@' '.join('console=%s,%s' % (c.split(';')[1], c.split(';')[0]) for c in (d.getVar('SERIAL_CONSOLES') or '').split()) if d.getVar('ENABLE_UART') == '1' else ''}"
+POSHUB_CMDLINE = "console=tty1 ${POSHUB_CMDLINE_SERIAL} rootfstype=ext4 ro rootwait fsck.repair=yes net.ifnames=0"
 
 do_compile() {
     echo "root=PARTLABEL=rootA ${POSHUB_CMDLINE}" > ${B}/cmdline-a.txt
