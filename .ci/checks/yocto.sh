@@ -8,6 +8,7 @@
 #    agrees with autoboot.txt, the per-slot cmdline.txt, the image recipe and the units.
 # 3. Both scripts are shown to fail on a broken input (a stale/non-crates.io Cargo.lock,
 #    a swapped autoboot.txt), so a pass means something.
+# 3b. poshub-system installs (and enables) every file of systemd/, which issue 6 shares.
 # 4. oelint-adv (pinned) with the layer's .oelint.cfg (--release wrynose): no finding of
 #    any severity.
 # 5. kas dump of each kas file. CI cannot reach the git servers, so the dump runs in a
@@ -45,6 +46,26 @@ python3 scripts/yocto-crates-inc --check
 
 # --- 2. .wks -------------------------------------------------------------------------------
 python3 scripts/yocto-wks-check
+
+# --- 2b. poshub-system installs all of systemd/ --------------------------------------------
+# systemd/ is shared with the Debian image (issue 6): a unit or helper added there must
+# also reach the Yocto image, and every non-template unit must be enabled.
+python3 - "$layer"/recipes-poshub/poshub-system/poshub-system_*.bb <<'PY'
+import pathlib, re, sys
+recipe = pathlib.Path(sys.argv[1]).read_text()
+src = set(re.findall(r"file://(\S+)", re.search(r'^SRC_URI = "(.*?)"', recipe, re.S | re.M).group(1)))
+enabled = set(re.search(r'SYSTEMD_SERVICE:\$\{PN\} = "(.*?)"', recipe, re.S).group(1).replace("\\", " ").split())
+root = pathlib.Path("systemd")
+files = {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file() and f.parts[1] != "tests"}
+bad = [f"systemd/{f} is not in SRC_URI of {pathlib.Path(sys.argv[1]).name}" for f in sorted(files - src)]
+bad += [f"SRC_URI names {f}, missing in systemd/" for f in sorted(src - files)]
+units = {f for f in files if re.fullmatch(r"[^/]+\.(service|mount|timer|socket)", f) and "@." not in f}
+bad += [f"{u} is not in SYSTEMD_SERVICE (not enabled)" for u in sorted(units - enabled)]
+bad += [f"systemd/{f} is not installed by do_install" for f in sorted(files) if f.rsplit("/", 1)[-1] not in recipe.split("do_install", 1)[1]]
+if bad:
+    sys.exit("FAIL: " + "\n  ".join(bad))
+print(f"ok: poshub-system installs all {len(files)} files of systemd/, enables {len(units)} units")
+PY
 
 # --- 3. the two scripts catch breakage (on scratch copies) --------------------------------
 expect_fail() { # expect_fail WHAT PATTERN COMMAND...: COMMAND must fail, saying PATTERN
