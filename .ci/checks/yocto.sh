@@ -32,7 +32,7 @@ if ((${#need[@]})); then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 python3 -c 'import tomllib' || { echo "FAIL: python3 >= 3.11 needed (tomllib)"; exit 1; }
-venv=${XDG_CACHE_HOME:-$HOME/.cache}/poshub-ci/yocto-venv
+venv=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/poshub-ci/yocto-venv
 if ! "$venv/bin/oelint-adv" --version 2>/dev/null | grep -qx "oelint-adv $OELINT_VERSION" ||
    ! "$venv/bin/kas" --version 2>/dev/null | grep -q "^kas $KAS_VERSION "; then
   python3 -m venv "$venv"
