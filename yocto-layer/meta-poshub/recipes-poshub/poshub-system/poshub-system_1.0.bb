@@ -16,6 +16,7 @@ SRC_URI = "\
     file://poshub@.service \
     file://data.mount \
     file://boot-firmware.mount \
+    file://var-log.mount \
     file://var-log-journal.mount \
     file://poshub-data-layout.service \
     file://poshub-growdata.service \
@@ -36,6 +37,7 @@ SYSTEMD_SERVICE:${PN} = "\
     poshub-supervisor.service \
     data.mount \
     boot-firmware.mount \
+    var-log.mount \
     var-log-journal.mount \
     poshub-data-layout.service \
     poshub-growdata.service \
@@ -53,7 +55,7 @@ USERADD_PARAM:${PN} = "--system --user-group --home-dir /data/poshub --no-create
 do_install() {
     install -d ${D}${systemd_system_unitdir}
     for unit in poshub-supervisor.service poshub@.service data.mount boot-firmware.mount \
-                var-log-journal.mount poshub-data-layout.service poshub-growdata.service \
+                var-log.mount var-log-journal.mount poshub-data-layout.service poshub-growdata.service \
                 poshub-provision.service; do
         install -m 0644 ${S}/$unit ${D}${systemd_system_unitdir}/
     done
@@ -63,12 +65,13 @@ do_install() {
     install -D -m 0644 ${S}/journald.conf.d/poshub.conf ${D}${systemd_unitdir}/journald.conf.d/poshub.conf
     install -D -m 0644 ${S}/sysusers.d/poshub.conf ${D}${nonarch_libdir}/sysusers.d/poshub.conf
     install -D -m 0644 ${S}/supervisor.env ${D}${datadir}/poshub/supervisor.env
+    # (Units name it in Documentation=; it lands in the -doc package.)
     install -D -m 0644 ${S}/README.md ${D}${docdir}/poshub/systemd.md
     # Written at every boot by poshub-provision (defaults + provisioned overrides).
     install -d ${D}${sysconfdir}/poshub
     ln -sf /run/poshub/supervisor.env ${D}${sysconfdir}/poshub/supervisor.env
-    # Mount points on the read-only root.
-    install -d ${D}/data ${D}/boot/firmware ${D}${localstatedir}/log/journal
+    # Mount points on the read-only root (/var/log: a real directory, see poshub-os.conf).
+    install -d ${D}/data ${D}/boot/firmware ${D}${localstatedir}/log
 }
 
 FILES:${PN} += "\
@@ -76,10 +79,9 @@ FILES:${PN} += "\
     ${systemd_unitdir}/journald.conf.d \
     ${nonarch_libdir}/sysusers.d \
     ${datadir}/poshub \
-    ${docdir}/poshub \
     /data \
     /boot/firmware \
-    ${localstatedir}/log/journal \
+    ${localstatedir}/log \
 "
 
 # growdata: sfdisk, partx, resize2fs; the mounts: e2fsck and fsck.vfat via systemd-fsck@.
