@@ -6,9 +6,10 @@
 #    dependency comes from crates.io, the lockfile format is one wrynose's cargo reads.
 # 2. scripts/yocto-wks-check: the .wks parses the way wic parses it, and the A/B layout
 #    agrees with autoboot.txt, the per-slot cmdline.txt, the image recipe and the units.
-# 3. Both scripts are shown to fail on a broken input (a stale/non-crates.io Cargo.lock,
-#    a swapped autoboot.txt), so a pass means something.
-# 3b. poshub-system installs (and enables) every file of systemd/, which issue 6 shares.
+# 2b. poshub-system installs (and enables) every file of systemd/, which issue 6 shares.
+# 3. Both scripts are shown to fail on broken input (a stale and a non-crates.io
+#    Cargo.lock; a swapped autoboot.txt, unequal slots, a misspelt wic option), so a pass
+#    means something.
 # 4. oelint-adv (pinned) with the layer's .oelint.cfg (--release wrynose): no finding of
 #    any severity.
 # 5. kas dump of each kas file. CI cannot reach the git servers, so the dump runs in a
