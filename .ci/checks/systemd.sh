@@ -10,7 +10,8 @@
 #    Plus `systemd-analyze security` exposure limits for the two long-running services.
 # 3. sysusers.d parses (systemd-sysusers --dry-run into the throw-away root).
 # 4. shellcheck of the helper scripts, and the provisioning script's functional test, with
-#    the host's tools and with busybox's.
+#    the host's tools and with busybox's; the growth script's partition-table steps on
+#    a disk image file.
 # Installs what it needs (Debian); idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +22,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 command -v strings >/dev/null || need+=(binutils)
 [[ -x /bin/busybox ]] || need+=(busybox)
+command -v sfdisk >/dev/null || need+=(fdisk)
 if ((${#need[@]})); then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -111,3 +113,5 @@ bb="$root/busybox-bin"
 mkdir -p "$bb"
 /bin/busybox --install -s "$bb"
 PATH="$bb" /bin/busybox sh "$units/tests/provision-test.sh" | tail -1 | sed 's/$/ (busybox)/'
+# The partition-table part of first-boot growth, on an image file.
+sh "$units/tests/growdata-test.sh"
