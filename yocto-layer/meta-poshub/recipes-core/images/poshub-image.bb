@@ -16,13 +16,16 @@ IMAGE_FEATURES += "read-only-rootfs"
 IMAGE_LINGUAS = ""
 
 # poshub-system: the units of systemd/ (supervisor, /data and /boot/firmware mounts with
-# fsck, growth, provisioning, watchdog and journald drop-ins).
+# fsck, growth, provisioning, watchdog and journald drop-ins). MACHINE_EXTRA_RRECOMMENDS:
+# what meta-raspberrypi's machines recommend (kernel modules, udev rules, Wi-Fi firmware),
+# which only packagegroup-base would otherwise bring in.
 IMAGE_INSTALL = "\
     packagegroup-core-boot \
     poshub \
     poshub-supervisor \
     poshub-system \
     ca-certificates \
+    ${MACHINE_EXTRA_RRECOMMENDS} \
     ${CORE_IMAGE_EXTRA_INSTALL} \
 "
 
