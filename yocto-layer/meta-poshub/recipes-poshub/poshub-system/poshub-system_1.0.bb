@@ -1,0 +1,95 @@
+SUMMARY = "poshub appliance systemd units, provisioning and data partition setup"
+DESCRIPTION = "The units of the repository's systemd/ directory: the supervisor service, \
+               poshub@.service, the /data and /boot/firmware mounts with fsck, growth of \
+               the data partition, provisioning from poshub.env, hardware watchdog and \
+               journald drop-ins."
+SECTION = "base"
+LICENSE = "Apache-2.0"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
+
+# systemd/ at the root of the repository this layer lives in (POSHUB_REPO_DIR, layer.conf),
+# so the Yocto and Debian images install the same files (hence FILESEXTRAPATHS in a recipe).
+# nooelint: oelint.vars.fileextrapaths, oelint.vars.outofcontext
+FILESEXTRAPATHS:prepend := "${POSHUB_REPO_DIR}/systemd:"
+SRC_URI = "\
+    file://poshub-supervisor.service \
+    file://poshub@.service \
+    file://data.mount \
+    file://boot-firmware.mount \
+    file://var-log.mount \
+    file://var-log-journal.mount \
+    file://poshub-data-layout.service \
+    file://poshub-growdata.service \
+    file://poshub-provision.service \
+    file://libexec/poshub-growdata \
+    file://libexec/poshub-provision \
+    file://supervisor.env \
+    file://system.conf.d/poshub-watchdog.conf \
+    file://journald.conf.d/poshub.conf \
+    file://sysusers.d/poshub.conf \
+    file://README.md \
+"
+S = "${UNPACKDIR}"
+
+inherit systemd useradd allarch
+
+SYSTEMD_SERVICE:${PN} = "\
+    poshub-supervisor.service \
+    data.mount \
+    boot-firmware.mount \
+    var-log.mount \
+    var-log-journal.mount \
+    poshub-data-layout.service \
+    poshub-growdata.service \
+    poshub-provision.service \
+"
+# poshub@.service is a template: enabled per realm on the device (systemctl enable poshub@x).
+SYSTEMD_AUTO_ENABLE = "enable"
+
+# The hub's user, created at build time: the root is read-only, so systemd-sysusers cannot
+# add it at boot. Same fields as sysusers.d/poshub.conf (checked by systemd_sysusers_check).
+USERADD_PACKAGES = "${PN}"
+USERADD_PARAM:${PN} = "--system --user-group --home-dir /data/poshub --no-create-home \
+                       --comment 'poshub hub' --shell ${sbindir}/nologin poshub"
+
+do_install() {
+    install -d ${D}${systemd_system_unitdir}
+    for unit in poshub-supervisor.service poshub@.service data.mount boot-firmware.mount \
+                var-log.mount var-log-journal.mount poshub-data-layout.service poshub-growdata.service \
+                poshub-provision.service; do
+        install -m 0644 ${S}/$unit ${D}${systemd_system_unitdir}/
+    done
+    install -d ${D}${libexecdir}/poshub
+    install -m 0755 ${S}/libexec/poshub-growdata ${S}/libexec/poshub-provision ${D}${libexecdir}/poshub/
+    install -D -m 0644 ${S}/system.conf.d/poshub-watchdog.conf ${D}${systemd_unitdir}/system.conf.d/poshub-watchdog.conf
+    install -D -m 0644 ${S}/journald.conf.d/poshub.conf ${D}${systemd_unitdir}/journald.conf.d/poshub.conf
+    install -D -m 0644 ${S}/sysusers.d/poshub.conf ${D}${nonarch_libdir}/sysusers.d/poshub.conf
+    install -D -m 0644 ${S}/supervisor.env ${D}${datadir}/poshub/supervisor.env
+    # (Units name it in Documentation=; it lands in the -doc package.)
+    install -D -m 0644 ${S}/README.md ${D}${docdir}/poshub/systemd.md
+    # Written at every boot by poshub-provision (defaults + provisioned overrides).
+    install -d ${D}${sysconfdir}/poshub
+    ln -sf /run/poshub/supervisor.env ${D}${sysconfdir}/poshub/supervisor.env
+    # Mount points on the read-only root (/var/log: a real directory, see poshub-os.conf).
+    install -d ${D}/data ${D}/boot/firmware ${D}${localstatedir}/log
+}
+
+FILES:${PN} += "\
+    ${systemd_unitdir}/system.conf.d \
+    ${systemd_unitdir}/journald.conf.d \
+    ${nonarch_libdir}/sysusers.d \
+    ${datadir}/poshub \
+    /data \
+    /boot/firmware \
+    ${localstatedir}/log \
+"
+
+# growdata: sfdisk, partx, resize2fs; the mounts: e2fsck and fsck.vfat via systemd-fsck@.
+RDEPENDS:${PN} = "\
+    dosfstools \
+    e2fsprogs-e2fsck \
+    e2fsprogs-resize2fs \
+    poshub-supervisor \
+    util-linux-partx \
+    util-linux-sfdisk \
+"
