@@ -44,8 +44,8 @@ pub struct Manifest {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
     #[error("not a poshub bundle (bad magic)")]
     NotABundle,
     #[error("bundle is truncated: {0}")]
@@ -65,9 +65,9 @@ pub enum BundleError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io {
+    move |err| BundleError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -240,7 +240,7 @@ pub fn read_manifest(path: &Path, key: &VerifyingKey) -> Result<(Manifest, u64),
         io::ErrorKind::UnexpectedEof => BundleError::Truncated("no header".into()),
         _ => BundleError::Io {
             path: path.to_path_buf(),
-            source: e,
+            err: e,
         },
     })?;
     if &head[..8] != MAGIC {

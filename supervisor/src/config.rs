@@ -11,11 +11,8 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("unable to read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("unable to read config file {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: expected KEY=VALUE")]
     Syntax { path: PathBuf, line: usize },
     #[error("{var}: {message}")]
@@ -77,9 +74,9 @@ pub struct Config {
 
 /// Parses an env file: `KEY=VALUE` lines, `#` comments, blank lines, optional quotes.
 pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     let mut out = HashMap::new();
     for (i, raw) in text.lines().enumerate() {

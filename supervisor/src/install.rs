@@ -188,7 +188,7 @@ fn install_locked(
         &Expect {
             key: &key,
             board: &cfg.board,
-            current_version: status.slot(booted).version.as_deref(),
+            current_version: slots.current_version(booted)?.as_deref(),
             allow_downgrade: opts.allow_downgrade,
         },
     )?;

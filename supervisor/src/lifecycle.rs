@@ -51,6 +51,16 @@ impl Slots {
         }
     }
 
+    /// Version running in `booted`: the store's record, else the OS version file.
+    pub fn current_version(&self, booted: Slot) -> Result<Option<String>> {
+        let st = self.store.load()?;
+        Ok(st
+            .slot(booted)
+            .version
+            .clone()
+            .or_else(|| self.os_version.clone()))
+    }
+
     /// Decides what this boot is and records it in the journal.
     pub fn on_boot(&self) -> Result<BootDecision> {
         let booted = self

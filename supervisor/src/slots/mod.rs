@@ -69,11 +69,8 @@ pub struct Booted {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SlotError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}")]
     Invalid(String),
     #[error("command `{cmd}` failed: {detail}")]
@@ -81,10 +78,10 @@ pub enum SlotError {
 }
 
 impl SlotError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> SlotError {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> SlotError {
         SlotError::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

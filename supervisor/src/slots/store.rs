@@ -118,10 +118,10 @@ impl SlotStatus {
 
 /// Error reading or writing the status file.
 #[derive(Debug, thiserror::Error)]
-#[error("slot status {path}: {source}")]
+#[error("slot status {path}: {err}")]
 pub struct StoreError {
     pub path: PathBuf,
-    pub source: std::io::Error,
+    pub err: std::io::Error,
 }
 
 /// Handle on the status file.
@@ -142,7 +142,7 @@ impl Store {
     pub fn load(&self) -> Result<SlotStatus, StoreError> {
         fsutil::read_json(&self.path)
             .map(Option::unwrap_or_default)
-            .map_err(|source| self.err(source))
+            .map_err(|err| self.err(err))
     }
 
     /// Read-modify-write under an exclusive lock; `f`'s result is returned.
@@ -164,10 +164,10 @@ impl Store {
         Ok(r)
     }
 
-    fn err(&self, source: std::io::Error) -> StoreError {
+    fn err(&self, err: std::io::Error) -> StoreError {
         StoreError {
             path: self.path.clone(),
-            source,
+            err,
         }
     }
 }

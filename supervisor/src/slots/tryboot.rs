@@ -155,9 +155,7 @@ impl BootBackend for TrybootBackend {
         let part = self.read_cell("partition")?;
         let tryboot = match self.read_cell("tryboot") {
             Ok(v) => v != 0,
-            Err(SlotError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                false
-            }
+            Err(SlotError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
         Ok(Booted {
