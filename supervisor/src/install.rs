@@ -225,7 +225,21 @@ fn install_locked(
     // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
     progress.phase("prepare");
     pause_point(cfg, "prepare");
+    let running_version = slots.current_version(booted)?;
     slots.store.update(|st| {
+        // The running slot is the fallback: record it as good if this is its first update.
+        if st.slot(booted).state == SlotState::Unknown {
+            let info = st.slot_mut(booted);
+            info.state = SlotState::Good;
+            info.version = running_version.clone();
+            info.committed_at = Some(now_unix());
+            st.log(
+                &slots.boot_id,
+                booted,
+                "adopt",
+                "running slot adopted as good before its first update",
+            );
+        }
         if st.trial.as_ref().is_some_and(|t| t.slot == target) {
             st.trial = None;
         }

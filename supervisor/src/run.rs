@@ -127,15 +127,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     let (sig, reboot) = tokio::select! {
         _ = term.recv() => (Signal::SIGTERM, None),
         _ = int.recv() => (Signal::SIGINT, None),
-        r = reboot_rx.recv() => (Signal::SIGTERM, r),
+        Some(r) = reboot_rx.recv() => (Signal::SIGTERM, Some(r)),
     };
-    tracing::info!(
-        "stopping ({sig}{})",
-        reboot
-            .as_ref()
-            .map(|r| format!(", reboot: {}", r.reason))
-            .unwrap_or_default()
-    );
+    match &reboot {
+        Some(r) => tracing::info!("stopping the hub to reboot: {}", r.reason),
+        None => tracing::info!("{sig} received: stopping"),
+    }
     notifier.stopping();
 
     // 8. Stop: forward the signal to the hub, wait for it, record a clean stop, reboot if asked.
