@@ -87,6 +87,21 @@ impl Progress {
         }
     }
 
+    /// After a restart: an update that was receiving or installing when the process died is
+    /// reported as interrupted (the slot bookkeeping itself is repaired by `Slots::on_boot`).
+    pub fn mark_interrupted(&self) {
+        let cur = self.get();
+        if matches!(cur.state.as_str(), "receiving" | "installing") {
+            let phase = cur.phase.clone().unwrap_or_else(|| "receive".into());
+            self.set(true, |s| {
+                s.state = "interrupted".into();
+                s.error = Some(format!(
+                    "the supervisor stopped during phase {phase} (power loss, kill or restart)"
+                ));
+            });
+        }
+    }
+
     fn phase(&self, phase: &str) {
         tracing::info!(phase, "install phase");
         self.set(true, |s| s.phase = Some(phase.to_string()));

@@ -76,6 +76,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     // 4. The update API.
     let progress = Arc::new(Progress::new(&cfg.state_dir()));
+    progress.mark_interrupted();
     let api_ctx = Arc::new(ApiCtx {
         cfg: cfg.clone(),
         slots: slots.clone(),
