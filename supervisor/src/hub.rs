@@ -181,13 +181,13 @@ async fn run_child(
                 let was_healthy = state_tx.borrow().healthy;
                 match r {
                     Ok(()) => {
-                        notifier.watchdog();
                         if !*ready_sent {
                             *ready_sent = true;
                             notifier.ready("hub healthy");
                         } else if !was_healthy {
                             notifier.status("hub healthy");
                         }
+                        notifier.watchdog();
                         if !was_healthy {
                             tracing::info!("hub healthy");
                         }
