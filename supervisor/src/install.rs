@@ -338,6 +338,7 @@ fn install_locked(
             armed_boot_id: slots.boot_id.clone(),
             attempts: 0,
             boot_ids: Vec::new(),
+            boot_started_uptime_ms: None,
         });
         st.log(
             &slots.boot_id,

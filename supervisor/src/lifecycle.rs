@@ -18,7 +18,13 @@ pub enum BootDecision {
     /// A committed slot (or a trial armed in this same boot that has not rebooted yet).
     Normal { slot: Slot },
     /// Trial boot number `attempt` of `slot`: commit it once the hub is healthy long enough.
-    Trial { slot: Slot, attempt: u32 },
+    /// `elapsed` is how long this boot's trial has been running already (earlier supervisor
+    /// runs in the same boot).
+    Trial {
+        slot: Slot,
+        attempt: u32,
+        elapsed: std::time::Duration,
+    },
     /// The trial used up its boot attempts: it was marked bad, reboot into the previous slot.
     TrialExhausted { slot: Slot, reason: String },
 }
@@ -71,6 +77,10 @@ impl Slots {
         let boot_id = self.boot_id.clone();
         let max_boots = self.max_boots;
         let os_version = self.os_version.clone();
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|secs| (secs * 1000.0) as u64);
         let (decision, mark_bad) = self.store.update(|st| {
             // 1. Adopt the factory slot the first time the supervisor sees it.
             if st.slot(slot).state == SlotState::Unknown {
@@ -102,6 +112,7 @@ impl Slots {
                 if new_boot && !trial.boot_ids.contains(&boot_id) {
                     trial.attempts += 1;
                     trial.boot_ids.push(boot_id.clone());
+                    trial.boot_started_uptime_ms = uptime;
                     st.log(&boot_id, slot, "trial-boot", format!("trial boot attempt {} of {max_boots}", trial.attempts));
                 }
                 if trial.attempts > max_boots {
@@ -113,8 +124,19 @@ impl Slots {
                     return (BootDecision::TrialExhausted { slot, reason }, Some(slot));
                 }
                 let attempt = trial.attempts.max(1);
+                let started = *trial.boot_started_uptime_ms.get_or_insert(uptime.unwrap_or(0));
+                let elapsed = std::time::Duration::from_millis(
+                    uptime.unwrap_or(started).saturating_sub(started),
+                );
                 st.trial = Some(trial);
-                return (BootDecision::Trial { slot, attempt }, None);
+                return (
+                    BootDecision::Trial {
+                        slot,
+                        attempt,
+                        elapsed,
+                    },
+                    None,
+                );
             }
             if trial.armed_boot_id == boot_id {
                 // Armed in this boot (install --no-reboot, or a supervisor restart): pending.

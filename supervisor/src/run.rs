@@ -94,12 +94,18 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
 
     // 5. The trial monitor: commit after the health window, or fail and roll back.
-    let trial_task = if let Some(BootDecision::Trial { slot, attempt }) = decision {
+    let trial_task = if let Some(BootDecision::Trial {
+        slot,
+        attempt,
+        elapsed,
+    }) = decision
+    {
         tracing::info!(%slot, attempt, "trial boot: committing after {:?} of health", cfg.health_window);
         Some(tokio::spawn(trial_monitor(
             cfg.clone(),
             slots.clone(),
             slot,
+            elapsed,
             hub_rx.clone(),
             reboot_tx.clone(),
             notifier.clone(),
@@ -162,11 +168,14 @@ pub async fn trial_monitor(
     cfg: Config,
     slots: Slots,
     slot: Slot,
+    elapsed: Duration,
     mut hub: watch::Receiver<HubState>,
     reboot_tx: mpsc::Sender<RebootRequest>,
     notifier: Notifier,
 ) {
-    let start = Instant::now();
+    let start = Instant::now()
+        .checked_sub(elapsed)
+        .unwrap_or_else(Instant::now);
     let base_restarts = hub.borrow().restarts;
     let window = cfg.health_window;
     let mut last_status = Instant::now() - Duration::from_secs(60);

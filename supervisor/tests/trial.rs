@@ -173,3 +173,33 @@ fn reset_during_the_trial_falls_back_and_marks_the_slot_bad() {
         .clone();
     assert_eq!(unclean["result"], "repaired", "{unclean}");
 }
+
+#[test]
+fn trial_timeout_is_not_reset_by_a_supervisor_restart_in_the_same_boot() {
+    let mut rig = Rig::new();
+    rig.set("SUPERVISOR_TRIAL_TIMEOUT_S", "8");
+    rig.power_on();
+    install_v2(&rig);
+    rig.hub_file("unhealthy", true);
+    assert_eq!(rig.power_on(), "booted slot B (trial)");
+    let mut sup = rig.spawn(&["run"], &[]);
+    std::thread::sleep(Duration::from_secs(6));
+    // systemd restarts the supervisor (watchdog or start timeout) within the same boot.
+    let _ = sup.kill();
+    let _ = sup.wait();
+    if let Some(pid) = rig.hub_pid() {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let t = std::time::Instant::now();
+    let mut sup = rig.spawn(&["run"], &[]);
+    let exited = wait_exit(&mut sup, Duration::from_secs(20));
+    if exited.is_none() {
+        let _ = sup.kill();
+    }
+    assert!(exited.is_some(), "{}", rig.log("run"));
+    // Without the persisted start the second run would wait the full 8 s again.
+    assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    let st = rig.status();
+    assert_eq!(slot_state(&st, "B"), "bad");
+    assert!(st["slots"]["B"]["reason"].as_str().unwrap().contains("health timeout"));
+}

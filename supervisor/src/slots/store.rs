@@ -59,6 +59,11 @@ pub struct Trial {
     /// Boots of `slot` seen during this trial (counted once per boot id).
     pub attempts: u32,
     pub boot_ids: Vec<String>,
+    /// System uptime (ms) when the supervisor first saw this trial in the current boot: the
+    /// trial timeout runs from there, so supervisor restarts (systemd watchdog, start timeout)
+    /// within one boot do not restart the clock.
+    #[serde(default)]
+    pub boot_started_uptime_ms: Option<u64>,
 }
 
 /// One line of the per-boot-attempt journal.
