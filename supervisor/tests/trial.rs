@@ -198,8 +198,15 @@ fn trial_timeout_is_not_reset_by_a_supervisor_restart_in_the_same_boot() {
     }
     assert!(exited.is_some(), "{}", rig.log("run"));
     // Without the persisted start the second run would wait the full 8 s again.
-    assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
     let st = rig.status();
     assert_eq!(slot_state(&st, "B"), "bad");
-    assert!(st["slots"]["B"]["reason"].as_str().unwrap().contains("health timeout"));
+    assert!(st["slots"]["B"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("health timeout"));
 }
