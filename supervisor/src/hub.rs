@@ -124,6 +124,15 @@ fn spawn(cfg: &Config) -> std::io::Result<Child> {
     cmd.args(&cfg.hub_args)
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the new process. If the
+    // supervisor dies (SIGKILL, crash), the hub gets SIGTERM instead of living on as an orphan
+    // that holds the database lock and the port.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     for var in CHILD_ENV_REMOVE {
         cmd.env_remove(var);
     }

@@ -161,6 +161,22 @@ impl Rebooter for SystemRebooter {
     }
 }
 
+/// Reboots by running a configured command (`SUPERVISOR_REBOOT_CMD`, e.g. `systemctl reboot`
+/// for an orderly shutdown), with the reboot argument appended when there is one.
+pub struct CommandRebooter {
+    pub cmdline: String,
+}
+
+impl Rebooter for CommandRebooter {
+    fn reboot(&self, arg: Option<&str>) -> Result<(), SlotError> {
+        nix::unistd::sync();
+        match arg {
+            Some(a) => run_cmdline(&format!("{} {a}", self.cmdline)),
+            None => run_cmdline(&self.cmdline),
+        }
+    }
+}
+
 /// Runs `cmdline` split on whitespace (no shell), failing on a non-zero exit.
 pub fn run_cmdline(cmdline: &str) -> Result<(), SlotError> {
     let mut parts = cmdline.split_whitespace();
@@ -189,6 +205,10 @@ pub fn run_cmdline(cmdline: &str) -> Result<(), SlotError> {
 
 /// Builds the configured backend.
 pub fn backend_from_config(cfg: &Config) -> Arc<dyn BootBackend> {
+    let rebooter: Arc<dyn Rebooter> = match &cfg.reboot_cmd {
+        Some(c) => Arc::new(CommandRebooter { cmdline: c.clone() }),
+        None => Arc::new(SystemRebooter),
+    };
     match cfg.slot_backend {
         BackendKind::File => Arc::new(file::FileBackend::new(cfg.boot_dir.join("boot-state.json"))),
         BackendKind::Uboot => Arc::new(uboot::UbootBackend::new(
@@ -196,14 +216,14 @@ pub fn backend_from_config(cfg: &Config) -> Arc<dyn BootBackend> {
             cfg.fw_setenv.clone(),
             cfg.cmdline_path.clone(),
             cfg.uboot_attempts,
-            Arc::new(SystemRebooter),
+            rebooter,
         )),
         BackendKind::RpiTryboot => Arc::new(tryboot::TrybootBackend::new(
             cfg.boot_dir.join("autoboot.txt"),
             cfg.tryboot_dt_dir.clone(),
             [cfg.tryboot_part_a, cfg.tryboot_part_b],
             cfg.tryboot_mailbox_cmd.clone(),
-            Arc::new(SystemRebooter),
+            rebooter,
         )),
     }
 }
