@@ -52,10 +52,8 @@ pub fn load_or_create_token(cfg: &Config) -> Result<String> {
         }
     }
     let t = fsutil::random_hex(24)?;
-    fsutil::atomic_write(&path, t.as_bytes())
+    fsutil::atomic_write_private(&path, t.as_bytes())
         .with_context(|| format!("unable to write {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(t)
 }
 

@@ -270,21 +270,23 @@ fn restore_newest_backup(cfg: &Config) -> Option<PathBuf> {
 
 fn clean_leftovers(cfg: &Config) -> (Outcome, String) {
     let mut removed = Vec::new();
+    // Our temp files anywhere we write; partial uploads/downloads only in our spool dir (a
+    // `.partial` elsewhere may belong to the hub).
     let dirs = [
-        cfg.data_dir.clone(),
-        cfg.state_dir(),
-        cfg.state_dir().join("incoming"),
-        cfg.data_dir.join("backups"),
+        (cfg.data_dir.clone(), false),
+        (cfg.state_dir(), false),
+        (cfg.state_dir().join("incoming"), true),
+        (cfg.data_dir.join("backups"), false),
     ];
-    for dir in dirs {
+    for (dir, spool) in dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
         for e in rd.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().into_owned();
-            if (name.ends_with(TMP_SUFFIX) || name.ends_with(".partial"))
-                && std::fs::remove_file(e.path()).is_ok()
-            {
+            let ours = name.ends_with(TMP_SUFFIX)
+                || (spool && (name.ends_with(".partial") || name.ends_with(".poshub")));
+            if ours && std::fs::remove_file(e.path()).is_ok() {
                 removed.push(e.path().display().to_string());
             }
         }

@@ -145,10 +145,13 @@ fn leftovers_are_cleaned_and_unclean_shutdowns_counted() {
     std::fs::write(&partial, "x").unwrap();
     let keep = cfg.data_dir.join("hub-signing.key");
     std::fs::write(&keep, "secret").unwrap();
+    // Not ours: a hub file that merely looks partial stays.
+    let hubs = cfg.data_dir.join("backups/hub-3.redb.partial");
+    std::fs::write(&hubs, "x").unwrap();
 
     let r = recovery::run_checks(&cfg);
     assert_eq!(check(&r, "leftovers").result, Outcome::Repaired);
-    assert!(!tmp.exists() && !partial.exists() && keep.exists());
+    assert!(!tmp.exists() && !partial.exists() && keep.exists() && hubs.exists());
     assert_eq!(check(&r, "unclean-shutdown").result, Outcome::Ok);
 
     // No clean stop recorded: the next start counts an unclean shutdown.
