@@ -57,7 +57,9 @@ pub async fn supervise(
     let probe_timeout = cfg
         .health_timeout
         .min(interval.max(Duration::from_millis(200)));
-    let mut backoff = Duration::from_secs(1);
+    let floor = cfg.restart_backoff_min.max(Duration::from_millis(10));
+    let ceiling = cfg.restart_backoff_max.max(floor);
+    let mut backoff = floor;
     let mut ready_sent = false;
     loop {
         if stop.borrow().is_some() {
@@ -105,7 +107,7 @@ pub async fn supervise(
         }
         // The hub is gone: back off before restarting, longer each time it dies young.
         if started.elapsed() >= STABLE_AFTER {
-            backoff = Duration::from_secs(1);
+            backoff = floor;
         }
         notifier.status(&format!(
             "hub exited; restarting in {} ms",
@@ -115,7 +117,7 @@ pub async fn supervise(
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
-        backoff = (backoff * 2).min(cfg.restart_backoff_max.max(Duration::from_millis(100)));
+        backoff = (backoff * 2).min(ceiling);
     }
 }
 

@@ -2,7 +2,7 @@
 //! `--port N` and is steered through files in `$FAKE_HUB_DIR`:
 //! - `crash` present: exit with status 3 right after start (crash loop);
 //! - `unhealthy` present: answer 503 `{"status":"error"}`;
-//! - writes `pid` on start, appends a line to `starts`, writes `notify-socket` if it inherited
+//! - writes `pid` on start, appends `start <unix ms>` to `starts`, writes `notify-socket` if it inherited
 //!   `NOTIFY_SOCKET`, and `got-sigterm`/`got-sigint` when it is asked to stop.
 //!
 //! A hung hub is simulated by the test with SIGSTOP on the pid.
@@ -29,7 +29,11 @@ async fn main() {
         .append(true)
         .open(dir.join("starts"))
     {
-        let _ = writeln!(f, "start");
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let _ = writeln!(f, "start {ms}");
     }
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let _ = std::fs::write(dir.join("notify-socket"), "inherited");

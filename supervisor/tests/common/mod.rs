@@ -122,6 +122,7 @@ impl Rig {
             ("SUPERVISOR_HEALTH_TIMEOUT_MS", "300".into()),
             ("SUPERVISOR_HEALTH_WINDOW_S", "1".into()),
             ("SUPERVISOR_TRIAL_TIMEOUT_S", "4".into()),
+            ("SUPERVISOR_RESTART_BACKOFF_MIN_MS", "100".into()),
             ("SUPERVISOR_RESTART_BACKOFF_MAX_MS", "200".into()),
             ("SUPERVISOR_MIN_FREE_MB", "1".into()),
             ("SUPERVISOR_CLOCK_SET", "false".into()),

@@ -1,0 +1,42 @@
+//! The hub as a child: restarts with exponential backoff while it crashes, recovers when it
+//! stops crashing, and SIGINT to the supervisor is forwarded as SIGINT.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+fn start_times(rig: &Rig) -> Vec<u64> {
+    std::fs::read_to_string(rig.path("hub/starts"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("start ")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn crashing_hub_is_restarted_with_growing_backoff_then_recovers() {
+    let mut rig = Rig::new();
+    rig.set("SUPERVISOR_RESTART_BACKOFF_MIN_MS", "100");
+    rig.set("SUPERVISOR_RESTART_BACKOFF_MAX_MS", "800");
+    rig.power_on();
+    rig.hub_file("crash", true);
+    let mut sup = rig.spawn(&["run"], &[]);
+    let enough = wait_for(Duration::from_secs(20), || start_times(&rig).len() >= 6);
+    let starts = start_times(&rig);
+    rig.hub_file("crash", false);
+    assert!(enough, "hub not restarted: {starts:?}\n{}", rig.log("run"));
+    let gaps: Vec<u64> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    // 100, 200, 400, 800, 800 ms (plus start-up time): growing, capped.
+    assert!(gaps[0] < 600, "{gaps:?}");
+    assert!(gaps[3] >= 700 && gaps[3] < 2500, "{gaps:?}");
+    assert!(gaps[2] > gaps[0], "{gaps:?}");
+
+    // No longer crashing: the next start stays up and becomes healthy.
+    let healthy = wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", rig.hub_port)).is_ok()
+    });
+    assert!(healthy, "{}", rig.log("run"));
+    let status = stop(&mut sup, libc::SIGINT).unwrap();
+    assert!(status.success());
+    assert!(rig.path("hub/got-sigint").exists(), "SIGINT not forwarded");
+}
