@@ -173,7 +173,8 @@ fn check_clock(cfg: &Config) -> (Outcome, String) {
             if !cfg.clock_set {
                 (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last} and SUPERVISOR_CLOCK_SET=false"))
             } else {
-                let ts = nix::sys::time::TimeSpec::new(last as libc::time_t, 0);
+                let ts =
+                    nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_secs(last));
                 match nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
                     Ok(()) => (Outcome::Repaired, format!("clock was {behind}s behind the last persisted timestamp; set forward to {last}")),
                     Err(e) => (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last}; setting it failed: {e}")),
