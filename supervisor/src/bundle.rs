@@ -347,6 +347,68 @@ mod tests {
     use super::*;
     use std::cmp::Ordering::*;
 
+    /// Truncations and random corruptions of a valid bundle are refused with
+    /// an error, never a panic, and never accepted.
+    #[test]
+    fn corrupted_bundles_never_verify_and_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, public) = keygen(&dir.path().join("k")).unwrap();
+        let image = dir.path().join("img");
+        std::fs::write(
+            &image,
+            (0..20_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let good = dir.path().join("b.poshub");
+        create(&CreateOptions {
+            image: &image,
+            key: &key,
+            version: "1.2.3",
+            compatible: "rpi4",
+            out: &good,
+            level: 3,
+        })
+        .unwrap();
+        let vk = load_verifying_key(&public).unwrap();
+        let expect = Expect {
+            key: &vk,
+            board: "rpi4",
+            current_version: Some("1.0.0"),
+            allow_downgrade: false,
+        };
+        assert!(verify(&good, &expect).is_ok());
+        let bytes = std::fs::read(&good).unwrap();
+        let probe = dir.path().join("probe.poshub");
+        for len in (0..bytes.len()).step_by(bytes.len() / 40 + 1) {
+            std::fs::write(&probe, &bytes[..len]).unwrap();
+            assert!(
+                verify(&probe, &expect).is_err(),
+                "truncated to {len} accepted"
+            );
+        }
+        // xorshift: deterministic "random" corruptions, 1 to 4 bytes each.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200 {
+            let mut b = bytes.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() % b.len() as u64) as usize;
+                let v = (next() % 255 + 1) as u8;
+                b[i] ^= v;
+            }
+            std::fs::write(&probe, &b).unwrap();
+            assert!(
+                verify(&probe, &expect).is_err(),
+                "corrupted bundle accepted"
+            );
+        }
+    }
+
     #[test]
     fn versions_compare_numerically() {
         assert_eq!(version_cmp("1.10.0", "1.9.3"), Greater);
