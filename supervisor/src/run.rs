@@ -30,6 +30,8 @@ pub struct RebootRequest {
 /// Runs the service until a signal or a reboot request.
 pub async fn run(cfg: Config) -> Result<()> {
     let notifier = Notifier;
+    // 0. One supervisor per data dir: a second one would start a second hub on the same files.
+    let _run_lock = take_run_lock(&cfg)?;
     // 1. Recovery checks, before the hub can touch its files.
     notifier.status("running recovery checks");
     let c = cfg.clone();
@@ -160,6 +162,23 @@ pub async fn run(cfg: Config) -> Result<()> {
         tracing::info!("reboot requested from the emulated bootloader; exiting");
     }
     Ok(())
+}
+
+fn take_run_lock(cfg: &Config) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let dir = cfg.state_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("unable to create {}", dir.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("run.lock"))
+        .context("unable to open the run lock")?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another poshub-supervisor is already running on {}",
+            cfg.data_dir.display()
+        )
+    })
 }
 
 /// Watches the hub during a trial boot: commit once it has been healthy for the health window;

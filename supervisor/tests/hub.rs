@@ -36,6 +36,15 @@ fn crashing_hub_is_restarted_with_growing_backoff_then_recovers() {
         std::net::TcpStream::connect(("127.0.0.1", rig.hub_port)).is_ok()
     });
     assert!(healthy, "{}", rig.log("run"));
+    // A second supervisor on the same data dir refuses to start.
+    let second = rig.sup(&["run"]);
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+
     let status = stop(&mut sup, libc::SIGINT).unwrap();
     assert!(status.success());
     assert!(rig.path("hub/got-sigint").exists(), "SIGINT not forwarded");
