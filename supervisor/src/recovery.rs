@@ -217,7 +217,12 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
         }
         Err(e) => e,
     };
-    // Corrupt: move aside, never delete.
+    // Corrupt: move aside, never delete. The restored copy keeps the original's owner (the hub
+    // may run as its own user while the supervisor runs as root).
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        db.metadata().ok().map(|m| (m.uid(), m.gid()))
+    };
     let corrupt_dir = cfg.data_dir.join("corrupt");
     let name = db
         .file_name()
@@ -233,7 +238,13 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
     }
     let _ = fsutil::fsync_dir(&corrupt_dir);
     let _ = db.parent().map(fsutil::fsync_dir);
-    match restore_newest_backup(cfg) {
+    let restored = restore_newest_backup(cfg);
+    if let (Some(_), Some((uid, gid))) = (&restored, owner) {
+        if let Err(e) = std::os::unix::fs::chown(db, Some(uid), Some(gid)) {
+            tracing::warn!("unable to give the restored database back to uid {uid}: {e}");
+        }
+    }
+    match restored {
         Some(b) => (Outcome::Repaired, format!("database corrupt ({err}); moved to {}; restored backup {}", aside.display(), b.display())),
         None => (Outcome::Failed, format!("database corrupt ({err}); moved to {}; no valid backup in {}: the hub starts with an empty database", aside.display(), cfg.data_dir.join("backups").display())),
     }

@@ -82,12 +82,21 @@ fn corrupt_database_is_moved_aside_and_the_newest_good_backup_restored() {
     let mut bytes = std::fs::read(&cfg.hub_db).unwrap();
     bytes[..512].fill(0xEE);
     std::fs::write(&cfg.hub_db, &bytes).unwrap();
+    // The hub runs as its own user: the restored file must stay its own.
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        std::os::unix::fs::chown(&cfg.hub_db, Some(4321), Some(4321)).unwrap();
+    }
 
     let r = recovery::run_checks(&cfg);
     let c = check(&r, "database");
     assert_eq!(c.result, Outcome::Repaired, "{c:?}");
     assert!(c.detail.contains("hub-1.redb"), "{c:?}");
     assert_eq!(read_db(&cfg.hub_db), "from-backup-1");
+    if root {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&cfg.hub_db).unwrap().uid(), 4321);
+    }
     // Nothing deleted: the corrupt file is kept byte for byte, the backups stay as they were.
     let aside: Vec<_> = std::fs::read_dir(cfg.data_dir.join("corrupt"))
         .unwrap()
