@@ -231,6 +231,16 @@ impl Config {
                 message: "must be above 0".into(),
             });
         }
+        if cfg.trial_timeout <= cfg.health_window {
+            return Err(ConfigError::Invalid {
+                var: "SUPERVISOR_TRIAL_TIMEOUT_S",
+                message: format!(
+                    "{}s must be longer than SUPERVISOR_HEALTH_WINDOW_S ({}s), or no trial could pass",
+                    cfg.trial_timeout.as_secs(),
+                    cfg.health_window.as_secs()
+                ),
+            });
+        }
         Ok(cfg)
     }
 
@@ -273,6 +283,19 @@ mod tests {
         std::fs::write(&p, "SUPERVISOR_API_PORT=eighty\n").unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("SUPERVISOR_API_PORT"), "{err}");
+    }
+
+    #[test]
+    fn trial_timeout_must_exceed_the_health_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        std::fs::write(
+            &p,
+            "SUPERVISOR_HEALTH_WINDOW_S=120\nSUPERVISOR_TRIAL_TIMEOUT_S=60\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.starts_with("SUPERVISOR_TRIAL_TIMEOUT_S"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn crash_looping_trial_is_marked_bad_and_rolled_back() {
 fn reset_during_the_trial_falls_back_and_marks_the_slot_bad() {
     let mut rig = Rig::new();
     rig.set("SUPERVISOR_HEALTH_WINDOW_S", "60");
+    rig.set("SUPERVISOR_TRIAL_TIMEOUT_S", "120");
     rig.power_on();
     install_v2(&rig);
     assert_eq!(rig.power_on(), "booted slot B (trial)");
