@@ -47,6 +47,7 @@ pub struct Config {
     pub tryboot_part_a: u32,
     pub tryboot_part_b: u32,
     pub tryboot_mailbox_cmd: String,
+    pub tryboot_firmware_driver: PathBuf,
     pub cmdline_path: PathBuf,
     pub fw_printenv: String,
     pub fw_setenv: String,
@@ -195,6 +196,12 @@ impl Config {
                 "SUPERVISOR_TRYBOOT_MAILBOX_CMD",
                 "vcmailbox 0x00038064 4 0 1",
             ),
+            tryboot_firmware_driver: src
+                .str(
+                    "SUPERVISOR_TRYBOOT_FIRMWARE_DRIVER",
+                    "/sys/bus/platform/drivers/raspberrypi-firmware",
+                )
+                .into(),
             cmdline_path: src.str("SUPERVISOR_CMDLINE", "/proc/cmdline").into(),
             fw_printenv: src.str("SUPERVISOR_FW_PRINTENV", "fw_printenv"),
             fw_setenv: src.str("SUPERVISOR_FW_SETENV", "fw_setenv"),

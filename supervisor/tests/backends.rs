@@ -218,7 +218,7 @@ fn rpi_tryboot_install_trial_commit() {
     assert!(out.status.success(), "{}", stderr(&out));
     let autoboot = std::fs::read_to_string(rig.path("boot/autoboot.txt")).unwrap();
     assert!(autoboot.contains("tryboot_a_b=1"), "{autoboot}");
-    // This machine has no Raspberry Pi firmware driver, so the mailbox fallback armed tryboot.
+    // No Raspberry Pi firmware driver (configured away), so the mailbox fallback armed tryboot.
     let reboots = std::fs::read_to_string(&log).unwrap();
     assert!(reboots.contains("mailbox 0x00038064 4 0 1"), "{reboots}");
 

@@ -218,12 +218,15 @@ pub fn backend_from_config(cfg: &Config) -> Arc<dyn BootBackend> {
             cfg.uboot_attempts,
             rebooter,
         )),
-        BackendKind::RpiTryboot => Arc::new(tryboot::TrybootBackend::new(
-            cfg.boot_dir.join("autoboot.txt"),
-            cfg.tryboot_dt_dir.clone(),
-            [cfg.tryboot_part_a, cfg.tryboot_part_b],
-            cfg.tryboot_mailbox_cmd.clone(),
-            rebooter,
-        )),
+        BackendKind::RpiTryboot => Arc::new(
+            tryboot::TrybootBackend::new(
+                cfg.boot_dir.join("autoboot.txt"),
+                cfg.tryboot_dt_dir.clone(),
+                [cfg.tryboot_part_a, cfg.tryboot_part_b],
+                cfg.tryboot_mailbox_cmd.clone(),
+                rebooter,
+            )
+            .with_firmware_driver_dir(cfg.tryboot_firmware_driver.clone()),
+        ),
     }
 }
