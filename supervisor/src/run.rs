@@ -79,19 +79,28 @@ pub async fn run(cfg: Config) -> Result<()> {
     // 4. The update API.
     let progress = Arc::new(Progress::new(&cfg.state_dir()));
     progress.mark_interrupted();
-    let api_ctx = Arc::new(ApiCtx {
-        cfg: cfg.clone(),
-        slots: slots.clone(),
-        progress: progress.clone(),
-        reboot_tx: reboot_tx.clone(),
-        token: api::load_or_create_token(&cfg).context("unable to set up the API token")?,
-        hub: hub_rx.clone(),
-    });
-    let api_task = match api::bind(&cfg).await {
-        Ok(listener) => Some(tokio::spawn(api::serve(listener, api_ctx))),
+    // Without a token or a port the hub still runs; only remote updates are unavailable.
+    let api_task = match api::load_or_create_token(&cfg) {
         Err(e) => {
-            tracing::error!("update API not available: {e:#}");
+            tracing::error!("update API not available: no API token: {e:#}");
             None
+        }
+        Ok(token) => {
+            let api_ctx = Arc::new(ApiCtx {
+                cfg: cfg.clone(),
+                slots: slots.clone(),
+                progress: progress.clone(),
+                reboot_tx: reboot_tx.clone(),
+                token,
+                hub: hub_rx.clone(),
+            });
+            match api::bind(&cfg).await {
+                Ok(listener) => Some(tokio::spawn(api::serve(listener, api_ctx))),
+                Err(e) => {
+                    tracing::error!("update API not available: {e:#}");
+                    None
+                }
+            }
         }
     };
 
@@ -164,21 +173,33 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-fn take_run_lock(cfg: &Config) -> Result<nix::fcntl::Flock<std::fs::File>> {
+/// The run lock; `Ok(None)` when the data dir cannot hold one (read-only or missing: the
+/// recovery checks report that, and the hub is still started), an error only when another
+/// supervisor holds it.
+fn take_run_lock(cfg: &Config) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     let dir = cfg.state_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("unable to create {}", dir.display()))?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("run.lock"))
-        .context("unable to open the run lock")?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        anyhow::anyhow!(
-            "another poshub-supervisor is already running on {}",
-            cfg.data_dir.display()
-        )
-    })
+    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("run.lock"))
+    });
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("no run lock in {}: {e}", dir.display());
+            return Ok(None);
+        }
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(Some)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "another poshub-supervisor is already running on {}",
+                cfg.data_dir.display()
+            )
+        })
 }
 
 /// Watches the hub during a trial boot: commit once it has been healthy for the health window;

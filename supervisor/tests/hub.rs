@@ -49,3 +49,24 @@ fn crashing_hub_is_restarted_with_growing_backoff_then_recovers() {
     assert!(status.success());
     assert!(rig.path("hub/got-sigint").exists(), "SIGINT not forwarded");
 }
+
+#[test]
+fn unusable_data_dir_is_reported_and_the_hub_still_runs() {
+    let mut rig = Rig::new();
+    rig.power_on();
+    let not_a_dir = rig.path("data-is-a-file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    rig.set("SUPERVISOR_DATA_DIR", not_a_dir.to_str().unwrap());
+    let mut sup = rig.spawn(&["run"], &[]);
+    let started = wait_for(Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", rig.hub_port)).is_ok()
+    });
+    let status = stop(&mut sup, libc::SIGTERM).unwrap();
+    let log = rig.log("run");
+    assert!(started, "hub not started: {log}");
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("recovery check failed") && log.contains("check=\"data-dir\""),
+        "{log}"
+    );
+}
