@@ -113,7 +113,11 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("unable to start the async runtime")?;
-            rt.block_on(crate::run::run(cfg))
+            let r = rt.block_on(crate::run::run(cfg));
+            // An install still running in a blocking thread must not hold up the stop: it is
+            // abandoned like a power cut, which the next start cleans up.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            r
         }
         Command::Status { json } => {
             let v = status::full(&cfg, &slots_of(&cfg))?;

@@ -125,3 +125,55 @@ fn update_api_end_to_end() {
         .count();
     assert_eq!(left, 0);
 }
+
+#[test]
+fn second_update_while_one_is_installing_is_409_and_stop_is_not_blocked() {
+    let rig = Rig::new();
+    rig.power_on();
+    // The first install stops half-way through writing (test hook) and stays there.
+    let mut sup = rig.spawn(&["run"], &[("SUPERVISOR_TEST_PAUSE_AT", "write")]);
+    let port_file = rig.path("data/supervisor/api-port");
+    assert!(wait_for(Duration::from_secs(15), || port_file.exists()));
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let tok = Some("test-token");
+    let bundle = std::fs::read(rig.bundle("v2", "2.0.0", "rpi4", &image(b'N', 500_000))).unwrap();
+    assert_eq!(
+        http(port, "POST", "/update?no_reboot=1", tok, &bundle, None).0,
+        202
+    );
+    let paused = wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(rig.path("data/supervisor/paused-at")).is_ok_and(|p| p == "write")
+    });
+    assert!(paused, "{}", rig.log("run"));
+    let (code, v) = http(port, "GET", "/update/status", tok, b"", None);
+    assert_eq!(
+        (code, v["state"].as_str(), v["phase"].as_str()),
+        (200, Some("installing"), Some("write"))
+    );
+    let (code, v) = http(port, "POST", "/update", tok, &bundle, None);
+    assert_eq!(code, 409, "{v}");
+
+    // SIGTERM while the install is stuck: the supervisor still stops promptly.
+    let t = std::time::Instant::now();
+    let status = stop(&mut sup, libc::SIGTERM).unwrap();
+    assert!(status.success(), "{}", rig.log("run"));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        t.elapsed()
+    );
+
+    // The next start reports the interrupted update and marks the half-written slot bad.
+    let mut sup = rig.spawn(&["run"], &[]);
+    let settled = wait_for(Duration::from_secs(15), || {
+        let st = rig.status();
+        st["update"]["state"] == "interrupted" && slot_state(&st, "B") == "bad"
+    });
+    stop(&mut sup, libc::SIGTERM);
+    assert!(settled, "{}", rig.status());
+    assert_eq!(rig.boot_state()["primary"], "A");
+}
