@@ -1,6 +1,12 @@
-//! `poshub-supervisor`: placeholder until the supervisor lands (issue 5).
+//! `poshub-supervisor`: parses the command line and hands over to the library.
+
+use clap::Parser;
 
 fn main() {
-    eprintln!("poshub-supervisor: not built yet");
-    std::process::exit(2);
+    poshub_supervisor::logging::init();
+    let cli = poshub_supervisor::cli::Cli::parse();
+    if let Err(e) = poshub_supervisor::cli::dispatch(cli) {
+        eprintln!("poshub-supervisor: {e:#}");
+        std::process::exit(1);
+    }
 }

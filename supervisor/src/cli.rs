@@ -1,0 +1,287 @@
+//! Command-line interface (clap derive) and dispatch. Each command is a few lines calling the
+//! library; errors surface as one clear line from `main`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::bundle::{self, CreateOptions, Expect};
+use crate::config::{BackendKind, Config};
+use crate::install::{self, InstallOptions, Progress};
+use crate::lifecycle::Slots;
+use crate::slots::{self, Slot};
+use crate::{fsutil, status};
+
+/// poshub-supervisor: keeps the hub alive and installs signed A/B updates.
+#[derive(Debug, Parser)]
+#[command(name = "poshub-supervisor", version, about)]
+pub struct Cli {
+    /// Env file (systemd EnvironmentFile format) with SUPERVISOR_* variables.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: recovery checks, the hub, the watchdog, the update API.
+    Run,
+    /// Show slots, the trial, the last update and the recovery checks.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a bundle and install it into the inactive slot, then reboot into a trial.
+    Install {
+        /// Bundle file or http:// URL.
+        source: String,
+        /// Do not reboot after installing.
+        #[arg(long)]
+        no_reboot: bool,
+        /// Install even if the bundle is older than the running version.
+        #[arg(long)]
+        allow_downgrade: bool,
+    },
+    /// Commit the booted slot (end its trial successfully).
+    MarkGood,
+    /// Mark a slot bad (default: the booted one); the bootloader will not pick it again.
+    MarkBad { slot: Option<Slot> },
+    /// Make the other slot the default (or fail the running trial) and reboot.
+    Rollback {
+        /// Roll back even if the other slot is not known good.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        no_reboot: bool,
+    },
+    /// Create an ed25519 signing key pair: PREFIX.key (secret) and PREFIX.pub.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Create or verify update bundles.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+    /// Emulate a power-on of the `file` backend (tests, emulated boots).
+    #[command(hide = true)]
+    EmulateBoot,
+}
+
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// Build a signed bundle from a root filesystem image.
+    Create {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// Compatible board (SUPERVISOR_BOARD on the device), e.g. rpi4.
+        #[arg(long)]
+        board: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// zstd level (1-22).
+        #[arg(long, default_value_t = 9)]
+        level: i32,
+    },
+    /// Check a bundle's signature, payload and (optionally) board.
+    Verify {
+        bundle: PathBuf,
+        /// Public key (default: SUPERVISOR_PUBLIC_KEY).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Board to check against (default: SUPERVISOR_BOARD).
+        #[arg(long)]
+        board: Option<String>,
+    },
+}
+
+/// Runs the parsed command.
+pub fn dispatch(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("unable to start the async runtime")?;
+            let r = rt.block_on(crate::run::run(cfg));
+            // An install still running in a blocking thread must not hold up the stop: it is
+            // abandoned like a power cut, which the next start cleans up.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            r
+        }
+        Command::Status { json } => {
+            let v = status::full(&cfg, &slots_of(&cfg))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", status::render(&v));
+            }
+            Ok(())
+        }
+        Command::Install {
+            source,
+            no_reboot,
+            allow_downgrade,
+        } => cmd_install(&cfg, &source, no_reboot, allow_downgrade),
+        Command::MarkGood => {
+            let slots = slots_of(&cfg);
+            let booted = slots.backend.booted()?.slot;
+            slots.commit(booted, "marked good by hand")?;
+            println!("slot {booted} committed");
+            Ok(())
+        }
+        Command::MarkBad { slot } => {
+            let slots = slots_of(&cfg);
+            let booted = slots.backend.booted()?.slot;
+            let slot = slot.unwrap_or(booted);
+            slots.mark_bad(slot, "marked bad by hand")?;
+            println!("slot {slot} marked bad");
+            if slot == booted {
+                println!("the next boot uses slot {}", slot.other());
+            }
+            Ok(())
+        }
+        Command::Rollback { force, no_reboot } => {
+            let slots = slots_of(&cfg);
+            let next = slots.rollback(force)?;
+            println!("slot {next} is the default now");
+            if !no_reboot {
+                println!("rebooting");
+                slots.backend.reboot(false)?;
+            }
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let (secret, public) = bundle::keygen(&out)?;
+            println!("secret key: {} (keep it off devices)", secret.display());
+            println!(
+                "public key: {} (SUPERVISOR_PUBLIC_KEY on devices)",
+                public.display()
+            );
+            Ok(())
+        }
+        Command::Bundle(BundleCmd::Create {
+            image,
+            key,
+            version,
+            board,
+            out,
+            level,
+        }) => {
+            let m = bundle::create(&CreateOptions {
+                image: &image,
+                key: &key,
+                version: &version,
+                compatible: &board,
+                out: &out,
+                level,
+            })?;
+            println!(
+                "{}: version {} for {}, image {} bytes, payload {} bytes",
+                out.display(),
+                m.version,
+                m.compatible,
+                m.image_size,
+                m.payload_size
+            );
+            Ok(())
+        }
+        Command::Bundle(BundleCmd::Verify { bundle, key, board }) => {
+            let key_path = key
+                .or(cfg.public_key.clone())
+                .context("no public key: pass --key or set SUPERVISOR_PUBLIC_KEY")?;
+            let vk = bundle::load_verifying_key(&key_path)?;
+            let board = board.unwrap_or(cfg.board.clone());
+            let vb = bundle::verify(
+                &bundle,
+                &Expect {
+                    key: &vk,
+                    board: &board,
+                    current_version: None,
+                    allow_downgrade: true,
+                },
+            )?;
+            println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
+            println!("bundle OK");
+            Ok(())
+        }
+        Command::EmulateBoot => {
+            if cfg.slot_backend != BackendKind::File {
+                bail!("emulate-boot only works with SUPERVISOR_SLOT_BACKEND=file");
+            }
+            let st = slots::file::emulate_boot(&cfg.boot_dir.join("boot-state.json"))?;
+            let boot_id = fsutil::random_hex(16)?;
+            if let Some(dir) = cfg.boot_id_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            fsutil::atomic_write(&cfg.boot_id_path, boot_id.as_bytes())?;
+            println!(
+                "booted slot {}{}",
+                st.booted,
+                if st.tryboot { " (trial)" } else { "" }
+            );
+            Ok(())
+        }
+    }
+}
+
+fn slots_of(cfg: &Config) -> Slots {
+    Slots::new(cfg, slots::backend_from_config(cfg))
+}
+
+fn cmd_install(cfg: &Config, source: &str, no_reboot: bool, allow_downgrade: bool) -> Result<()> {
+    let slots = slots_of(cfg);
+    let progress = Progress::new(&cfg.state_dir());
+    let (path, downloaded) = if source.starts_with("http://") || source.starts_with("https://") {
+        let dir = cfg.state_dir().join("incoming");
+        std::fs::create_dir_all(&dir)?;
+        let partial = dir.join(format!("download-{}.partial", fsutil::random_hex(8)?));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(crate::http::download(
+            source,
+            &partial,
+            cfg.max_bundle_bytes,
+        ));
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.context(format!("unable to download {source}")));
+        }
+        (partial, true)
+    } else {
+        (PathBuf::from(source), false)
+    };
+    let r = install::install(
+        cfg,
+        &slots,
+        Path::new(&path),
+        InstallOptions { allow_downgrade },
+        &progress,
+    );
+    if downloaded {
+        let _ = std::fs::remove_file(&path);
+    }
+    let o = r?;
+    println!(
+        "version {} installed into slot {}; armed for one trial boot",
+        o.manifest.version, o.target
+    );
+    if no_reboot {
+        println!("not rebooting (--no-reboot)");
+    } else {
+        println!("rebooting into the trial");
+        slots.backend.reboot(true)?;
+    }
+    Ok(())
+}

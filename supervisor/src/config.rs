@@ -1,0 +1,318 @@
+//! Supervisor configuration: `SUPERVISOR_*` variables from an env file (systemd
+//! `EnvironmentFile` format, given with `--config`) and the process environment. A value in the
+//! file wins; a variable the file does not set is read from the environment; then the default.
+//! Every variable is listed in `supervisor/README.md`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem, always naming the variable (or file line) at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("unable to read config file {path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("{path}:{line}: expected KEY=VALUE")]
+    Syntax { path: PathBuf, line: usize },
+    #[error("{var}: {message}")]
+    Invalid { var: &'static str, message: String },
+}
+
+/// Which bootloader mechanism selects the A/B slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A JSON state file that emulates a bootloader (tests, emulated boots).
+    File,
+    /// U-Boot with RAUC-style `BOOT_ORDER`/`BOOT_x_LEFT`.
+    Uboot,
+    /// Raspberry Pi firmware `autoboot.txt` + `tryboot`.
+    RpiTryboot,
+}
+
+/// Everything the supervisor needs to know, resolved once at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub hub_bin: PathBuf,
+    pub hub_args: Vec<String>,
+    pub hub_health_url: String,
+    pub hub_db: PathBuf,
+    pub hub_user: Option<String>,
+    pub slot_backend: BackendKind,
+    pub slot_a_device: PathBuf,
+    pub slot_b_device: PathBuf,
+    pub boot_dir: PathBuf,
+    pub tryboot_dt_dir: PathBuf,
+    pub tryboot_part_a: u32,
+    pub tryboot_part_b: u32,
+    pub tryboot_mailbox_cmd: String,
+    pub tryboot_firmware_driver: PathBuf,
+    pub cmdline_path: PathBuf,
+    pub fw_printenv: String,
+    pub fw_setenv: String,
+    pub uboot_attempts: u32,
+    pub reboot_cmd: Option<String>,
+    pub api_port: u16,
+    pub api_bind: String,
+    pub api_token: Option<String>,
+    pub max_bundle_bytes: u64,
+    pub health_window: Duration,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub trial_timeout: Duration,
+    pub trial_max_restarts: u32,
+    pub trial_max_boots: u32,
+    pub restart_backoff_min: Duration,
+    pub restart_backoff_max: Duration,
+    pub board: String,
+    pub public_key: Option<PathBuf>,
+    pub os_version_file: PathBuf,
+    pub boot_id_path: PathBuf,
+    pub min_free_bytes: u64,
+    pub clock_set: bool,
+    /// Test hook: pause (sleep forever) when an install reaches this phase.
+    pub test_pause_at: Option<String>,
+}
+
+/// Parses an env file: `KEY=VALUE` lines, `#` comments, blank lines, optional quotes.
+pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    let mut out = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: i + 1,
+            });
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.insert(k.trim().to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+struct Source {
+    file: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, var: &str) -> Option<String> {
+        self.file
+            .get(var)
+            .cloned()
+            .or_else(|| std::env::var(var).ok())
+            .filter(|v| !v.trim().is_empty())
+    }
+    fn str(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or_else(|| default.to_string())
+    }
+    fn num<T: std::str::FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                var,
+                message: format!("{v:?} is not a valid number"),
+            }),
+        }
+    }
+    fn bool(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(v) => Err(ConfigError::Invalid {
+                var,
+                message: format!("{v:?} is not true/false"),
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `file` (if any) and the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let src = Source {
+            file: match file {
+                Some(p) => parse_env_file(p)?,
+                None => HashMap::new(),
+            },
+        };
+        let data_dir = PathBuf::from(src.str("SUPERVISOR_DATA_DIR", "/data/poshub"));
+        let slot_backend = match src.str("SUPERVISOR_SLOT_BACKEND", "file").as_str() {
+            "file" => BackendKind::File,
+            "uboot" => BackendKind::Uboot,
+            "rpi-tryboot" => BackendKind::RpiTryboot,
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: "SUPERVISOR_SLOT_BACKEND",
+                    message: format!("{other:?} is not one of file, uboot, rpi-tryboot"),
+                })
+            }
+        };
+        let secs = |var: &'static str, d: u64| src.num(var, d).map(Duration::from_secs);
+        let millis = |var: &'static str, d: u64| src.num(var, d).map(Duration::from_millis);
+        let cfg = Config {
+            hub_bin: src.str("SUPERVISOR_HUB_BIN", "/usr/bin/poshub").into(),
+            hub_args: src
+                .str(
+                    "SUPERVISOR_HUB_ARGS",
+                    "serve --config /data/poshub/poshub.env",
+                )
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            hub_health_url: src.str("SUPERVISOR_HUB_HEALTH_URL", "http://127.0.0.1:8766/health"),
+            hub_db: src
+                .get("SUPERVISOR_HUB_DB")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("hub.redb")),
+            hub_user: src.get("SUPERVISOR_HUB_USER"),
+            slot_backend,
+            slot_a_device: src.str("SUPERVISOR_SLOT_A_DEVICE", "/dev/mmcblk0p2").into(),
+            slot_b_device: src.str("SUPERVISOR_SLOT_B_DEVICE", "/dev/mmcblk0p3").into(),
+            boot_dir: src.str("SUPERVISOR_BOOT_DIR", "/boot/firmware").into(),
+            tryboot_dt_dir: src
+                .str(
+                    "SUPERVISOR_TRYBOOT_DT_DIR",
+                    "/proc/device-tree/chosen/bootloader",
+                )
+                .into(),
+            tryboot_part_a: src.num("SUPERVISOR_TRYBOOT_PART_A", 2)?,
+            tryboot_part_b: src.num("SUPERVISOR_TRYBOOT_PART_B", 3)?,
+            tryboot_mailbox_cmd: src.str(
+                "SUPERVISOR_TRYBOOT_MAILBOX_CMD",
+                "vcmailbox 0x00038064 4 0 1",
+            ),
+            tryboot_firmware_driver: src
+                .str(
+                    "SUPERVISOR_TRYBOOT_FIRMWARE_DRIVER",
+                    "/sys/bus/platform/drivers/raspberrypi-firmware",
+                )
+                .into(),
+            cmdline_path: src.str("SUPERVISOR_CMDLINE", "/proc/cmdline").into(),
+            fw_printenv: src.str("SUPERVISOR_FW_PRINTENV", "fw_printenv"),
+            fw_setenv: src.str("SUPERVISOR_FW_SETENV", "fw_setenv"),
+            uboot_attempts: src.num("SUPERVISOR_UBOOT_ATTEMPTS", 3)?,
+            reboot_cmd: src.get("SUPERVISOR_REBOOT_CMD"),
+            api_port: src.num("SUPERVISOR_API_PORT", 8767)?,
+            api_bind: src.str("SUPERVISOR_API_BIND", "0.0.0.0"),
+            api_token: src.get("SUPERVISOR_API_TOKEN"),
+            max_bundle_bytes: src.num::<u64>("SUPERVISOR_MAX_BUNDLE_MB", 2048)? * 1024 * 1024,
+            health_window: secs("SUPERVISOR_HEALTH_WINDOW_S", 60)?,
+            health_interval: millis("SUPERVISOR_HEALTH_INTERVAL_MS", 2000)?,
+            health_timeout: millis("SUPERVISOR_HEALTH_TIMEOUT_MS", 2000)?,
+            trial_timeout: secs("SUPERVISOR_TRIAL_TIMEOUT_S", 300)?,
+            trial_max_restarts: src.num("SUPERVISOR_TRIAL_MAX_RESTARTS", 3)?,
+            trial_max_boots: src.num("SUPERVISOR_TRIAL_MAX_BOOTS", 1)?,
+            restart_backoff_min: millis("SUPERVISOR_RESTART_BACKOFF_MIN_MS", 1000)?,
+            restart_backoff_max: millis("SUPERVISOR_RESTART_BACKOFF_MAX_MS", 30_000)?,
+            board: src.str("SUPERVISOR_BOARD", "rpi4"),
+            public_key: src.get("SUPERVISOR_PUBLIC_KEY").map(PathBuf::from),
+            os_version_file: src
+                .str("SUPERVISOR_OS_VERSION_FILE", "/etc/poshub-version")
+                .into(),
+            boot_id_path: src
+                .str("SUPERVISOR_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")
+                .into(),
+            min_free_bytes: src.num::<u64>("SUPERVISOR_MIN_FREE_MB", 64)? * 1024 * 1024,
+            clock_set: src.bool("SUPERVISOR_CLOCK_SET", true)?,
+            test_pause_at: src.get("SUPERVISOR_TEST_PAUSE_AT"),
+            data_dir,
+        };
+        if cfg.health_interval.is_zero() {
+            return Err(ConfigError::Invalid {
+                var: "SUPERVISOR_HEALTH_INTERVAL_MS",
+                message: "must be above 0".into(),
+            });
+        }
+        if cfg.trial_timeout <= cfg.health_window {
+            return Err(ConfigError::Invalid {
+                var: "SUPERVISOR_TRIAL_TIMEOUT_S",
+                message: format!(
+                    "{}s must be longer than SUPERVISOR_HEALTH_WINDOW_S ({}s), or no trial could pass",
+                    cfg.trial_timeout.as_secs(),
+                    cfg.health_window.as_secs()
+                ),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The supervisor's own state directory inside the data dir.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("supervisor")
+    }
+
+    /// The device (or test file) that holds `slot`.
+    pub fn slot_device(&self, slot: crate::slots::Slot) -> &Path {
+        match slot {
+            crate::slots::Slot::A => &self.slot_a_device,
+            crate::slots::Slot::B => &self.slot_b_device,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_parses_comments_and_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        std::fs::write(
+            &p,
+            "# c\n\nSUPERVISOR_API_PORT=9999\nSUPERVISOR_BOARD=\"rpi5\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&p)).unwrap();
+        assert_eq!(cfg.api_port, 9999);
+        assert_eq!(cfg.board, "rpi5");
+    }
+
+    #[test]
+    fn bad_number_names_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        std::fs::write(&p, "SUPERVISOR_API_PORT=eighty\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("SUPERVISOR_API_PORT"), "{err}");
+    }
+
+    #[test]
+    fn trial_timeout_must_exceed_the_health_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        std::fs::write(
+            &p,
+            "SUPERVISOR_HEALTH_WINDOW_S=120\nSUPERVISOR_TRIAL_TIMEOUT_S=60\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.starts_with("SUPERVISOR_TRIAL_TIMEOUT_S"), "{err}");
+    }
+
+    #[test]
+    fn line_without_equals_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        std::fs::write(&p, "garbage\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&p)),
+            Err(ConfigError::Syntax { line: 1, .. })
+        ));
+    }
+}

@@ -1,0 +1,244 @@
+//! Runs the hub as a child process: start, health-probe it, restart it with exponential backoff
+//! when it exits, forward SIGTERM/SIGINT on shutdown (SIGKILL after a grace period), and drive
+//! the sd-notify messages from its health. The current [`HubState`] is published on a watch
+//! channel for the trial monitor, the API and `STATUS=` lines.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, HttpUrl};
+use crate::notify::{Notifier, CHILD_ENV_REMOVE};
+
+/// How long the hub gets to exit after the forwarded signal before SIGKILL (SPEC §2.7 gives it
+/// 5 s).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// A hub that stayed up this long resets the restart backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// What the supervisor knows about the hub right now.
+#[derive(Debug, Clone, Default)]
+pub struct HubState {
+    pub pid: Option<u32>,
+    pub healthy: bool,
+    /// Start of the current unbroken run of passing health checks.
+    pub healthy_since: Option<Instant>,
+    /// Hub exits so far (each one is followed by a restart).
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// Runs the hub until `stop` carries a signal; returns after the child is gone.
+pub async fn supervise(
+    cfg: Config,
+    notifier: Notifier,
+    state_tx: watch::Sender<HubState>,
+    mut stop: watch::Receiver<Option<Signal>>,
+) {
+    let url = match http::parse_url(&cfg.hub_health_url) {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!("SUPERVISOR_HUB_HEALTH_URL: {e:#}");
+            notifier.status(&format!("bad SUPERVISOR_HUB_HEALTH_URL: {e:#}"));
+            let _ = stop.changed().await;
+            return;
+        }
+    };
+    let mut interval = cfg.health_interval;
+    if let Some(wd) = notifier.watchdog_period() {
+        interval = interval.min(wd / 3).max(Duration::from_millis(50));
+    }
+    let probe_timeout = cfg
+        .health_timeout
+        .min(interval.max(Duration::from_millis(200)));
+    let floor = cfg.restart_backoff_min.max(Duration::from_millis(10));
+    let ceiling = cfg.restart_backoff_max.max(floor);
+    let mut backoff = floor;
+    let mut ready_sent = false;
+    loop {
+        if stop.borrow().is_some() {
+            return;
+        }
+        let started = Instant::now();
+        match spawn(&cfg) {
+            Ok(mut child) => {
+                let pid = child.id();
+                tracing::info!(pid, "hub started");
+                notifier.status("hub starting");
+                state_tx.send_modify(|s| {
+                    s.pid = pid;
+                    s.healthy = false;
+                    s.healthy_since = None;
+                });
+                let ended = run_child(
+                    &mut child,
+                    &url,
+                    interval,
+                    probe_timeout,
+                    &notifier,
+                    &state_tx,
+                    &mut stop,
+                    &mut ready_sent,
+                )
+                .await;
+                if let Some(sig) = ended {
+                    stop_child(&mut child, sig).await;
+                    state_tx.send_modify(|s| {
+                        s.pid = None;
+                        s.healthy = false;
+                        s.healthy_since = None;
+                    });
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!("unable to start the hub {}: {e}", cfg.hub_bin.display());
+                state_tx.send_modify(|s| {
+                    s.last_error = Some(format!("unable to start: {e}"));
+                    s.restarts += 1;
+                });
+            }
+        }
+        // The hub is gone: back off before restarting, longer each time it dies young.
+        if started.elapsed() >= STABLE_AFTER {
+            backoff = floor;
+        }
+        notifier.status(&format!(
+            "hub exited; restarting in {} ms",
+            backoff.as_millis()
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(ceiling);
+    }
+}
+
+fn spawn(cfg: &Config) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&cfg.hub_bin);
+    cmd.args(&cfg.hub_args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the new process. If the
+    // supervisor dies (SIGKILL, crash), the hub gets SIGTERM instead of living on as an orphan
+    // that holds the database lock and the port.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    for var in CHILD_ENV_REMOVE {
+        cmd.env_remove(var);
+    }
+    if let Some(user) = &cfg.hub_user {
+        if nix::unistd::geteuid().is_root() {
+            match nix::unistd::User::from_name(user) {
+                Ok(Some(u)) => {
+                    cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+                }
+                _ => tracing::warn!(
+                    "SUPERVISOR_HUB_USER {user:?} not found; running the hub as root"
+                ),
+            }
+        }
+    }
+    cmd.spawn()
+}
+
+/// Watches one child until it exits (returns `None`) or a stop signal arrives (`Some`).
+#[allow(clippy::too_many_arguments)]
+async fn run_child(
+    child: &mut Child,
+    url: &HttpUrl,
+    interval: Duration,
+    probe_timeout: Duration,
+    notifier: &Notifier,
+    state_tx: &watch::Sender<HubState>,
+    stop: &mut watch::Receiver<Option<Signal>>,
+    ready_sent: &mut bool,
+) -> Option<Signal> {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let what = match status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!("hub exited: {what}");
+                state_tx.send_modify(|s| {
+                    s.pid = None;
+                    s.healthy = false;
+                    s.healthy_since = None;
+                    s.restarts += 1;
+                    s.last_exit = Some(what);
+                });
+                return None;
+            }
+            _ = stop.changed() => {
+                return Some((*stop.borrow()).unwrap_or(Signal::SIGTERM));
+            }
+            _ = tick.tick() => {
+                let r = http::probe_health(url, probe_timeout).await;
+                let was_healthy = state_tx.borrow().healthy;
+                match r {
+                    Ok(()) => {
+                        if !*ready_sent {
+                            *ready_sent = true;
+                            notifier.ready("hub healthy");
+                        } else if !was_healthy {
+                            notifier.status("hub healthy");
+                        }
+                        notifier.watchdog();
+                        if !was_healthy {
+                            tracing::info!("hub healthy");
+                        }
+                        state_tx.send_modify(|s| {
+                            s.healthy = true;
+                            s.healthy_since.get_or_insert_with(Instant::now);
+                            s.last_error = None;
+                        });
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        if was_healthy {
+                            tracing::warn!("hub unhealthy: {msg}");
+                        }
+                        notifier.status(&format!("hub unhealthy: {msg}"));
+                        state_tx.send_modify(|s| {
+                            s.healthy = false;
+                            s.healthy_since = None;
+                            s.last_error = Some(msg);
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forwards `sig` to the hub, waits [`STOP_GRACE`], then SIGKILLs it.
+async fn stop_child(child: &mut Child, sig: Signal) {
+    if let Some(pid) = child.id() {
+        tracing::info!(pid, "forwarding {sig} to the hub");
+        let _ = signal::kill(Pid::from_raw(pid as i32), sig);
+        // A stopped (SIGSTOPped) hub cannot act on the signal: let it run again.
+        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+    }
+    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        Ok(Ok(s)) => tracing::info!("hub stopped: {s}"),
+        _ => {
+            tracing::warn!("hub did not stop within {STOP_GRACE:?}; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! systemd notifications (sd-notify): `READY=1` once the hub is healthy, `WATCHDOG=1` after each
+//! passing health check (never otherwise, so a hung hub lets systemd's watchdog fire) and
+//! human-readable `STATUS=` lines. Without `NOTIFY_SOCKET` every call is a no-op.
+
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+
+/// Environment variables that must not leak into the hub (it would notify systemd itself).
+pub const CHILD_ENV_REMOVE: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// Sends notifications; failures are logged, never fatal.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier;
+
+impl Notifier {
+    /// The watchdog period systemd asked for, if any.
+    pub fn watchdog_period(&self) -> Option<Duration> {
+        sd_notify::watchdog_enabled()
+    }
+    /// `READY=1` with a status line.
+    pub fn ready(&self, status: &str) {
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+    /// `WATCHDOG=1`.
+    pub fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
+    }
+    /// `STATUS=...`.
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+    /// `STOPPING=1`.
+    pub fn stopping(&self) {
+        self.send(&[NotifyState::Stopping]);
+    }
+    fn send(&self, states: &[NotifyState<'_>]) {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::debug!("sd_notify failed: {e}");
+        }
+    }
+}

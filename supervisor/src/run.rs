@@ -1,0 +1,279 @@
+//! `poshub-supervisor run`: the long-running service. Start-up steps are numbered below; then
+//! it supervises the hub, serves the update API, runs the trial monitor when this boot is a
+//! trial, and stops cleanly on SIGTERM/SIGINT (forwarded to the hub) or on a reboot request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, ApiCtx};
+use crate::config::Config;
+use crate::hub::{self, HubState};
+use crate::install::Progress;
+use crate::lifecycle::{BootDecision, Slots};
+use crate::notify::Notifier;
+use crate::recovery;
+use crate::slots::{self, Slot};
+
+/// Why the supervisor is going down to reboot.
+#[derive(Debug, Clone)]
+pub struct RebootRequest {
+    /// Ask the bootloader for the one-shot trial boot.
+    pub trial: bool,
+    pub reason: String,
+}
+
+/// Runs the service until a signal or a reboot request.
+pub async fn run(cfg: Config) -> Result<()> {
+    let notifier = Notifier;
+    // 0. One supervisor per data dir: a second one would start a second hub on the same files.
+    let _run_lock = take_run_lock(&cfg)?;
+    // 1. Recovery checks, before the hub can touch its files.
+    notifier.status("running recovery checks");
+    let c = cfg.clone();
+    let report = tokio::task::spawn_blocking(move || recovery::run_checks(&c))
+        .await
+        .context("recovery checks panicked")?;
+    let failed = report
+        .checks
+        .iter()
+        .filter(|c| c.result == recovery::Outcome::Failed)
+        .count();
+
+    // 2. What this boot is: normal, trial, or a trial that has used up its attempts.
+    let slots = Slots::new(&cfg, slots::backend_from_config(&cfg));
+    let s2 = slots.clone();
+    let decision = match tokio::task::spawn_blocking(move || s2.on_boot())
+        .await
+        .context("slot bookkeeping panicked")?
+    {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!("slot bookkeeping failed: {e:#}; running the hub anyway");
+            None
+        }
+    };
+    let (reboot_tx, mut reboot_rx) = mpsc::channel::<RebootRequest>(4);
+    if let Some(BootDecision::TrialExhausted { slot, reason }) = &decision {
+        tracing::error!("trial of slot {slot} failed: {reason}; rebooting");
+        let _ = reboot_tx.try_send(RebootRequest {
+            trial: false,
+            reason: reason.clone(),
+        });
+    }
+
+    // 3. The hub, under health supervision.
+    let (stop_tx, stop_rx) = watch::channel::<Option<Signal>>(None);
+    let (hub_tx, hub_rx) = watch::channel(HubState::default());
+    let hub_task = tokio::spawn(hub::supervise(
+        cfg.clone(),
+        notifier.clone(),
+        hub_tx,
+        stop_rx,
+    ));
+
+    // 4. The update API.
+    let progress = Arc::new(Progress::new(&cfg.state_dir()));
+    progress.mark_interrupted();
+    // Without a token or a port the hub still runs; only remote updates are unavailable.
+    let api_task = match api::load_or_create_token(&cfg) {
+        Err(e) => {
+            tracing::error!("update API not available: no API token: {e:#}");
+            None
+        }
+        Ok(token) => {
+            let api_ctx = Arc::new(ApiCtx {
+                cfg: cfg.clone(),
+                slots: slots.clone(),
+                progress: progress.clone(),
+                reboot_tx: reboot_tx.clone(),
+                token,
+                hub: hub_rx.clone(),
+            });
+            match api::bind(&cfg).await {
+                Ok(listener) => Some(tokio::spawn(api::serve(listener, api_ctx))),
+                Err(e) => {
+                    tracing::error!("update API not available: {e:#}");
+                    None
+                }
+            }
+        }
+    };
+
+    // 5. The trial monitor: commit after the health window, or fail and roll back.
+    let trial_task = if let Some(BootDecision::Trial {
+        slot,
+        attempt,
+        elapsed,
+    }) = decision
+    {
+        tracing::info!(%slot, attempt, "trial boot: committing after {:?} of health", cfg.health_window);
+        Some(tokio::spawn(trial_monitor(
+            cfg.clone(),
+            slots.clone(),
+            slot,
+            elapsed,
+            hub_rx.clone(),
+            reboot_tx.clone(),
+            notifier.clone(),
+        )))
+    } else {
+        None
+    };
+    if failed > 0 {
+        tracing::warn!("{failed} recovery check(s) failed; see `poshub-supervisor status`");
+    }
+
+    // 6. Keep the persisted clock moving forward (RTC-less clock check).
+    let clock_cfg = cfg.clone();
+    let clock_task = tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            t.tick().await;
+            let c = clock_cfg.clone();
+            let _ = tokio::task::spawn_blocking(move || recovery::persist_clock(&c)).await;
+        }
+    });
+
+    // 7. Wait for a stop signal or a reboot request.
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let (sig, reboot) = tokio::select! {
+        _ = term.recv() => (Signal::SIGTERM, None),
+        _ = int.recv() => (Signal::SIGINT, None),
+        Some(r) = reboot_rx.recv() => (Signal::SIGTERM, Some(r)),
+    };
+    match &reboot {
+        Some(r) => tracing::info!("stopping the hub to reboot: {}", r.reason),
+        None => tracing::info!("{sig} received: stopping"),
+    }
+    notifier.stopping();
+
+    // 8. Stop: forward the signal to the hub, wait for it, record a clean stop, reboot if asked.
+    let _ = stop_tx.send(Some(sig));
+    let _ = hub_task.await;
+    for t in [api_task, trial_task].into_iter().flatten() {
+        t.abort();
+    }
+    clock_task.abort();
+    recovery::mark_clean_stop(&cfg);
+    if let Some(r) = reboot {
+        tracing::warn!("rebooting: {}", r.reason);
+        let backend = slots.backend.clone();
+        tokio::task::spawn_blocking(move || backend.reboot(r.trial))
+            .await
+            .context("reboot task panicked")?
+            .context("reboot failed")?;
+        tracing::info!("reboot requested from the emulated bootloader; exiting");
+    }
+    Ok(())
+}
+
+/// The run lock; `Ok(None)` when the data dir cannot hold one (read-only or missing: the
+/// recovery checks report that, and the hub is still started), an error only when another
+/// supervisor holds it.
+fn take_run_lock(cfg: &Config) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
+    let dir = cfg.state_dir();
+    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("run.lock"))
+    });
+    let f = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("no run lock in {}: {e}", dir.display());
+            return Ok(None);
+        }
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(Some)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "another poshub-supervisor is already running on {}",
+                cfg.data_dir.display()
+            )
+        })
+}
+
+/// Watches the hub during a trial boot: commit once it has been healthy for the health window;
+/// a crash loop or no healthy window before the trial timeout marks the slot bad and reboots.
+pub async fn trial_monitor(
+    cfg: Config,
+    slots: Slots,
+    slot: Slot,
+    elapsed: Duration,
+    mut hub: watch::Receiver<HubState>,
+    reboot_tx: mpsc::Sender<RebootRequest>,
+    notifier: Notifier,
+) {
+    let start = Instant::now()
+        .checked_sub(elapsed)
+        .unwrap_or_else(Instant::now);
+    let base_restarts = hub.borrow().restarts;
+    let window = cfg.health_window;
+    let mut last_status = Instant::now() - Duration::from_secs(60);
+    loop {
+        let s = hub.borrow_and_update().clone();
+        let healthy_for = s.healthy_since.map(|t| t.elapsed()).unwrap_or_default();
+        let restarts = s.restarts.saturating_sub(base_restarts);
+        let failure = if s.healthy && healthy_for >= window {
+            let sl = slots.clone();
+            let why = format!("hub healthy for {}s during the trial", window.as_secs());
+            match tokio::task::spawn_blocking(move || sl.commit(slot, &why)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(%slot, "trial passed: slot committed");
+                    notifier.status(&format!("slot {slot} committed; hub healthy"));
+                }
+                Ok(Err(e)) => tracing::error!("unable to commit slot {slot}: {e:#}"),
+                Err(e) => tracing::error!("commit task failed: {e}"),
+            }
+            return;
+        } else if restarts >= cfg.trial_max_restarts.max(1) {
+            Some(format!(
+                "crash loop: the hub exited {restarts} time(s) during the trial"
+            ))
+        } else if start.elapsed() >= cfg.trial_timeout {
+            Some(format!(
+                "health timeout: the hub was not healthy for {}s within {}s",
+                window.as_secs(),
+                cfg.trial_timeout.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = failure {
+            tracing::error!(%slot, "trial failed: {reason}");
+            notifier.status(&format!(
+                "trial of slot {slot} failed: {reason}; rolling back"
+            ));
+            let sl = slots.clone();
+            let r = reason.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sl.fail_trial(&r)).await {
+                tracing::error!("unable to mark slot {slot} bad: {e:#}");
+            }
+            let _ = reboot_tx
+                .send(RebootRequest {
+                    trial: false,
+                    reason: format!("trial of slot {slot} failed: {reason}"),
+                })
+                .await;
+            return;
+        }
+        if last_status.elapsed() >= Duration::from_secs(5) {
+            last_status = Instant::now();
+            notifier.status(&format!(
+                "trial of slot {slot}: hub healthy for {}/{}s",
+                healthy_for.as_secs(),
+                window.as_secs()
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(250), hub.changed()).await;
+    }
+}

@@ -1,0 +1,138 @@
+//! `poshub-supervisor status [--json]` and `GET /slots`: everything read from the files the
+//! supervisor keeps (slot store, recovery report, update status) plus the bootloader, so it
+//! works whether or not the service is running.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::fsutil;
+use crate::install::UpdateStatus;
+use crate::lifecycle::Slots;
+use crate::recovery::{self, RecoveryReport};
+
+/// Booted slot, bootloader default and the slot store.
+pub fn slots_view(slots: &Slots) -> Result<Value> {
+    let booted = slots.backend.booted();
+    let primary = slots.backend.primary();
+    let st = slots.store.load()?;
+    Ok(json!({
+        "backend": slots.backend.name(),
+        "booted": booted.as_ref().ok().map(|b| b.slot),
+        "bootloaderTrialFlag": booted.as_ref().ok().map(|b| b.trial_flag),
+        "bootloaderError": booted.as_ref().err().map(|e| e.to_string())
+            .or_else(|| primary.as_ref().err().map(|e| e.to_string())),
+        "default": primary.ok().flatten(),
+        "slots": {"A": st.a, "B": st.b},
+        "trial": st.trial,
+        "bootId": slots.boot_id,
+    }))
+}
+
+/// The whole status document.
+pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
+    let mut v = slots_view(slots)?;
+    let st = slots.store.load()?;
+    let report: Option<RecoveryReport> = fsutil::read_json(&recovery::report_path(cfg))
+        .ok()
+        .flatten();
+    let update: Option<UpdateStatus> =
+        fsutil::read_json(&cfg.state_dir().join("update-status.json"))
+            .ok()
+            .flatten();
+    let tail = st.journal.len().saturating_sub(20);
+    v["recovery"] = json!(report);
+    v["update"] = json!(update);
+    v["journal"] = json!(st.journal[tail..]);
+    Ok(v)
+}
+
+/// Human-readable rendering of [`full`].
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "backend: {}   booted: {}   default: {}",
+        s(&v["backend"]),
+        s(&v["booted"]),
+        s(&v["default"])
+    );
+    if !v["bootloaderError"].is_null() {
+        let _ = writeln!(out, "bootloader error: {}", s(&v["bootloaderError"]));
+    }
+    for slot in ["A", "B"] {
+        let i = &v["slots"][slot];
+        let _ = writeln!(
+            out,
+            "slot {slot}: {:<10} version {:<12} installs {}  sha256 {}{}",
+            s(&i["state"]),
+            s(&i["version"]),
+            s(&i["install_count"]),
+            s(&i["sha256"]).chars().take(16).collect::<String>(),
+            if i["reason"].is_null() {
+                String::new()
+            } else {
+                format!("  ({})", s(&i["reason"]))
+            }
+        );
+    }
+    if !v["trial"].is_null() {
+        let t = &v["trial"];
+        let _ = writeln!(
+            out,
+            "trial: slot {} version {} attempts {}",
+            s(&t["slot"]),
+            s(&t["version"]),
+            s(&t["attempts"])
+        );
+    }
+    if let Some(u) = v["update"].as_object() {
+        let _ = writeln!(
+            out,
+            "update: {} phase {} {}% {}",
+            s(&u["state"]),
+            s(&u["phase"]),
+            s(&u["percent"]),
+            u.get("error")
+                .map(s)
+                .filter(|e| e != "-")
+                .unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "recovery checks:");
+    if let Some(checks) = v["recovery"]["checks"].as_array() {
+        for c in checks {
+            let _ = writeln!(
+                out,
+                "  {:<17} {:<9} {}",
+                s(&c["name"]),
+                s(&c["result"]),
+                s(&c["detail"])
+            );
+        }
+    } else {
+        let _ = writeln!(out, "  (not run yet)");
+    }
+    let _ = writeln!(out, "journal (latest last):");
+    if let Some(j) = v["journal"].as_array() {
+        for e in j {
+            let _ = writeln!(
+                out,
+                "  {} {} slot {} {}: {}",
+                s(&e["at"]),
+                s(&e["boot_id"]).chars().take(8).collect::<String>(),
+                s(&e["slot"]),
+                s(&e["event"]),
+                s(&e["detail"])
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,284 @@
+//! Shared test rig: a temp "device" with a data dir, a boot dir for the `file` backend, slot
+//! images as plain files, a signing key, the fake hub, and helpers to run the real supervisor
+//! binary against it. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SUP: &str = env!("CARGO_BIN_EXE_poshub-supervisor");
+pub const FAKE_HUB: &str = env!("CARGO_BIN_EXE_poshub-fake-hub");
+
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    pub hub_port: u16,
+    pub extra: Vec<(String, String)>,
+}
+
+/// A free loopback port (bind 0, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it is true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+impl Rig {
+    /// A fresh device: slot A holds the factory image, slot B garbage; keys generated.
+    pub fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        for d in ["data", "boot", "hub", "keys", "proc"] {
+            std::fs::create_dir_all(p.join(d)).unwrap();
+        }
+        std::fs::write(p.join("slot-a.img"), image(b'A', 300_000)).unwrap();
+        std::fs::write(p.join("slot-b.img"), vec![0u8; 4096]).unwrap();
+        std::fs::write(p.join("version"), "1.0.0\n").unwrap();
+        std::fs::write(p.join("proc/boot_id"), "boot-0\n").unwrap();
+        let rig = Rig {
+            dir,
+            hub_port: free_port(),
+            extra: Vec::new(),
+        };
+        rig.write_env();
+        let out = rig.sup(&[
+            "keygen",
+            "--out",
+            rig.path("keys/release").to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        rig
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Sets a variable in the env file.
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.extra.retain(|(x, _)| x != k);
+        self.extra.push((k.into(), v.into()));
+        self.write_env();
+    }
+
+    pub fn write_env(&self) {
+        let mut s = String::from("# test device\n");
+        let vars = [
+            (
+                "SUPERVISOR_DATA_DIR",
+                self.path("data").display().to_string(),
+            ),
+            ("SUPERVISOR_HUB_BIN", FAKE_HUB.to_string()),
+            ("SUPERVISOR_HUB_ARGS", format!("--port {}", self.hub_port)),
+            (
+                "SUPERVISOR_HUB_HEALTH_URL",
+                format!("http://127.0.0.1:{}/health", self.hub_port),
+            ),
+            ("SUPERVISOR_SLOT_BACKEND", "file".into()),
+            (
+                "SUPERVISOR_BOOT_DIR",
+                self.path("boot").display().to_string(),
+            ),
+            (
+                "SUPERVISOR_SLOT_A_DEVICE",
+                self.path("slot-a.img").display().to_string(),
+            ),
+            (
+                "SUPERVISOR_SLOT_B_DEVICE",
+                self.path("slot-b.img").display().to_string(),
+            ),
+            (
+                "SUPERVISOR_PUBLIC_KEY",
+                self.path("keys/release.pub").display().to_string(),
+            ),
+            ("SUPERVISOR_BOARD", "rpi4".into()),
+            (
+                "SUPERVISOR_OS_VERSION_FILE",
+                self.path("version").display().to_string(),
+            ),
+            (
+                "SUPERVISOR_BOOT_ID_FILE",
+                self.path("proc/boot_id").display().to_string(),
+            ),
+            ("SUPERVISOR_API_PORT", "0".into()),
+            ("SUPERVISOR_API_BIND", "127.0.0.1".into()),
+            ("SUPERVISOR_API_TOKEN", "test-token".into()),
+            ("SUPERVISOR_HEALTH_INTERVAL_MS", "100".into()),
+            ("SUPERVISOR_HEALTH_TIMEOUT_MS", "300".into()),
+            ("SUPERVISOR_HEALTH_WINDOW_S", "1".into()),
+            ("SUPERVISOR_TRIAL_TIMEOUT_S", "4".into()),
+            ("SUPERVISOR_RESTART_BACKOFF_MIN_MS", "100".into()),
+            ("SUPERVISOR_RESTART_BACKOFF_MAX_MS", "200".into()),
+            ("SUPERVISOR_MIN_FREE_MB", "1".into()),
+            ("SUPERVISOR_CLOCK_SET", "false".into()),
+        ];
+        for (k, v) in vars {
+            if !self.extra.iter().any(|(x, _)| x == k) {
+                s.push_str(&format!("{k}={v}\n"));
+            }
+        }
+        for (k, v) in &self.extra {
+            s.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(self.path("supervisor.env"), s).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(SUP);
+        c.arg("--config")
+            .arg(self.path("supervisor.env"))
+            .args(args)
+            .env("FAKE_HUB_DIR", self.path("hub"))
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("INVOCATION_ID")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a supervisor command to completion.
+    pub fn sup(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts a supervisor command in the background (its stderr goes to `log-<name>`).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.path(&format!("log-{}", args[0]))).unwrap();
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("log-{name}"))).unwrap_or_default()
+    }
+
+    /// `status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.sup(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Emulated power-on of the file backend (new boot id).
+    pub fn power_on(&self) -> String {
+        let out = self.sup(&["emulate-boot"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn boot_state(&self) -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(self.path("boot/boot-state.json")).unwrap_or_else(|_| b"{}".to_vec()),
+        )
+        .unwrap()
+    }
+
+    /// Builds a bundle of `image` signed with the rig's key.
+    pub fn bundle(&self, name: &str, version: &str, board: &str, image: &[u8]) -> PathBuf {
+        let img = self.path(&format!("{name}.img"));
+        std::fs::write(&img, image).unwrap();
+        let out_path = self.path(&format!("{name}.poshub"));
+        let out = self.sup(&[
+            "bundle",
+            "create",
+            "--image",
+            img.to_str().unwrap(),
+            "--key",
+            self.path("keys/release.key").to_str().unwrap(),
+            "--version",
+            version,
+            "--board",
+            board,
+            "--out",
+            out_path.to_str().unwrap(),
+            "--level",
+            "3",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out_path
+    }
+
+    pub fn hub_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path("hub/pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn hub_file(&self, name: &str, present: bool) {
+        let p = self.path(&format!("hub/{name}"));
+        if present {
+            std::fs::write(p, "1").unwrap();
+        } else {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A recognisable image of `len` bytes.
+pub fn image(tag: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| tag.wrapping_add((i % 251) as u8))
+        .collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Sends a signal to a child and waits (bounded) for it to exit.
+pub fn stop(child: &mut Child, sig: i32) -> Option<std::process::ExitStatus> {
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// Waits (bounded) for a child to exit by itself.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn slot_state(status: &serde_json::Value, slot: &str) -> String {
+    status["slots"][slot]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn file_sha(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
