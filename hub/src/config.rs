@@ -335,7 +335,7 @@ impl Config {
         if db_path.file_name().is_none() {
             return Err(ConfigError::new("HUB_DB_PATH", "must name a file"));
         }
-        let cache_mb: usize = vars.parse("HUB_DB_CACHE_MB", 4, "a number of MiB")?;
+        let cache_mb: usize = vars.parse("HUB_DB_CACHE_MB", 2, "a number of MiB")?;
         Ok(Config {
             bind: vars.parse("HUB_BIND", IpAddr::from([0, 0, 0, 0]), "an IP address")?,
             ws_port: vars.port("HUB_PORT", 8765)?,

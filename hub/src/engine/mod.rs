@@ -39,7 +39,7 @@ pub use registry::Registry;
 pub use upstream::UpstreamCmd;
 
 /// Most commands applied in one transaction.
-const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 1024;
 
 /// An authenticated terminal connection.
 #[derive(Debug)]
