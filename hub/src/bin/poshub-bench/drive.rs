@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Args;
 
-/// Orders each writer keeps leased and cycles through.
+/// Orders each writer keeps leased and cycles through. Each `ORDER_UPDATED` of these orders is
+/// about 1.1 KB of JSON (seven lines with notes), like a real order.
 const ORDERS_PER_WRITER: usize = 16;
 
 /// One acknowledged write: its seq, when it was sent and when its ack arrived.
@@ -35,7 +36,7 @@ pub struct RunResult {
 }
 
 fn snapshot(p: &str) -> String {
-    let lines: Vec<String> = (0..5)
+    let lines: Vec<String> = (0..7)
         .map(|i| format!(r#"{{"id":"l{i}","productId":{},"quantity":{},"unitPrice":4.5,"taxIds":[1],"note":"no onions, extra sauce"}}"#, 100 + i, 1 + i))
         .collect();
     format!(
