@@ -34,6 +34,8 @@ pub struct Hub {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Open WebSocket connections; shutdown waits for them to send their close frames.
     pub sockets: SocketCount,
+    /// Catch-up reads of the event log running at once.
+    pub catchup_slots: tokio::sync::Semaphore,
 }
 
 /// Counts live WebSocket tasks so shutdown can wait for them (they outlive their HTTP request).
@@ -157,6 +159,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         upstream,
         metrics,
         sockets: SocketCount::default(),
+        catchup_slots: tokio::sync::Semaphore::new(4),
     });
     tokio::spawn(accept_loop(
         hub.clone(),

@@ -11,8 +11,9 @@ use crate::protocol::outbound;
 use crate::server::Hub;
 use crate::store::{Store, StoreError};
 
-/// Bytes of events per `EVENTS_BULK` frame (well under the 256 KiB frame limit terminals use).
-const CHUNK_BYTES: usize = 128 * 1024;
+/// Bytes of events per `EVENTS_BULK` frame: small enough that many terminals catching up at
+/// once stay inside a Pi's memory, large enough that a frame carries dozens of events.
+const CHUNK_BYTES: usize = 32 * 1024;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -65,8 +66,16 @@ where
     let mut cur = after;
     loop {
         let store = hub.store.clone();
+        // At most a few replays read the log at once, so the memory catch-up needs is bounded
+        // whatever the number of terminals reconnecting (e.g. after a Wi-Fi outage).
+        let slot = hub
+            .catchup_slots
+            .acquire()
+            .await
+            .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?;
         let chunk =
             blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await?;
+        drop(slot);
         let done = chunk.through >= to;
         let text = outbound::events_bulk(&chunk.events, cur + 1, chunk.through, done);
         sink.feed(Message::Text(text.into())).await?;

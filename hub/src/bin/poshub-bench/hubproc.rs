@@ -28,6 +28,7 @@ pub struct Scrape {
     pub batch_sum: f64,
     pub batch_count: f64,
     pub commit_sum: f64,
+    pub lag_resyncs: f64,
     /// Cumulative `poshub_broadcast_latency_seconds` buckets: (upper bound in s, count).
     pub broadcast_buckets: Vec<(f64, f64)>,
 }
@@ -141,6 +142,7 @@ impl Hub {
             batch_sum: val("poshub_commit_batch_size_sum"),
             batch_count: val("poshub_commit_batch_size_count"),
             commit_sum: val("poshub_commit_duration_seconds_sum"),
+            lag_resyncs: val("poshub_lag_resyncs_total"),
             broadcast_buckets: text
                 .lines()
                 .filter_map(|l| l.strip_prefix("poshub_broadcast_latency_seconds_bucket{le=\""))

@@ -121,6 +121,10 @@ pub fn print(
             (after.commit_sum - before.commit_sum) * 1000.0 / batches
         );
     }
+    println!(
+        "terminals caught up after falling behind     {}",
+        after.lag_resyncs - before.lag_resyncs
+    );
     if let Some(kb) = rss_kb {
         println!(
             "hub peak RSS                                 {:.1} MB",
