@@ -33,16 +33,9 @@ pub fn check_file(path: &Path) -> Result<Integrity, String> {
     }
 }
 
-fn rt() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 /// Asks the running hub for a consistent copy; `Ok(None)` when no hub answers.
 fn live_backup(cfg: &Config) -> Result<Option<PathBuf>, String> {
-    match rt()?.block_on(call(cfg, "POST", "/admin/backup", true)) {
+    match call(cfg, reqwest::Method::POST, "/admin/backup", true, None) {
         Ok(v) => v["path"]
             .as_str()
             .map(|p| Some(PathBuf::from(p)))
@@ -108,9 +101,8 @@ pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
 
 /// Runs one admin or read call against the running hub.
 pub fn hub_call(cfg: &Config, method: &str, path: &str, admin: bool) -> Result<Value, String> {
-    rt()?
-        .block_on(call(cfg, method, path, admin))
-        .map_err(|e| e.to_string())
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    call(cfg, method, path, admin, None).map_err(|e| e.to_string())
 }
 
 /// `poshub stats`: a short human summary of `/health` and `/status`.

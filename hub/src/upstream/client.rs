@@ -3,71 +3,14 @@
 //! 127.0.0.1:HUB_HTTP_PORT with the admin token from `HUB_ADMIN_TOKEN` or the `admin-token`
 //! file beside the database (redb allows one process, so the CLI never opens the database).
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::auth::ADMIN_TOKEN_FILE;
 use crate::config::Config;
 
-/// Calls one admin endpoint; answers the JSON body of a 2xx, or a message for the user.
-pub fn call(
-    cfg: &Config,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value, String> {
-    let token = match &cfg.admin_token {
-        Some(t) => t.clone(),
-        None => {
-            let p = cfg.data_dir().join(ADMIN_TOKEN_FILE);
-            std::fs::read_to_string(&p)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| format!("no HUB_ADMIN_TOKEN and cannot read {}: {e}", p.display()))?
-        }
-    };
-    let url = format!("http://127.0.0.1:{}{path}", cfg.http_port);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("unable to start the runtime: {e}"))?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let mut r = client.request(method, &url).bearer_auth(token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.map_err(|e| {
-            if e.is_connect() {
-                format!(
-                    "no hub answers at http://127.0.0.1:{} (is it running? HUB_HTTP_PORT)",
-                    cfg.http_port
-                )
-            } else {
-                format!("{url}: {e}")
-            }
-        })?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            return Err(
-                "the hub refused the admin token (HUB_ADMIN_TOKEN or the admin-token file)".into(),
-            );
-        }
-        if !status.is_success() {
-            let msg = v
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("request failed");
-            return Err(format!("{path}: HTTP {}: {msg}", status.as_u16()));
-        }
-        Ok(v)
-    })
+/// Calls one admin endpoint of the running hub (see `crate::client`).
+fn call(cfg: &Config, method: Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    crate::client::call(cfg, method, path, true, body).map_err(|e| e.to_string())
 }
 
 /// `poshub drain`
