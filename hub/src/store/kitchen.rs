@@ -96,8 +96,9 @@ pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Like `events_range`, but leaves out events scoped to a station outside `mask` (the
-    /// chunk still covers the whole range, so the terminal's cursor moves past them).
+    /// Events with `after < seq <= to`, at most about `max_bytes` of messages (always at least
+    /// one), leaving out events scoped to a station outside `mask` (`station::ALL_STATIONS` for
+    /// every event). The chunk still covers the whole range, so the cursor moves past them.
     pub fn events_range_scoped(
         &self,
         after: u64,

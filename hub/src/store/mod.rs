@@ -195,37 +195,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Events with `after < seq <= to`, at most about `max_bytes` of messages (always at least one).
-    pub fn events_range(
-        &self,
-        after: u64,
-        to: u64,
-        max_bytes: usize,
-    ) -> Result<EventChunk, StoreError> {
-        let mut chunk = EventChunk {
-            events: Vec::new(),
-            through: after,
-        };
-        if to <= after {
-            return Ok(chunk);
-        }
-        let r = self.db.begin_read()?;
-        let t = r.open_table(EVENTS)?;
-        let mut bytes = 0;
-        for item in t.range(after + 1..=to)? {
-            let (k, v) = item?;
-            let rec: EventRec = dec(v.value())?;
-            bytes += rec.message.len();
-            chunk.events.push((k.value(), rec.message));
-            chunk.through = k.value();
-            if bytes >= max_bytes {
-                return Ok(chunk);
-            }
-        }
-        chunk.through = to;
-        Ok(chunk)
-    }
-
     /// Newest events first (or oldest first after `since`), for `/events`, with their upstream
     /// state: `pending`, `dead`, `forwarded`, or `local` (kinds that are never forwarded).
     #[allow(clippy::type_complexity)]
