@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fast checks of the appliance (issue 6), run by .ci/run on every change:
-# 1. shellcheck of the appliance scripts (image/*, image/tests/*).
+# 1. shellcheck of the appliance scripts (scripts/{provision,flash}, image/*).
 # 2. The U-Boot boot script in real U-Boot under QEMU (image/tests/boot-script.sh, ~30 s).
+# 3. scripts/provision and scripts/flash on a small disk image (image/tests/provision-flash.sh).
 # The full image build and the QEMU end-to-end run are separate, documented commands.
 # Installs what it needs (Debian); idempotent.
 set -euo pipefail
@@ -16,10 +17,14 @@ step() { printf -- '--- appliance: %s\n' "$*"; }
 
 # --- 1. shellcheck ---------------------------------------------------------------------------
 step "shellcheck"
-scripts=(image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
+scripts=(scripts/provision scripts/flash image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
 shellcheck "${scripts[@]}"
 echo "ok: shellcheck clean: ${scripts[*]}"
 
 # --- 2. boot script ----------------------------------------------------------------------------
 step "boot script in U-Boot (qemu_arm64)"
 bash image/tests/boot-script.sh
+
+# --- 3. provision and flash --------------------------------------------------------------------
+step "scripts/provision, scripts/flash"
+bash image/tests/provision-flash.sh
