@@ -3,6 +3,8 @@
 # 1. shellcheck of the appliance scripts (scripts/{provision,flash}, image/*).
 # 2. The U-Boot boot script in real U-Boot under QEMU (image/tests/boot-script.sh, ~30 s).
 # 3. scripts/provision and scripts/flash on a small disk image (image/tests/provision-flash.sh).
+# 4. The disk layout from stand-in parts (image/tests/layout.sh): partitions, FAT and slot
+#    contents, uboot.env, bmap, byte-identical rebuild (~1 min).
 # The full image build and the QEMU end-to-end run are separate, documented commands.
 # Installs what it needs (Debian); idempotent.
 set -euo pipefail
@@ -17,7 +19,7 @@ step() { printf -- '--- appliance: %s\n' "$*"; }
 
 # --- 1. shellcheck ---------------------------------------------------------------------------
 step "shellcheck"
-scripts=(scripts/provision scripts/flash image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
+scripts=(scripts/provision scripts/flash image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
 shellcheck "${scripts[@]}"
 echo "ok: shellcheck clean: ${scripts[*]}"
 
@@ -28,3 +30,7 @@ bash image/tests/boot-script.sh
 # --- 3. provision and flash --------------------------------------------------------------------
 step "scripts/provision, scripts/flash"
 bash image/tests/provision-flash.sh
+
+# --- 4. layout ---------------------------------------------------------------------------------
+step "disk layout (image/assemble)"
+bash image/tests/layout.sh
