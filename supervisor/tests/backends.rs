@@ -68,7 +68,7 @@ fn uboot_install_trial_commit_then_failed_trial_rolls_back() {
     script(
         &rig.path("fw_setenv"),
         &format!(
-            "[ \"$1\" = -s ] || exit 2\nS='{}'\nwhile read -r k v; do grep -v \"^$k=\" \"$S\" > \"$S.n\"; echo \"$k=$v\" >> \"$S.n\"; mv \"$S.n\" \"$S\"; done < \"$2\"\n",
+            "[ \"$1\" = -s ] || exit 2\nS='{}'\nwhile IFS== read -r k v; do grep -v \"^$k=\" \"$S\" > \"$S.n\"; echo \"$k=$v\" >> \"$S.n\"; mv \"$S.n\" \"$S\"; done < \"$2\"\n",
             envf.display()
         ),
     );

@@ -60,11 +60,12 @@ impl UbootBackend {
             .collect())
     }
 
-    /// Sets all `vars` in one `fw_setenv -s` call.
+    /// Sets all `vars` in one `fw_setenv -s` call, as `NAME=value` lines: the script format
+    /// Debian's libubootenv applies (it silently skips `NAME value` lines).
     fn set(&self, vars: &[(String, String)]) -> Result<(), SlotError> {
         let mut script = tempfile_in_tmp()?;
         for (k, v) in vars {
-            writeln!(script.1, "{k} {v}").map_err(|e| SlotError::io(&script.0, e))?;
+            writeln!(script.1, "{k}={v}").map_err(|e| SlotError::io(&script.0, e))?;
         }
         script
             .1
@@ -188,7 +189,7 @@ mod tests {
         std::fs::write(
             &setenv,
             format!(
-                "#!/bin/sh\n[ \"$1\" = -s ] || exit 2\nS='{s}'\nwhile read -r k v; do\n  \
+                "#!/bin/sh\n[ \"$1\" = -s ] || exit 2\nS='{s}'\nwhile IFS== read -r k v; do\n  \
                  grep -v \"^$k=\" \"$S\" > \"$S.new\"; echo \"$k=$v\" >> \"$S.new\"; mv \"$S.new\" \"$S\"\n\
                  done < \"$2\"\n",
                 s = store.display()
