@@ -252,6 +252,73 @@ mod tests {
         assert_eq!(*rec.0.lock().unwrap(), vec![None]);
     }
 
+    /// The real tools: Debian's libubootenv `fw_printenv`/`fw_setenv` on a file-backed
+    /// environment made by `mkenvimage`, as on the appliance. Catches script-format mismatches a
+    /// fake cannot (libubootenv silently skips `NAME value` lines).
+    #[test]
+    fn rauc_variables_round_trip_through_real_libubootenv() {
+        let tools = [
+            "/usr/bin/fw_printenv",
+            "/usr/bin/fw_setenv",
+            "/usr/bin/mkenvimage",
+        ];
+        if let Some(missing) = tools.iter().find(|t| !std::path::Path::new(t).exists()) {
+            println!("SKIPPED: {missing} not installed (Debian libubootenv-tool, u-boot-tools)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (defaults, env, cfg) = (
+            dir.path().join("defaults.txt"),
+            dir.path().join("uboot.env"),
+            dir.path().join("fw_env.config"),
+        );
+        std::fs::write(
+            &defaults,
+            "bootdelay=2\nBOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n",
+        )
+        .unwrap();
+        let made = Command::new("/usr/bin/mkenvimage")
+            .args(["-s", "0x4000", "-o"])
+            .arg(&env)
+            .arg(&defaults)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::write(&cfg, format!("{} 0x0 0x4000\n", env.display())).unwrap();
+        let wrap = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(
+                &p,
+                format!(
+                    "#!/bin/sh\nexec /usr/bin/{name} -c '{}' \"$@\"\n",
+                    cfg.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.display().to_string()
+        };
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(&cmdline, "rauc.slot=A\n").unwrap();
+        let b = UbootBackend::new(
+            wrap("fw_printenv"),
+            wrap("fw_setenv"),
+            cmdline,
+            3,
+            Arc::new(Recorder::default()),
+        );
+        b.arm_trial(Slot::B, Slot::A).unwrap();
+        let env = b.read_env().unwrap();
+        assert_eq!(
+            (env["BOOT_ORDER"].as_str(), env["BOOT_B_LEFT"].as_str()),
+            ("B A", "1")
+        );
+        assert_eq!(env["bootdelay"], "2", "other variables survive");
+        b.mark_bad(Slot::B).unwrap();
+        assert_eq!(b.primary().unwrap(), Some(Slot::A));
+        assert_eq!(b.read_env().unwrap()["BOOT_B_LEFT"], "0");
+    }
+
     #[test]
     fn missing_slot_on_cmdline_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
