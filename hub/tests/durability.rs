@@ -37,6 +37,9 @@ async fn acknowledged_orders_survive_kill_9() {
             .await;
         assert_eq!(a.recv_type("TICKET_NUMBER").await["number"], expect);
     }
+    a.send(json!({"type": "TABLE_LOCK_ACQUIRE", "tableId": 9}))
+        .await;
+    a.recv_type("TABLE_LOCK_GRANTED").await;
     // Power cut right after the last acknowledgement.
     hub.kill9();
     drop(a);
@@ -65,6 +68,13 @@ async fn acknowledged_orders_survive_kill_9() {
         (d["type"].as_str(), d["holder"]["terminalId"].as_str()),
         (Some("LEASE_DENIED"), Some("till-A"))
     );
+    // Table locks survived too.
+    b.send(json!({"type": "TABLE_LOCK_ACQUIRE", "tableId": 9}))
+        .await;
+    let denied = b
+        .recv_type_of(&["TABLE_LOCK_DENIED", "TABLE_LOCK_GRANTED"])
+        .await;
+    assert_eq!(denied["holder"]["terminalId"], "till-A", "{denied}");
     let mut a = Term::open(hub.ws, "till-A").await;
     a.send(json!({"type": "LEASE_HEARTBEAT", "posReference": "K-5"}))
         .await;

@@ -250,13 +250,7 @@ impl Engine {
         let stats = Arc::new(EngineStats::default());
         let seq = store.head_seq()?;
         let leases: HashMap<String, LeaseRec> = store.leases()?.into_iter().collect();
-        let locks: HashMap<String, LockRec> = {
-            let dump = store.state_dump()?;
-            dump.locks
-                .into_iter()
-                .map(|l| (crate::protocol::inbound::table_key_of(&l.table_id_json), l))
-                .collect()
-        };
+        let locks: HashMap<String, LockRec> = store.table_locks()?.into_iter().collect();
         stats.head_seq.store(seq, Ordering::Relaxed);
         stats.leases.store(leases.len(), Ordering::Relaxed);
         stats.table_locks.store(locks.len(), Ordering::Relaxed);
@@ -437,12 +431,8 @@ impl Engine {
             }
             _ => tracing::error!("cannot reload state after a failed commit"),
         }
-        if let Ok(dump) = self.store.state_dump() {
-            self.locks = dump
-                .locks
-                .into_iter()
-                .map(|l| (crate::protocol::inbound::table_key_of(&l.table_id_json), l))
-                .collect();
+        if let Ok(locks) = self.store.table_locks() {
+            self.locks = locks.into_iter().collect();
         }
     }
 

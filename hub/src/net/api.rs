@@ -151,15 +151,13 @@ pub async fn events(hub: &Hub, query: Option<&str>) -> Response<Body> {
 }
 
 pub async fn tables(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.state_dump()).await {
-        Ok(d) => {
-            let tables: Vec<Value> = d
-                .tables
+    match read(hub, |s| s.tables_and_floors()).await {
+        Ok((tables, floors)) => {
+            let tables: Vec<Value> = tables
                 .iter()
                 .map(|t| json!({"tableId": outbound::raw(&t.table_id_json), "status": t.status, "posReference": t.pos_reference, "terminalId": t.terminal_id, "updatedAt": t.updated_ms}))
                 .collect();
-            let floors: Vec<Value> = d
-                .floors
+            let floors: Vec<Value> = floors
                 .iter()
                 .map(|f| json!({"floorId": outbound::raw(&f.floor_id_json), "tables": outbound::raw(&f.tables_json), "layoutMode": f.layout_mode_json.as_deref().map(outbound::raw)}))
                 .collect();
@@ -173,12 +171,11 @@ pub async fn tables(hub: &Hub) -> Response<Body> {
 }
 
 pub async fn table_locks(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.state_dump()).await {
-        Ok(d) => {
-            let locks: Vec<Value> = d
-                .locks
+    match read(hub, |s| s.table_locks()).await {
+        Ok(locks) => {
+            let locks: Vec<Value> = locks
                 .iter()
-                .map(|l| json!({"tableId": outbound::raw(&l.table_id_json), "terminalId": l.terminal_id, "uid": outbound::raw(&l.uid_json), "userName": l.user_name, "expiresAt": l.expires_ms}))
+                .map(|(_, l)| json!({"tableId": outbound::raw(&l.table_id_json), "terminalId": l.terminal_id, "uid": outbound::raw(&l.uid_json), "userName": l.user_name, "expiresAt": l.expires_ms}))
                 .collect();
             json_response(StatusCode::OK, &json!({"locks": locks}))
         }

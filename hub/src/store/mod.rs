@@ -249,6 +249,31 @@ impl Store {
         Ok(dump)
     }
 
+    /// Table locks by table key, without reading any order (engine start-up, `/table-locks`).
+    pub fn table_locks(&self) -> Result<Vec<(String, LockRec)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for item in r.open_table(TABLE_LOCKS)?.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Table states and floor plans, without reading any order (`/tables`).
+    pub fn tables_and_floors(&self) -> Result<(Vec<TableRec>, Vec<FloorRec>), StoreError> {
+        let r = self.db.begin_read()?;
+        let mut tables = Vec::new();
+        for item in r.open_table(TABLES)?.iter()? {
+            tables.push(dec(item?.1.value())?);
+        }
+        let mut floors = Vec::new();
+        for item in r.open_table(FLOOR_PLANS)?.iter()? {
+            floors.push(dec(item?.1.value())?);
+        }
+        Ok((tables, floors))
+    }
+
     pub fn ticket_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let r = self.db.begin_read()?;
         let t = r.open_table(TICKET_SEQ)?;
