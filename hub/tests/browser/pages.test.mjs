@@ -62,10 +62,14 @@ async function terminal(id, name) {
   return page;
 }
 
-test("an order made on one terminal shows up live on the other and on the dashboard", async () => {
+test("an order made on one terminal shows up live on the other and on the dashboard", async (t) => {
   const a = await terminal("till-A", "Ann");
   const b = await terminal("till-B", "Bob");
   const dash = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
+  t.after(async () => {
+    await a.screenshot({ path: join(SHOTS, "last-terminal-a.png") }).catch(() => {});
+    await b.screenshot({ path: join(SHOTS, "last-terminal-b.png") }).catch(() => {});
+  });
   await dash.goto(`${base}/dashboard`);
   await dash.getByTestId("open-warning").waitFor({ state: "visible", timeout: 10000 });
 
@@ -79,23 +83,24 @@ test("an order made on one terminal shows up live on the other and on the dashbo
   const ref = (await a.getByTestId("order-ref").textContent()).trim();
   assert.ok(ref.startsWith("till-A-"), ref);
 
-  // Till B sees it arrive with its two lines, and table 3 turns occupied.
+  // Till B sees it arrive with its two lines, and table 3 turns occupied. (Generous timeouts:
+  // CI runs this on 2 busy cores; a failure leaves screenshots in target/browser/.)
   const row = b.locator(`[data-order='${ref}']`);
-  await row.filter({ hasText: "2 items" }).waitFor({ timeout: 5000 });
-  await b.locator("[data-table='3']").filter({ hasText: "occupied" }).waitFor({ timeout: 5000 });
+  await row.filter({ hasText: "2 items" }).waitFor({ timeout: 15000 });
+  await b.locator("[data-table='3']").filter({ hasText: "occupied" }).waitFor({ timeout: 15000 });
   // Till B can look but not edit: the lease is A's.
   await row.click();
-  await b.getByTestId("notice").filter({ hasText: "Ann" }).waitFor({ timeout: 5000 });
+  await b.getByTestId("notice").filter({ hasText: "Ann" }).waitFor({ timeout: 15000 });
   assert.equal(await b.getByRole("button", { name: /Burger/ }).isDisabled(), true);
 
   // A takes payment; B sees the order paid and the table free again.
   await a.getByTestId("pay").click();
-  await row.locator("[data-state]").filter({ hasText: "paid" }).waitFor({ timeout: 5000 });
-  await b.locator("[data-table='3']").filter({ hasText: "available" }).waitFor({ timeout: 5000 });
+  await row.locator("[data-state]").filter({ hasText: "paid" }).waitFor({ timeout: 15000 });
+  await b.locator("[data-table='3']").filter({ hasText: "available" }).waitFor({ timeout: 15000 });
 
   // The dashboard lists the order as paid, with both terminals connected.
-  await dash.locator(`[data-order='${ref}']`).filter({ hasText: "paid" }).waitFor({ timeout: 5000 });
-  await dash.locator("#terminals").filter({ hasText: "till-B" }).waitFor({ timeout: 5000 });
+  await dash.locator(`[data-order='${ref}']`).filter({ hasText: "paid" }).waitFor({ timeout: 15000 });
+  await dash.locator("#terminals").filter({ hasText: "till-B" }).waitFor({ timeout: 15000 });
   assert.equal((await dash.locator("#k-terminals").textContent()).trim(), "2");
 
   await a.screenshot({ path: join(SHOTS, "terminal-a.png") });
