@@ -10,12 +10,33 @@
 #                              loaded, so any failure from here on (bad kernel, hang, watchdog
 #                              reset, power cut) costs one attempt. The supervisor refills the
 #                              counter of a committed slot; a trial slot gets 1 attempt.
+# Where the counters live: the file uboot.env on partition 1 (`config`, FAT), written here with
+# `env export -c` + `fatwrite` and read back with `load` + `env import -c`. On the Pi that file
+# IS U-Boot's own environment (Debian's u-boot-rpi: CONFIG_ENV_IS_IN_FAT, 0x4000 bytes), so this
+# is what `saveenv` does there; on QEMU (environment in emulated flash, whose writes are broken
+# in Debian 12's QEMU) the same code keeps the state in the same file. Linux reads and writes
+# it with libubootenv (/etc/fw_env.config: /boot/firmware/uboot.env 0x0 0x4000). One code
+# path on both boards, so the QEMU tests run exactly what the Pi runs.
+#
 # A slot X boots from the partition with GPT name bootX: Image (uncompressed arm64 kernel),
-# initrd.img, cmdline.env (one line `bootargs_slot=...`, with root=PARTLABEL=rootX) and,
-# on the Pi, dtbs/${fdtfile}. `rauc.slot=X` is appended here, so the kernel command line names
-# the slot U-Boot actually chose, whatever the files say.
+# initrd.img, cmdline.env (one line `bootargs_slot=...`) and, on the Pi, dtbs/${fdtfile}. The
+# boot partition is the same for both slots (an update bundle carries it): this script appends
+# `root=PARTLABEL=rootX rauc.slot=X`, so the kernel command line names the slot U-Boot actually
+# chose, whatever the files say.
+
+setenv poshub_envsize 0x4000
+setenv poshub_envpart ${devnum}:1
+# 0. Counters saved by an earlier power-on (or by the supervisor) override what U-Boot loaded.
+if load ${devtype} ${poshub_envpart} ${kernel_addr_r} uboot.env; then
+  if env import -c ${kernel_addr_r} ${poshub_envsize} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+    echo "poshub-boot: counters read from uboot.env"
+  fi
+fi
 
 echo "poshub-boot: env BOOT_ORDER=${BOOT_ORDER} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
+
+# The whole environment, as saveenv writes it on the Pi (CRC + variables, padded to the size).
+setenv poshub_save 'env export -c -s ${poshub_envsize} ${kernel_addr_r} && fatwrite ${devtype} ${poshub_envpart} ${kernel_addr_r} uboot.env ${poshub_envsize} && echo "poshub-boot: saved"'
 
 # 1. A fresh (or lost: bad CRC) environment starts with slot A preferred, 3 attempts each.
 test -n "${BOOT_ORDER}" || setenv BOOT_ORDER "A B"
@@ -47,7 +68,7 @@ if test -z "${poshub_slot}"; then
   setenv BOOT_A_LEFT 3
   setenv BOOT_B_LEFT 3
   echo "poshub-boot: saving BOOT_ORDER=${BOOT_ORDER} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
-  saveenv
+  run poshub_save
   reset
 fi
 
@@ -56,7 +77,7 @@ fi
 #    fallback is lost, and the supervisor's fw_setenv calls would report the same fault.
 echo "poshub-boot: slot ${poshub_slot} chosen"
 echo "poshub-boot: saving BOOT_ORDER=${BOOT_ORDER} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
-saveenv
+run poshub_save
 
 # 5. Load the slot's command line, kernel, initrd (last: ${filesize} is its size) and, where
 #    U-Boot names a board device tree (the Pi), the one matching the slot's kernel; QEMU's
@@ -86,7 +107,7 @@ fi
 
 # 6. Boot. booti only returns on failure: then reset, and the counter decides what is next.
 if test -n "${poshub_loaded}" -a -n "${bootargs_slot}"; then
-  setenv bootargs "${bootargs_slot} rauc.slot=${poshub_slot}"
+  setenv bootargs "${bootargs_slot} root=PARTLABEL=root${poshub_slot} rauc.slot=${poshub_slot}"
   echo "poshub-boot: booting slot ${poshub_slot}: ${bootargs}"
   booti ${kernel_addr_r} ${ramdisk_addr_r}:${poshub_initrd_size} ${poshub_fdt}
   echo "poshub-boot: slot ${poshub_slot}: kernel did not start"

@@ -6,16 +6,11 @@
 # Setup: a small GPT disk (virtio) with partition 1 `config` (FAT, boot.scr: found by U-Boot's
 # distro boot, as on the Pi), `bootA` and `bootB` (ext4: cmdline.env, initrd.img and an `Image`
 # that is not a kernel, so booti fails after the script has chosen and saved, and the script
-# resets). QEMU runs with -no-reboot, so that reset ends one power-on. The U-Boot environment
-# lives in QEMU's second flash bank, a file kept between power-ons; the test reads and writes it
-# with libubootenv's fw_printenv/fw_setenv, the tools the supervisor's `uboot` backend uses.
-#
-# Known limit: U-Boot's `saveenv` to QEMU's emulated flash fails with Debian 12's QEMU 7.2
-# ("Flash buffer write timeout": QEMU issue #2343, pflash buffered writes broken since 7.2.9 and
-# 8.1.5). U-Boot READS the flash fine. So after each power-on the test persists what the script
-# was saving (its `saving ...` line, printed right before `saveenv` from the live variables)
-# with fw_setenv, as saveenv would have. Where saveenv works ("Writing to Flash... done"), the
-# test instead checks that the flash holds exactly those values.
+# resets). QEMU runs with -no-reboot, so that reset ends one power-on. The slot state lives
+# where the image keeps it: the file uboot.env on the FAT partition, which the script reads
+# (`env import -c`) and writes (`env export -c` + `fatwrite`) itself. The test reads and writes
+# that file with libubootenv's fw_printenv/fw_setenv, the tools the supervisor's `uboot` backend
+# uses, through mtools (no mount).
 # Needs no root and no loop mounts. Installs what it needs (Debian).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,7 +43,7 @@ mcopy -i "$work/config.fat" "$work/boot.scr" ::boot.scr
 for s in A B; do
   d=$work/boot$s
   mkdir -p "$d"
-  printf 'bootargs_slot=console=ttyAMA0 root=PARTLABEL=root%s rootfstype=squashfs ro\n' "$s" >"$d/cmdline.env"
+  printf 'bootargs_slot=console=ttyAMA0 rootfstype=squashfs ro\n' >"$d/cmdline.env"
   printf 'not a kernel (slot %s)\n' "$s" >"$d/Image"
   printf 'not an initrd\n' >"$d/initrd.img"
   mke2fs -q -t ext4 -d "$d" "$work/boot$s.ext4" 4M >/dev/null
@@ -67,17 +62,24 @@ dd if="$work/bootA.ext4" of="$disk" bs=512 seek=18432 conv=notrunc status=none
 dd if="$work/bootB.ext4" of="$disk" bs=512 seek=26624 conv=notrunc status=none
 
 # --- 3. environment storage ----------------------------------------------------------------
-# qemu_arm64: CONFIG_ENV_IS_IN_FLASH, ENV_ADDR 0x4000000 = start of flash bank 1, 256 KiB.
-flash=$work/flash1.img
-truncate -s 64M "$flash"
-printf '%s 0x0 0x40000 0x40000\n' "$flash" >"$work/fw_env.config"
-env_get() { fw_printenv -c "$work/fw_env.config" -n "$1" 2>/dev/null || true; }
-# A blank flash has no environment yet: like the image builder, start from U-Boot's defaults
-# (without them U-Boot would boot with no bootcmd and stop at its prompt: the test would time out).
+# uboot.env on partition 1 (1 MiB into the disk), 0x4000 bytes, as /etc/fw_env.config says on
+# the device. Reading or writing it = copying it out of / into the FAT with mtools.
+fat="$disk@@1M"
+envfile=$work/uboot.env
+printf '%s 0x0 0x4000\n' "$envfile" >"$work/fw_env.config"
+pull_env() {
+  rm -f "$envfile"
+  mcopy -n -i "$fat" ::uboot.env "$envfile" 2>/dev/null || head -c 16384 /dev/zero >"$envfile"
+}
+env_get() { pull_env; fw_printenv -c "$work/fw_env.config" -n "$1" 2>/dev/null || true; }
+# A file with no valid environment yet starts from U-Boot's defaults, as fw_setenv --defenv does
+# on the device (a bad CRC is reported on stderr: expected here, kept out of the output).
 "$image_dir/uboot-default-env" "$uboot" >"$work/default.env"
 # Script lines are NAME=value: libubootenv 0.3.2 (Debian 12) silently ignores "NAME value".
 env_set() {   # NAME=value lines on stdin
-  fw_setenv -c "$work/fw_env.config" -f "$work/default.env" -s - >/dev/null
+  pull_env
+  fw_setenv -c "$work/fw_env.config" -f "$work/default.env" -s - >/dev/null 2>&1
+  mcopy -o -i "$fat" "$envfile" ::uboot.env
 }
 
 # --- 4. one power-on -----------------------------------------------------------------------
@@ -86,31 +88,13 @@ power_on() {
   n=$((n + 1))
   if ! timeout 120 qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -nographic -no-reboot -nic none \
       -bios "$uboot" \
-      -drive if=pflash,unit=1,format=raw,file="$flash" \
       -drive if=none,id=disk,format=raw,file="$disk" -device virtio-blk-device,drive=disk \
       </dev/null >"$work/last.log" 2>&1; then
     fail "power-on $n: QEMU did not end with a reset within 120 s"
   fi
   tr -d '\r' <"$work/last.log" >"$work/boot$n.log"
   mv "$work/boot$n.log" "$work/last.log"
-  persist
-}
-# persist: the environment the script saved this power-on (see the header).
-persist() {
-  local line re='poshub-boot: saving BOOT_ORDER=(.*) BOOT_A_LEFT=([0-9a-f]+) BOOT_B_LEFT=([0-9a-f]+)$'
-  line=$(grep -a 'poshub-boot: saving ' "$work/last.log" | tail -1)
-  [[ $line =~ $re ]] || fail "power-on $n: the script saved nothing"
-  local order=${BASH_REMATCH[1]} a=${BASH_REMATCH[2]} b=${BASH_REMATCH[3]}
-  grep -aA1 'poshub-boot: saving ' "$work/last.log" | grep -q 'Saving Environment' \
-    || fail "power-on $n: saveenv did not follow the saving line"
-  if grep -aq 'Writing to Flash... done' "$work/last.log"; then
-    [[ "$(env_get BOOT_ORDER)|$(env_get BOOT_A_LEFT)|$(env_get BOOT_B_LEFT)" == "$order|$a|$b" ]] \
-      || fail "power-on $n: saveenv succeeded but the flash does not hold what the script saved"
-  else
-    # The failed saveenv left a torn copy (bad CRC): fw_setenv says so and starts from the
-    # defaults, which is what we want; keep that expected message out of the output.
-    printf 'BOOT_ORDER=%s\nBOOT_A_LEFT=%s\nBOOT_B_LEFT=%s\n' "$order" "$a" "$b" | env_set 2>/dev/null
-  fi
+  grep -aq 'poshub-boot: saved' "$work/last.log" || fail "power-on $n: the script did not save its counters"
 }
 # expect SLOT A_LEFT B_LEFT ORDER: what the last power-on must have chosen and saved.
 expect() {
@@ -127,7 +111,8 @@ expect() {
 }
 
 # --- 5. scenarios --------------------------------------------------------------------------
-# 5.1 Blank environment (first boot of a new card): defaults, slot A, one attempt taken.
+# 5.1 No uboot.env yet (first boot of a new card): defaults, slot A, one attempt taken.
+! mdir -i "$fat" ::uboot.env >/dev/null 2>&1 || fail "the new disk already has uboot.env"
 power_on; expect A 2 3 "A B"
 # 5.2 A slot that never comes up falls back after its attempts: A 1, A 0, then B.
 power_on; expect A 1 3 "A B"
@@ -168,4 +153,12 @@ grep -aq "poshub-boot: slot B: boot files missing or unreadable on bootB" "$work
 [[ "$(env_get BOOT_B_LEFT)" == 0 ]] || fail "power-on $n: the failed attempt on B was not counted"
 echo "ok: power-on $n: slot B without boot files -> counted and reset"
 power_on; expect A 1 0 "B A"
+# 5.6 A torn uboot.env (bad CRC, e.g. a power cut while the FAT was written): the counters in
+#     it are not trusted; defaults A B 3 3 apply and a valid file is written again.
+pull_env
+printf 'garbage' | dd of="$envfile" bs=1 seek=100 conv=notrunc status=none
+mcopy -o -i "$fat" "$envfile" ::uboot.env
+power_on
+grep -aq "poshub-boot: counters read from uboot.env" "$work/last.log" && fail "power-on $n: a torn uboot.env was trusted"
+expect A 2 3 "A B"
 echo "boot script: all $n power-ons as expected"

@@ -5,7 +5,7 @@
 #    4 MiB alignment (SD card erase blocks).
 # 2. config (FAT): firmware, U-Boot, config.txt starting U-Boot, boot.scr, and a uboot.env
 #    that libubootenv reads: U-Boot's defaults (bootcmd) plus BOOT_ORDER=A B, 3 attempts each.
-# 3. bootA/bootB (ext4): uncompressed Image, initrd, dtb, cmdline.env naming the slot's root.
+# 3. bootA/bootB (ext4): uncompressed Image, initrd, dtb, cmdline.env without a root (boot.cmd adds root=PARTLABEL=root<slot>).
 # 4. rootA holds root.squashfs byte for byte; data is ext4 labelled data; a .bmap exists.
 # 5. Reproducible: assembled twice, a second apart, the images are identical.
 # Installs what it needs (Debian).
@@ -97,10 +97,14 @@ for n in 2 3; do
   debugfs -R "cat /Image" "$work/p$n" 2>/dev/null | cmp -s - "$work/Image" || fail "boot$s: Image is not the decompressed kernel"
   debugfs -R "cat /initrd.img" "$work/p$n" 2>/dev/null | cmp -s - "$in/initrd.img" || fail "boot$s: initrd.img differs"
   debugfs -R "cat /dtbs/broadcom/bcm2711-rpi-4-b.dtb" "$work/p$n" 2>/dev/null | cmp -s - "$in/bcm2711-rpi-4-b.dtb" || fail "boot$s: dtb missing"
-  debugfs -R "cat /cmdline.env" "$work/p$n" 2>/dev/null | grep -q "^bootargs_slot=.* root=PARTLABEL=root$s " \
-    || fail "boot$s: cmdline.env does not name root$s"
+  debugfs -R "cat /cmdline.env" "$work/p$n" 2>/dev/null | grep -q "^bootargs_slot=.*rootfstype=squashfs ro rootwait" \
+    || fail "boot$s: cmdline.env lacks the root options"
+  ! debugfs -R "cat /cmdline.env" "$work/p$n" 2>/dev/null | grep -q "root=" \
+    || fail "boot$s: cmdline.env names a root (the boot script does, per slot)"
 done
-echo "ok: bootA/bootB: Image (decompressed), initrd.img, dtb, cmdline.env with root=PARTLABEL=root<slot>"
+cmp -s "$work/p2" "$work/p3" || fail "bootA and bootB differ (the boot partition must be slot-independent)"
+cmp -s -n "$(stat -c %s "$work/w1/boot.ext4")" "$work/p2" "$work/w1/boot.ext4" || fail "WORK/boot.ext4 (for bundles) is not what bootA holds"
+echo "ok: bootA/bootB: Image (decompressed), initrd.img, dtb, cmdline.env without a slot's root (the script adds it)"
 
 # --- 4. roots, data, bmap ----------------------------------------------------------------------
 part 4 "$work/p4"
