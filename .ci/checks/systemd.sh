@@ -70,6 +70,21 @@ done
 for k in $(keys_of "$units/system.conf.d/poshub-watchdog.conf" Manager); do
   grep -qx "$k" "$root/manager.strings" || { echo "FAIL: systemd has no [Manager] key $k"; bad=1; }
 done
+# systemd-resolved is only unpacked, not installed: installing it would take over this
+# machine's /etc/resolv.conf.
+resolved=/lib/systemd/systemd-resolved
+if [[ ! -x $resolved ]]; then
+  (cd "$root" && apt-get download -qq systemd-resolved >/dev/null 2>&1 && dpkg-deb -x systemd-resolved_*.deb "$root/resolved-deb") || true
+  resolved=$(find "$root/resolved-deb" -path '*/systemd/systemd-resolved' -type f 2>/dev/null | head -1)
+fi
+if [[ -n $resolved && -x $resolved ]]; then
+  strings "$resolved" >"$root/resolved.strings"
+  for k in $(keys_of "$units/resolved.conf.d/poshub.conf" Resolve); do
+    grep -qx "Resolve\.$k" "$root/resolved.strings" || { echo "FAIL: resolved has no key $k"; bad=1; }
+  done
+else
+  echo "FAIL: systemd-resolved not installable here: resolved.conf.d/poshub.conf not checked"; bad=1
+fi
 for f in "$units"/journald.conf.d/*.conf "$units"/system.conf.d/*.conf; do
   while IFS='=' read -r k v; do
     [[ "$k" == *Sec ]] || continue

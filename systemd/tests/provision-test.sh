@@ -60,5 +60,33 @@ check "changed key updated" has "$d" "STORE_ID=store-043"
 check "secret survives re-import of scrubbed copy" has "$d" "ODOO_PASSWORD=hunter2"
 check "key not duplicated" test "$(grep -c '^STORE_ID=' "$d")" = 1
 
+# 4. Wi-Fi: settings kept apart from the hub's, the passphrase scrubbed from FAT, a config for
+#    wpa_supplicant with the SSID in hex; a bad country code means no config; SSID= turns it off.
+printf 'WIFI_SSID=Café "Bar"\nWIFI_PSK=correct horse\nWIFI_COUNTRY=DE\n' >"$t/fat/poshub.env"
+sh "$prov" 2>"$t/log"
+w="$t/run/wpa_supplicant-wlan0.conf"
+check "wifi settings kept out of the hub's settings" hasnt "$d" "WIFI_"
+check "wifi settings imported" has "$t/data/poshub/wifi.env" "WIFI_COUNTRY=DE"
+check "wifi settings private" test "$(stat -c %a "$t/data/poshub/wifi.env")" = 600
+check "passphrase scrubbed from FAT" hasnt "$t/fat/poshub.env.imported" "correct horse"
+check "wpa_supplicant config written" test -f "$w"
+check "wpa_supplicant config private" test "$(stat -c %a "$w")" = 600
+check "SSID in hex" has "$w" "    ssid=$(printf 'Café "Bar"' | od -An -v -tx1 | tr -d ' \n')"
+check "country set" has "$w" "country=DE"
+check "key set" grep -Eq '^    psk=("correct horse"|[0-9a-f]{64})$' "$w"
+printf 'WIFI_COUNTRY=Germany\n' >"$t/fat/poshub.env"
+sh "$prov" 2>"$t/log"
+check "bad country: no config" test ! -e "$w"
+check "bad country: logged" grep -q "WIFI_COUNTRY must be" "$t/log"
+printf 'WIFI_COUNTRY=DE\nWIFI_PSK=short\n' >"$t/fat/poshub.env"
+sh "$prov" 2>"$t/log"
+check "short passphrase: no config" test ! -e "$w"
+printf 'WIFI_PSK=\n' >"$t/fat/poshub.env"
+sh "$prov" 2>/dev/null
+check "open network" has "$w" "    key_mgmt=NONE"
+printf 'WIFI_SSID=\n' >"$t/fat/poshub.env"
+sh "$prov" 2>/dev/null
+check "empty SSID turns Wi-Fi off" test ! -e "$w"
+
 [ "$fails" -eq 0 ] || { echo "$fails provisioning test(s) failed"; exit 1; }
 echo "provisioning tests passed"

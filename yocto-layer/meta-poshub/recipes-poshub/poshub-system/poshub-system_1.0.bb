@@ -27,6 +27,10 @@ SRC_URI = "\
     file://system.conf.d/poshub-watchdog.conf \
     file://journald.conf.d/poshub.conf \
     file://sysusers.d/poshub.conf \
+    file://wifi/wpa_supplicant-poshub.conf \
+    file://resolved.conf.d/poshub.conf \
+    file://wifi/20-wired.network \
+    file://wifi/25-wireless.network \
     file://README.md \
 "
 S = "${UNPACKDIR}"
@@ -63,8 +67,16 @@ do_install() {
     install -m 0755 ${S}/libexec/poshub-growdata ${S}/libexec/poshub-provision ${D}${libexecdir}/poshub/
     install -D -m 0644 ${S}/system.conf.d/poshub-watchdog.conf ${D}${systemd_unitdir}/system.conf.d/poshub-watchdog.conf
     install -D -m 0644 ${S}/journald.conf.d/poshub.conf ${D}${systemd_unitdir}/journald.conf.d/poshub.conf
+    install -D -m 0644 ${S}/resolved.conf.d/poshub.conf ${D}${systemd_unitdir}/resolved.conf.d/poshub.conf
     install -D -m 0644 ${S}/sysusers.d/poshub.conf ${D}${nonarch_libdir}/sysusers.d/poshub.conf
     install -D -m 0644 ${S}/supervisor.env ${D}${datadir}/poshub/supervisor.env
+    # Wi-Fi from WIFI_* in poshub.env (poshub-provision writes the configuration in /run).
+    install -D -m 0644 ${S}/wifi/wpa_supplicant-poshub.conf \
+        ${D}${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d/poshub.conf
+    install -D -m 0644 ${S}/wifi/20-wired.network ${D}${nonarch_libdir}/systemd/network/20-wired.network
+    install -D -m 0644 ${S}/wifi/25-wireless.network ${D}${nonarch_libdir}/systemd/network/25-wireless.network
+    install -d ${D}${sysconfdir}/wpa_supplicant
+    ln -sf /run/poshub/wpa_supplicant-wlan0.conf ${D}${sysconfdir}/wpa_supplicant/wpa_supplicant-wlan0.conf
     # (Units name it in Documentation=; it lands in the -doc package.)
     install -D -m 0644 ${S}/README.md ${D}${docdir}/poshub/systemd.md
     # Written at every boot by poshub-provision (defaults + provisioned overrides).
@@ -77,8 +89,11 @@ do_install() {
 FILES:${PN} += "\
     ${systemd_unitdir}/system.conf.d \
     ${systemd_unitdir}/journald.conf.d \
+    ${systemd_unitdir}/resolved.conf.d \
     ${nonarch_libdir}/sysusers.d \
     ${datadir}/poshub \
+    ${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d \
+    ${nonarch_libdir}/systemd/network \
     /data \
     /boot/firmware \
     ${localstatedir}/log \
@@ -92,4 +107,5 @@ RDEPENDS:${PN} = "\
     poshub-supervisor \
     util-linux-partx \
     util-linux-sfdisk \
+    wpa-supplicant \
 "
