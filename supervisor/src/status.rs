@@ -13,11 +13,13 @@ use crate::install::UpdateStatus;
 use crate::lifecycle::Slots;
 use crate::recovery::{self, RecoveryReport};
 
-/// Booted slot, bootloader default and the slot store.
+/// Booted slot, bootloader default, the slot store and the last 20 journal entries (so a
+/// fleet operator sees from `GET /slots` why a trial was rolled back).
 pub fn slots_view(slots: &Slots) -> Result<Value> {
     let booted = slots.backend.booted();
     let primary = slots.backend.primary();
     let st = slots.store.load()?;
+    let tail = st.journal.len().saturating_sub(20);
     Ok(json!({
         "backend": slots.backend.name(),
         "booted": booted.as_ref().ok().map(|b| b.slot),
@@ -28,13 +30,13 @@ pub fn slots_view(slots: &Slots) -> Result<Value> {
         "slots": {"A": st.a, "B": st.b},
         "trial": st.trial,
         "bootId": slots.boot_id,
+        "journal": st.journal[tail..],
     }))
 }
 
 /// The whole status document.
 pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
     let mut v = slots_view(slots)?;
-    let st = slots.store.load()?;
     let report: Option<RecoveryReport> = fsutil::read_json(&recovery::report_path(cfg))
         .ok()
         .flatten();
@@ -42,10 +44,8 @@ pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
         fsutil::read_json(&cfg.state_dir().join("update-status.json"))
             .ok()
             .flatten();
-    let tail = st.journal.len().saturating_sub(20);
     v["recovery"] = json!(report);
     v["update"] = json!(update);
-    v["journal"] = json!(st.journal[tail..]);
     Ok(v)
 }
 

@@ -107,6 +107,14 @@ fn update_api_end_to_end() {
     assert_eq!(last["version"], "2.0.0");
     let (_, v) = http(port, "GET", "/slots", tok, b"", None);
     assert_eq!(v["slots"]["B"]["state"], "trying", "{v}");
+    // The journal explains remotely what happened to the slots.
+    let events: Vec<&str> = v["journal"]
+        .as_array()
+        .expect("journal in /slots")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(events.contains(&"install"), "{v}");
 
     // Without no_reboot the supervisor stops the hub and reboots into the trial.
     let (code, v) = http(port, "POST", "/update", tok, &bundle, None);
