@@ -20,8 +20,19 @@ use crate::slots::store::{SlotState, Trial};
 use crate::slots::Slot;
 
 /// Install phases, in order (the names `SUPERVISOR_TEST_PAUSE_AT` accepts).
+/// The `boot-*` phases only run for a bundle that carries a boot image (format 2).
 pub const PHASES: &[&str] = &[
-    "verify", "prepare", "write", "sync", "readback", "mark", "arm", "reboot",
+    "verify",
+    "prepare",
+    "write",
+    "sync",
+    "readback",
+    "boot-write",
+    "boot-sync",
+    "boot-readback",
+    "mark",
+    "arm",
+    "reboot",
 ];
 
 /// Progress of the current or last update, as `GET /update/status` and `status` show it.
@@ -216,25 +227,47 @@ fn install_locked(
             device.display()
         );
     }
-    let mut dev = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .open(&device)
-        .with_context(|| format!("unable to open slot {target} device {}", device.display()))?;
-    if is_block_device(&dev) {
-        let size = dev.seek(SeekFrom::End(0))?;
-        if size < m.image_size {
-            bail!(
-                "image ({} bytes) does not fit slot {target} ({size} bytes)",
-                m.image_size
+    let mut dev = open_target(&device, m.image_size, &format!("slot {target}"))?;
+    // The slot's boot partition, when the bundle carries a boot image: checked and opened now,
+    // so a device that cannot take it refuses the bundle before anything is written.
+    let mut boot = match (m.boot_image(), cfg.slot_boot_device(target)) {
+        (Some(_), None) => bail!(
+            "bundle {} carries a boot partition image (kernel) but this device has no slot boot \
+             devices configured (SUPERVISOR_SLOT_A_BOOT_DEVICE, SUPERVISOR_SLOT_B_BOOT_DEVICE): \
+             refusing to install a root filesystem without its kernel",
+            m.version
+        ),
+        (None, Some(d)) => {
+            tracing::warn!(
+                boot_device = %d.display(),
+                "bundle {} carries no boot image (format {}): slot {target} keeps its current boot partition and kernel",
+                m.version,
+                m.format
             );
+            None
         }
-        dev.seek(SeekFrom::Start(0))?;
-    }
+        (None, None) => None,
+        (Some((size, sha)), Some(d)) => {
+            let booted_boot = cfg.slot_boot_device(booted);
+            if booted_boot.is_some_and(|b| same_file(d, b))
+                || same_file(d, cfg.slot_device(booted))
+                || same_file(d, &device)
+            {
+                bail!(
+                    "slot {target} boot device {} is the booted slot's boot or root device, or \
+                     slot {target}'s root device",
+                    d.display()
+                );
+            }
+            let f = open_target(d, size, &format!("slot {target} boot device"))?;
+            Some((d.to_path_buf(), f, size, sha.to_string()))
+        }
+    };
+    let boot_size = boot.as_ref().map_or(0, |b| b.2);
     progress.set(true, |s| {
         s.version = Some(m.version.clone());
         s.target = Some(target);
-        s.bytes_total = m.image_size;
+        s.bytes_total = m.image_size + boot_size;
     });
 
     // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
@@ -272,31 +305,18 @@ fn install_locked(
     })?;
     slots.backend.prepare_install(target, booted)?;
 
-    // 3. write: stream the decompressed image into the slot, hashing what goes out.
+    // 3. write: stream the decompressed root image into the slot, hashing what goes out.
     progress.phase("write");
     let mut reader = vb.image_reader()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    let mut paused_mid_write = false;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .context("unable to decompress the image")?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        dev.write_all(&buf[..n])
-            .with_context(|| format!("unable to write slot {target}"))?;
-        done += n as u64;
-        progress.set(false, |s| s.bytes_done = done);
-        if !paused_mid_write && done * 2 >= m.image_size {
-            paused_mid_write = true;
-            pause_point(cfg, "write");
-        }
-    }
-    if done != m.image_size || fsutil::hex(&hasher.finalize()) != m.image_sha256 {
+    let written = stream_image(
+        cfg,
+        progress,
+        &mut reader,
+        &mut dev,
+        (m.image_size, 0),
+        "write",
+    )?;
+    if written != (m.image_size, m.image_sha256.clone()) {
         mark_failed(
             slots,
             target,
@@ -320,6 +340,54 @@ fn install_locked(
         bail!("slot {target} read-back checksum mismatch: the medium may be failing");
     }
 
+    // 5a-c. boot-write, boot-sync, boot-readback: the same for the slot's boot partition. The
+    // slot is still `installing` (unbootable) until both images are verified.
+    if let Some((boot_path, boot_dev, size, sha)) = boot.as_mut() {
+        progress.phase("boot-write");
+        let written = stream_image(
+            cfg,
+            progress,
+            &mut reader,
+            boot_dev,
+            (*size, m.image_size),
+            "boot-write",
+        )?;
+        if written != (*size, sha.clone()) {
+            mark_failed(
+                slots,
+                target,
+                "decompressed boot image does not match the manifest",
+            )?;
+            bail!("decompressed boot image does not match the manifest: slot {target} left unbootable");
+        }
+        progress.phase("boot-sync");
+        pause_point(cfg, "boot-sync");
+        boot_dev
+            .sync_all()
+            .context("unable to fsync the slot boot device")?;
+        progress.phase("boot-readback");
+        pause_point(cfg, "boot-readback");
+        if read_back(boot_path, *size)? != *sha {
+            mark_failed(slots, target, "boot partition read-back checksum mismatch")?;
+            bail!("slot {target} boot partition read-back checksum mismatch: the medium may be failing");
+        }
+    }
+    drop(boot);
+    // Nothing may follow the images in the payload.
+    let mut extra = [0u8; 1];
+    if reader
+        .read(&mut extra)
+        .context("unable to decompress the payload")?
+        != 0
+    {
+        mark_failed(
+            slots,
+            target,
+            "payload holds more than the manifest's images",
+        )?;
+        bail!("payload holds more than the manifest's images: slot {target} left unbootable");
+    }
+
     // 6. mark: the store records the new content and the armed trial (before the bootloader).
     progress.phase("mark");
     pause_point(cfg, "mark");
@@ -330,6 +398,14 @@ fn install_locked(
         info.size = Some(m.image_size);
         info.installed_at = Some(now_unix());
         info.install_count += 1;
+        if let Some((size, sha)) = m.boot_image() {
+            st.log(
+                &slots.boot_id,
+                target,
+                "install-boot",
+                format!("boot partition written and verified ({size} bytes, sha256 {sha})"),
+            );
+        }
         st.trial = Some(Trial {
             slot: target,
             previous: booted,
@@ -363,6 +439,59 @@ fn install_locked(
         target,
         manifest: m,
     })
+}
+
+/// Opens a slot's (root or boot) device for writing; a block device must hold `len` bytes.
+fn open_target(path: &Path, len: u64, what: &str) -> Result<File> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(path)
+        .with_context(|| format!("unable to open {what} {}", path.display()))?;
+    if is_block_device(&f) {
+        let size = f.seek(SeekFrom::End(0))?;
+        if size < len {
+            bail!("image ({len} bytes) does not fit {what} ({size} bytes)");
+        }
+        f.seek(SeekFrom::Start(0))?;
+    }
+    Ok(f)
+}
+
+/// Streams the next `len` decompressed bytes into `dev`, hashing them; pauses at `phase` half
+/// way (power-cut tests). `offset` is the progress already counted. Returns what was written
+/// (fewer bytes than `len` when the payload ends early).
+fn stream_image(
+    cfg: &Config,
+    progress: &Progress,
+    reader: &mut impl Read,
+    dev: &mut File,
+    (len, offset): (u64, u64),
+    phase: &str,
+) -> Result<(u64, String)> {
+    let mut src = reader.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let mut paused_mid_write = false;
+    loop {
+        let n = src
+            .read(&mut buf)
+            .context("unable to decompress the image")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dev.write_all(&buf[..n])
+            .with_context(|| format!("unable to write during {phase}"))?;
+        done += n as u64;
+        progress.set(false, |s| s.bytes_done = offset + done);
+        if !paused_mid_write && done * 2 >= len {
+            paused_mid_write = true;
+            pause_point(cfg, phase);
+        }
+    }
+    Ok((done, fsutil::hex(&hasher.finalize())))
 }
 
 fn mark_failed(slots: &Slots, slot: Slot, why: &str) -> Result<()> {
