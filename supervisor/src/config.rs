@@ -291,7 +291,7 @@ impl Config {
             let Some(p) = p else { continue };
             if let Some((other, _)) = all[..i].iter().find(|(_, q)| *q == Some(*p)) {
                 return Err(ConfigError::Invalid {
-                    var: *var,
+                    var,
                     message: format!("{} is also {other}", p.display()),
                 });
             }

@@ -333,6 +333,3 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
     std::cmp::Ordering::Equal
 }
-
-#[cfg(test)]
-mod tests;
