@@ -196,3 +196,73 @@ fn bundles_are_reproducible_with_source_date_epoch() {
     );
     assert!(!rig.path("bad.poshub").exists());
 }
+
+/// Re-signs `bundle` with the rig's key after `edit` changed its manifest.
+fn resign(rig: &Rig, bundle: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    use ed25519_dalek::Signer;
+    let bytes = std::fs::read(bundle).unwrap();
+    let mlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+    let mut m: serde_json::Value = serde_json::from_slice(&bytes[12..12 + mlen]).unwrap();
+    edit(&mut m);
+    let json = serde_json::to_vec(&m).unwrap();
+    let seed = std::fs::read_to_string(rig.path("keys/release.key")).unwrap();
+    let seed: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&seed.trim()[i..i + 2], 16).unwrap())
+        .collect();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed.try_into().unwrap());
+    let mut msg = b"poshub-bundle-v1\0".to_vec();
+    msg.extend_from_slice(&json);
+    let mut out = b"POSHUBB1".to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&sk.sign(&msg).to_bytes());
+    out.extend_from_slice(&bytes[12 + mlen + 64..]);
+    std::fs::write(bundle, out).unwrap();
+}
+
+/// A correctly signed bundle whose boot image does not match its own manifest (a broken build):
+/// the root is written, the boot image check fails, the slot is `bad`, never armed, and the
+/// next boot keeps the old slot.
+#[test]
+fn boot_image_not_matching_the_signed_manifest_leaves_the_slot_bad() {
+    let mut rig = Rig::new();
+    rig.with_boot_devices();
+    rig.power_on();
+    let (slot_a, boot_a) = (
+        std::fs::read(rig.path("slot-a.img")).unwrap(),
+        std::fs::read(rig.path("boot-a.img")).unwrap(),
+    );
+    let b = rig.bundle_with_boot(
+        "v2",
+        "2.0.0",
+        "rpi4",
+        &image(b'N', 100_000),
+        Some(&image(b'k', 10_000)),
+    );
+    resign(&rig, &b, |m| {
+        m["boot_image_sha256"] = hex_sha(b"another kernel").into();
+    });
+    let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("boot image does not match the manifest"),
+        "{}",
+        stderr(&out)
+    );
+    let st = rig.status();
+    assert_eq!(slot_state(&st, "B"), "bad", "{st}");
+    assert!(st["trial"].is_null(), "{st}");
+    assert_eq!(std::fs::read(rig.path("slot-a.img")).unwrap(), slot_a);
+    assert_eq!(std::fs::read(rig.path("boot-a.img")).unwrap(), boot_a);
+    assert_eq!(rig.power_on(), "booted slot A");
+
+    // A signed format 2 manifest without its boot fields is refused before anything is written.
+    let c = rig.bundle_with_boot("v3", "3.0.0", "rpi4", &image(b'M', 1000), Some(b"k"));
+    resign(&rig, &c, |m| {
+        m.as_object_mut().unwrap().remove("boot_image_size");
+    });
+    refused(&rig, &c, "format 2 requires boot_image_size");
+}
