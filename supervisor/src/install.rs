@@ -344,10 +344,24 @@ fn install_locked(
     // slot is still `installing` (unbootable) until both images are verified.
     if let Some((boot_path, boot_dev, size, sha)) = boot.as_mut() {
         progress.phase("boot-write");
+        // The image's first bytes (ext4 superblock) say whose boot partition it was built as.
+        let mut head = Vec::new();
+        (&mut reader)
+            .take((*size).min(EXT4_LABEL_END))
+            .read_to_end(&mut head)
+            .context("unable to decompress the boot image")?;
+        if let Some(other) = foreign_slot_label(&head, target) {
+            let why = format!(
+                "boot image is an ext4 file system labelled boot{other}, built for slot {other} \
+                 (its cmdline.env names root{other}): refusing to write it to slot {target}"
+            );
+            mark_failed(slots, target, &why)?;
+            bail!("{why}; slot {target} left unbootable");
+        }
         let written = stream_image(
             cfg,
             progress,
-            &mut reader,
+            &mut std::io::Cursor::new(head).chain(&mut reader),
             boot_dev,
             (*size, m.image_size),
             "boot-write",
@@ -441,6 +455,27 @@ fn install_locked(
     })
 }
 
+/// End of the ext4 volume label (superblock at 1024: magic at +56, `s_volume_name[16]` at +120).
+const EXT4_LABEL_END: u64 = 1024 + 120 + 16;
+
+/// If `head` starts an ext4 file system labelled `bootA`/`bootB` for the *other* slot, that
+/// slot. The image's partitions are built per slot (`image/assemble`: label `boot<s>`,
+/// `cmdline.env` with `root=PARTLABEL=root<s>`), so such an image would boot the wrong root.
+fn foreign_slot_label(head: &[u8], target: Slot) -> Option<Slot> {
+    let magic = head.get(1024 + 56..1024 + 58)?;
+    if magic != [0x53, 0xef] {
+        return None;
+    }
+    let label = head.get(1024 + 120..1024 + 136)?;
+    let label = label.split(|b| *b == 0).next().unwrap_or_default();
+    let slot = match label {
+        b"bootA" => Slot::A,
+        b"bootB" => Slot::B,
+        _ => return None,
+    };
+    (slot != target).then_some(slot)
+}
+
 /// Opens a slot's (root or boot) device for writing; a block device must hold `len` bytes.
 fn open_target(path: &Path, len: u64, what: &str) -> Result<File> {
     let mut f = OpenOptions::new()
@@ -526,4 +561,35 @@ fn is_block_device(f: &File) -> bool {
     f.metadata()
         .map(|m| m.file_type().is_block_device())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ext4_head(label: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; EXT4_LABEL_END as usize];
+        h[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
+        h[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label);
+        h
+    }
+
+    #[test]
+    fn boot_images_labelled_for_the_other_slot_are_recognised() {
+        assert_eq!(
+            foreign_slot_label(&ext4_head(b"bootA"), Slot::B),
+            Some(Slot::A)
+        );
+        assert_eq!(
+            foreign_slot_label(&ext4_head(b"bootB"), Slot::A),
+            Some(Slot::B)
+        );
+        assert_eq!(foreign_slot_label(&ext4_head(b"bootB"), Slot::B), None);
+        assert_eq!(foreign_slot_label(&ext4_head(b"boot"), Slot::B), None);
+        assert_eq!(foreign_slot_label(&ext4_head(b"bootAB"), Slot::B), None);
+        let mut not_ext4 = ext4_head(b"bootA");
+        not_ext4[1024 + 56] = 0;
+        assert_eq!(foreign_slot_label(&not_ext4, Slot::B), None);
+        assert_eq!(foreign_slot_label(b"short", Slot::B), None);
+    }
 }

@@ -266,3 +266,40 @@ fn boot_image_not_matching_the_signed_manifest_leaves_the_slot_bad() {
     });
     refused(&rig, &c, "format 2 requires boot_image_size");
 }
+
+/// The image's boot partitions are built per slot (label `boot<s>`, `root=PARTLABEL=root<s>` in
+/// `cmdline.env`): slot A's boot image is not written to slot B.
+#[test]
+fn boot_image_built_for_the_other_slot_is_refused() {
+    let mut rig = Rig::new();
+    rig.with_boot_devices();
+    rig.power_on();
+    let ext4 = |label: &[u8]| {
+        let mut b = image(b'k', 20_000);
+        b[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
+        b[1024 + 120..1024 + 136].fill(0);
+        b[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label);
+        b
+    };
+    let boot_b = std::fs::read(rig.path("boot-b.img")).unwrap();
+    let b = rig.bundle_with_boot(
+        "v2",
+        "2.0.0",
+        "rpi4",
+        &image(b'N', 50_000),
+        Some(&ext4(b"bootA")),
+    );
+    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("labelled bootA"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(rig.path("boot-b.img")).unwrap(), boot_b);
+    let st = rig.status();
+    assert_eq!(slot_state(&st, "B"), "bad", "{st}");
+    assert_eq!(rig.power_on(), "booted slot A");
+    // The one built for slot B installs.
+    let boot = ext4(b"bootB");
+    let b = rig.bundle_with_boot("v3", "3.0.0", "rpi4", &image(b'M', 50_000), Some(&boot));
+    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(rig.path("boot-b.img")).unwrap(), boot);
+}
