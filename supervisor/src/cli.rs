@@ -74,10 +74,15 @@ pub enum Command {
 /// `bundle` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
-    /// Build a signed bundle from a root filesystem image.
+    /// Build a signed bundle from a root filesystem image (and optionally the slot boot
+    /// partition image). `created` is SOURCE_DATE_EPOCH when set, for reproducible bundles.
     Create {
+        /// Root filesystem image.
         #[arg(long)]
         image: PathBuf,
+        /// Slot boot partition image (kernel, initrd, dtbs): makes a format 2 bundle.
+        #[arg(long, value_name = "BOOT")]
+        boot_image: Option<PathBuf>,
         #[arg(long)]
         key: PathBuf,
         #[arg(long)]
@@ -172,28 +177,42 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Bundle(BundleCmd::Create {
             image,
+            boot_image,
             key,
             version,
             board,
             out,
             level,
         }) => {
+            let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(v) => Some(v),
+                Err(std::env::VarError::NotPresent) => None,
+                Err(std::env::VarError::NotUnicode(v)) => {
+                    bail!("SOURCE_DATE_EPOCH={v:?} is not a Unix time")
+                }
+            };
             let m = bundle::create(&CreateOptions {
                 image: &image,
+                boot_image: boot_image.as_deref(),
                 key: &key,
                 version: &version,
                 compatible: &board,
                 out: &out,
                 level,
+                created: bundle::created_time(epoch.as_deref())?,
             })?;
             println!(
-                "{}: version {} for {}, image {} bytes, payload {} bytes",
+                "{}: format {}, version {} for {}, image {} bytes, payload {} bytes",
                 out.display(),
+                m.format,
                 m.version,
                 m.compatible,
                 m.image_size,
                 m.payload_size
             );
+            if let Some((size, sha)) = m.boot_image() {
+                println!("boot image {size} bytes, sha256 {sha}");
+            }
             Ok(())
         }
         Command::Bundle(BundleCmd::Verify { bundle, key, board }) => {
@@ -212,6 +231,14 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 },
             )?;
             println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
+            println!(
+                "root image: {} bytes, sha256 {}",
+                vb.manifest.image_size, vb.manifest.image_sha256
+            );
+            match vb.manifest.boot_image() {
+                Some((size, sha)) => println!("boot image: {size} bytes, sha256 {sha}"),
+                None => println!("boot image: none (root only, kernel unchanged)"),
+            }
             println!("bundle OK");
             Ok(())
         }

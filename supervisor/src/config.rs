@@ -42,6 +42,9 @@ pub struct Config {
     pub slot_backend: BackendKind,
     pub slot_a_device: PathBuf,
     pub slot_b_device: PathBuf,
+    /// Per-slot boot partitions (kernel, initrd, dtbs) that format 2 bundles write; both or none.
+    pub slot_a_boot_device: Option<PathBuf>,
+    pub slot_b_boot_device: Option<PathBuf>,
     pub boot_dir: PathBuf,
     pub tryboot_dt_dir: PathBuf,
     pub tryboot_part_a: u32,
@@ -183,6 +186,8 @@ impl Config {
             slot_backend,
             slot_a_device: src.str("SUPERVISOR_SLOT_A_DEVICE", "/dev/mmcblk0p2").into(),
             slot_b_device: src.str("SUPERVISOR_SLOT_B_DEVICE", "/dev/mmcblk0p3").into(),
+            slot_a_boot_device: src.get("SUPERVISOR_SLOT_A_BOOT_DEVICE").map(PathBuf::from),
+            slot_b_boot_device: src.get("SUPERVISOR_SLOT_B_BOOT_DEVICE").map(PathBuf::from),
             boot_dir: src.str("SUPERVISOR_BOOT_DIR", "/boot/firmware").into(),
             tryboot_dt_dir: src
                 .str(
@@ -232,6 +237,7 @@ impl Config {
             test_pause_at: src.get("SUPERVISOR_TEST_PAUSE_AT"),
             data_dir,
         };
+        cfg.check_devices()?;
         if cfg.health_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 var: "SUPERVISOR_HEALTH_INTERVAL_MS",
@@ -254,6 +260,51 @@ impl Config {
     /// The supervisor's own state directory inside the data dir.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("supervisor")
+    }
+
+    /// Slot and boot devices must be set together and be four different paths: a boot
+    /// device equal to a root device would be overwritten by the other image.
+    fn check_devices(&self) -> Result<(), ConfigError> {
+        let (a, b) = (&self.slot_a_boot_device, &self.slot_b_boot_device);
+        match (a, b) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    var: "SUPERVISOR_SLOT_B_BOOT_DEVICE",
+                    message: "must be set when SUPERVISOR_SLOT_A_BOOT_DEVICE is".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "SUPERVISOR_SLOT_A_BOOT_DEVICE",
+                    message: "must be set when SUPERVISOR_SLOT_B_BOOT_DEVICE is".into(),
+                })
+            }
+            _ => {}
+        }
+        let all = [
+            ("SUPERVISOR_SLOT_A_DEVICE", Some(&self.slot_a_device)),
+            ("SUPERVISOR_SLOT_B_DEVICE", Some(&self.slot_b_device)),
+            ("SUPERVISOR_SLOT_A_BOOT_DEVICE", a.as_ref()),
+            ("SUPERVISOR_SLOT_B_BOOT_DEVICE", b.as_ref()),
+        ];
+        for (i, (var, p)) in all.iter().enumerate() {
+            let Some(p) = p else { continue };
+            if let Some((other, _)) = all[..i].iter().find(|(_, q)| *q == Some(*p)) {
+                return Err(ConfigError::Invalid {
+                    var,
+                    message: format!("{} is also {other}", p.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The boot partition device of `slot`, if boot devices are configured.
+    pub fn slot_boot_device(&self, slot: crate::slots::Slot) -> Option<&Path> {
+        match slot {
+            crate::slots::Slot::A => self.slot_a_boot_device.as_deref(),
+            crate::slots::Slot::B => self.slot_b_boot_device.as_deref(),
+        }
     }
 
     /// The device (or test file) that holds `slot`.
@@ -303,6 +354,42 @@ mod tests {
         .unwrap();
         let err = Config::load(Some(&p)).unwrap_err().to_string();
         assert!(err.starts_with("SUPERVISOR_TRIAL_TIMEOUT_S"), "{err}");
+    }
+
+    #[test]
+    fn boot_devices_come_in_pairs_and_differ_from_the_root_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.env");
+        let load = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            Config::load(Some(&p))
+        };
+        let none = load("SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n").unwrap();
+        assert_eq!(none.slot_boot_device(crate::slots::Slot::A), None);
+        let both = load(
+            "SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n\
+             SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\nSUPERVISOR_SLOT_B_BOOT_DEVICE=/bb\n",
+        )
+        .unwrap();
+        assert_eq!(
+            both.slot_boot_device(crate::slots::Slot::B),
+            Some(Path::new("/bb"))
+        );
+        let err = load("SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("SUPERVISOR_SLOT_B_BOOT_DEVICE"), "{err}");
+        let err = load(
+            "SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n\
+             SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\nSUPERVISOR_SLOT_B_BOOT_DEVICE=/rb\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("SUPERVISOR_SLOT_B_BOOT_DEVICE")
+                && err.contains("SUPERVISOR_SLOT_B_DEVICE"),
+            "{err}"
+        );
     }
 
     #[test]

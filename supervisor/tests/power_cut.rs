@@ -9,10 +9,25 @@ use common::*;
 use std::time::Duration;
 
 fn power_cut_at(phase: &str) {
-    let rig = Rig::new();
+    power_cut(phase, false);
+}
+
+/// With `boot`, the slots have boot devices and the bundle carries a boot image (format 2).
+fn power_cut(phase: &str, boot: bool) {
+    let mut rig = Rig::new();
+    if boot {
+        rig.with_boot_devices();
+    }
     assert_eq!(rig.power_on(), "booted slot A");
     let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
-    let bundle = rig.bundle("v2", "2.0.0", "rpi4", &image(b'N', 400_000));
+    let boot_a = std::fs::read(rig.path("boot-a.img")).ok();
+    let bundle = rig.bundle_with_boot(
+        "v2",
+        "2.0.0",
+        "rpi4",
+        &image(b'N', 400_000),
+        boot.then(|| image(b'k', 200_000)).as_deref(),
+    );
 
     // 1. Install, paused at `phase`, then kill -9.
     let mut inst = rig.spawn(
@@ -36,6 +51,11 @@ fn power_cut_at(phase: &str) {
         std::fs::read(rig.path("slot-a.img")).unwrap(),
         slot_a,
         "slot A was written"
+    );
+    assert_eq!(
+        std::fs::read(rig.path("boot-a.img")).ok(),
+        boot_a,
+        "slot A's boot device was written"
     );
     assert_eq!(
         rig.boot_state()["primary"],
@@ -128,4 +148,27 @@ fn power_cut_at_arm() {
 #[test]
 fn power_cut_at_reboot() {
     power_cut_at("reboot");
+}
+
+// The slot boot partition phases (format 2 bundle): the target is still `installing`, so a cut
+// anywhere before both images are verified leaves it unbootable and the old slot boots.
+#[test]
+fn power_cut_at_boot_write() {
+    power_cut("boot-write", true);
+}
+#[test]
+fn power_cut_at_boot_sync() {
+    power_cut("boot-sync", true);
+}
+#[test]
+fn power_cut_at_boot_readback() {
+    power_cut("boot-readback", true);
+}
+#[test]
+fn power_cut_at_mark_with_boot_image() {
+    power_cut("mark", true);
+}
+#[test]
+fn power_cut_at_reboot_with_boot_image() {
+    power_cut("reboot", true);
 }

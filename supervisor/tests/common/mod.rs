@@ -138,7 +138,16 @@ impl Rig {
         std::fs::write(self.path("supervisor.env"), s).unwrap();
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// Gives the slots their own boot partitions (`boot-a.img` holds the factory kernel).
+    pub fn with_boot_devices(&mut self) {
+        std::fs::write(self.path("boot-a.img"), image(b'K', 50_000)).unwrap();
+        std::fs::write(self.path("boot-b.img"), vec![0u8; 4096]).unwrap();
+        let (a, b) = (self.path("boot-a.img"), self.path("boot-b.img"));
+        self.set("SUPERVISOR_SLOT_A_BOOT_DEVICE", a.to_str().unwrap());
+        self.set("SUPERVISOR_SLOT_B_BOOT_DEVICE", b.to_str().unwrap());
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(SUP);
         c.arg("--config")
             .arg(self.path("supervisor.env"))
@@ -194,16 +203,29 @@ impl Rig {
 
     /// Builds a bundle of `image` signed with the rig's key.
     pub fn bundle(&self, name: &str, version: &str, board: &str, image: &[u8]) -> PathBuf {
+        self.bundle_with_boot(name, version, board, image, None)
+    }
+
+    /// Builds a bundle of a root image and, if given, a slot boot partition image.
+    pub fn bundle_with_boot(
+        &self,
+        name: &str,
+        version: &str,
+        board: &str,
+        image: &[u8],
+        boot: Option<&[u8]>,
+    ) -> PathBuf {
         let img = self.path(&format!("{name}.img"));
         std::fs::write(&img, image).unwrap();
         let out_path = self.path(&format!("{name}.poshub"));
-        let out = self.sup(&[
+        let key = self.path("keys/release.key");
+        let mut args: Vec<String> = [
             "bundle",
             "create",
             "--image",
             img.to_str().unwrap(),
             "--key",
-            self.path("keys/release.key").to_str().unwrap(),
+            key.to_str().unwrap(),
             "--version",
             version,
             "--board",
@@ -212,7 +234,18 @@ impl Rig {
             out_path.to_str().unwrap(),
             "--level",
             "3",
-        ]);
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(boot) = boot {
+            let bimg = self.path(&format!("{name}.boot.img"));
+            std::fs::write(&bimg, boot).unwrap();
+            args.push("--boot-image".into());
+            args.push(bimg.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.sup(&args);
         assert!(out.status.success(), "{}", stderr(&out));
         out_path
     }

@@ -4,7 +4,7 @@
 //! booted slot is never written and stays the bootloader's default until a trial is committed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,9 +19,23 @@ use crate::lifecycle::Slots;
 use crate::slots::store::{SlotState, Trial};
 use crate::slots::Slot;
 
+mod device;
+use device::{foreign_slot_label, open_target, read_back, same_file, EXT4_LABEL_END};
+
 /// Install phases, in order (the names `SUPERVISOR_TEST_PAUSE_AT` accepts).
+/// The `boot-*` phases only run for a bundle that carries a boot image (format 2).
 pub const PHASES: &[&str] = &[
-    "verify", "prepare", "write", "sync", "readback", "mark", "arm", "reboot",
+    "verify",
+    "prepare",
+    "write",
+    "sync",
+    "readback",
+    "boot-write",
+    "boot-sync",
+    "boot-readback",
+    "mark",
+    "arm",
+    "reboot",
 ];
 
 /// Progress of the current or last update, as `GET /update/status` and `status` show it.
@@ -216,25 +230,47 @@ fn install_locked(
             device.display()
         );
     }
-    let mut dev = OpenOptions::new()
-        .write(true)
-        .read(true)
-        .open(&device)
-        .with_context(|| format!("unable to open slot {target} device {}", device.display()))?;
-    if is_block_device(&dev) {
-        let size = dev.seek(SeekFrom::End(0))?;
-        if size < m.image_size {
-            bail!(
-                "image ({} bytes) does not fit slot {target} ({size} bytes)",
-                m.image_size
+    let mut dev = open_target(&device, m.image_size, &format!("slot {target}"))?;
+    // The slot's boot partition, when the bundle carries a boot image: checked and opened now,
+    // so a device that cannot take it refuses the bundle before anything is written.
+    let mut boot = match (m.boot_image(), cfg.slot_boot_device(target)) {
+        (Some(_), None) => bail!(
+            "bundle {} carries a boot partition image (kernel) but this device has no slot boot \
+             devices configured (SUPERVISOR_SLOT_A_BOOT_DEVICE, SUPERVISOR_SLOT_B_BOOT_DEVICE): \
+             refusing to install a root filesystem without its kernel",
+            m.version
+        ),
+        (None, Some(d)) => {
+            tracing::warn!(
+                boot_device = %d.display(),
+                "bundle {} carries no boot image (format {}): slot {target} keeps its current boot partition and kernel",
+                m.version,
+                m.format
             );
+            None
         }
-        dev.seek(SeekFrom::Start(0))?;
-    }
+        (None, None) => None,
+        (Some((size, sha)), Some(d)) => {
+            let booted_boot = cfg.slot_boot_device(booted);
+            if booted_boot.is_some_and(|b| same_file(d, b))
+                || same_file(d, cfg.slot_device(booted))
+                || same_file(d, &device)
+            {
+                bail!(
+                    "slot {target} boot device {} is the booted slot's boot or root device, or \
+                     slot {target}'s root device",
+                    d.display()
+                );
+            }
+            let f = open_target(d, size, &format!("slot {target} boot device"))?;
+            Some((d.to_path_buf(), f, size, sha.to_string()))
+        }
+    };
+    let boot_size = boot.as_ref().map_or(0, |b| b.2);
     progress.set(true, |s| {
         s.version = Some(m.version.clone());
         s.target = Some(target);
-        s.bytes_total = m.image_size;
+        s.bytes_total = m.image_size + boot_size;
     });
 
     // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
@@ -272,31 +308,18 @@ fn install_locked(
     })?;
     slots.backend.prepare_install(target, booted)?;
 
-    // 3. write: stream the decompressed image into the slot, hashing what goes out.
+    // 3. write: stream the decompressed root image into the slot, hashing what goes out.
     progress.phase("write");
     let mut reader = vb.image_reader()?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    let mut paused_mid_write = false;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .context("unable to decompress the image")?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        dev.write_all(&buf[..n])
-            .with_context(|| format!("unable to write slot {target}"))?;
-        done += n as u64;
-        progress.set(false, |s| s.bytes_done = done);
-        if !paused_mid_write && done * 2 >= m.image_size {
-            paused_mid_write = true;
-            pause_point(cfg, "write");
-        }
-    }
-    if done != m.image_size || fsutil::hex(&hasher.finalize()) != m.image_sha256 {
+    let written = stream_image(
+        cfg,
+        progress,
+        &mut reader,
+        &mut dev,
+        (m.image_size, 0),
+        "write",
+    )?;
+    if written != (m.image_size, m.image_sha256.clone()) {
         mark_failed(
             slots,
             target,
@@ -320,6 +343,68 @@ fn install_locked(
         bail!("slot {target} read-back checksum mismatch: the medium may be failing");
     }
 
+    // 5a-c. boot-write, boot-sync, boot-readback: the same for the slot's boot partition. The
+    // slot is still `installing` (unbootable) until both images are verified.
+    if let Some((boot_path, boot_dev, size, sha)) = boot.as_mut() {
+        progress.phase("boot-write");
+        // The image's first bytes (ext4 superblock) say whose boot partition it was built as.
+        let mut head = Vec::new();
+        (&mut reader)
+            .take((*size).min(EXT4_LABEL_END))
+            .read_to_end(&mut head)
+            .context("unable to decompress the boot image")?;
+        if let Some(other) = foreign_slot_label(&head, target) {
+            let why = format!(
+                "boot image is an ext4 file system labelled boot{other}, built for slot {other} \
+                 (its cmdline.env names root{other}): refusing to write it to slot {target}"
+            );
+            mark_failed(slots, target, &why)?;
+            bail!("{why}; slot {target} left unbootable");
+        }
+        let written = stream_image(
+            cfg,
+            progress,
+            &mut std::io::Cursor::new(head).chain(&mut reader),
+            boot_dev,
+            (*size, m.image_size),
+            "boot-write",
+        )?;
+        if written != (*size, sha.clone()) {
+            mark_failed(
+                slots,
+                target,
+                "decompressed boot image does not match the manifest",
+            )?;
+            bail!("decompressed boot image does not match the manifest: slot {target} left unbootable");
+        }
+        progress.phase("boot-sync");
+        pause_point(cfg, "boot-sync");
+        boot_dev
+            .sync_all()
+            .context("unable to fsync the slot boot device")?;
+        progress.phase("boot-readback");
+        pause_point(cfg, "boot-readback");
+        if read_back(boot_path, *size)? != *sha {
+            mark_failed(slots, target, "boot partition read-back checksum mismatch")?;
+            bail!("slot {target} boot partition read-back checksum mismatch: the medium may be failing");
+        }
+    }
+    drop(boot);
+    // Nothing may follow the images in the payload.
+    let mut extra = [0u8; 1];
+    if reader
+        .read(&mut extra)
+        .context("unable to decompress the payload")?
+        != 0
+    {
+        mark_failed(
+            slots,
+            target,
+            "payload holds more than the manifest's images",
+        )?;
+        bail!("payload holds more than the manifest's images: slot {target} left unbootable");
+    }
+
     // 6. mark: the store records the new content and the armed trial (before the bootloader).
     progress.phase("mark");
     pause_point(cfg, "mark");
@@ -330,6 +415,14 @@ fn install_locked(
         info.size = Some(m.image_size);
         info.installed_at = Some(now_unix());
         info.install_count += 1;
+        if let Some((size, sha)) = m.boot_image() {
+            st.log(
+                &slots.boot_id,
+                target,
+                "install-boot",
+                format!("boot partition written and verified ({size} bytes, sha256 {sha})"),
+            );
+        }
         st.trial = Some(Trial {
             slot: target,
             previous: booted,
@@ -365,6 +458,42 @@ fn install_locked(
     })
 }
 
+/// Streams the next `len` decompressed bytes into `dev`, hashing them; pauses at `phase` half
+/// way (power-cut tests). `offset` is the progress already counted. Returns what was written
+/// (fewer bytes than `len` when the payload ends early).
+fn stream_image(
+    cfg: &Config,
+    progress: &Progress,
+    reader: &mut impl Read,
+    dev: &mut File,
+    (len, offset): (u64, u64),
+    phase: &str,
+) -> Result<(u64, String)> {
+    let mut src = reader.take(len);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let mut paused_mid_write = false;
+    loop {
+        let n = src
+            .read(&mut buf)
+            .context("unable to decompress the image")?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dev.write_all(&buf[..n])
+            .with_context(|| format!("unable to write during {phase}"))?;
+        done += n as u64;
+        progress.set(false, |s| s.bytes_done = offset + done);
+        if !paused_mid_write && done * 2 >= len {
+            paused_mid_write = true;
+            pause_point(cfg, phase);
+        }
+    }
+    Ok((done, fsutil::hex(&hasher.finalize())))
+}
+
 fn mark_failed(slots: &Slots, slot: Slot, why: &str) -> Result<()> {
     slots.store.update(|st| {
         let info = st.slot_mut(slot);
@@ -373,28 +502,4 @@ fn mark_failed(slots: &Slots, slot: Slot, why: &str) -> Result<()> {
         st.log(&slots.boot_id, slot, "install-failed", why);
     })?;
     Ok(())
-}
-
-fn read_back(device: &Path, len: u64) -> Result<String> {
-    let f = File::open(device).with_context(|| format!("unable to reopen {}", device.display()))?;
-    let mut hasher = Sha256::new();
-    let n = std::io::copy(&mut f.take(len), &mut hasher).context("unable to read the slot back")?;
-    if n != len {
-        bail!("slot holds only {n} of {len} bytes after writing");
-    }
-    Ok(fsutil::hex(&hasher.finalize()))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn is_block_device(f: &File) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    f.metadata()
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false)
 }

@@ -1,5 +1,5 @@
-//! Signed update bundles (`.poshub`): key generation, creation and verification. Layout (all
-//! integers little-endian; see `docs/updates.md`):
+//! Signed update bundles (`.poshub`): key generation, creation ([`create`]) and verification.
+//! Layout (all integers little-endian; see `docs/updates.md` §2):
 //!
 //! ```text
 //! "POSHUBB1" | u32 manifest length | manifest JSON | 64-byte ed25519 signature | zstd payload
@@ -8,12 +8,20 @@
 //! The signature covers `"poshub-bundle-v1\0" || manifest JSON`; the manifest carries the size and
 //! SHA-256 of both the compressed payload and the uncompressed root image, so a bundle is fully
 //! verified (signature, board, version, payload checksum, length) before a byte goes to a slot.
+//! Format 2 adds an optional slot boot partition image: the decompressed payload is the root image
+//! immediately followed by the boot image, whose size and SHA-256 are also in the manifest.
+
+mod create;
+#[cfg(test)]
+mod tests;
+
+pub use create::{create, created_time, CreateOptions};
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -26,6 +34,10 @@ pub const SIGN_CONTEXT: &[u8] = b"poshub-bundle-v1\0";
 /// Largest manifest accepted (it is a few hundred bytes in practice).
 pub const MAX_MANIFEST: u32 = 64 * 1024;
 const HEADER: u64 = 8 + 4;
+/// Manifest format of a root-only bundle.
+pub const FORMAT_ROOT: u32 = 1;
+/// Manifest format of a bundle that also carries the slot boot partition image.
+pub const FORMAT_BOOT: u32 = 2;
 
 /// What a bundle says about itself; signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +50,58 @@ pub struct Manifest {
     pub image_sha256: String,
     pub payload_size: u64,
     pub payload_sha256: String,
+    /// Format 2: size of the slot boot partition image that follows the root image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_image_size: Option<u64>,
+    /// Format 2: SHA-256 (lowercase hex) of the slot boot partition image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_image_sha256: Option<String>,
+}
+
+impl Manifest {
+    /// The boot image's size and SHA-256, if the bundle carries one (checked by
+    /// [`read_manifest`]: present exactly when `format` is 2).
+    pub fn boot_image(&self) -> Option<(u64, &str)> {
+        match (self.boot_image_size, self.boot_image_sha256.as_deref()) {
+            (Some(n), Some(h)) => Some((n, h)),
+            _ => None,
+        }
+    }
+
+    /// Checks the format and the fields it requires; returns why not.
+    fn check(&self) -> Result<(), String> {
+        if !is_sha256_hex(&self.image_sha256) || !is_sha256_hex(&self.payload_sha256) {
+            return Err("image_sha256/payload_sha256 must be 64 lowercase hex digits".into());
+        }
+        match self.format {
+            FORMAT_ROOT => {
+                if self.boot_image_size.is_some() || self.boot_image_sha256.is_some() {
+                    return Err("format 1 cannot carry boot_image_* fields".into());
+                }
+            }
+            FORMAT_BOOT => {
+                let Some(sha) = self.boot_image_sha256.as_deref() else {
+                    return Err("format 2 requires boot_image_sha256".into());
+                };
+                if self.boot_image_size.is_none() {
+                    return Err("format 2 requires boot_image_size".into());
+                }
+                if !is_sha256_hex(sha) {
+                    return Err("boot_image_sha256 must be 64 lowercase hex digits".into());
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} and {FORMAT_BOOT}): update the supervisor first"
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Why a bundle or key was refused.
@@ -60,11 +124,13 @@ pub enum BundleError {
     Downgrade { bundle: String, current: String },
     #[error("bundle payload does not match its signed checksum (tampered or corrupted)")]
     PayloadMismatch,
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time (whole seconds since 1970)")]
+    BadSourceDateEpoch(String),
     #[error("key file {path}: {message}")]
     BadKey { path: PathBuf, message: String },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
     move |err| BundleError::Io {
         path: path.to_path_buf(),
         err,
@@ -119,82 +185,13 @@ pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, BundleError> {
     })
 }
 
-/// Options of [`create`].
-pub struct CreateOptions<'a> {
-    pub image: &'a Path,
-    pub key: &'a Path,
-    pub version: &'a str,
-    pub compatible: &'a str,
-    pub out: &'a Path,
-    pub level: i32,
-}
-
-/// Builds a bundle from a root filesystem image.
-pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
-    let sk = load_signing_key(o.key)?;
-    // 1. Compress the image into a temporary payload, hashing both sides.
-    let payload_tmp = o.out.with_extension("payload.poshub-tmp");
-    let mut input = BufReader::new(File::open(o.image).map_err(io_err(o.image))?);
-    let (image_size, image_sha) = {
-        let f = File::create(&payload_tmp).map_err(io_err(&payload_tmp))?;
-        let mut enc = zstd::Encoder::new(f, o.level).map_err(io_err(&payload_tmp))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = input.read(&mut buf).map_err(io_err(o.image))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            enc.write_all(&buf[..n]).map_err(io_err(&payload_tmp))?;
-            total += n as u64;
-        }
-        enc.finish()
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&payload_tmp))?;
-        (total, fsutil::hex(&hasher.finalize()))
-    };
-    let (payload_size, payload_sha) = hash_file(&payload_tmp, 0)?;
-    // 2. Sign the manifest.
-    let manifest = Manifest {
-        format: 1,
-        version: o.version.to_string(),
-        compatible: o.compatible.to_string(),
-        created: fsutil::now_unix(),
-        image_size,
-        image_sha256: image_sha,
-        payload_size,
-        payload_sha256: payload_sha,
-    };
-    let mjson =
-        serde_json::to_vec(&manifest).map_err(|e| BundleError::BadManifest(e.to_string()))?;
-    let sig = sk.sign(&signed_message(&mjson));
-    // 3. Header, manifest, signature, payload; then rename into place.
-    let out_tmp = fsutil::tmp_path(o.out);
-    {
-        let mut out = File::create(&out_tmp).map_err(io_err(&out_tmp))?;
-        out.write_all(MAGIC).map_err(io_err(&out_tmp))?;
-        out.write_all(&(mjson.len() as u32).to_le_bytes())
-            .map_err(io_err(&out_tmp))?;
-        out.write_all(&mjson).map_err(io_err(&out_tmp))?;
-        out.write_all(&sig.to_bytes()).map_err(io_err(&out_tmp))?;
-        let mut p = File::open(&payload_tmp).map_err(io_err(&payload_tmp))?;
-        io::copy(&mut p, &mut out).map_err(io_err(&out_tmp))?;
-        out.sync_all().map_err(io_err(&out_tmp))?;
-    }
-    let _ = std::fs::remove_file(&payload_tmp);
-    std::fs::rename(&out_tmp, o.out).map_err(io_err(o.out))?;
-    Ok(manifest)
-}
-
-fn signed_message(manifest_json: &[u8]) -> Vec<u8> {
+pub(crate) fn signed_message(manifest_json: &[u8]) -> Vec<u8> {
     let mut m = SIGN_CONTEXT.to_vec();
     m.extend_from_slice(manifest_json);
     m
 }
 
-fn hash_file(path: &Path, offset: u64) -> Result<(u64, String), BundleError> {
+pub(crate) fn hash_file(path: &Path, offset: u64) -> Result<(u64, String), BundleError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     f.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
     let mut hasher = Sha256::new();
@@ -211,7 +208,7 @@ pub struct VerifiedBundle {
 }
 
 impl VerifiedBundle {
-    /// A reader of the decompressed root image.
+    /// A reader of the decompressed payload: the root image, then (format 2) the boot image.
     pub fn image_reader(&self) -> Result<impl Read, BundleError> {
         let mut f = File::open(&self.path).map_err(io_err(&self.path))?;
         f.seek(SeekFrom::Start(self.payload_offset))
@@ -266,12 +263,7 @@ pub fn read_manifest(path: &Path, key: &VerifyingKey) -> Result<(Manifest, u64),
         .map_err(|_| BundleError::BadSignature)?;
     let manifest: Manifest =
         serde_json::from_slice(&mjson).map_err(|e| BundleError::BadManifest(e.to_string()))?;
-    if manifest.format != 1 {
-        return Err(BundleError::BadManifest(format!(
-            "unknown format {}",
-            manifest.format
-        )));
-    }
+    manifest.check().map_err(BundleError::BadManifest)?;
     let expected = payload_offset + manifest.payload_size;
     if len < expected {
         return Err(BundleError::Truncated(format!(
@@ -340,79 +332,4 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
         }
     }
     std::cmp::Ordering::Equal
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::cmp::Ordering::*;
-
-    /// Truncations and random corruptions of a valid bundle are refused with
-    /// an error, never a panic, and never accepted.
-    #[test]
-    fn corrupted_bundles_never_verify_and_never_panic() {
-        let dir = tempfile::tempdir().unwrap();
-        let (key, public) = keygen(&dir.path().join("k")).unwrap();
-        let image = dir.path().join("img");
-        std::fs::write(
-            &image,
-            (0..20_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let good = dir.path().join("b.poshub");
-        create(&CreateOptions {
-            image: &image,
-            key: &key,
-            version: "1.2.3",
-            compatible: "rpi4",
-            out: &good,
-            level: 3,
-        })
-        .unwrap();
-        let vk = load_verifying_key(&public).unwrap();
-        let expect = Expect {
-            key: &vk,
-            board: "rpi4",
-            current_version: Some("1.0.0"),
-            allow_downgrade: false,
-        };
-        assert!(verify(&good, &expect).is_ok());
-        let bytes = std::fs::read(&good).unwrap();
-        let probe = dir.path().join("probe.poshub");
-        for len in (0..bytes.len()).step_by(bytes.len() / 40 + 1) {
-            std::fs::write(&probe, &bytes[..len]).unwrap();
-            assert!(
-                verify(&probe, &expect).is_err(),
-                "truncated to {len} accepted"
-            );
-        }
-        // xorshift: deterministic "random" corruptions, 1 to 4 bytes each.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..200 {
-            let mut b = bytes.clone();
-            for _ in 0..(next() % 4 + 1) {
-                let i = (next() % b.len() as u64) as usize;
-                let v = (next() % 255 + 1) as u8;
-                b[i] ^= v;
-            }
-            std::fs::write(&probe, &b).unwrap();
-            assert!(
-                verify(&probe, &expect).is_err(),
-                "corrupted bundle accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn versions_compare_numerically() {
-        assert_eq!(version_cmp("1.10.0", "1.9.3"), Greater);
-        assert_eq!(version_cmp("v2.0", "2.0"), Equal);
-        assert_eq!(version_cmp("1.0", "1.0.1"), Less);
-    }
 }
