@@ -16,6 +16,7 @@ mod locks;
 mod maintenance;
 mod registry;
 mod upstream;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,8 +37,9 @@ use crate::store::*;
 
 pub use admin::{AdminCmd, EngineView, TerminalView};
 pub use apply::business_date;
-pub use registry::Registry;
+pub use registry::{Limits, Registry};
 pub use upstream::UpstreamCmd;
+pub use window::EventWindow;
 
 /// Most commands applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -130,6 +132,8 @@ pub struct EngineStats {
 pub struct EngineHandle {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub stats: Arc<EngineStats>,
+    /// Recent committed events in memory, so catch-up of a recent cursor skips the database.
+    pub window: Arc<EventWindow>,
 }
 
 impl EngineHandle {
@@ -156,6 +160,8 @@ enum Out {
         exclude: Option<u64>,
         /// Kitchen station bit the event is scoped to (0 = every terminal).
         scope: u8,
+        /// Byte offset of the end of this event in the window (set when it enters it).
+        end: u64,
     },
     All(Utf8Bytes),
     /// A print job was queued for this station: wake its spooler.
@@ -209,6 +215,7 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Cmd>,
     rt: tokio::runtime::Handle,
     stats: Arc<EngineStats>,
+    window: Arc<EventWindow>,
     seq: u64,
     now_ms: u64,
     dirty: bool,
@@ -254,6 +261,7 @@ impl Engine {
         stats.head_seq.store(seq, Ordering::Relaxed);
         stats.leases.store(leases.len(), Ordering::Relaxed);
         stats.table_locks.store(locks.len(), Ordering::Relaxed);
+        let window = Arc::new(EventWindow::new(seq, cfg.event_window_bytes));
         let upstream_state = if cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some() {
             "idle"
         } else {
@@ -266,6 +274,7 @@ impl Engine {
             tx: tx.clone(),
             rt,
             stats: stats.clone(),
+            window: window.clone(),
             seq,
             now_ms: now_ms(),
             dirty: false,
@@ -287,7 +296,7 @@ impl Engine {
             .name("poshub-engine".into())
             .spawn(move || engine.run())
             .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
-        Ok((EngineHandle { tx, stats }, join))
+        Ok((EngineHandle { tx, stats, window }, join))
     }
 
     fn run(mut self) {
@@ -439,6 +448,31 @@ impl Engine {
     fn deliver(&mut self) {
         let limit = self.cfg.max_queued_broadcasts;
         let at = Instant::now();
+        // The batch's events enter the window first (one lock per batch), so a catch-up queued
+        // below can be served from memory up to the head.
+        let window_start = {
+            let mut w = self.window.writer();
+            // This batch's frames count as shared while it is delivered (the batch holds them
+            // anyway), so one batch larger than the window does not push every terminal out.
+            let batch_start = w.end();
+            for out in self.out.iter_mut() {
+                if let Out::Event {
+                    seq,
+                    text,
+                    scope,
+                    end,
+                    ..
+                } = out
+                {
+                    *end = w.push(*seq, *scope, text);
+                }
+            }
+            w.start().min(batch_start)
+        };
+        let lim = Limits {
+            events: limit,
+            window_start,
+        };
         for out in self.out.drain(..) {
             match out {
                 Out::To(ob, frame) => ob.push(frame),
@@ -447,9 +481,10 @@ impl Engine {
                     text,
                     exclude,
                     scope,
+                    end,
                 } => self
                     .reg
-                    .fan_out_scoped(seq, &text, exclude, limit, at, scope),
+                    .fan_out_scoped(seq, &text, end, exclude, &lim, at, scope),
                 Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {
                     for s in self.reg.sessions() {
@@ -520,6 +555,7 @@ impl Engine {
             text: Utf8Bytes::from(rec.message),
             exclude,
             scope: scope.map_or(0, crate::station::Station::bit),
+            end: 0,
         });
         Ok(seq)
     }
