@@ -99,7 +99,7 @@ pub struct Config {
     pub max_queued_broadcasts: usize,
     /// Bytes of recent events kept in memory (`HUB_EVENT_WINDOW_BYTES`, default 2 MiB): a
     /// terminal whose cursor is inside this window is caught up without reading the database.
-    /// 0 turns it off (every catch-up reads the database).
+    /// 0 turns it off (every catch-up reads the database, queues are bounded by count only).
     pub event_window_bytes: usize,
     /// redb page cache, small enough for a Raspberry Pi.
     pub db_cache_bytes: usize,

@@ -10,6 +10,7 @@
 
 mod admin;
 mod apply;
+mod deliver;
 pub mod inventory;
 mod kitchen;
 mod locks;
@@ -30,7 +31,6 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use crate::auth::Role;
 use crate::config::Config;
 use crate::net::outbox::{Frame, Outbox, Utf8Bytes};
-use crate::protocol::outbound;
 use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
@@ -415,86 +415,6 @@ impl Engine {
         stop
     }
 
-    /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
-    /// in-memory state from what is really on disk.
-    fn failed(&mut self, e: StoreError) {
-        tracing::error!(error = %e, "commit failed; batch discarded");
-        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-        self.out.clear();
-        self.upstream_waiters.discard();
-        for (ob, rid) in self.askers.drain(..) {
-            ob.text(outbound::error(
-                "storage_error",
-                "the hub could not save this change; retry",
-                rid.as_ref(),
-            ));
-        }
-        for p in self.probes.drain(..) {
-            let _ = p.send(Err(e.to_string()));
-        }
-        match (self.store.head_seq(), self.store.leases()) {
-            (Ok(seq), Ok(leases)) => {
-                self.seq = seq;
-                self.leases = leases.into_iter().collect();
-                self.reg.clamp(seq);
-            }
-            _ => tracing::error!("cannot reload state after a failed commit"),
-        }
-        if let Ok(locks) = self.store.table_locks() {
-            self.locks = locks.into_iter().collect();
-        }
-    }
-
-    fn deliver(&mut self) {
-        let limit = self.cfg.max_queued_broadcasts;
-        let at = Instant::now();
-        // The batch's events enter the window first (one lock per batch), so a catch-up queued
-        // below can be served from memory up to the head.
-        let window_start = {
-            let mut w = self.window.writer();
-            // This batch's frames count as shared while it is delivered (the batch holds them
-            // anyway), so one batch larger than the window does not push every terminal out.
-            let batch_start = w.end();
-            for out in self.out.iter_mut() {
-                if let Out::Event {
-                    seq,
-                    text,
-                    scope,
-                    end,
-                    ..
-                } = out
-                {
-                    *end = w.push(*seq, *scope, text);
-                }
-            }
-            w.start().min(batch_start)
-        };
-        let lim = Limits {
-            events: limit,
-            window_start,
-        };
-        for out in self.out.drain(..) {
-            match out {
-                Out::To(ob, frame) => ob.push(frame),
-                Out::Event {
-                    seq,
-                    text,
-                    exclude,
-                    scope,
-                    end,
-                } => self
-                    .reg
-                    .fan_out_scoped(seq, &text, end, exclude, &lim, at, scope),
-                Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
-                Out::All(text) => {
-                    for s in self.reg.sessions() {
-                        s.outbox.push(Frame::Text(text.clone()));
-                    }
-                }
-            }
-        }
-    }
-
     /// Appends an event in the current transaction and schedules its broadcast.
     #[allow(clippy::too_many_arguments)]
     fn append(
@@ -552,7 +472,10 @@ impl Engine {
         self.dirty = true;
         self.out.push(Out::Event {
             seq,
-            text: Utf8Bytes::from(rec.message),
+            // The frame lives as long as the window or a queue holds it: copy it into an
+            // allocation of its exact size (serialisers leave up to twice the length allocated;
+            // their buffer is freed here and reused for the next event).
+            text: Utf8Bytes::from(rec.message.as_str()),
             exclude,
             scope: scope.map_or(0, crate::station::Station::bit),
             end: 0,
