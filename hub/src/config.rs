@@ -97,7 +97,7 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     /// Broadcast frames queued for one terminal before it is switched to catch-up.
     pub max_queued_broadcasts: usize,
-    /// Bytes of recent events kept in memory (`HUB_EVENT_WINDOW_BYTES`, default 2 MiB): a
+    /// Bytes of recent events kept in memory (`HUB_EVENT_WINDOW_BYTES`, default 1 MiB): a
     /// terminal whose cursor is inside this window is caught up without reading the database.
     /// 0 turns it off (every catch-up reads the database, queues are bounded by count only).
     pub event_window_bytes: usize,
@@ -380,7 +380,7 @@ impl Config {
             db_cache_bytes: cache_mb.max(1) << 20,
             event_window_bytes: vars.parse(
                 "HUB_EVENT_WINDOW_BYTES",
-                2 << 20,
+                1 << 20,
                 "a number of bytes",
             )?,
             demo,
@@ -414,7 +414,7 @@ mod tests {
             (c.tenant_id.as_str(), c.store_id.as_str()),
             ("demo", "store-001")
         );
-        assert_eq!(c.event_window_bytes, 2 << 20);
+        assert_eq!(c.event_window_bytes, 1 << 20);
         let c = Config::from_vars(&Vars::from_map([("HUB_EVENT_WINDOW_BYTES", "0")]), false)
             .expect("a window of 0 turns it off");
         assert_eq!(c.event_window_bytes, 0);

@@ -119,7 +119,7 @@ impl EventWindow {
         };
         let skip = usize::try_from(after + 1 - w.first).ok()?;
         let mut bytes = 0;
-        for s in w.frames.iter().skip(skip) {
+        for s in w.frames.range(skip.min(w.frames.len())..) {
             if s.seq > to {
                 break;
             }

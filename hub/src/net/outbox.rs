@@ -17,10 +17,13 @@ pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::engine::Limits;
 
-/// Bytes of queued frames that have left the event window (so only this queue keeps them
-/// alive) beyond which a terminal is switched to catch-up: one slow terminal cannot pin more
-/// than this on top of the shared window.
-pub const MAX_UNSHARED_BYTES: u64 = 64 * 1024;
+/// Bytes of queued frames that have left the event window (so only queues keep them alive)
+/// beyond which a terminal is switched to catch-up: a queue never grows past about the window
+/// plus this. Queues of terminals that still read are runs of seqs ending at the head, so
+/// together they pin no more than the longest one. Large enough that a terminal merely slowed
+/// by a saturated CPU (about 1 MB behind at 8,000 writes/s on the development machine) keeps
+/// its live stream.
+pub const MAX_UNSHARED_BYTES: u64 = 512 * 1024;
 
 /// One thing to send to a terminal.
 #[derive(Debug)]
