@@ -97,6 +97,10 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     /// Broadcast frames queued for one terminal before it is switched to catch-up.
     pub max_queued_broadcasts: usize,
+    /// Bytes of recent events kept in memory (`HUB_EVENT_WINDOW_BYTES`, default 1 MiB): a
+    /// terminal whose cursor is inside this window is caught up without reading the database.
+    /// 0 turns it off (every catch-up reads the database, queues are bounded by count only).
+    pub event_window_bytes: usize,
     /// redb page cache, small enough for a Raspberry Pi.
     pub db_cache_bytes: usize,
     /// `--demo`: open auth and a sample floor plan.
@@ -374,6 +378,11 @@ impl Config {
                 .parse("HUB_MAX_QUEUED_BROADCASTS", 4096, "a number")?
                 .max(16),
             db_cache_bytes: cache_mb.max(1) << 20,
+            event_window_bytes: vars.parse(
+                "HUB_EVENT_WINDOW_BYTES",
+                1 << 20,
+                "a number of bytes",
+            )?,
             demo,
             printers: crate::print::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
             print_retry_max: vars.millis("HUB_PRINT_RETRY_MAX_MS", 5_000, 10)?,
@@ -405,6 +414,13 @@ mod tests {
             (c.tenant_id.as_str(), c.store_id.as_str()),
             ("demo", "store-001")
         );
+        assert_eq!(c.event_window_bytes, 1 << 20);
+        let c = Config::from_vars(&Vars::from_map([("HUB_EVENT_WINDOW_BYTES", "0")]), false)
+            .expect("a window of 0 turns it off");
+        assert_eq!(c.event_window_bytes, 0);
+        let e = Config::from_vars(&Vars::from_map([("HUB_EVENT_WINDOW_BYTES", "2M")]), false)
+            .unwrap_err();
+        assert_eq!(e.var, "HUB_EVENT_WINDOW_BYTES");
     }
 
     #[test]

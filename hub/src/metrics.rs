@@ -18,6 +18,12 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+/// Where a catch-up read its events: `memory` (the event window) or `database`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
 /// Every message type the hub sends or receives, so per-message counting is a lookup with no
 /// allocation (this runs for every frame of every terminal).
 const TYPES: &[&str] = &[
@@ -89,6 +95,10 @@ pub struct Metrics {
     pub db_bytes: Gauge<i64, AtomicI64>,
     pub head_seq: Gauge<u64, AtomicU64>,
     pub lag_resyncs: Counter,
+    /// Catch-ups (`EVENTS_BULK` replays) served entirely from the in-memory event window.
+    pub catchups_memory: Counter,
+    /// Catch-ups that had to read at least part of their range from the database.
+    pub catchups_database: Counter,
     /// 0 disabled, 1 idle, 2 ok, 3 failing (see `upstream::State`).
     pub upstream_state: Gauge,
     pub upstream_last_success: Gauge,
@@ -123,6 +133,8 @@ impl Metrics {
             db_bytes: Gauge::default(),
             head_seq: Gauge::default(),
             lag_resyncs: Counter::default(),
+            catchups_memory: Counter::default(),
+            catchups_database: Counter::default(),
             upstream_state: Gauge::default(),
             upstream_last_success: Gauge::default(),
             registry: Registry::default(),
@@ -212,8 +224,22 @@ impl Metrics {
             "Times a terminal fell behind and was caught up from its cursor",
             m.lag_resyncs.clone(),
         );
+        let catchups = Family::<SourceLabel, Counter>::default();
+        let catchups_memory = catchups
+            .get_or_create(&SourceLabel { source: "memory" })
+            .clone();
+        let catchups_database = catchups
+            .get_or_create(&SourceLabel { source: "database" })
+            .clone();
+        r.register(
+            "catchups",
+            "Catch-up replays by where their events came from (memory window or database)",
+            catchups,
+        );
         Metrics {
             registry: r,
+            catchups_memory,
+            catchups_database,
             in_by_type,
             out_by_type,
             ..m

@@ -116,6 +116,7 @@ impl Engine {
                 self.seq += 1;
                 tx.meta.insert(META_HEAD_SEQ, self.seq)?;
                 tx.meta.insert(META_COMPACTED_THROUGH, self.seq)?;
+                self.window.reset(self.seq);
                 for s in self.reg.sessions() {
                     self.out.push(Out::To(
                         s.outbox.clone(),

@@ -46,6 +46,8 @@ impl Engine {
         }
         if removed > 0 {
             tx.meta.insert(META_COMPACTED_THROUGH, through)?;
+            // A cursor at or below `through` must resync; the window must not answer it.
+            self.window.forget_through(through);
             tx.event_ids.retain(|_, v| {
                 dec::<AppliedRec>(v)
                     .map(|a| a.ts_ms >= cutoff_ms)

@@ -10,12 +10,14 @@
 
 mod admin;
 mod apply;
+mod deliver;
 pub mod inventory;
 mod kitchen;
 mod locks;
 mod maintenance;
 mod registry;
 mod upstream;
+pub mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,15 +31,15 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use crate::auth::Role;
 use crate::config::Config;
 use crate::net::outbox::{Frame, Outbox, Utf8Bytes};
-use crate::protocol::outbound;
 use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
 
 pub use admin::{AdminCmd, EngineView, TerminalView};
 pub use apply::business_date;
-pub use registry::Registry;
+pub use registry::{Limits, Registry};
 pub use upstream::UpstreamCmd;
+pub use window::EventWindow;
 
 /// Most commands applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -130,6 +132,8 @@ pub struct EngineStats {
 pub struct EngineHandle {
     pub tx: mpsc::UnboundedSender<Cmd>,
     pub stats: Arc<EngineStats>,
+    /// Recent committed events in memory, so catch-up of a recent cursor skips the database.
+    pub window: Arc<EventWindow>,
 }
 
 impl EngineHandle {
@@ -156,6 +160,8 @@ enum Out {
         exclude: Option<u64>,
         /// Kitchen station bit the event is scoped to (0 = every terminal).
         scope: u8,
+        /// Byte offset of the end of this event in the window (set when it enters it).
+        end: u64,
     },
     All(Utf8Bytes),
     /// A print job was queued for this station: wake its spooler.
@@ -209,6 +215,7 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Cmd>,
     rt: tokio::runtime::Handle,
     stats: Arc<EngineStats>,
+    window: Arc<EventWindow>,
     seq: u64,
     now_ms: u64,
     dirty: bool,
@@ -254,6 +261,7 @@ impl Engine {
         stats.head_seq.store(seq, Ordering::Relaxed);
         stats.leases.store(leases.len(), Ordering::Relaxed);
         stats.table_locks.store(locks.len(), Ordering::Relaxed);
+        let window = Arc::new(EventWindow::new(seq, cfg.event_window_bytes));
         let upstream_state = if cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some() {
             "idle"
         } else {
@@ -266,6 +274,7 @@ impl Engine {
             tx: tx.clone(),
             rt,
             stats: stats.clone(),
+            window: window.clone(),
             seq,
             now_ms: now_ms(),
             dirty: false,
@@ -287,7 +296,7 @@ impl Engine {
             .name("poshub-engine".into())
             .spawn(move || engine.run())
             .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
-        Ok((EngineHandle { tx, stats }, join))
+        Ok((EngineHandle { tx, stats, window }, join))
     }
 
     fn run(mut self) {
@@ -406,60 +415,6 @@ impl Engine {
         stop
     }
 
-    /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
-    /// in-memory state from what is really on disk.
-    fn failed(&mut self, e: StoreError) {
-        tracing::error!(error = %e, "commit failed; batch discarded");
-        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-        self.out.clear();
-        self.upstream_waiters.discard();
-        for (ob, rid) in self.askers.drain(..) {
-            ob.text(outbound::error(
-                "storage_error",
-                "the hub could not save this change; retry",
-                rid.as_ref(),
-            ));
-        }
-        for p in self.probes.drain(..) {
-            let _ = p.send(Err(e.to_string()));
-        }
-        match (self.store.head_seq(), self.store.leases()) {
-            (Ok(seq), Ok(leases)) => {
-                self.seq = seq;
-                self.leases = leases.into_iter().collect();
-                self.reg.clamp(seq);
-            }
-            _ => tracing::error!("cannot reload state after a failed commit"),
-        }
-        if let Ok(locks) = self.store.table_locks() {
-            self.locks = locks.into_iter().collect();
-        }
-    }
-
-    fn deliver(&mut self) {
-        let limit = self.cfg.max_queued_broadcasts;
-        let at = Instant::now();
-        for out in self.out.drain(..) {
-            match out {
-                Out::To(ob, frame) => ob.push(frame),
-                Out::Event {
-                    seq,
-                    text,
-                    exclude,
-                    scope,
-                } => self
-                    .reg
-                    .fan_out_scoped(seq, &text, exclude, limit, at, scope),
-                Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
-                Out::All(text) => {
-                    for s in self.reg.sessions() {
-                        s.outbox.push(Frame::Text(text.clone()));
-                    }
-                }
-            }
-        }
-    }
-
     /// Appends an event in the current transaction and schedules its broadcast.
     #[allow(clippy::too_many_arguments)]
     fn append(
@@ -517,9 +472,13 @@ impl Engine {
         self.dirty = true;
         self.out.push(Out::Event {
             seq,
-            text: Utf8Bytes::from(rec.message),
+            // The frame lives as long as the window or a queue holds it: copy it into an
+            // allocation of its exact size (serialisers leave up to twice the length allocated;
+            // their buffer is freed here and reused for the next event).
+            text: Utf8Bytes::from(rec.message.as_str()),
             exclude,
             scope: scope.map_or(0, crate::station::Station::bit),
+            end: 0,
         });
         Ok(seq)
     }

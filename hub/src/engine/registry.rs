@@ -9,6 +9,15 @@ use std::sync::Arc;
 use super::Session;
 use crate::net::outbox::{Outbox, Utf8Bytes};
 
+/// How much one terminal's queue may hold before it is switched to catch-up.
+pub struct Limits {
+    /// Events queued (each costs a queue slot even though its text is shared).
+    pub events: usize,
+    /// Window offset of the oldest byte still in the window: queued frames that end before it
+    /// are held by that queue alone and count against `outbox::MAX_UNSHARED_BYTES`.
+    pub window_start: u64,
+}
+
 struct Entry {
     session: Arc<Session>,
     /// Every event up to this seq was queued for, or is covered by a catch-up of, this terminal.
@@ -71,27 +80,18 @@ impl Registry {
         self.by_conn.values().map(|e| &e.session)
     }
 
-    /// Queues one event for every terminal but `exclude`; a terminal whose queue is full is
-    /// left lagging at its mark, to be caught up from the database when it drains.
-    pub fn fan_out(
-        &mut self,
-        seq: u64,
-        text: &Utf8Bytes,
-        exclude: Option<u64>,
-        limit: usize,
-        at: std::time::Instant,
-    ) {
-        self.fan_out_scoped(seq, text, exclude, limit, at, 0);
-    }
-
-    /// `fan_out` for an event scoped to a kitchen station (`scope` is its bit, 0 = everyone):
-    /// a terminal not subscribed to it counts it as delivered, as catch-up skips it too.
+    /// Queues one event for every terminal but `exclude`; a terminal whose queue is full (see
+    /// `Limits`) is left lagging at its mark, to be caught up when it drains. `scope` is the
+    /// kitchen station bit of the event (0 = everyone): a terminal not subscribed to it counts
+    /// it as delivered, as catch-up skips it too. `end` is the event's offset in the window.
+    #[allow(clippy::too_many_arguments)]
     pub fn fan_out_scoped(
         &mut self,
         seq: u64,
         text: &Utf8Bytes,
+        end: u64,
         exclude: Option<u64>,
-        limit: usize,
+        limits: &Limits,
         at: std::time::Instant,
         scope: u8,
     ) {
@@ -110,7 +110,7 @@ impl Registry {
                 continue;
             }
             if (Some(*conn) == exclude && !lagging)
-                || e.session.outbox.try_event(seq, text, limit, at)
+                || e.session.outbox.try_event(seq, text, end, limits, at)
             {
                 e.pushed_through = seq;
             }

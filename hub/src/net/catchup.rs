@@ -1,6 +1,7 @@
 //! Catch-up (SPEC §2.6): replays the event log to one terminal in `EVENTS_BULK` chunks, or, when
 //! its cursor lies outside what the hub retains, sends `RESYNC_REQUIRED` and a full `STATE`.
-//! Reads run on the blocking pool against a redb read snapshot; they never block the engine.
+//! Recent events come from the engine's in-memory window (`engine::window`); older ones are
+//! read on the blocking pool against a redb read snapshot; neither blocks the engine.
 
 use futures_util::{Sink, SinkExt};
 use serde_json::{json, Value};
@@ -9,7 +10,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::engine::now_ms;
 use crate::protocol::outbound;
 use crate::server::Hub;
-use crate::store::{Store, StoreError};
+use crate::store::{EventChunk, Store, StoreError};
 
 /// Bytes of events per `EVENTS_BULK` frame: small enough that many terminals catching up at
 /// once stay inside a Pi's memory, large enough that a frame carries dozens of events.
@@ -28,7 +29,9 @@ async fn blocking<T: Send + 'static>(
 /// Sends every broadcastable event with `after < seq <= to`, then returns; live events with a
 /// higher seq follow in the outbox.
 /// Events scoped to a kitchen station outside `stations` (the terminal's subscription mask)
-/// are left out.
+/// are left out. Each chunk comes from the engine's in-memory event window when it still holds
+/// the cursor, otherwise from the database (a cursor older than the window reads the database
+/// until it reaches the window, then memory).
 pub async fn replay<Si>(
     hub: &Hub,
     sink: &mut Si,
@@ -39,52 +42,98 @@ pub async fn replay<Si>(
 where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
-    let store = hub.store.clone();
-    let compacted = blocking(move || store.compacted_through()).await?;
-    if after < compacted || after > to {
-        tracing::info!(
-            after,
-            compacted,
-            head = to,
-            "cursor outside the retained log; sending full state"
-        );
-        let reason = if after > to {
-            "cursor_ahead_of_hub"
-        } else {
-            "cursor_too_old"
-        };
-        sink.feed(Message::Text(
-            json!({"type": "RESYNC_REQUIRED", "reason": reason, "cursor": after, "seq": to})
-                .to_string()
-                .into(),
-        ))
-        .await?;
+    let window = &hub.engine.window;
+    // The window forgets compacted events and is cleared by a reset, so a range it holds is
+    // never one that must resync: only a miss needs the retained-log check.
+    let mut from_db = !window.holds(after, to);
+    if from_db {
         let store = hub.store.clone();
-        let state = blocking(move || state_message(&store, to, stations)).await?;
-        return sink.feed(Message::Text(state.into())).await;
+        let compacted = blocking(move || store.compacted_through()).await?;
+        if after < compacted || after > to {
+            return resync(hub, sink, after, compacted, to, stations).await;
+        }
     }
     let mut cur = after;
     loop {
-        let store = hub.store.clone();
-        // At most a few replays read the log at once, so the memory catch-up needs is bounded
-        // whatever the number of terminals reconnecting (e.g. after a Wi-Fi outage).
-        let slot = hub
-            .catchup_slots
-            .acquire()
-            .await
-            .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?;
-        let chunk =
-            blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await?;
-        drop(slot);
-        let done = chunk.through >= to;
-        let text = outbound::events_bulk(&chunk.events, cur + 1, chunk.through, done);
+        let (text, through) = match window.read(cur, to, CHUNK_BYTES, stations) {
+            Some(chunk) => (
+                outbound::events_bulk(&chunk.events, cur + 1, chunk.through, chunk.through >= to),
+                chunk.through,
+            ),
+            None => {
+                from_db = true;
+                let chunk = read_db(hub, cur, to, stations).await?;
+                (
+                    outbound::events_bulk(
+                        &chunk.events,
+                        cur + 1,
+                        chunk.through,
+                        chunk.through >= to,
+                    ),
+                    chunk.through,
+                )
+            }
+        };
         sink.feed(Message::Text(text.into())).await?;
-        cur = chunk.through;
-        if done {
-            return Ok(());
+        cur = through;
+        if cur >= to {
+            break;
         }
         sink.flush().await?;
     }
+    if from_db {
+        hub.metrics.catchups_database.inc();
+    } else {
+        hub.metrics.catchups_memory.inc();
+    }
+    Ok(())
+}
+
+/// One chunk of the log from the database.
+async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> Result<EventChunk, WsError> {
+    let store = hub.store.clone();
+    // At most a few replays read the log at once, so the memory catch-up needs is bounded
+    // whatever the number of terminals reconnecting (e.g. after a Wi-Fi outage).
+    let _slot = hub
+        .catchup_slots
+        .acquire()
+        .await
+        .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?;
+    blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await
+}
+
+/// The cursor lies outside the retained log: `RESYNC_REQUIRED`, then a full `STATE`.
+async fn resync<Si>(
+    hub: &Hub,
+    sink: &mut Si,
+    after: u64,
+    compacted: u64,
+    to: u64,
+    stations: u8,
+) -> Result<(), WsError>
+where
+    Si: Sink<Message, Error = WsError> + Unpin,
+{
+    tracing::info!(
+        after,
+        compacted,
+        head = to,
+        "cursor outside the retained log; sending full state"
+    );
+    let reason = if after > to {
+        "cursor_ahead_of_hub"
+    } else {
+        "cursor_too_old"
+    };
+    sink.feed(Message::Text(
+        json!({"type": "RESYNC_REQUIRED", "reason": reason, "cursor": after, "seq": to})
+            .to_string()
+            .into(),
+    ))
+    .await?;
+    let store = hub.store.clone();
+    let state = blocking(move || state_message(&store, to, stations)).await?;
+    sink.feed(Message::Text(state.into())).await
 }
 
 /// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.

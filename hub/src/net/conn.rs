@@ -368,7 +368,7 @@ async fn write_loop<Si>(
                     hub.metrics.sent(t.as_str());
                     sink.feed(Message::Text(t)).await
                 }
-                Frame::Event { seq, text, at } => {
+                Frame::Event { seq, text, at, .. } => {
                     if seq <= delivered {
                         Ok(())
                     } else {

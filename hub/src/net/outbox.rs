@@ -3,12 +3,27 @@
 //! connection: when a terminal falls too far behind, the engine stops queueing events for it
 //! and the terminal is moved back to catch-up from its cursor (no event is skipped, and no other
 //! terminal waits for it).
+//!
+//! A queued event's text is the same shared buffer for every terminal and for the engine's
+//! event window, so what a queue really costs is its slots plus the frames that have already
+//! left the window (nobody else holds those). Both are bounded: `HUB_MAX_QUEUED_BROADCASTS`
+//! slots, and `MAX_UNSHARED_BYTES` of frames older than the window.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::engine::Limits;
+
+/// Bytes of queued frames that have left the event window (so only queues keep them alive)
+/// beyond which a terminal is switched to catch-up: a queue never grows past about the window
+/// plus this. Queues of terminals that still read are runs of seqs ending at the head, so
+/// together they pin no more than the longest one. Large enough that a terminal merely slowed
+/// by a saturated CPU (about 1 MB behind at 8,000 writes/s on the development machine) keeps
+/// its live stream.
+pub const MAX_UNSHARED_BYTES: u64 = 512 * 1024;
 
 /// One thing to send to a terminal.
 #[derive(Debug)]
@@ -20,6 +35,8 @@ pub enum Frame {
         seq: u64,
         text: Utf8Bytes,
         at: std::time::Instant,
+        /// Offset of the end of this event in the engine's event window.
+        end: u64,
     },
     /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
     /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
@@ -40,6 +57,9 @@ pub struct Outbox {
     pub queued_other: AtomicUsize,
     /// Set by the engine when this terminal fell behind; cleared when it resumes catch-up.
     pub lagging: AtomicBool,
+    /// Window offset below which nothing is queued any more: the end of the last event the
+    /// writer took (or the start of the first one queued into an empty queue).
+    taken_end: AtomicU64,
     /// Woken whenever the writer has drained frames.
     pub drained: Notify,
     /// Kitchen stations whose ticket events this terminal receives (`crate::station` mask).
@@ -57,6 +77,7 @@ impl Outbox {
             queued_events: AtomicUsize::new(0),
             queued_other: AtomicUsize::new(0),
             lagging: AtomicBool::new(false),
+            taken_end: AtomicU64::new(0),
             drained: Notify::new(),
             stations: AtomicU8::new(crate::station::ALL_STATIONS),
         };
@@ -79,19 +100,29 @@ impl Outbox {
         self.push(Frame::Text(text.into()));
     }
 
-    /// Tries to queue a broadcast event; returns false (and marks the terminal lagging) when
-    /// `limit` events are already waiting.
+    /// Tries to queue a broadcast event ending at window offset `end`; returns false (and
+    /// marks the terminal lagging) when the queue already holds `limits.events` events, or
+    /// more than `MAX_UNSHARED_BYTES` of frames that have left the window.
     pub fn try_event(
         &self,
         seq: u64,
         text: &Utf8Bytes,
-        limit: usize,
+        end: u64,
+        limits: &Limits,
         at: std::time::Instant,
     ) -> bool {
         if self.lagging.load(Ordering::Acquire) {
             return false;
         }
-        if self.queued_events.load(Ordering::Relaxed) >= limit {
+        let queued = self.queued_events.load(Ordering::Acquire);
+        if queued == 0 {
+            // Nothing older is held: the queue starts at this event. (The writer stored its
+            // last end before the count reached 0, so this store comes after it.)
+            self.taken_end
+                .store(end.saturating_sub(text.len() as u64), Ordering::Relaxed);
+        } else if queued >= limits.events
+            || limits.window_start > self.taken_end.load(Ordering::Relaxed) + MAX_UNSHARED_BYTES
+        {
             self.lagging.store(true, Ordering::Release);
             return false;
         }
@@ -99,6 +130,7 @@ impl Outbox {
             seq,
             text: text.clone(),
             at,
+            end,
         });
         true
     }
@@ -106,7 +138,10 @@ impl Outbox {
     /// Called by the writer for every frame it took off the queue.
     pub fn took(&self, frame: &Frame) {
         match frame {
-            Frame::Event { .. } => self.queued_events.fetch_sub(1, Ordering::Relaxed),
+            Frame::Event { end, .. } => {
+                self.taken_end.store(*end, Ordering::Relaxed);
+                self.queued_events.fetch_sub(1, Ordering::Release)
+            }
             _ => self.queued_other.fetch_sub(1, Ordering::Relaxed),
         };
     }

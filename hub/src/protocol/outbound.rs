@@ -81,30 +81,27 @@ pub fn raw(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EventsBulk<'a> {
-    #[serde(rename = "type")]
-    ty: &'static str,
-    events: Vec<&'a RawValue>,
+/// One chunk of catch-up: `events` are the stored broadcast messages in seq order; the chunk
+/// covers `fromSeq..=toSeq`; `done` marks the last chunk before live broadcasts resume.
+/// The messages are JSON the hub produced itself (validated on the way in), so they are
+/// spliced in as they are rather than parsed again: catch-up runs flat out under overload.
+pub fn events_bulk<S: AsRef<str>>(
+    events: &[(u64, S)],
     from_seq: u64,
     to_seq: u64,
     done: bool,
-}
-
-/// One chunk of catch-up: `events` are the stored broadcast messages in seq order; the chunk
-/// covers `fromSeq..=toSeq`; `done` marks the last chunk before live broadcasts resume.
-pub fn events_bulk(events: &[(u64, String)], from_seq: u64, to_seq: u64, done: bool) -> String {
-    let raws: Vec<&RawValue> = events
-        .iter()
-        .filter_map(|(_, m)| serde_json::from_str::<&RawValue>(m).ok())
-        .collect();
-    serde_json::to_string(&EventsBulk {
-        ty: "EVENTS_BULK",
-        events: raws,
-        from_seq,
-        to_seq,
-        done,
-    })
-    .unwrap_or_default()
+) -> String {
+    let len: usize = events.iter().map(|(_, m)| m.as_ref().len() + 1).sum();
+    let mut out = String::with_capacity(len + 96);
+    out.push_str(r#"{"type":"EVENTS_BULK","events":["#);
+    for (i, (_, m)) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m.as_ref());
+    }
+    out.push_str(&format!(
+        r#"],"fromSeq":{from_seq},"toSeq":{to_seq},"done":{done}}}"#
+    ));
+    out
 }

@@ -29,6 +29,9 @@ pub struct Scrape {
     pub batch_count: f64,
     pub commit_sum: f64,
     pub lag_resyncs: f64,
+    /// Catch-ups served from the hub's in-memory event window, and from its database.
+    pub catchups_memory: f64,
+    pub catchups_database: f64,
     /// Cumulative `poshub_broadcast_latency_seconds` buckets: (upper bound in s, count).
     pub broadcast_buckets: Vec<(f64, f64)>,
 }
@@ -143,6 +146,8 @@ impl Hub {
             batch_count: val("poshub_commit_batch_size_count"),
             commit_sum: val("poshub_commit_duration_seconds_sum"),
             lag_resyncs: val("poshub_lag_resyncs_total"),
+            catchups_memory: val("poshub_catchups_total{source=\"memory\"}"),
+            catchups_database: val("poshub_catchups_total{source=\"database\"}"),
             broadcast_buckets: text
                 .lines()
                 .filter_map(|l| l.strip_prefix("poshub_broadcast_latency_seconds_bucket{le=\""))

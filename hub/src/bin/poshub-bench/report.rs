@@ -125,6 +125,11 @@ pub fn print(
         "terminals caught up after falling behind     {}",
         after.lag_resyncs - before.lag_resyncs
     );
+    println!(
+        "catch-ups served from memory / database      {} / {}",
+        after.catchups_memory - before.catchups_memory,
+        after.catchups_database - before.catchups_database
+    );
     if let Some(kb) = rss_kb {
         println!(
             "hub peak RSS                                 {:.1} MB",

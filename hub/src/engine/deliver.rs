@@ -1,0 +1,97 @@
+//! After a batch: delivery of its replies and broadcasts once the commit is durable (the
+//! event window first, then the per-terminal fan-out), or, when the commit failed, telling
+//! whoever asked and reloading the in-memory state from disk.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{Engine, Limits, Out};
+use crate::net::outbox::Frame;
+use crate::protocol::outbound;
+use crate::store::StoreError;
+
+impl Engine {
+    /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
+    /// in-memory state from what is really on disk.
+    pub(super) fn failed(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "commit failed; batch discarded");
+        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+        self.out.clear();
+        self.upstream_waiters.discard();
+        for (ob, rid) in self.askers.drain(..) {
+            ob.text(outbound::error(
+                "storage_error",
+                "the hub could not save this change; retry",
+                rid.as_ref(),
+            ));
+        }
+        for p in self.probes.drain(..) {
+            let _ = p.send(Err(e.to_string()));
+        }
+        match (self.store.head_seq(), self.store.leases()) {
+            (Ok(seq), Ok(leases)) => {
+                self.seq = seq;
+                self.leases = leases.into_iter().collect();
+                self.reg.clamp(seq);
+            }
+            _ => tracing::error!("cannot reload state after a failed commit"),
+        }
+        if let Ok(locks) = self.store.table_locks() {
+            self.locks = locks.into_iter().collect();
+        }
+    }
+
+    pub(super) fn deliver(&mut self) {
+        let limit = self.cfg.max_queued_broadcasts;
+        let at = Instant::now();
+        // The batch's events enter the window first (one lock per batch), so a catch-up queued
+        // below can be served from memory up to the head.
+        let window_start = {
+            let mut w = self.window.writer();
+            // This batch's frames count as shared while it is delivered (the batch holds them
+            // anyway), so one batch larger than the window does not push every terminal out.
+            let batch_start = w.end();
+            for out in self.out.iter_mut() {
+                if let Out::Event {
+                    seq,
+                    text,
+                    scope,
+                    end,
+                    ..
+                } = out
+                {
+                    *end = w.push(*seq, *scope, text);
+                }
+            }
+            if self.cfg.event_window_bytes == 0 {
+                0 // no window: nothing is shared with it, only the event count bounds a queue
+            } else {
+                w.start().min(batch_start)
+            }
+        };
+        let lim = Limits {
+            events: limit,
+            window_start,
+        };
+        for out in self.out.drain(..) {
+            match out {
+                Out::To(ob, frame) => ob.push(frame),
+                Out::Event {
+                    seq,
+                    text,
+                    exclude,
+                    scope,
+                    end,
+                } => self
+                    .reg
+                    .fan_out_scoped(seq, &text, end, exclude, &lim, at, scope),
+                Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
+                Out::All(text) => {
+                    for s in self.reg.sessions() {
+                        s.outbox.push(Frame::Text(text.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
