@@ -138,6 +138,13 @@ fn spawn(cfg: &Config) -> std::io::Result<Child> {
     for var in CHILD_ENV_REMOVE {
         cmd.env_remove(var);
     }
+    // The hub opens the database the recovery checks looked at (the environment wins over its
+    // --config file), and runs in the data directory: the root filesystem is read-only, so a
+    // relative path must never resolve against `/`.
+    cmd.env("HUB_DB_PATH", &cfg.hub_db);
+    if let Some(dir) = cfg.hub_db.parent().filter(|d| d.is_dir()) {
+        cmd.current_dir(dir);
+    }
     if let Some(user) = &cfg.hub_user {
         if nix::unistd::geteuid().is_root() {
             match nix::unistd::User::from_name(user) {

@@ -36,6 +36,12 @@ fn crashing_hub_is_restarted_with_growing_backoff_then_recovers() {
         std::net::TcpStream::connect(("127.0.0.1", rig.hub_port)).is_ok()
     });
     assert!(healthy, "{}", rig.log("run"));
+    // The hub was told to open the database the supervisor checks (data dir/hub.redb), not a
+    // path relative to wherever it was started (on the device, `/`, which is read-only).
+    assert_eq!(
+        std::fs::read_to_string(rig.path("hub/db-path")).unwrap(),
+        rig.path("data").join("hub.redb").display().to_string()
+    );
     // A second supervisor on the same data dir refuses to start.
     let second = rig.sup(&["run"]);
     assert!(!second.status.success());

@@ -3,7 +3,8 @@
 //! - `crash` present: exit with status 3 right after start (crash loop);
 //! - `unhealthy` present: answer 503 `{"status":"error"}`;
 //! - writes `pid` on start, appends `start <unix ms>` to `starts`, writes `notify-socket` if it inherited
-//!   `NOTIFY_SOCKET`, and `got-sigterm`/`got-sigint` when it is asked to stop.
+//!   `NOTIFY_SOCKET`, `db-path` with the `HUB_DB_PATH` it was given, and `got-sigterm`/`got-sigint`
+//!   when it is asked to stop.
 //!
 //! A hung hub is simulated by the test with SIGSTOP on the pid.
 
@@ -24,6 +25,10 @@ async fn main() {
         .unwrap_or(8766);
     let dir = PathBuf::from(std::env::var("FAKE_HUB_DIR").unwrap_or_else(|_| ".".into()));
     let _ = std::fs::write(dir.join("pid"), std::process::id().to_string());
+    let _ = std::fs::write(
+        dir.join("db-path"),
+        std::env::var("HUB_DB_PATH").unwrap_or_default(),
+    );
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -31,6 +31,7 @@ SRC_URI = "\
     file://resolved.conf.d/poshub.conf \
     file://wifi/20-wired.network \
     file://wifi/25-wireless.network \
+    file://wifi/80-poshub-wifi.rules \
     file://README.md \
 "
 S = "${UNPACKDIR}"
@@ -75,6 +76,7 @@ do_install() {
         ${D}${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d/poshub.conf
     install -D -m 0644 ${S}/wifi/20-wired.network ${D}${nonarch_libdir}/systemd/network/20-wired.network
     install -D -m 0644 ${S}/wifi/25-wireless.network ${D}${nonarch_libdir}/systemd/network/25-wireless.network
+    install -D -m 0644 ${S}/wifi/80-poshub-wifi.rules ${D}${nonarch_base_libdir}/udev/rules.d/80-poshub-wifi.rules
     install -d ${D}${sysconfdir}/wpa_supplicant
     ln -sf /run/poshub/wpa_supplicant-wlan0.conf ${D}${sysconfdir}/wpa_supplicant/wpa_supplicant-wlan0.conf
     # (Units name it in Documentation=; it lands in the -doc package.)
@@ -94,6 +96,7 @@ FILES:${PN} += "\
     ${datadir}/poshub \
     ${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d \
     ${nonarch_libdir}/systemd/network \
+    ${nonarch_base_libdir}/udev/rules.d \
     /data \
     /boot/firmware \
     ${localstatedir}/log \
