@@ -149,6 +149,7 @@ fn spawn(cfg: &Config) -> std::io::Result<Child> {
         if nix::unistd::geteuid().is_root() {
             match nix::unistd::User::from_name(user) {
                 Ok(Some(u)) => {
+                    give_hub_its_files(cfg, u.uid, u.gid);
                     cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
                 }
                 _ => tracing::warn!(
@@ -158,6 +159,26 @@ fn spawn(cfg: &Config) -> std::io::Result<Child> {
         }
     }
     cmd.spawn()
+}
+
+/// The hub must be able to create its database, key and backups next to the database: the
+/// database directory and the database itself belong to the hub's user. Directories made by
+/// root (first boot, provisioning, a backup restored by the recovery checks) are handed over;
+/// nothing else is touched. Failures are logged: the hub then reports what it cannot open.
+fn give_hub_its_files(cfg: &Config, uid: nix::unistd::Uid, gid: nix::unistd::Gid) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = cfg.hub_db.parent().filter(|d| d.is_dir());
+    for path in dir.into_iter().chain([cfg.hub_db.as_path()]) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if meta.uid() != uid.as_raw() {
+            match std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())) {
+                Ok(()) => tracing::info!("gave {} to the hub's user (uid {uid})", path.display()),
+                Err(e) => tracing::warn!("unable to give {} to uid {uid}: {e}", path.display()),
+            }
+        }
+    }
 }
 
 /// Watches one child until it exits (returns `None`) or a stop signal arrives (`Some`).
