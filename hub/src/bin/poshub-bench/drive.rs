@@ -55,6 +55,8 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let start = Instant::now();
     let us = move || start.elapsed().as_micros() as u64;
     let stop = Arc::new(AtomicBool::new(false));
+    // Set once every owed broadcast has arrived (or the drain deadline passed): then sockets close.
+    let closing = Arc::new(AtomicBool::new(false));
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let errors = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
@@ -94,6 +96,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
                 window.clone(),
                 errors.clone(),
             );
+            let own_id = id.clone();
             readers.push((
                 received.clone(),
                 writes.clone(),
@@ -105,6 +108,15 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
                             if let Some(seq) = seq_of(s) {
                                 received.lock().map(|mut r| r.push((seq, us()))).ok();
                             }
+                        } else if s.starts_with(r#"{"type":"EVENTS_BULK""#) {
+                            // A terminal that fell behind is caught up in bulk: those events
+                            // are delivered too (late, and the latency figures show it).
+                            let now = us();
+                            let seqs = bulk_order_seqs(s, &own_id);
+                            received
+                                .lock()
+                                .map(|mut r| r.extend(seqs.into_iter().map(|q| (q, now))))
+                                .ok();
                         } else if s.starts_with(r#"{"type":"ORDER_ACK""#) {
                             let now = us();
                             let sent = sent_times
@@ -140,6 +152,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
         }
         if is_writer {
             let stop = stop.clone();
+            let closing = closing.clone();
             let window_size = args.window;
             let mut go = go_rx.clone();
             writer_tasks.push(tokio::spawn(async move {
@@ -180,19 +193,20 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
                     }
                 }
                 sink.flush().await?;
-                // Let the last acks arrive, then close.
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                // A writer is a terminal too: keep receiving until the drain is over.
+                while !closing.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 let _ = sink.close().await;
                 anyhow::Ok(())
             }));
         } else {
-            // Keep the sink alive until the end so the socket stays open.
-            let stop = stop.clone();
+            // Keep the sink alive until the drain is over so the socket stays open.
+            let closing = closing.clone();
             tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                while !closing.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
                 let _ = sink.close().await;
             });
         }
@@ -204,10 +218,44 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let measure_to_us = measure_from_us + duration.as_micros() as u64;
     tokio::time::sleep(warmup + duration).await;
     stop.store(true, Ordering::Relaxed);
+    // Every acknowledged write is owed to every other terminal: wait (bounded, 10 s) until the
+    // broadcasts still queued or being caught up have arrived, so "delivered" counts broadcasts
+    // that never arrive, not ones that were late at the cut-off.
+    type Reader = (
+        Arc<Mutex<Vec<(u64, u64)>>>,
+        Arc<Mutex<Vec<Write>>>,
+        tokio::task::JoinHandle<()>,
+    );
+    let owed = |readers: &Vec<Reader>| -> (usize, usize) {
+        let (mut acked, mut got) = (0, 0);
+        for (r, w, _) in readers {
+            acked += w.lock().map(|w| w.len()).unwrap_or(0);
+            got += r.lock().map(|r| r.len()).unwrap_or(0);
+        }
+        (acked * (readers.len() - 1), got)
+    };
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drain_started = tokio::time::Instant::now();
+    loop {
+        let (want, got) = owed(&readers);
+        if got >= want {
+            break;
+        }
+        if tokio::time::Instant::now() >= drain_deadline {
+            eprintln!(
+                "bench: {} broadcasts still missing {:.1} s after the load ended",
+                want - got,
+                drain_started.elapsed().as_secs_f64() + 0.5
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    closing.store(true, Ordering::Relaxed);
     for w in writer_tasks {
         w.await.context("writer task")??;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let mut writes = Vec::new();
     let mut received = Vec::new();
     for (r, w, task) in readers {
@@ -222,4 +270,22 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
         measure_to_us,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+/// The seqs of the ORDER_UPDATED events inside an EVENTS_BULK frame, except the terminal's own
+/// writes (catch-up replays those too; live fan-out skips the author, and so does the count).
+fn bulk_order_seqs(frame: &str, own_id: &str) -> Vec<u64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(frame) else {
+        return Vec::new();
+    };
+    v["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "ORDER_UPDATED" && e["terminalId"] != own_id)
+                .filter_map(|e| e["seq"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
 }

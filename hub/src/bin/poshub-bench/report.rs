@@ -75,8 +75,14 @@ pub fn print(
     let mut e2e = Vec::new();
     let mut last: HashMap<u64, u64> = HashMap::new();
     let mut delivered = 0u64;
+    let mut duplicates = 0u64;
     for got in &r.received {
+        let mut seen = std::collections::HashSet::new();
         for (seq, at) in got {
+            if !seen.insert(*seq) {
+                duplicates += 1;
+                continue;
+            }
             if let (Some((sent, _)), Some(f)) = (measured.get(seq), first.get(seq)) {
                 delivered += 1;
                 fanout.push(at - f);
@@ -100,7 +106,7 @@ pub fn print(
     );
     println!("{}", line("end to end: write sent -> other terminal", e2e));
     println!(
-        "broadcasts delivered                         {delivered} of {expected} ({:.3}%)",
+        "broadcasts delivered                         {delivered} of {expected} ({:.3}%), {duplicates} duplicates",
         if expected == 0 {
             100.0
         } else {
