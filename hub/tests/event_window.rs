@@ -72,6 +72,18 @@ async fn metric(hub: &TestHub, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// The stalled terminal gets seqs 1..=n exactly once, fell behind on the way (the hub counted
+/// it), and is back on its live stream afterwards.
+async fn caught_up_then_live(hub: &TestHub, slow: &mut Term, w: &mut Term, n: u64) {
+    assert_exact(&seqs_until(slow, n).await, 1, n);
+    write_big(w, n + 1, n + 3).await;
+    assert_exact(&seqs_until(slow, n + 3).await, n + 1, n + 3);
+    assert!(
+        metric(hub, LAGS).await >= 1,
+        "the terminal never fell behind"
+    );
+}
+
 const MEMORY: &str = "poshub_catchups_total{source=\"memory\"}";
 const DATABASE: &str = "poshub_catchups_total{source=\"database\"}";
 const LAGS: &str = "poshub_lag_resyncs_total";
@@ -89,15 +101,7 @@ async fn a_stalled_terminal_is_caught_up_from_the_window() {
     let n = 1500;
     // ~24 MB the slow terminal does not read: more than its socket buffers and queue hold.
     write_big(&mut w, 1, n).await;
-    let seqs = seqs_until(&mut slow, n).await;
-    assert_exact(&seqs, 1, n);
-    // It keeps receiving live events afterwards.
-    write_big(&mut w, n + 1, n + 3).await;
-    assert_exact(&seqs_until(&mut slow, n + 3).await, n + 1, n + 3);
-    assert!(
-        metric(&hub, LAGS).await >= 1,
-        "the terminal never fell behind"
-    );
+    caught_up_then_live(&hub, &mut slow, &mut w, n).await;
     assert!(
         metric(&hub, MEMORY).await >= 1,
         "no catch-up was served from memory"
@@ -125,14 +129,7 @@ async fn a_terminal_that_falls_out_of_the_window_is_caught_up_from_the_database(
     let _fast = fast_task
         .await
         .expect("the reading terminal got everything live");
-    let seqs = seqs_until(&mut slow, n).await;
-    assert_exact(&seqs, 1, n);
-    write_big(&mut w, n + 1, n + 3).await;
-    assert_exact(&seqs_until(&mut slow, n + 3).await, n + 1, n + 3);
-    assert!(
-        metric(&hub, LAGS).await >= 1,
-        "the terminal never fell behind"
-    );
+    caught_up_then_live(&hub, &mut slow, &mut w, n).await;
     assert!(
         metric(&hub, DATABASE).await >= 1,
         "the database was never read"
