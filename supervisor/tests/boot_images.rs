@@ -28,6 +28,17 @@ fn snapshot(rig: &Rig) -> Vec<Option<Vec<u8>>> {
     .collect()
 }
 
+/// Version 2.0.0 with a 100 kB root and a 10 kB boot image: the bundle the refusal tests use.
+fn v2_root_and_boot(rig: &Rig) -> std::path::PathBuf {
+    rig.bundle_with_boot(
+        "v2",
+        "2.0.0",
+        "rpi4",
+        &image(b'N', 100_000),
+        Some(&image(b'k', 10_000)),
+    )
+}
+
 fn refused(rig: &Rig, bundle: &std::path::Path, expect: &str) {
     let before = snapshot(rig);
     let out = rig.sup(&["install", bundle.to_str().unwrap(), "--no-reboot"]);
@@ -110,26 +121,14 @@ fn tampered_boot_part_is_refused_and_nothing_is_touched() {
 fn boot_image_without_boot_devices_is_refused_before_writing() {
     let rig = Rig::new();
     rig.power_on();
-    let b = rig.bundle_with_boot(
-        "v2",
-        "2.0.0",
-        "rpi4",
-        &image(b'N', 100_000),
-        Some(&image(b'k', 10_000)),
-    );
+    let b = v2_root_and_boot(&rig);
     refused(&rig, &b, "no slot boot devices configured");
     // A missing boot device file is refused just as early.
     let mut rig = Rig::new();
     rig.with_boot_devices();
     rig.power_on();
     std::fs::remove_file(rig.path("boot-b.img")).unwrap();
-    let b = rig.bundle_with_boot(
-        "v2",
-        "2.0.0",
-        "rpi4",
-        &image(b'N', 100_000),
-        Some(&image(b'k', 10_000)),
-    );
+    let b = v2_root_and_boot(&rig);
     refused(&rig, &b, "unable to open slot B boot device");
 }
 
@@ -233,13 +232,7 @@ fn boot_image_not_matching_the_signed_manifest_leaves_the_slot_bad() {
         std::fs::read(rig.path("slot-a.img")).unwrap(),
         std::fs::read(rig.path("boot-a.img")).unwrap(),
     );
-    let b = rig.bundle_with_boot(
-        "v2",
-        "2.0.0",
-        "rpi4",
-        &image(b'N', 100_000),
-        Some(&image(b'k', 10_000)),
-    );
+    let b = v2_root_and_boot(&rig);
     resign(&rig, &b, |m| {
         m["boot_image_sha256"] = hex_sha(b"another kernel").into();
     });
