@@ -82,10 +82,8 @@ impl Engine {
                     if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
                         let msg =
                             json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "reset"});
-                        self.out.push(Out::To(
-                            holder.outbox.clone(),
-                            Frame::Text(msg.to_string().into()),
-                        ));
+                        self.out
+                            .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
                     }
                 }
                 self.dirty = true;

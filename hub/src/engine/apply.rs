@@ -83,7 +83,7 @@ impl Engine {
         });
         self.out.push(Out::To(
             s.outbox.clone(),
-            Frame::Text(outbound::reply(ok, rid.as_ref()).into()),
+            Frame::text(outbound::reply(ok, rid.as_ref())),
         ));
         if let Some(after) = cursor {
             self.out.push(Out::To(

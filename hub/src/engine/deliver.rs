@@ -3,10 +3,11 @@
 //! whoever asked and reloading the in-memory state from disk.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Engine, Limits, Out};
-use crate::net::outbox::Frame;
+use crate::net::outbox::{Broadcast, Frame};
 use crate::protocol::outbound;
 use crate::store::StoreError;
 
@@ -82,11 +83,13 @@ impl Engine {
                     exclude,
                     scope,
                     end,
-                } => self
-                    .reg
-                    .fan_out_scoped(seq, &text, end, exclude, &lim, at, scope),
+                } => {
+                    let event = Arc::new(Broadcast { seq, text, at, end });
+                    self.reg.fan_out_scoped(&event, exclude, &lim, scope)
+                }
                 Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {
+                    let text = Arc::new(text);
                     for s in self.reg.sessions() {
                         s.outbox.push(Frame::Text(text.clone()));
                     }

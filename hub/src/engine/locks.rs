@@ -78,7 +78,7 @@ impl Engine {
                 if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
                     self.out.push(Out::To(
                         holder.outbox.clone(),
-                        Frame::Text(revoked.to_string().into()),
+                        Frame::text(revoked.to_string()),
                     ));
                 }
             }
@@ -168,10 +168,8 @@ impl Engine {
                 if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
                     let msg =
                         json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "expired"});
-                    self.out.push(Out::To(
-                        holder.outbox.clone(),
-                        Frame::Text(msg.to_string().into()),
-                    ));
+                    self.out
+                        .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
                 }
             }
         }
@@ -195,10 +193,8 @@ impl Engine {
                 tx.locks.remove(key.as_str())?;
                 if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
                     let msg = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&l.table_id_json), "reason": "expired"});
-                    self.out.push(Out::To(
-                        holder.outbox.clone(),
-                        Frame::Text(msg.to_string().into()),
-                    ));
+                    self.out
+                        .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
                 }
             }
         }

@@ -484,8 +484,7 @@ impl Engine {
     }
 
     fn reply(&mut self, s: &Session, text: String) {
-        self.out
-            .push(Out::To(s.outbox.clone(), Frame::Text(text.into())));
+        self.out.push(Out::To(s.outbox.clone(), Frame::text(text)));
     }
 
     fn command(&mut self, tx: &mut Tx, cmd: Cmd) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::Session;
-use crate::net::outbox::{Outbox, Utf8Bytes};
+use crate::net::outbox::{Broadcast, Outbox};
 
 /// How much one terminal's queue may hold before it is switched to catch-up.
 pub struct Limits {
@@ -83,18 +83,15 @@ impl Registry {
     /// Queues one event for every terminal but `exclude`; a terminal whose queue is full (see
     /// `Limits`) is left lagging at its mark, to be caught up when it drains. `scope` is the
     /// kitchen station bit of the event (0 = everyone): a terminal not subscribed to it counts
-    /// it as delivered, as catch-up skips it too. `end` is the event's offset in the window.
-    #[allow(clippy::too_many_arguments)]
+    /// it as delivered, as catch-up skips it too.
     pub fn fan_out_scoped(
         &mut self,
-        seq: u64,
-        text: &Utf8Bytes,
-        end: u64,
+        event: &Arc<Broadcast>,
         exclude: Option<u64>,
         limits: &Limits,
-        at: std::time::Instant,
         scope: u8,
     ) {
+        let seq = event.seq;
         for (conn, e) in self.by_conn.iter_mut() {
             if seq <= e.pushed_through {
                 continue;
@@ -109,9 +106,7 @@ impl Registry {
                 }
                 continue;
             }
-            if (Some(*conn) == exclude && !lagging)
-                || e.session.outbox.try_event(seq, text, end, limits, at)
-            {
+            if (Some(*conn) == exclude && !lagging) || e.session.outbox.try_event(event, limits) {
                 e.pushed_through = seq;
             }
         }

@@ -366,18 +366,18 @@ async fn write_loop<Si>(
             let r = match f {
                 Frame::Text(t) => {
                     hub.metrics.sent(t.as_str());
-                    sink.feed(Message::Text(t)).await
+                    sink.feed(Message::Text(Arc::unwrap_or_clone(t))).await
                 }
-                Frame::Event { seq, text, at, .. } => {
-                    if seq <= delivered {
+                Frame::Event(e) => {
+                    if e.seq <= delivered {
                         Ok(())
                     } else {
-                        delivered = seq;
-                        hub.metrics.sent(text.as_str());
+                        delivered = e.seq;
+                        hub.metrics.sent(e.text.as_str());
                         hub.metrics
                             .broadcast_seconds
-                            .observe(at.elapsed().as_secs_f64());
-                        sink.feed(Message::Text(text)).await
+                            .observe(e.at.elapsed().as_secs_f64());
+                        sink.feed(Message::Text(e.text.clone())).await
                     }
                 }
                 Frame::CatchUp { after, to } => {

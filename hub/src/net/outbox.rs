@@ -25,19 +25,26 @@ use crate::engine::Limits;
 /// its live stream.
 pub const MAX_UNSHARED_BYTES: u64 = 512 * 1024;
 
-/// One thing to send to a terminal.
+/// A broadcast event as every terminal's queue holds it: one allocation per event, shared by
+/// all queues, so a queue slot costs a pointer rather than a copy of these fields.
+#[derive(Debug)]
+pub struct Broadcast {
+    pub seq: u64,
+    pub text: Utf8Bytes,
+    /// The moment its commit completed (for the broadcast latency histogram).
+    pub at: std::time::Instant,
+    /// Offset of the end of this event in the engine's event window.
+    pub end: u64,
+}
+
+/// One thing to send to a terminal. Kept to three words: with 50 terminals, a busy hub holds
+/// tens of thousands of queued frames, and their slots cost more than the shared texts.
 #[derive(Debug)]
 pub enum Frame {
-    /// A direct reply or a non-event broadcast (`SYNC_STATUS`).
-    Text(Utf8Bytes),
-    /// A broadcast event with its sequence number and the moment its commit completed.
-    Event {
-        seq: u64,
-        text: Utf8Bytes,
-        at: std::time::Instant,
-        /// Offset of the end of this event in the engine's event window.
-        end: u64,
-    },
+    /// A direct reply or a non-event broadcast (`SYNC_STATUS`); see [`Frame::text`].
+    Text(Arc<Utf8Bytes>),
+    /// A broadcast event.
+    Event(Arc<Broadcast>),
     /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
     /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
     CatchUp { after: u64, to: u64 },
@@ -45,6 +52,17 @@ pub enum Frame {
     Ping,
     /// Close the socket with this code.
     Close { code: u16, reason: &'static str },
+}
+
+// Every queued frame costs one slot per terminal; a wider `Frame` multiplies straight into the
+// hub's peak memory with 50 terminals (docs/benchmarks.md), so widening it fails the build.
+const _: () = assert!(std::mem::size_of::<Frame>() <= 3 * std::mem::size_of::<usize>());
+
+impl Frame {
+    /// A direct reply or a non-event broadcast.
+    pub fn text(text: impl Into<Utf8Bytes>) -> Frame {
+        Frame::Text(Arc::new(text.into()))
+    }
 }
 
 /// The queue and its counters.
@@ -87,7 +105,7 @@ impl Outbox {
     /// Queues a frame; a closed connection silently drops it (it is gone).
     pub fn push(&self, frame: Frame) {
         let counter = match frame {
-            Frame::Event { .. } => &self.queued_events,
+            Frame::Event(_) => &self.queued_events,
             _ => &self.queued_other,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -97,20 +115,13 @@ impl Outbox {
     }
 
     pub fn text(&self, text: impl Into<Utf8Bytes>) {
-        self.push(Frame::Text(text.into()));
+        self.push(Frame::text(text));
     }
 
     /// Tries to queue a broadcast event ending at window offset `end`; returns false (and
     /// marks the terminal lagging) when the queue already holds `limits.events` events, or
     /// more than `MAX_UNSHARED_BYTES` of frames that have left the window.
-    pub fn try_event(
-        &self,
-        seq: u64,
-        text: &Utf8Bytes,
-        end: u64,
-        limits: &Limits,
-        at: std::time::Instant,
-    ) -> bool {
+    pub fn try_event(&self, event: &Arc<Broadcast>, limits: &Limits) -> bool {
         if self.lagging.load(Ordering::Acquire) {
             return false;
         }
@@ -118,28 +129,25 @@ impl Outbox {
         if queued == 0 {
             // Nothing older is held: the queue starts at this event. (The writer stored its
             // last end before the count reached 0, so this store comes after it.)
-            self.taken_end
-                .store(end.saturating_sub(text.len() as u64), Ordering::Relaxed);
+            self.taken_end.store(
+                event.end.saturating_sub(event.text.len() as u64),
+                Ordering::Relaxed,
+            );
         } else if queued >= limits.events
             || limits.window_start > self.taken_end.load(Ordering::Relaxed) + MAX_UNSHARED_BYTES
         {
             self.lagging.store(true, Ordering::Release);
             return false;
         }
-        self.push(Frame::Event {
-            seq,
-            text: text.clone(),
-            at,
-            end,
-        });
+        self.push(Frame::Event(event.clone()));
         true
     }
 
     /// Called by the writer for every frame it took off the queue.
     pub fn took(&self, frame: &Frame) {
         match frame {
-            Frame::Event { end, .. } => {
-                self.taken_end.store(*end, Ordering::Relaxed);
+            Frame::Event(e) => {
+                self.taken_end.store(e.end, Ordering::Relaxed);
                 self.queued_events.fetch_sub(1, Ordering::Release)
             }
             _ => self.queued_other.fetch_sub(1, Ordering::Relaxed),
@@ -150,3 +158,4 @@ impl Outbox {
         self.tx.is_closed()
     }
 }
+
