@@ -110,6 +110,14 @@ impl Default for Metrics {
     }
 }
 
+/// Bucket bounds of the broadcast latency histogram (seconds): fine around the few
+/// milliseconds a LAN terminal expects (5 ms is an edge, so "p99 under 5 ms" reads straight off
+/// a dashboard), coarse beyond, up to what a stalled terminal sees.
+const BROADCAST_BUCKETS: [f64; 16] = [
+    0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0, 5.0,
+];
+
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("poshub");
@@ -117,7 +125,7 @@ impl Metrics {
         let messages_out = Family::<TypeLabel, Counter>::default();
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let broadcast_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let broadcast_seconds = Histogram::new(BROADCAST_BUCKETS.iter().copied());
         let m = Metrics {
             messages_in,
             messages_out,

@@ -158,4 +158,3 @@ impl Outbox {
         self.tx.is_closed()
     }
 }
-

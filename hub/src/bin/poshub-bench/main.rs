@@ -4,6 +4,7 @@
 //! terminals, commit batch sizes, and the hub's peak RSS and CPU.
 
 mod drive;
+mod host;
 mod hubproc;
 mod report;
 
@@ -80,13 +81,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let before = hub.metrics().await.unwrap_or_default();
     let cpu_before = hub.cpu_ticks();
+    let host_before = host::sample();
+    let started = std::time::Instant::now();
     let result = drive::drive(&args, &hub.ws_url, Duration::from_secs(args.duration)).await?;
+    let host_after = host::sample();
+    let seconds = started.elapsed().as_secs_f64();
     let after = hub.metrics().await.unwrap_or_default();
     let cpu = hub
         .cpu_ticks()
         .zip(cpu_before)
         .map(|(a, b)| a.saturating_sub(b));
-    report::print(&args, &result, &before, &after, cpu, hub.peak_rss_kb());
+    let machine = host_before
+        .zip(host_after)
+        .map(|(a, b)| host::usage(&a, &b, cpu.unwrap_or(0), seconds));
+    let hub_pct = cpu.map(|t| t as f64 / 100.0 / seconds * 100.0); // USER_HZ = 100 on Linux
+    report::print(&args, &result, &before, &after, hub_pct, hub.peak_rss_kb());
+    if let Some(m) = machine {
+        println!(
+            "machine, whole run: benchmark {:.0}%, other processes {:.0}%, stolen by the host {:.1}% (of one core; {} cores)",
+            m.bench,
+            m.others,
+            m.steal,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     hub.stop();
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn print(
     r: &RunResult,
     before: &Scrape,
     after: &Scrape,
-    cpu_ticks: Option<u64>,
+    hub_cpu_pct: Option<f64>,
     rss_kb: Option<u64>,
 ) {
     let window_s = (r.measure_to_us - r.measure_from_us) as f64 / 1e6;
@@ -138,16 +138,13 @@ pub fn print(
     );
     if let Some(kb) = rss_kb {
         println!(
-            "hub peak RSS                                 {:.1} MB",
-            kb as f64 / 1024.0
+            "hub peak RSS                                 {:.1} MiB ({:.1} MB)",
+            kb as f64 / 1024.0,
+            kb as f64 * 1024.0 / 1e6
         );
     }
-    if let Some(t) = cpu_ticks {
-        let hz = 100.0; // USER_HZ on Linux
-        println!(
-            "hub CPU                                      {:.0}% of one core",
-            t as f64 / hz / (window_s + 1.0) * 100.0
-        );
+    if let Some(pct) = hub_cpu_pct {
+        println!("hub CPU                                      {pct:.0}% of one core (whole run)");
     }
     if r.errors > 0 {
         println!("errors/conflicts                             {}", r.errors);
