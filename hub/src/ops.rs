@@ -15,15 +15,15 @@ pub enum Integrity {
     Repaired,
 }
 
+const IN_USE: &str = " is in use by a running hub";
+
 /// Opens a redb file on its own and runs redb's integrity check.
 pub fn check_file(path: &Path) -> Result<Integrity, String> {
     if !path.exists() {
         return Err(format!("{} does not exist", path.display()));
     }
     let mut db = redb::Database::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => {
-            format!("{} is in use by a running hub", path.display())
-        }
+        redb::DatabaseError::DatabaseAlreadyOpen => format!("{}{IN_USE}", path.display()),
         other => format!("{} cannot be opened: {other}", path.display()),
     })?;
     match db.check_integrity() {
@@ -58,8 +58,24 @@ pub fn check(cfg: &Config, db: Option<&Path>) -> Result<String, String> {
                 copy.display()
             )
         }),
-        None => check_file(&cfg.db_path).map(|i| describe(&cfg.db_path, i)),
+        None => check_offline(cfg).map(|i| describe(&cfg.db_path, i)),
     }
+}
+
+/// Checks the configured database when no hub answered its API. If a hub holds the file all
+/// the same, the CLI was pointed at the wrong port: say so, with the address it tried.
+fn check_offline(cfg: &Config) -> Result<Integrity, String> {
+    check_file(&cfg.db_path).map_err(|e| {
+        if e.ends_with(IN_USE) {
+            format!(
+                "{e}, but no hub answers at {}: run this with the hub's settings \
+                 (--config FILE, or HUB_HTTP_PORT / HUB_BIND as the hub has them)",
+                crate::client::base_url(cfg)
+            )
+        } else {
+            e
+        }
+    })
 }
 
 fn word(i: Integrity) -> &'static str {
@@ -79,7 +95,7 @@ pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
     let source = match live_backup(cfg)? {
         Some(copy) => copy,
         None => {
-            check_file(&cfg.db_path)?;
+            check_offline(cfg)?;
             cfg.db_path.clone()
         }
     };

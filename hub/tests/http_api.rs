@@ -200,6 +200,19 @@ async fn cli_backup_and_check_work_on_a_live_hub() {
         .expect("join");
     assert_eq!(code, 0);
     assert!(stdout.contains("orders: 30"), "{stdout}");
+    // Pointed at the wrong port, the CLI finds the file held and says where it looked.
+    let dir = hub.dir.path().to_path_buf();
+    let wrong = free_port();
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || poshub(&dir, wrong, &["check"]))
+        .await
+        .expect("join");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!(
+            "in use by a running hub, but no hub answers at http://127.0.0.1:{wrong}"
+        )),
+        "{stderr}"
+    );
     // Writing goes on while the backup exists; the backup is a hub that starts with 30 orders.
     a.lease("after").await;
     a.write("after", 0, snapshot("after", "draft", None)).await;
