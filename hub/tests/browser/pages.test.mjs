@@ -93,6 +93,9 @@ test("an order made on one terminal shows up live on the other and on the dashbo
   await b.getByTestId("notice").filter({ hasText: "Ann" }).waitFor({ timeout: 15000 });
   assert.equal(await b.getByRole("button", { name: /Burger/ }).isDisabled(), true);
 
+  // The dashboard shows table 3 occupied, under the name the terminals' floor plan gives it.
+  await dash.locator("#tables .tbl.occupied").filter({ hasText: "T3" }).waitFor({ timeout: 15000 });
+
   // A takes payment; B sees the order paid and the table free again.
   await a.getByTestId("pay").click();
   await row.locator("[data-state]").filter({ hasText: "paid" }).waitFor({ timeout: 15000 });
