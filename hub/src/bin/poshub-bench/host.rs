@@ -44,9 +44,14 @@ pub struct Usage {
     pub steal: f64,
 }
 
+/// Clock ticks (`USER_HZ`, 100 on Linux) over `seconds`, as percent of one core.
+pub fn core_pct(ticks: u64, seconds: f64) -> f64 {
+    ticks as f64 / 100.0 / seconds * 100.0
+}
+
 /// `hub_ticks` is the hub's own CPU time over the same interval (0 for a remote hub).
 pub fn usage(a: &Sample, b: &Sample, hub_ticks: u64, seconds: f64) -> Usage {
-    let pct = |ticks: u64| ticks as f64 / 100.0 / seconds * 100.0; // USER_HZ = 100 on Linux
+    let pct = |ticks: u64| core_pct(ticks, seconds);
     let own = b.own.saturating_sub(a.own);
     Usage {
         bench: pct(own),

@@ -94,7 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let machine = host_before
         .zip(host_after)
         .map(|(a, b)| host::usage(&a, &b, cpu.unwrap_or(0), seconds));
-    let hub_pct = cpu.map(|t| t as f64 / 100.0 / seconds * 100.0); // USER_HZ = 100 on Linux
+    let hub_pct = cpu.map(|t| host::core_pct(t, seconds));
     report::print(&args, &result, &before, &after, hub_pct, hub.peak_rss_kb());
     if let Some(m) = machine {
         println!(
