@@ -15,21 +15,33 @@ pub enum Integrity {
     Repaired,
 }
 
-const IN_USE: &str = " is in use by a running hub";
+/// Why a database file could not be checked. `InUse` is told apart because the CLI then knows
+/// a hub holds the file and can say where it looked for that hub's API.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0} does not exist")]
+    Missing(PathBuf),
+    #[error("{0} is in use by a running hub")]
+    InUse(PathBuf),
+    #[error("{0} cannot be opened: {1}")]
+    Open(PathBuf, redb::DatabaseError),
+    #[error("{0} is corrupt: {1}")]
+    Corrupt(PathBuf, redb::DatabaseError),
+}
 
 /// Opens a redb file on its own and runs redb's integrity check.
-pub fn check_file(path: &Path) -> Result<Integrity, String> {
+pub fn check_file(path: &Path) -> Result<Integrity, CheckError> {
     if !path.exists() {
-        return Err(format!("{} does not exist", path.display()));
+        return Err(CheckError::Missing(path.to_path_buf()));
     }
     let mut db = redb::Database::open(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => format!("{}{IN_USE}", path.display()),
-        other => format!("{} cannot be opened: {other}", path.display()),
+        redb::DatabaseError::DatabaseAlreadyOpen => CheckError::InUse(path.to_path_buf()),
+        other => CheckError::Open(path.to_path_buf(), other),
     })?;
     match db.check_integrity() {
         Ok(true) => Ok(Integrity::Ok),
         Ok(false) => Ok(Integrity::Repaired),
-        Err(e) => Err(format!("{} is corrupt: {e}", path.display())),
+        Err(e) => Err(CheckError::Corrupt(path.to_path_buf(), e)),
     }
 }
 
@@ -48,16 +60,20 @@ fn live_backup(cfg: &Config) -> Result<Option<PathBuf>, String> {
 /// `poshub check`: on a live hub, checks a consistent copy; otherwise the file itself.
 pub fn check(cfg: &Config, db: Option<&Path>) -> Result<String, String> {
     if let Some(path) = db {
-        return check_file(path).map(|i| describe(path, i));
+        return check_file(path)
+            .map(|i| describe(path, i))
+            .map_err(|e| e.to_string());
     }
     match live_backup(cfg)? {
-        Some(copy) => check_file(&copy).map(|i| {
-            format!(
-                "{} (live hub; checked a consistent copy at {})",
-                word(i),
-                copy.display()
-            )
-        }),
+        Some(copy) => check_file(&copy)
+            .map(|i| {
+                format!(
+                    "{} (live hub; checked a consistent copy at {})",
+                    word(i),
+                    copy.display()
+                )
+            })
+            .map_err(|e| e.to_string()),
         None => check_offline(cfg).map(|i| describe(&cfg.db_path, i)),
     }
 }
@@ -65,16 +81,13 @@ pub fn check(cfg: &Config, db: Option<&Path>) -> Result<String, String> {
 /// Checks the configured database when no hub answered its API. If a hub holds the file all
 /// the same, the CLI was pointed at the wrong port: say so, with the address it tried.
 fn check_offline(cfg: &Config) -> Result<Integrity, String> {
-    check_file(&cfg.db_path).map_err(|e| {
-        if e.ends_with(IN_USE) {
-            format!(
-                "{e}, but no hub answers at {}: run this with the hub's settings \
-                 (--config FILE, or HUB_HTTP_PORT / HUB_BIND as the hub has them)",
-                crate::client::base_url(cfg)
-            )
-        } else {
-            e
-        }
+    check_file(&cfg.db_path).map_err(|e| match e {
+        CheckError::InUse(_) => format!(
+            "{e}, but no hub answers at {}: run this with the hub's settings \
+             (--config FILE, or HUB_HTTP_PORT / HUB_BIND as the hub has them)",
+            crate::client::base_url(cfg)
+        ),
+        other => other.to_string(),
     })
 }
 
@@ -107,7 +120,7 @@ pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
     std::fs::File::open(out)
         .and_then(|f| f.sync_all())
         .map_err(|e| format!("{}: {e}", out.display()))?;
-    let i = check_file(out)?;
+    let i = check_file(out).map_err(|e| e.to_string())?;
     Ok(format!(
         "wrote {} ({bytes} bytes, integrity {})",
         out.display(),
