@@ -97,8 +97,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let hub_pct = cpu.map(|t| host::core_pct(t, seconds));
     report::print(&args, &result, &before, &after, hub_pct, hub.peak_rss_kb());
     if let Some(m) = machine {
+        // A hub this run did not start has no CPU figure of its own: it is among the others.
+        let others = if cpu.is_some() {
+            "other processes"
+        } else {
+            "other processes (the hub included)"
+        };
         println!(
-            "machine, whole run: benchmark {:.0}%, other processes {:.0}%, stolen by the host {:.1}% (of one core; {} cores)",
+            "machine, whole run: benchmark {:.0}%, {others} {:.0}%, stolen by the host {:.1}% (of one core; {} cores)",
             m.bench,
             m.others,
             m.steal,
