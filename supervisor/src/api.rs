@@ -225,8 +225,10 @@ async fn post_update(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<
             &bundle::Expect {
                 key: &key,
                 board: &c2.cfg.board,
+                board_from: bundle::BOARD_OF_DEVICE,
                 current_version: current.as_deref(),
                 allow_downgrade,
+                downgrade_flag: bundle::API_DOWNGRADE_FLAG,
             },
         )?;
         anyhow::Ok(vb.manifest)
@@ -260,7 +262,10 @@ async fn post_update(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<
                 &c4.cfg,
                 &c4.slots,
                 &p3,
-                InstallOptions { allow_downgrade },
+                InstallOptions {
+                    allow_downgrade,
+                    downgrade_flag: bundle::API_DOWNGRADE_FLAG,
+                },
                 &c4.progress,
             )
         })

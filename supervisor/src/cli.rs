@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Verify a bundle and install it into the inactive slot, then reboot into a trial.
     Install {
-        /// Bundle file or http:// URL.
+        /// Bundle file, or an https:// (or http://) URL to download it from.
         source: String,
         /// Do not reboot after installing.
         #[arg(long)]
@@ -49,17 +49,23 @@ pub enum Command {
     /// Commit the booted slot (end its trial successfully).
     MarkGood,
     /// Mark a slot bad (default: the booted one); the bootloader will not pick it again.
-    MarkBad { slot: Option<Slot> },
+    MarkBad {
+        /// Slot to mark bad, A or B (default: the booted slot).
+        slot: Option<Slot>,
+    },
     /// Make the other slot the default (or fail the running trial) and reboot.
     Rollback {
         /// Roll back even if the other slot is not known good.
         #[arg(long)]
         force: bool,
+        /// Only change the default slot; the rollback happens at the next reboot.
         #[arg(long)]
         no_reboot: bool,
     },
     /// Create an ed25519 signing key pair: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
+        /// Path and file name prefix of the pair (its directory must exist; existing keys are
+        /// never overwritten).
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
     },
@@ -83,26 +89,31 @@ pub enum BundleCmd {
         /// Slot boot partition image (kernel, initrd, dtbs): makes a format 2 bundle.
         #[arg(long, value_name = "BOOT")]
         boot_image: Option<PathBuf>,
-        #[arg(long)]
+        /// Secret key that signs the bundle (PREFIX.key from keygen).
+        #[arg(long, value_name = "PREFIX.key")]
         key: PathBuf,
+        /// Release version of the image (compared with the device's to refuse downgrades).
         #[arg(long)]
         version: String,
         /// Compatible board (SUPERVISOR_BOARD on the device), e.g. rpi4.
         #[arg(long)]
         board: String,
+        /// Bundle file to write (replaced atomically if it exists).
         #[arg(long)]
         out: PathBuf,
         /// zstd level (1-22).
         #[arg(long, default_value_t = 9)]
         level: i32,
     },
-    /// Check a bundle's signature, payload and (optionally) board.
+    /// Run every check an install runs (signature, board, payload checksum, decompression,
+    /// image sizes and SHA-256) without writing anything.
     Verify {
+        /// Bundle file to check.
         bundle: PathBuf,
         /// Public key (default: SUPERVISOR_PUBLIC_KEY).
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Board to check against (default: SUPERVISOR_BOARD).
+        /// Board to check against (default: SUPERVISOR_BOARD, `rpi4` when unset).
         #[arg(long)]
         board: Option<String>,
     },
@@ -220,16 +231,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 .or(cfg.public_key.clone())
                 .context("no public key: pass --key or set SUPERVISOR_PUBLIC_KEY")?;
             let vk = bundle::load_verifying_key(&key_path)?;
-            let board = board.unwrap_or(cfg.board.clone());
+            let (board_from, board) = match board {
+                Some(b) => ("--board asks for", b),
+                None => ("SUPERVISOR_BOARD is", cfg.board.clone()),
+            };
             let vb = bundle::verify(
                 &bundle,
                 &Expect {
                     key: &vk,
                     board: &board,
+                    board_from,
                     current_version: None,
                     allow_downgrade: true,
+                    downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
                 },
             )?;
+            bundle::check_images(&vb)?;
             println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
             println!(
                 "root image: {} bytes, sha256 {}",
@@ -293,7 +310,10 @@ fn cmd_install(cfg: &Config, source: &str, no_reboot: bool, allow_downgrade: boo
         cfg,
         &slots,
         Path::new(&path),
-        InstallOptions { allow_downgrade },
+        InstallOptions {
+            allow_downgrade,
+            ..InstallOptions::default()
+        },
         &progress,
     );
     if downloaded {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::fsutil;
-use crate::install::UpdateStatus;
+use crate::install::Progress;
 use crate::lifecycle::Slots;
 use crate::recovery::{self, RecoveryReport};
 
@@ -40,10 +40,10 @@ pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
     let report: Option<RecoveryReport> = fsutil::read_json(&recovery::report_path(cfg))
         .ok()
         .flatten();
-    let update: Option<UpdateStatus> =
-        fsutil::read_json(&cfg.state_dir().join("update-status.json"))
-            .ok()
-            .flatten();
+    let update_file = cfg.state_dir().join("update-status.json");
+    let update = update_file
+        .exists()
+        .then(|| Progress::new(&cfg.state_dir()).get());
     v["recovery"] = json!(report);
     v["update"] = json!(update);
     Ok(v)
@@ -94,17 +94,7 @@ pub fn render(v: &Value) -> String {
         );
     }
     if let Some(u) = v["update"].as_object() {
-        let _ = writeln!(
-            out,
-            "update: {} phase {} {}% {}",
-            s(&u["state"]),
-            s(&u["phase"]),
-            s(&u["percent"]),
-            u.get("error")
-                .map(s)
-                .filter(|e| e != "-")
-                .unwrap_or_default()
-        );
+        let _ = writeln!(out, "{}", update_line(u, &s));
     }
     let _ = writeln!(out, "recovery checks:");
     if let Some(checks) = v["recovery"]["checks"].as_array() {
@@ -135,4 +125,31 @@ pub fn render(v: &Value) -> String {
         }
     }
     out
+}
+
+/// One line for the last update: its state and version, the phase and percentage only while
+/// it runs (or where it stopped), and the error or rollback reason.
+fn update_line(u: &serde_json::Map<String, Value>, s: &dyn Fn(&Value) -> String) -> String {
+    let field = |k: &str| u.get(k).map(s).unwrap_or_else(|| "-".into());
+    let state = field("state");
+    let mut line = format!("update: {state}");
+    if state != "idle" {
+        let _ = write!(
+            line,
+            "  version {}  slot {}",
+            field("version"),
+            field("target")
+        );
+    }
+    if matches!(
+        state.as_str(),
+        "receiving" | "installing" | "failed" | "interrupted"
+    ) {
+        let _ = write!(line, "  phase {} {}%", field("phase"), field("percent"));
+    }
+    let error = field("error");
+    if error != "-" {
+        let _ = write!(line, "  ({error})");
+    }
+    line
 }

@@ -38,6 +38,14 @@ const HEADER: u64 = 8 + 4;
 pub const FORMAT_ROOT: u32 = 1;
 /// Manifest format of a bundle that also carries the slot boot partition image.
 pub const FORMAT_BOOT: u32 = 2;
+/// First four bytes of a zstd frame (`bundle create` writes exactly one).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// How the command line allows a downgrade (the refusal's hint).
+pub const CLI_DOWNGRADE_FLAG: &str = "--allow-downgrade";
+/// How the update API allows a downgrade (the refusal's hint).
+pub const API_DOWNGRADE_FLAG: &str = "?allow_downgrade=1 on POST /update";
+/// [`Expect::board_from`] on a device: the board is `SUPERVISOR_BOARD`.
+pub const BOARD_OF_DEVICE: &str = "this device is";
 
 /// What a bundle says about itself; signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,18 +124,38 @@ pub enum BundleError {
     Truncated(String),
     #[error("bundle manifest is invalid: {0}")]
     BadManifest(String),
+    #[error("bundle has {0} unexpected bytes after its payload (appended to, or damaged in transfer)")]
+    TrailingBytes(u64),
     #[error("bundle signature does not verify with the configured public key (unsigned, tampered or signed with another key)")]
     BadSignature,
-    #[error("bundle is for board {bundle:?}, this device is {device:?}")]
-    WrongBoard { bundle: String, device: String },
-    #[error("bundle version {bundle} is older than the running {current}; use --allow-downgrade to install it anyway")]
-    Downgrade { bundle: String, current: String },
+    #[error("bundle is for board {bundle:?}, but {from} {expected:?}")]
+    WrongBoard {
+        bundle: String,
+        expected: String,
+        from: String,
+    },
+    #[error("bundle version {bundle} is older than the running {current}; use {flag} to install it anyway")]
+    Downgrade {
+        bundle: String,
+        current: String,
+        flag: String,
+    },
     #[error("bundle payload does not match its signed checksum (tampered or corrupted)")]
     PayloadMismatch,
+    #[error("bundle payload is not zstd-compressed: it was not made by `bundle create`")]
+    NotZstd,
+    #[error("bundle payload cannot be decompressed: it was not made by `bundle create`, or it is damaged (zstd: {0})")]
+    BadPayload(String),
+    #[error("bundle {0}: it was built wrongly, and no device will install it")]
+    ImageMismatch(String),
     #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time (whole seconds since 1970)")]
     BadSourceDateEpoch(String),
     #[error("key file {path}: {message}")]
     BadKey { path: PathBuf, message: String },
+    #[error("{0} already exists: keygen never overwrites a key (remove it, or choose another --out)")]
+    KeyExists(PathBuf),
+    #[error("directory {0} does not exist: create it first, or choose another --out")]
+    NoSuchDir(PathBuf),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
@@ -139,13 +167,24 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ 
 
 /// Writes a new key pair: `<out>.key` (secret seed, hex, mode 0600) and `<out>.pub` (hex).
 pub fn keygen(out: &Path) -> Result<(PathBuf, PathBuf), BundleError> {
+    let secret = out.with_extension("key");
+    let public = out.with_extension("pub");
+    // Checked first, so a refusal writes nothing (and says why in words, not an OS error).
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(BundleError::NoSuchDir(dir.to_path_buf()));
+    }
+    if let Some(existing) = [&secret, &public].into_iter().find(|p| p.exists()) {
+        return Err(BundleError::KeyExists(existing.clone()));
+    }
     let seed = fsutil::random_hex(32).map_err(io_err(out))?;
     let bytes: [u8; 32] = fsutil::unhex(&seed)
         .and_then(|v| v.try_into().ok())
         .ok_or(BundleError::BadManifest("random seed".into()))?;
     let sk = SigningKey::from_bytes(&bytes);
-    let secret = out.with_extension("key");
-    let public = out.with_extension("pub");
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
@@ -153,7 +192,10 @@ pub fn keygen(out: &Path) -> Result<(PathBuf, PathBuf), BundleError> {
             .create_new(true)
             .mode(0o600)
             .open(&secret)
-            .map_err(io_err(&secret))?;
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => BundleError::KeyExists(secret.clone()),
+                _ => io_err(&secret)(e),
+            })?;
         writeln!(f, "{seed}").map_err(io_err(&secret))?;
         f.sync_all().map_err(io_err(&secret))?;
     }
@@ -222,9 +264,15 @@ impl VerifiedBundle {
 pub struct Expect<'a> {
     pub key: &'a VerifyingKey,
     pub board: &'a str,
+    /// Where `board` comes from, as the refusal words it: [`BOARD_OF_DEVICE`] on a device,
+    /// "--board asks for" for `bundle verify --board` on a build machine.
+    pub board_from: &'a str,
     /// Version of the running slot; `None` skips the downgrade check.
     pub current_version: Option<&'a str>,
     pub allow_downgrade: bool,
+    /// How the refused operator allows a downgrade: [`CLI_DOWNGRADE_FLAG`] or
+    /// [`API_DOWNGRADE_FLAG`].
+    pub downgrade_flag: &'a str,
 }
 
 /// Reads and checks the manifest and signature only (cheap; `bundle verify` and install both
@@ -271,21 +319,34 @@ pub fn read_manifest(path: &Path, key: &VerifyingKey) -> Result<(Manifest, u64),
         )));
     }
     if len > expected {
-        return Err(BundleError::BadManifest(format!(
-            "{} unexpected bytes after the payload",
-            len - expected
-        )));
+        return Err(BundleError::TrailingBytes(len - expected));
     }
     Ok((manifest, payload_offset))
 }
 
-/// Full verification: signature, board, version, length and payload checksum.
+/// A payload that is not a zstd frame is refused before an install opens a slot.
+fn check_zstd_magic(path: &Path, payload_offset: u64) -> Result<(), BundleError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    f.seek(SeekFrom::Start(payload_offset))
+        .map_err(io_err(path))?;
+    let mut magic = [0u8; 4];
+    match f.read_exact(&mut magic) {
+        Ok(()) if magic == ZSTD_MAGIC => Ok(()),
+        Ok(()) => Err(BundleError::NotZstd),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(BundleError::NotZstd),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// Full verification without decompressing: signature, board, version, length, payload
+/// checksum and zstd magic. [`check_images`] adds what only decompression can tell.
 pub fn verify(path: &Path, expect: &Expect<'_>) -> Result<VerifiedBundle, BundleError> {
     let (manifest, payload_offset) = read_manifest(path, expect.key)?;
     if manifest.compatible != expect.board {
         return Err(BundleError::WrongBoard {
             bundle: manifest.compatible,
-            device: expect.board.to_string(),
+            expected: expect.board.to_string(),
+            from: expect.board_from.to_string(),
         });
     }
     if let Some(cur) = expect.current_version {
@@ -293,6 +354,7 @@ pub fn verify(path: &Path, expect: &Expect<'_>) -> Result<VerifiedBundle, Bundle
             return Err(BundleError::Downgrade {
                 bundle: manifest.version,
                 current: cur.to_string(),
+                flag: expect.downgrade_flag.to_string(),
             });
         }
     }
@@ -300,11 +362,56 @@ pub fn verify(path: &Path, expect: &Expect<'_>) -> Result<VerifiedBundle, Bundle
     if n != manifest.payload_size || sha != manifest.payload_sha256 {
         return Err(BundleError::PayloadMismatch);
     }
+    check_zstd_magic(path, payload_offset)?;
     Ok(VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
         payload_offset,
     })
+}
+
+/// What decompressing a payload failed with, in words: zstd's own errors (its data was not
+/// made by `bundle create`, or is damaged) become [`BundleError::BadPayload`].
+pub fn payload_error(e: io::Error) -> BundleError {
+    match e.kind() {
+        io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+            BundleError::BadPayload(e.to_string())
+        }
+        _ => BundleError::Io {
+            path: PathBuf::from("bundle payload"),
+            err: e,
+        },
+    }
+}
+
+/// Every check an install makes of the payload, without writing anything: decompresses it and
+/// compares the root image (and the boot image of format 2) with the manifest's sizes and
+/// SHA-256, and refuses data after the images. `bundle verify` runs it after [`verify`].
+pub fn check_images(vb: &VerifiedBundle) -> Result<(), BundleError> {
+    let m = &vb.manifest;
+    let mut reader = vb.image_reader()?;
+    let mut images = vec![("root image", m.image_size, m.image_sha256.as_str())];
+    if let Some((size, sha)) = m.boot_image() {
+        images.push(("boot image", size, sha));
+    }
+    for (what, size, sha) in images {
+        let mut hasher = Sha256::new();
+        let n = io::copy(&mut (&mut reader).take(size), &mut hasher).map_err(payload_error)?;
+        let got = fsutil::hex(&hasher.finalize());
+        if n != size || got != sha {
+            return Err(BundleError::ImageMismatch(format!(
+                "{what} does not match the manifest ({n} bytes, sha256 {got}; the manifest \
+                 says {size} bytes, sha256 {sha})"
+            )));
+        }
+    }
+    let mut extra = [0u8; 1];
+    if reader.read(&mut extra).map_err(payload_error)? != 0 {
+        return Err(BundleError::ImageMismatch(
+            "payload holds more than the manifest's images".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Compares dotted versions numerically where both parts are numbers ("1.10" > "1.9").

@@ -51,8 +51,10 @@ fn corrupted_bundles(with_boot: bool) {
     let expect = Expect {
         key: &vk,
         board: "rpi4",
+        board_from: BOARD_OF_DEVICE,
         current_version: Some("1.0.0"),
         allow_downgrade: false,
+        downgrade_flag: CLI_DOWNGRADE_FLAG,
     };
     assert!(verify(&good, &expect).is_ok());
     let bytes = std::fs::read(&good).unwrap();
@@ -118,8 +120,10 @@ fn format_2_payload_is_root_then_boot_and_both_are_signed() {
         &Expect {
             key: &vk,
             board: "rpi4",
+            board_from: BOARD_OF_DEVICE,
             current_version: None,
             allow_downgrade: true,
+            downgrade_flag: CLI_DOWNGRADE_FLAG,
         },
     )
     .unwrap();

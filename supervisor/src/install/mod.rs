@@ -4,23 +4,22 @@
 //! booted slot is never written and stays the bootloader's default until a trial is committed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::bundle::{self, Expect, Manifest};
+use crate::bundle::{self, Expect, Manifest, VerifiedBundle};
 use crate::config::Config;
 use crate::fsutil::{self, now_unix};
 use crate::lifecycle::Slots;
-use crate::slots::store::{SlotState, Trial};
+use crate::slots::store::SlotState;
 use crate::slots::Slot;
 
 mod device;
-use device::{foreign_slot_label, open_target, read_back, same_file, EXT4_LABEL_END};
+mod write;
+mod progress;
+pub use progress::{Progress, UpdateStatus};
+use device::{open_target, same_file};
 
 /// Install phases, in order (the names `SUPERVISOR_TEST_PAUSE_AT` accepts).
 /// The `boot-*` phases only run for a bundle that carries a boot image (format 2).
@@ -38,94 +37,22 @@ pub const PHASES: &[&str] = &[
     "reboot",
 ];
 
-/// Progress of the current or last update, as `GET /update/status` and `status` show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UpdateStatus {
-    /// idle, receiving, installing, installed, failed.
-    pub state: String,
-    pub phase: Option<String>,
-    pub version: Option<String>,
-    pub target: Option<Slot>,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-    pub percent: u32,
-    pub error: Option<String>,
-    pub updated_at: u64,
-}
-
-/// Shared progress, mirrored to `<state>/update-status.json` at every phase change.
-pub struct Progress {
-    path: PathBuf,
-    inner: Mutex<UpdateStatus>,
-}
-
-impl Progress {
-    /// Progress persisted in `state_dir`.
-    pub fn new(state_dir: &Path) -> Progress {
-        let path = state_dir.join("update-status.json");
-        let inner = fsutil::read_json(&path)
-            .ok()
-            .flatten()
-            .unwrap_or(UpdateStatus {
-                state: "idle".into(),
-                ..Default::default()
-            });
-        Progress {
-            path,
-            inner: Mutex::new(inner),
-        }
-    }
-
-    /// A copy of the current status.
-    pub fn get(&self) -> UpdateStatus {
-        self.inner.lock().map(|g| g.clone()).unwrap_or_default()
-    }
-
-    /// Changes the status; `persist` also writes the file (phase changes, not every chunk).
-    pub fn set(&self, persist: bool, f: impl FnOnce(&mut UpdateStatus)) {
-        let snapshot = {
-            let Ok(mut g) = self.inner.lock() else { return };
-            f(&mut g);
-            g.percent = g
-                .bytes_done
-                .saturating_mul(100)
-                .checked_div(g.bytes_total)
-                .map_or(0, |p| p.min(100) as u32);
-            g.updated_at = now_unix();
-            g.clone()
-        };
-        if persist {
-            if let Err(e) = fsutil::write_json(&self.path, &snapshot) {
-                tracing::warn!("unable to persist update status: {e}");
-            }
-        }
-    }
-
-    /// After a restart: an update that was receiving or installing when the process died is
-    /// reported as interrupted (the slot bookkeeping itself is repaired by `Slots::on_boot`).
-    pub fn mark_interrupted(&self) {
-        let cur = self.get();
-        if matches!(cur.state.as_str(), "receiving" | "installing") {
-            let phase = cur.phase.clone().unwrap_or_else(|| "receive".into());
-            self.set(true, |s| {
-                s.state = "interrupted".into();
-                s.error = Some(format!(
-                    "the supervisor stopped during phase {phase} (power loss, kill or restart)"
-                ));
-            });
-        }
-    }
-
-    fn phase(&self, phase: &str) {
-        tracing::info!(phase, "install phase");
-        self.set(true, |s| s.phase = Some(phase.to_string()));
-    }
-}
-
 /// Options of [`install`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct InstallOptions {
     pub allow_downgrade: bool,
+    /// How the operator allows a downgrade where this install came from, for the refusal's
+    /// hint: [`bundle::CLI_DOWNGRADE_FLAG`] (the default) or the API's query parameter.
+    pub downgrade_flag: &'static str,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            allow_downgrade: false,
+            downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
+        }
+    }
 }
 
 /// What an install did; the caller reboots (trial) unless told not to.
@@ -189,6 +116,24 @@ fn take_install_lock(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
         .map_err(|_| anyhow::anyhow!("another install is already running"))
 }
 
+/// The checked bundle and the opened devices of the slot it goes to.
+struct Target {
+    vb: VerifiedBundle,
+    booted: Slot,
+    slot: Slot,
+    device: PathBuf,
+    dev: File,
+    boot: Option<BootTarget>,
+}
+
+/// The target slot's boot partition, for a bundle with a boot image.
+struct BootTarget {
+    path: PathBuf,
+    dev: File,
+    size: u64,
+    sha: String,
+}
+
 fn install_locked(
     cfg: &Config,
     slots: &Slots,
@@ -199,6 +144,39 @@ fn install_locked(
     // 1. verify: signature, board, version, payload checksum. Nothing is written before this.
     progress.phase("verify");
     pause_point(cfg, "verify");
+    let t = check_and_open(cfg, slots, bundle_path, opts)?;
+    let m = &t.vb.manifest;
+    let boot_size = t.boot.as_ref().map_or(0, |b| b.size);
+    progress.set(true, |s| {
+        s.version = Some(m.version.clone());
+        s.target = Some(t.slot);
+        s.bytes_total = m.image_size + boot_size;
+    });
+
+    // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
+    progress.phase("prepare");
+    pause_point(cfg, "prepare");
+    open_slot(slots, &t)?;
+    // From here on the slot holds (or may hold) a partial image: any failure marks it bad with
+    // the real reason, never leaving it `installing` for the next start to call "interrupted".
+    let slot = t.slot;
+    write::write_and_arm(cfg, slots, progress, t).map_err(|e| {
+        let why = format!("{e:#}");
+        if let Err(me) = mark_failed(slots, slot, &why) {
+            tracing::error!("unable to mark slot {slot} bad after a failed install: {me:#}");
+        }
+        e.context(format!("install into slot {slot} failed; slot {slot} marked bad"))
+    })
+}
+
+/// Step 1: every check of the bundle, the trial, and the target devices (opened now, so a
+/// device that cannot take the bundle refuses it before anything is written).
+fn check_and_open(
+    cfg: &Config,
+    slots: &Slots,
+    bundle_path: &Path,
+    opts: InstallOptions,
+) -> Result<Target> {
     let key_path = cfg
         .public_key
         .as_deref()
@@ -217,11 +195,13 @@ fn install_locked(
         &Expect {
             key: &key,
             board: &cfg.board,
+            board_from: bundle::BOARD_OF_DEVICE,
             current_version: slots.current_version(booted)?.as_deref(),
             allow_downgrade: opts.allow_downgrade,
+            downgrade_flag: opts.downgrade_flag,
         },
     )?;
-    let m = vb.manifest.clone();
+    let m = &vb.manifest;
     let target = booted.other();
     let device = cfg.slot_device(target).to_path_buf();
     if same_file(&device, cfg.slot_device(booted)) {
@@ -230,10 +210,8 @@ fn install_locked(
             device.display()
         );
     }
-    let mut dev = open_target(&device, m.image_size, &format!("slot {target}"))?;
-    // The slot's boot partition, when the bundle carries a boot image: checked and opened now,
-    // so a device that cannot take it refuses the bundle before anything is written.
-    let mut boot = match (m.boot_image(), cfg.slot_boot_device(target)) {
+    let dev = open_target(&device, m.image_size, &format!("slot {target}"))?;
+    let boot = match (m.boot_image(), cfg.slot_boot_device(target)) {
         (Some(_), None) => bail!(
             "bundle {} carries a boot partition image (kernel) but this device has no slot boot \
              devices configured (SUPERVISOR_SLOT_A_BOOT_DEVICE, SUPERVISOR_SLOT_B_BOOT_DEVICE): \
@@ -262,23 +240,30 @@ fn install_locked(
                     d.display()
                 );
             }
-            let f = open_target(d, size, &format!("slot {target} boot device"))?;
-            Some((d.to_path_buf(), f, size, sha.to_string()))
+            Some(BootTarget {
+                path: d.to_path_buf(),
+                dev: open_target(d, size, &format!("slot {target} boot device"))?,
+                size,
+                sha: sha.to_string(),
+            })
         }
     };
-    let boot_size = boot.as_ref().map_or(0, |b| b.2);
-    progress.set(true, |s| {
-        s.version = Some(m.version.clone());
-        s.target = Some(target);
-        s.bytes_total = m.image_size + boot_size;
-    });
+    Ok(Target {
+        vb,
+        booted,
+        slot: target,
+        device,
+        dev,
+        boot,
+    })
+}
 
-    // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
-    progress.phase("prepare");
-    pause_point(cfg, "prepare");
+/// Step 2: the store records the target as `installing` (the running slot adopted as good
+/// if this is its first update).
+fn open_slot(slots: &Slots, t: &Target) -> Result<()> {
+    let (booted, target, version) = (t.booted, t.slot, t.vb.manifest.version.clone());
     let running_version = slots.current_version(booted)?;
     slots.store.update(|st| {
-        // The running slot is the fallback: record it as good if this is its first update.
         if st.slot(booted).state == SlotState::Unknown {
             let info = st.slot_mut(booted);
             info.state = SlotState::Good;
@@ -296,210 +281,33 @@ fn install_locked(
         }
         let info = st.slot_mut(target);
         info.state = SlotState::Installing;
-        info.version = Some(m.version.clone());
+        info.version = Some(version.clone());
         info.sha256 = None;
         info.reason = None;
         st.log(
             &slots.boot_id,
             target,
             "install-start",
-            format!("writing version {}", m.version),
+            format!("writing version {version}"),
         );
     })?;
-    slots.backend.prepare_install(target, booted)?;
-
-    // 3. write: stream the decompressed root image into the slot, hashing what goes out.
-    progress.phase("write");
-    let mut reader = vb.image_reader()?;
-    let written = stream_image(
-        cfg,
-        progress,
-        &mut reader,
-        &mut dev,
-        (m.image_size, 0),
-        "write",
-    )?;
-    if written != (m.image_size, m.image_sha256.clone()) {
-        mark_failed(
-            slots,
-            target,
-            "decompressed image does not match the manifest",
-        )?;
-        bail!("decompressed image does not match the manifest: slot {target} left unbootable");
-    }
-
-    // 4. sync: the image is on the medium before anything points at it.
-    progress.phase("sync");
-    pause_point(cfg, "sync");
-    dev.sync_all().context("unable to fsync the slot")?;
-    drop(dev);
-
-    // 5. readback: read what the medium holds and compare with the signed checksum.
-    progress.phase("readback");
-    pause_point(cfg, "readback");
-    let back = read_back(&device, m.image_size)?;
-    if back != m.image_sha256 {
-        mark_failed(slots, target, "read-back checksum mismatch")?;
-        bail!("slot {target} read-back checksum mismatch: the medium may be failing");
-    }
-
-    // 5a-c. boot-write, boot-sync, boot-readback: the same for the slot's boot partition. The
-    // slot is still `installing` (unbootable) until both images are verified.
-    if let Some((boot_path, boot_dev, size, sha)) = boot.as_mut() {
-        progress.phase("boot-write");
-        // The image's first bytes (ext4 superblock) say whose boot partition it was built as.
-        let mut head = Vec::new();
-        (&mut reader)
-            .take((*size).min(EXT4_LABEL_END))
-            .read_to_end(&mut head)
-            .context("unable to decompress the boot image")?;
-        if let Some(other) = foreign_slot_label(&head, target) {
-            let why = format!(
-                "boot image is an ext4 file system labelled boot{other}, built for slot {other} \
-                 (its cmdline.env names root{other}): refusing to write it to slot {target}"
-            );
-            mark_failed(slots, target, &why)?;
-            bail!("{why}; slot {target} left unbootable");
-        }
-        let written = stream_image(
-            cfg,
-            progress,
-            &mut std::io::Cursor::new(head).chain(&mut reader),
-            boot_dev,
-            (*size, m.image_size),
-            "boot-write",
-        )?;
-        if written != (*size, sha.clone()) {
-            mark_failed(
-                slots,
-                target,
-                "decompressed boot image does not match the manifest",
-            )?;
-            bail!("decompressed boot image does not match the manifest: slot {target} left unbootable");
-        }
-        progress.phase("boot-sync");
-        pause_point(cfg, "boot-sync");
-        boot_dev
-            .sync_all()
-            .context("unable to fsync the slot boot device")?;
-        progress.phase("boot-readback");
-        pause_point(cfg, "boot-readback");
-        if read_back(boot_path, *size)? != *sha {
-            mark_failed(slots, target, "boot partition read-back checksum mismatch")?;
-            bail!("slot {target} boot partition read-back checksum mismatch: the medium may be failing");
-        }
-    }
-    drop(boot);
-    // Nothing may follow the images in the payload.
-    let mut extra = [0u8; 1];
-    if reader
-        .read(&mut extra)
-        .context("unable to decompress the payload")?
-        != 0
-    {
-        mark_failed(
-            slots,
-            target,
-            "payload holds more than the manifest's images",
-        )?;
-        bail!("payload holds more than the manifest's images: slot {target} left unbootable");
-    }
-
-    // 6. mark: the store records the new content and the armed trial (before the bootloader).
-    progress.phase("mark");
-    pause_point(cfg, "mark");
-    slots.store.update(|st| {
-        let info = st.slot_mut(target);
-        info.state = SlotState::Trying;
-        info.sha256 = Some(m.image_sha256.clone());
-        info.size = Some(m.image_size);
-        info.installed_at = Some(now_unix());
-        info.install_count += 1;
-        if let Some((size, sha)) = m.boot_image() {
-            st.log(
-                &slots.boot_id,
-                target,
-                "install-boot",
-                format!("boot partition written and verified ({size} bytes, sha256 {sha})"),
-            );
-        }
-        st.trial = Some(Trial {
-            slot: target,
-            previous: booted,
-            version: Some(m.version.clone()),
-            armed_at: now_unix(),
-            armed_boot_id: slots.boot_id.clone(),
-            attempts: 0,
-            boot_ids: Vec::new(),
-            boot_started_uptime_ms: None,
-        });
-        st.log(
-            &slots.boot_id,
-            target,
-            "install",
-            format!(
-                "version {} written and verified; armed for one trial boot",
-                m.version
-            ),
-        );
-    })?;
-
-    // 7. arm: the bootloader tries the slot once at the next boot.
-    progress.phase("arm");
-    pause_point(cfg, "arm");
-    slots.backend.arm_trial(target, booted)?;
-
-    // 8. reboot (done by the caller, after stopping the hub).
-    progress.phase("reboot");
-    pause_point(cfg, "reboot");
-    Ok(InstallOutcome {
-        target,
-        manifest: m,
-    })
+    Ok(())
 }
 
-/// Streams the next `len` decompressed bytes into `dev`, hashing them; pauses at `phase` half
-/// way (power-cut tests). `offset` is the progress already counted. Returns what was written
-/// (fewer bytes than `len` when the payload ends early).
-fn stream_image(
-    cfg: &Config,
-    progress: &Progress,
-    reader: &mut impl Read,
-    dev: &mut File,
-    (len, offset): (u64, u64),
-    phase: &str,
-) -> Result<(u64, String)> {
-    let mut src = reader.take(len);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    let mut paused_mid_write = false;
-    loop {
-        let n = src
-            .read(&mut buf)
-            .context("unable to decompress the image")?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        dev.write_all(&buf[..n])
-            .with_context(|| format!("unable to write during {phase}"))?;
-        done += n as u64;
-        progress.set(false, |s| s.bytes_done = offset + done);
-        if !paused_mid_write && done * 2 >= len {
-            paused_mid_write = true;
-            pause_point(cfg, phase);
-        }
-    }
-    Ok((done, fsutil::hex(&hasher.finalize())))
-}
-
+/// Marks `slot` bad with `why`, in the store (dropping a trial recorded for it) and then in
+/// the bootloader (best effort: the failure may be the bootloader's own).
 fn mark_failed(slots: &Slots, slot: Slot, why: &str) -> Result<()> {
     slots.store.update(|st| {
         let info = st.slot_mut(slot);
         info.state = SlotState::Bad;
         info.reason = Some(why.to_string());
+        if st.trial.as_ref().is_some_and(|t| t.slot == slot) {
+            st.trial = None;
+        }
         st.log(&slots.boot_id, slot, "install-failed", why);
     })?;
+    if let Err(e) = slots.backend.mark_bad(slot) {
+        tracing::warn!("unable to mark slot {slot} bad in the bootloader: {e}");
+    }
     Ok(())
 }
