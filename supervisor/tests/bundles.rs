@@ -132,3 +132,130 @@ fn bad_bundles_are_refused_and_nothing_is_touched() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `bundle verify` of `b`: fails, says `expect`, never "bundle OK" or a raw zstd error.
+fn verify_refuses(rig: &Rig, b: &std::path::Path, expect: &str) {
+    let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    println!("bundle verify {}: {}", b.display(), text.trim());
+    assert!(!out.status.success(), "bundle verify accepted it: {text}");
+    assert!(!text.contains("bundle OK"), "{text}");
+    assert!(text.contains(expect), "expected {expect:?} in: {text}");
+    assert!(!text.contains("Unknown frame descriptor"), "{text}");
+}
+
+/// Issue 14.5: bundles every device refuses are refused by `bundle verify` too, which runs
+/// decompression and the image hashes without writing anything.
+#[test]
+fn bundle_verify_runs_every_check_an_install_runs() {
+    let rig = Rig::new();
+    rig.power_on();
+    let img = image(b'V', 150_000);
+    let before = snapshot(&rig);
+
+    // Payload not zstd (the raw image, checksummed and signed).
+    let raw = rig.signed_bundle("raw", manifest_for("2.0.0", &img), &img);
+    verify_refuses(&rig, &raw, "not zstd-compressed");
+    refused(&rig, &raw, &[], "not zstd-compressed");
+
+    // Image hash in the signed manifest is not the image's.
+    let mut m = manifest_for("2.0.0", &img);
+    m["image_sha256"] = sha256_hex(b"another image").into();
+    let wrong_hash = rig.signed_bundle("wrong-hash", m, &zstd(&img));
+    verify_refuses(&rig, &wrong_hash, "root image does not match the manifest");
+
+    // The payload decompresses to more than the manifest's image.
+    let short = &img[..100_000];
+    let longer = rig.signed_bundle("longer", manifest_for("2.0.0", short), &zstd(&img));
+    verify_refuses(&rig, &longer, "holds more than the manifest's images");
+
+    // A zstd stream cut short.
+    let z = zstd(&img);
+    let cut = rig.signed_bundle("cut", manifest_for("2.0.0", &img), &z[..z.len() / 2]);
+    verify_refuses(&rig, &cut, "cannot be decompressed");
+
+    // Nothing was written by any verify.
+    assert_eq!(before, snapshot(&rig), "bundle verify wrote something");
+    // And a good bundle still verifies.
+    let good = rig.signed_bundle("good", manifest_for("2.0.0", &img), &zstd(&img));
+    let out = rig.sup(&["bundle", "verify", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Installs `b`, which must fail after the target slot was opened: slot B ends `bad` with a
+/// reason containing `expect` (the real error), and the update status says the same.
+fn fails_after_open(rig: &Rig, b: &std::path::Path, expect: &str) {
+    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "install succeeded");
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+    let st = rig.status();
+    println!(
+        "slot B after {}: state {} reason {}",
+        b.display(),
+        st["slots"]["B"]["state"],
+        st["slots"]["B"]["reason"]
+    );
+    assert_eq!(slot_state(&st, "B"), "bad", "{st}");
+    let reason = st["slots"]["B"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(expect), "reason {reason:?}");
+    assert_eq!(st["update"]["state"], "failed", "{st}");
+    let error = st["update"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains(expect), "update error {error:?}");
+    assert_eq!(slot_state(&st, "A"), "good", "{st}");
+    assert_eq!(rig.boot_state()["primary"], "A");
+}
+
+/// Issue 14.4: a decompression or write failure after the slot was opened marks it bad with
+/// the real reason (it used to stay `installing`, later "install interrupted").
+#[test]
+fn failures_after_the_slot_is_opened_mark_it_bad_with_the_reason() {
+    let mut rig = Rig::new();
+    rig.power_on();
+    let img = image(b'F', 150_000);
+    let z = zstd(&img);
+    // A zstd stream cut in the middle: the decoder fails during `write`.
+    let cut = rig.signed_bundle("cut", manifest_for("2.0.0", &img), &z[..z.len() / 2]);
+    fails_after_open(&rig, &cut, "incomplete frame");
+    // The medium refuses writes: ENOSPC from /dev/full.
+    rig.set("SUPERVISOR_SLOT_B_DEVICE", "/dev/full");
+    let good = rig.bundle("v2", "2.0.0", "rpi4", &img);
+    fails_after_open(&rig, &good, "No space left on device");
+    let st = rig.status();
+    let journal = st["journal"].to_string();
+    assert!(!journal.contains("install-interrupted"), "{journal}");
+}
+
+/// Issue 14.7: bytes after the payload, and `bundle verify --board` on a build machine, are
+/// worded for what they are.
+#[test]
+fn trailing_bytes_and_verify_board_are_named_for_what_they_are() {
+    let rig = Rig::new();
+    rig.power_on();
+    let good = rig.bundle("v2", "2.0.0", "rpi4", &image(b'T', 50_000));
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes.extend_from_slice(b"junk");
+    let padded = rig.path("padded.poshub");
+    std::fs::write(&padded, &bytes).unwrap();
+    refused(&rig, &padded, &[], "4 unexpected bytes after its payload");
+    let err = stderr(&rig.sup(&["install", padded.to_str().unwrap(), "--no-reboot"]));
+    println!("padded: {err}");
+    assert!(!err.contains("manifest is invalid"), "{err}");
+
+    let out = rig.sup(&[
+        "bundle",
+        "verify",
+        good.to_str().unwrap(),
+        "--board",
+        "rpi5",
+    ]);
+    let err = stderr(&out);
+    println!("verify --board rpi5: {err}");
+    assert!(!out.status.success());
+    assert!(err.contains("--board asks for \"rpi5\""), "{err}");
+    assert!(!err.contains("this device"), "{err}");
+}

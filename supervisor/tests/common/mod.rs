@@ -315,3 +315,64 @@ pub fn slot_state(status: &serde_json::Value, slot: &str) -> String {
 pub fn file_sha(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// zstd-compresses `bytes` (level 3), as `bundle create` does.
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    zstd::encode_all(bytes, 3).unwrap()
+}
+
+impl Rig {
+    /// A bundle signed with the rig's key whose manifest and payload the test chooses (to make
+    /// bundles that `bundle create` never would). `manifest` gets `payload_size` and
+    /// `payload_sha256` of `payload`, so the signature and payload checksum are right.
+    pub fn signed_bundle(
+        &self,
+        name: &str,
+        mut manifest: serde_json::Value,
+        payload: &[u8],
+    ) -> PathBuf {
+        use ed25519_dalek::Signer;
+        manifest["payload_size"] = payload.len().into();
+        manifest["payload_sha256"] = sha256_hex(payload).into();
+        let seed_hex = std::fs::read_to_string(self.path("keys/release.key")).unwrap();
+        let seed: Vec<u8> = (0..64)
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&seed_hex.trim()[i..i + 2], 16).unwrap())
+            .collect();
+        let sk = ed25519_dalek::SigningKey::from_bytes(&seed.try_into().unwrap());
+        let mjson = serde_json::to_vec(&manifest).unwrap();
+        let mut signed = b"poshub-bundle-v1\0".to_vec();
+        signed.extend_from_slice(&mjson);
+        let sig = sk.sign(&signed);
+        let mut out = b"POSHUBB1".to_vec();
+        out.extend_from_slice(&(mjson.len() as u32).to_le_bytes());
+        out.extend_from_slice(&mjson);
+        out.extend_from_slice(&sig.to_bytes());
+        out.extend_from_slice(payload);
+        let path = self.path(&format!("{name}.poshub"));
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+}
+
+/// A format 1 manifest for a root image of `image` (payload fields are filled in by
+/// [`Rig::signed_bundle`]).
+pub fn manifest_for(version: &str, image: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "format": 1,
+        "version": version,
+        "compatible": "rpi4",
+        "created": 1_700_000_000u64,
+        "image_size": image.len(),
+        "image_sha256": sha256_hex(image),
+    })
+}
