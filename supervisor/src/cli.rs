@@ -293,14 +293,16 @@ fn cmd_install(cfg: &Config, source: &str, no_reboot: bool, allow_downgrade: boo
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let r = rt.block_on(crate::http::download(
-            source,
-            &partial,
-            cfg.max_bundle_bytes,
-        ));
-        if let Err(e) = r {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.context(format!("unable to download {source}")));
+        let r = rt.block_on(async {
+            let client = crate::download::client(cfg.ca_file.as_deref())?;
+            crate::download::download(&client, source, &partial, cfg.max_bundle_bytes).await
+        });
+        match r {
+            Ok(n) => println!("downloaded {n} bytes from {source}"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.context(format!("unable to download {source}")));
+            }
         }
         (partial, true)
     } else {

@@ -70,6 +70,8 @@ pub struct Config {
     pub restart_backoff_max: Duration,
     pub board: String,
     pub public_key: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted for `install https://...`, besides the system's.
+    pub ca_file: Option<PathBuf>,
     pub os_version_file: PathBuf,
     pub boot_id_path: PathBuf,
     pub min_free_bytes: u64,
@@ -226,6 +228,7 @@ impl Config {
             restart_backoff_max: millis("SUPERVISOR_RESTART_BACKOFF_MAX_MS", 30_000)?,
             board: src.str("SUPERVISOR_BOARD", "rpi4"),
             public_key: src.get("SUPERVISOR_PUBLIC_KEY").map(PathBuf::from),
+            ca_file: src.get("SUPERVISOR_CA_FILE").map(PathBuf::from),
             os_version_file: src
                 .str("SUPERVISOR_OS_VERSION_FILE", "/etc/poshub-version")
                 .into(),

@@ -1,8 +1,6 @@
-//! A minimal HTTP/1 client over plain TCP (hyper): the hub health probe and `install URL`
-//! downloads. Plain `http://` only, no TLS stack: updates travel over Tailscale (already
-//! encrypted) and bundles are signed, so transport security adds nothing but build weight.
+//! A minimal HTTP/1 client over plain TCP (hyper) for the hub's health probe on loopback.
+//! Bundle downloads (`install URL`, HTTPS) are in [`crate::download`].
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +9,6 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A parsed `http://host:port/path` URL.
@@ -94,32 +91,6 @@ pub async fn probe_health(url: &HttpUrl, timeout: Duration) -> Result<()> {
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| anyhow!("health check timed out after {} ms", timeout.as_millis()))?
-}
-
-/// Downloads `url` into `dest`, refusing bodies over `limit` bytes.
-pub async fn download(url: &str, dest: &Path, limit: u64) -> Result<u64> {
-    let url = parse_url(url)?;
-    let resp = get(&url, Duration::from_secs(30)).await?;
-    if !resp.status().is_success() {
-        bail!("download answered {}", resp.status());
-    }
-    let mut body = resp.into_body();
-    let mut f = tokio::fs::File::create(dest)
-        .await
-        .with_context(|| format!("unable to create {}", dest.display()))?;
-    let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.context("download interrupted")?;
-        if let Ok(data) = frame.into_data() {
-            total += data.len() as u64;
-            if total > limit {
-                bail!("download is larger than the {limit}-byte limit");
-            }
-            f.write_all(&data).await?;
-        }
-    }
-    f.sync_all().await?;
-    Ok(total)
 }
 
 #[cfg(test)]
