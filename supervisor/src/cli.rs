@@ -334,3 +334,29 @@ fn cmd_install(cfg: &Config, source: &str, no_reboot: bool, allow_downgrade: boo
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    fn without_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if !matches!(id, "help" | "version") && a.get_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            without_help(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+
+    /// Issue 14.7: `--help` explains every argument of every command.
+    #[test]
+    fn every_argument_has_help_text() {
+        let mut missing = Vec::new();
+        without_help(&Cli::command(), "poshub-supervisor", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+}

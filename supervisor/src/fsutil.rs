@@ -123,6 +123,34 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Moves `src` into `dir` as `<name>.<unix time>` (`.1`, `.2`, ... when that name is taken),
+/// never replacing a file already there: two moves in the same second keep both. `link(2)`
+/// refuses an existing name (unlike `rename(2)`); a power cut between the link and the unlink
+/// leaves the file under both names, never under none.
+pub fn move_aside(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = now_unix();
+    for n in 0..1000u32 {
+        let dest = match n {
+            0 => dir.join(format!("{name}.{stamp}")),
+            n => dir.join(format!("{name}.{stamp}.{n}")),
+        };
+        match std::fs::hard_link(src, &dest) {
+            Ok(()) => {
+                std::fs::remove_file(src)?;
+                fsync_dir(dir)?;
+                return Ok(dest);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{}: 1000 files named {name}.{stamp}* already", dir.display()),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

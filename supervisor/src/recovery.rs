@@ -228,15 +228,15 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "hub.redb".into());
-    let aside = corrupt_dir.join(format!("{name}.{}", now_unix()));
-    if let Err(e) = std::fs::create_dir_all(&corrupt_dir).and_then(|_| std::fs::rename(db, &aside))
-    {
-        return (
-            Outcome::Failed,
-            format!("database corrupt ({err}) and could not be moved aside: {e}"),
-        );
-    }
-    let _ = fsutil::fsync_dir(&corrupt_dir);
+    let aside = match fsutil::move_aside(db, &corrupt_dir, &name) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                Outcome::Failed,
+                format!("database corrupt ({err}) and could not be moved aside: {e}"),
+            )
+        }
+    };
     let _ = db.parent().map(fsutil::fsync_dir);
     let restored = restore_newest_backup(cfg);
     if let (Some(_), Some((uid, gid))) = (&restored, owner) {

@@ -185,3 +185,30 @@ fn second_update_while_one_is_installing_is_409_and_stop_is_not_blocked() {
     assert!(settled, "{}", rig.status());
     assert_eq!(rig.boot_state()["primary"], "A");
 }
+
+/// Issue 14.7: a downgrade refused over the API names the API's switch, not the CLI flag.
+#[test]
+fn downgrade_refused_over_the_api_names_the_query_parameter() {
+    let rig = Rig::new();
+    rig.power_on();
+    let mut sup = rig.spawn(&["run"], &[]);
+    let port_file = rig.path("data/supervisor/api-port");
+    let up = wait_for(Duration::from_secs(15), || {
+        port_file.exists() && rig.hub_pid().is_some()
+    });
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    let old = std::fs::read(rig.bundle("old", "0.9.0", "rpi4", &image(b'O', 1000))).unwrap();
+    let (code, v) = http(port, "POST", "/update", Some("test-token"), &old, None);
+    stop(&mut sup, libc::SIGTERM);
+    assert!(up, "{}", rig.log("run"));
+    println!("downgrade over the API: {code} {v}");
+    assert_eq!(code, 400, "{v}");
+    let err = v["error"].as_str().unwrap_or_default();
+    assert!(err.contains("older than the running 1.0.0"), "{err}");
+    assert!(err.contains("allow_downgrade=1"), "{err}");
+    assert!(!err.contains("--allow-downgrade"), "{err}");
+}

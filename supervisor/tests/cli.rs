@@ -130,3 +130,67 @@ fn bad_input_gets_one_clear_line() {
     let err = stderr(&rig.sup(&["status"]));
     assert!(err.contains("not one of file, uboot, rpi-tryboot"), "{err}");
 }
+
+/// Issue 14.7: keygen refusals say what is wrong, not "os error 2/17", and write nothing.
+#[test]
+fn keygen_refusals_are_in_words_and_never_overwrite() {
+    let rig = Rig::new();
+    let missing = rig.path("no-such-dir/release");
+    let out = rig.sup(&["keygen", "--out", missing.to_str().unwrap()]);
+    let err = stderr(&out);
+    println!("keygen into a missing directory: {}", err.trim());
+    assert!(!out.status.success());
+    assert!(err.contains("does not exist") && !err.contains("os error"), "{err}");
+
+    let existing = rig.path("keys/release");
+    let key_before = std::fs::read(rig.path("keys/release.key")).unwrap();
+    let out = rig.sup(&["keygen", "--out", existing.to_str().unwrap()]);
+    let err = stderr(&out);
+    println!("keygen over an existing key: {}", err.trim());
+    assert!(!out.status.success());
+    assert!(err.contains("already exists") && !err.contains("os error"), "{err}");
+    assert_eq!(std::fs::read(rig.path("keys/release.key")).unwrap(), key_before);
+
+    // Only the .pub exists: still refused, and no .key is left behind.
+    std::fs::write(rig.path("keys/half.pub"), "x").unwrap();
+    let out = rig.sup(&["keygen", "--out", rig.path("keys/half").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!rig.path("keys/half.key").exists());
+}
+
+/// Issue 14.7: `status` reports the outcome of the trial that followed an install, not
+/// "installed ... 100%" forever.
+#[test]
+fn status_reports_the_trial_outcome_after_an_install() {
+    let rig = Rig::new();
+    rig.power_on();
+    let b = rig.bundle("v2", "2.0.0", "rpi4", &image(b'S', 10_000));
+    assert!(rig
+        .sup(&["install", b.to_str().unwrap(), "--no-reboot"])
+        .status
+        .success());
+    let text = String::from_utf8_lossy(&rig.sup(&["status"]).stdout).to_string();
+    assert!(text.contains("update: installed"), "{text}");
+    assert_eq!(rig.power_on(), "booted slot B (trial)");
+    assert!(rig.sup(&["mark-good"]).status.success());
+    let text = String::from_utf8_lossy(&rig.sup(&["status"]).stdout).to_string();
+    let line = text.lines().find(|l| l.starts_with("update:")).unwrap_or("");
+    println!("after the commit: {line}");
+    assert!(line.starts_with("update: committed"), "{text}");
+    assert!(!line.contains("100%"), "{line}");
+    assert_eq!(rig.status()["update"]["state"], "committed");
+
+    // A second update whose trial is rolled back says so, with the reason.
+    let b3 = rig.bundle("v3", "3.0.0", "rpi4", &image(b'T', 10_000));
+    assert!(rig
+        .sup(&["install", b3.to_str().unwrap(), "--no-reboot"])
+        .status
+        .success());
+    assert_eq!(rig.power_on(), "booted slot A (trial)");
+    assert!(rig.sup(&["rollback", "--no-reboot"]).status.success());
+    let text = String::from_utf8_lossy(&rig.sup(&["status"]).stdout).to_string();
+    let line = text.lines().find(|l| l.starts_with("update:")).unwrap_or("");
+    println!("after the rollback: {line}");
+    assert!(line.starts_with("update: rolled-back"), "{text}");
+    assert!(line.contains("rolled back by hand during the trial"), "{line}");
+}

@@ -172,3 +172,26 @@ fn leftovers_are_cleaned_and_unclean_shutdowns_counted() {
     assert_eq!(check(&r, "unclean-shutdown").result, Outcome::Ok);
     assert_eq!(r.unclean_shutdowns, 1);
 }
+
+/// Issue 14.7: two corrupt databases moved aside in the same second are both kept.
+#[test]
+fn corrupt_files_moved_in_the_same_second_are_both_kept() {
+    let (_d, cfg) = setup();
+    let corrupt = cfg.data_dir.join("corrupt");
+    for round in 0..2 {
+        std::fs::write(&cfg.hub_db, format!("not a redb file, round {round}")).unwrap();
+        let r = recovery::run_checks(&cfg);
+        assert_ne!(check(&r, "database").result, Outcome::Ok);
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(&corrupt)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    kept.sort();
+    println!("corrupt/ holds {} file(s): {kept:?}", kept.len());
+    assert_eq!(
+        kept,
+        ["not a redb file, round 0", "not a redb file, round 1"],
+        "a corrupt file was overwritten"
+    );
+}
