@@ -342,9 +342,12 @@ mod tests {
 
     fn without_help(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
         for a in cmd.get_arguments() {
-            let id = a.get_id().as_str();
-            if !matches!(id, "help" | "version") && a.get_help().is_none() {
-                missing.push(format!("{path} {id}"));
+            let generated = matches!(
+                a.get_action(),
+                clap::ArgAction::Help | clap::ArgAction::Version
+            );
+            if !generated && a.get_help().is_none() {
+                missing.push(format!("{path} {}", a.get_id()));
             }
         }
         for sub in cmd.get_subcommands() {
