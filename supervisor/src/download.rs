@@ -62,7 +62,11 @@ pub async fn download(client: &Client, url: &str, dest: &Path, limit: u64) -> Re
     for attempt in 1..=MAX_ATTEMPTS {
         if attempt > 1 {
             tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt - 1))).await;
-            tracing::warn!(attempt, have, "download interrupted: resuming ({last_err:#})");
+            tracing::warn!(
+                attempt,
+                have,
+                "download interrupted: resuming ({last_err:#})"
+            );
         }
         let mut req = client.get(url);
         if have > 0 {

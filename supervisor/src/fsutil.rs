@@ -147,7 +147,10 @@ pub fn move_aside(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("{}: 1000 files named {name}.{stamp}* already", dir.display()),
+        format!(
+            "{}: 1000 files named {name}.{stamp}* already",
+            dir.display()
+        ),
     ))
 }
 

@@ -136,11 +136,7 @@ fn bad_bundles_are_refused_and_nothing_is_touched() {
 /// `bundle verify` of `b`: fails, says `expect`, never "bundle OK" or a raw zstd error.
 fn verify_refuses(rig: &Rig, b: &std::path::Path, expect: &str) {
     let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     println!("bundle verify {}: {}", b.display(), text.trim());
     assert!(!out.status.success(), "bundle verify accepted it: {text}");
     assert!(!text.contains("bundle OK"), "{text}");

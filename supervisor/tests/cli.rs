@@ -140,7 +140,10 @@ fn keygen_refusals_are_in_words_and_never_overwrite() {
     let err = stderr(&out);
     println!("keygen into a missing directory: {}", err.trim());
     assert!(!out.status.success());
-    assert!(err.contains("does not exist") && !err.contains("os error"), "{err}");
+    assert!(
+        err.contains("does not exist") && !err.contains("os error"),
+        "{err}"
+    );
 
     let existing = rig.path("keys/release");
     let key_before = std::fs::read(rig.path("keys/release.key")).unwrap();
@@ -148,8 +151,14 @@ fn keygen_refusals_are_in_words_and_never_overwrite() {
     let err = stderr(&out);
     println!("keygen over an existing key: {}", err.trim());
     assert!(!out.status.success());
-    assert!(err.contains("already exists") && !err.contains("os error"), "{err}");
-    assert_eq!(std::fs::read(rig.path("keys/release.key")).unwrap(), key_before);
+    assert!(
+        err.contains("already exists") && !err.contains("os error"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(rig.path("keys/release.key")).unwrap(),
+        key_before
+    );
 
     // Only the .pub exists: still refused, and no .key is left behind.
     std::fs::write(rig.path("keys/half.pub"), "x").unwrap();
@@ -174,7 +183,10 @@ fn status_reports_the_trial_outcome_after_an_install() {
     assert_eq!(rig.power_on(), "booted slot B (trial)");
     assert!(rig.sup(&["mark-good"]).status.success());
     let text = String::from_utf8_lossy(&rig.sup(&["status"]).stdout).to_string();
-    let line = text.lines().find(|l| l.starts_with("update:")).unwrap_or("");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("update:"))
+        .unwrap_or("");
     println!("after the commit: {line}");
     assert!(line.starts_with("update: committed"), "{text}");
     assert!(!line.contains("100%"), "{line}");
@@ -189,8 +201,14 @@ fn status_reports_the_trial_outcome_after_an_install() {
     assert_eq!(rig.power_on(), "booted slot A (trial)");
     assert!(rig.sup(&["rollback", "--no-reboot"]).status.success());
     let text = String::from_utf8_lossy(&rig.sup(&["status"]).stdout).to_string();
-    let line = text.lines().find(|l| l.starts_with("update:")).unwrap_or("");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("update:"))
+        .unwrap_or("");
     println!("after the rollback: {line}");
     assert!(line.starts_with("update: rolled-back"), "{text}");
-    assert!(line.contains("rolled back by hand during the trial"), "{line}");
+    assert!(
+        line.contains("rolled back by hand during the trial"),
+        "{line}"
+    );
 }

@@ -78,7 +78,9 @@ fn serve_tls(
                 .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
             let len = body.len();
             let (status, extra, part) = match from {
-                _ if !head.starts_with("get /b.poshub ") => ("404 Not Found", String::new(), &[][..]),
+                _ if !head.starts_with("get /b.poshub ") => {
+                    ("404 Not Found", String::new(), &[][..])
+                }
                 Some(f) if f < len => (
                     "206 Partial Content",
                     format!("content-range: bytes {f}-{}/{len}\r\n", len - 1),
@@ -108,7 +110,14 @@ fn serve_tls(
 /// `install URL --no-reboot` without proxy variables from the environment.
 fn install_url(rig: &Rig, url: &str) -> std::process::Output {
     let mut c = rig.command(&["install", url, "--no-reboot"]);
-    for v in ["https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"] {
+    for v in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
         c.env_remove(v);
     }
     c.output().unwrap()
@@ -145,7 +154,10 @@ fn https_download_cut_half_way_resumes_with_a_range_request() {
     let out = install_url(&rig, &format!("https://127.0.0.1:{port}/b.poshub"));
     let heads = heads.lock().unwrap().clone();
     for h in &heads {
-        println!("request: {}", h.lines().take(4).collect::<Vec<_>>().join(" | "));
+        println!(
+            "request: {}",
+            h.lines().take(4).collect::<Vec<_>>().join(" | ")
+        );
     }
     println!("stdout: {}", String::from_utf8_lossy(&out.stdout).trim());
     assert!(out.status.success(), "{}", stderr(&out));

@@ -124,7 +124,9 @@ pub enum BundleError {
     Truncated(String),
     #[error("bundle manifest is invalid: {0}")]
     BadManifest(String),
-    #[error("bundle has {0} unexpected bytes after its payload (appended to, or damaged in transfer)")]
+    #[error(
+        "bundle has {0} unexpected bytes after its payload (appended to, or damaged in transfer)"
+    )]
     TrailingBytes(u64),
     #[error("bundle signature does not verify with the configured public key (unsigned, tampered or signed with another key)")]
     BadSignature,
@@ -152,7 +154,9 @@ pub enum BundleError {
     BadSourceDateEpoch(String),
     #[error("key file {path}: {message}")]
     BadKey { path: PathBuf, message: String },
-    #[error("{0} already exists: keygen never overwrites a key (remove it, or choose another --out)")]
+    #[error(
+        "{0} already exists: keygen never overwrites a key (remove it, or choose another --out)"
+    )]
     KeyExists(PathBuf),
     #[error("directory {0} does not exist: create it first, or choose another --out")]
     NoSuchDir(PathBuf),

@@ -16,10 +16,10 @@ use crate::slots::store::SlotState;
 use crate::slots::Slot;
 
 mod device;
-mod write;
 mod progress;
-pub use progress::{Progress, UpdateStatus};
+mod write;
 use device::{open_target, same_file};
+pub use progress::{Progress, UpdateStatus};
 
 /// Install phases, in order (the names `SUPERVISOR_TEST_PAUSE_AT` accepts).
 /// The `boot-*` phases only run for a bundle that carries a boot image (format 2).
@@ -165,7 +165,9 @@ fn install_locked(
         if let Err(me) = mark_failed(slots, slot, &why) {
             tracing::error!("unable to mark slot {slot} bad after a failed install: {me:#}");
         }
-        e.context(format!("install into slot {slot} failed; slot {slot} marked bad"))
+        e.context(format!(
+            "install into slot {slot} failed; slot {slot} marked bad"
+        ))
     })
 }
 

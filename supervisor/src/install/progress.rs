@@ -134,4 +134,3 @@ impl Progress {
         self.set(true, |s| s.phase = Some(phase.to_string()));
     }
 }
-

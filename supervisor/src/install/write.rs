@@ -179,7 +179,9 @@ fn write_boot(
     progress.phase("boot-readback");
     pause_point(cfg, "boot-readback");
     if read_back(&b.path, b.size)? != b.sha {
-        bail!("slot {target} boot partition read-back checksum mismatch: the medium may be failing");
+        bail!(
+            "slot {target} boot partition read-back checksum mismatch: the medium may be failing"
+        );
     }
     Ok(())
 }
