@@ -66,6 +66,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         });
     }
 
+    // An install that a power cut or kill stopped is reported as interrupted before the hub
+    // starts (tests take a running hub as "the supervisor has started").
+    let progress = Arc::new(Progress::new(&cfg.state_dir()));
+    progress.mark_interrupted();
+
     // 3. The hub, under health supervision.
     let (stop_tx, stop_rx) = watch::channel::<Option<Signal>>(None);
     let (hub_tx, hub_rx) = watch::channel(HubState::default());
@@ -77,8 +82,6 @@ pub async fn run(cfg: Config) -> Result<()> {
     ));
 
     // 4. The update API.
-    let progress = Arc::new(Progress::new(&cfg.state_dir()));
-    progress.mark_interrupted();
     // Without a token or a port the hub still runs; only remote updates are unavailable.
     let api_task = match api::load_or_create_token(&cfg) {
         Err(e) => {
