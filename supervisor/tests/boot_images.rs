@@ -198,26 +198,11 @@ fn bundles_are_reproducible_with_source_date_epoch() {
 
 /// Re-signs `bundle` with the rig's key after `edit` changed its manifest.
 fn resign(rig: &Rig, bundle: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    use ed25519_dalek::Signer;
     let bytes = std::fs::read(bundle).unwrap();
     let mlen = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
     let mut m: serde_json::Value = serde_json::from_slice(&bytes[12..12 + mlen]).unwrap();
     edit(&mut m);
-    let json = serde_json::to_vec(&m).unwrap();
-    let seed = std::fs::read_to_string(rig.path("keys/release.key")).unwrap();
-    let seed: Vec<u8> = (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&seed.trim()[i..i + 2], 16).unwrap())
-        .collect();
-    let sk = ed25519_dalek::SigningKey::from_bytes(&seed.try_into().unwrap());
-    let mut msg = b"poshub-bundle-v1\0".to_vec();
-    msg.extend_from_slice(&json);
-    let mut out = b"POSHUBB1".to_vec();
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&sk.sign(&msg).to_bytes());
-    out.extend_from_slice(&bytes[12 + mlen + 64..]);
-    std::fs::write(bundle, out).unwrap();
+    rig.write_signed_bundle(bundle, &m, &bytes[12 + mlen + 64..]);
 }
 
 /// A correctly signed bundle whose boot image does not match its own manifest (a broken build):

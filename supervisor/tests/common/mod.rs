@@ -340,16 +340,24 @@ impl Rig {
         mut manifest: serde_json::Value,
         payload: &[u8],
     ) -> PathBuf {
-        use ed25519_dalek::Signer;
         manifest["payload_size"] = payload.len().into();
         manifest["payload_sha256"] = sha256_hex(payload).into();
+        let path = self.path(&format!("{name}.poshub"));
+        self.write_signed_bundle(&path, &manifest, payload);
+        path
+    }
+
+    /// Writes a bundle of `manifest` (as given) and `payload` to `path`, signed with the rig's
+    /// key.
+    pub fn write_signed_bundle(&self, path: &Path, manifest: &serde_json::Value, payload: &[u8]) {
+        use ed25519_dalek::Signer;
         let seed_hex = std::fs::read_to_string(self.path("keys/release.key")).unwrap();
         let seed: Vec<u8> = (0..64)
             .step_by(2)
             .map(|i| u8::from_str_radix(&seed_hex.trim()[i..i + 2], 16).unwrap())
             .collect();
         let sk = ed25519_dalek::SigningKey::from_bytes(&seed.try_into().unwrap());
-        let mjson = serde_json::to_vec(&manifest).unwrap();
+        let mjson = serde_json::to_vec(manifest).unwrap();
         let mut signed = b"poshub-bundle-v1\0".to_vec();
         signed.extend_from_slice(&mjson);
         let sig = sk.sign(&signed);
@@ -358,9 +366,7 @@ impl Rig {
         out.extend_from_slice(&mjson);
         out.extend_from_slice(&sig.to_bytes());
         out.extend_from_slice(payload);
-        let path = self.path(&format!("{name}.poshub"));
-        std::fs::write(&path, out).unwrap();
-        path
+        std::fs::write(path, out).unwrap();
     }
 }
 
