@@ -221,6 +221,9 @@ fn failures_after_the_slot_is_opened_mark_it_bad_with_the_reason() {
     rig.set("SUPERVISOR_SLOT_B_DEVICE", "/dev/full");
     let good = rig.bundle("v2", "2.0.0", "rpi4", &img);
     fails_after_open(&rig, &good, "No space left on device");
+    // The medium cannot be synced: fsync(2) of /dev/null is EINVAL.
+    rig.set("SUPERVISOR_SLOT_B_DEVICE", "/dev/null");
+    fails_after_open(&rig, &good, "unable to fsync slot B");
     let st = rig.status();
     let journal = st["journal"].to_string();
     assert!(!journal.contains("install-interrupted"), "{journal}");
