@@ -7,9 +7,11 @@
 # 2. scripts/yocto-wks-check: the .wks parses the way wic parses it, and the A/B layout
 #    agrees with autoboot.txt, the per-slot cmdline.txt, the image recipe and the units.
 # 2b. poshub-system installs (and enables) every file of systemd/, which issue 6 shares.
+#    It also asserts that poshub-image.bb replaces WKS_FILE_DEPENDS, whose oe-core default
+#    builds grub-efi and systemd-boot (aarch64) and syslinux-native for nothing on a Pi.
 # 3. Both scripts are shown to fail on broken input (a stale and a non-crates.io
-#    Cargo.lock; a swapped autoboot.txt, unequal slots, a misspelt wic option), so a pass
-#    means something.
+#    Cargo.lock; a swapped autoboot.txt, unequal slots, a misspelt wic option, the default
+#    or bootloader-carrying WKS_FILE_DEPENDS), so a pass means something.
 # 4. oelint-adv (pinned) with the layer's .oelint.cfg (--release wrynose): no finding of
 #    any severity.
 # 5. kas dump of each kas file. CI cannot reach the git servers, so the dump runs in a
@@ -103,6 +105,16 @@ expect_fail "slots of different sizes" "same --fixed-size" python3 "$tmp/s/scrip
 scratch
 sed -i 's/--fstype=ext4 --label data/--fstype=ext4 --lable data/' "$tmp/s/$layer/files/wic/poshub-rpi-ab.wks"
 expect_fail "an unknown wic option" "unknown option --lable" python3 "$tmp/s/scripts/yocto-wks-check"
+scratch
+sed -i '/^WKS_FILE_DEPENDS = /d' "$tmp/s/$layer/recipes-core/images/poshub-image.bb"
+expect_fail "oe-core's default WKS_FILE_DEPENDS (grub-efi, systemd-boot)" "must set WKS_FILE_DEPENDS" \
+  python3 "$tmp/s/scripts/yocto-wks-check"
+scratch
+# shellcheck disable=SC2016 # a literal ${...} for bitbake
+sed -i 's/^WKS_FILE_DEPENDS = "\(.*\)"/WKS_FILE_DEPENDS = "\1 ${WKS_FILE_DEPENDS_BOOTLOADERS}"/' \
+  "$tmp/s/$layer/recipes-core/images/poshub-image.bb"
+expect_fail "WKS_FILE_DEPENDS with the bootloaders" "still names WKS_FILE_DEPENDS_BOOTLOADERS" \
+  python3 "$tmp/s/scripts/yocto-wks-check"
 
 # --- 4. oelint-adv -------------------------------------------------------------------------
 (

@@ -44,6 +44,13 @@ IMAGE_ROOTFS_MAXSIZE = "1572864"
 IMAGE_BOOT_FILES_label-config = "poshub-boot/autoboot.txt;autoboot.txt"
 IMAGE_BOOT_FILES_label-boota = "${IMAGE_BOOT_FILES} poshub-boot/cmdline-a.txt;cmdline.txt"
 IMAGE_BOOT_FILES_label-bootb = "${IMAGE_BOOT_FILES} poshub-boot/cmdline-b.txt;cmdline.txt"
+# wic's tools only. openembedded-core's default adds the EFI bootloaders of the target
+# architecture (aarch64: grub-efi, systemd-boot) and, on an x86 build host, syslinux-native:
+# the Pi boots from its own firmware, the .wks has no EFI or syslinux partition, so building
+# them is wasted work (WKS_FILE_DEPENDS is ??= in image_types_wic.bbclass: this assignment
+# replaces it, and no :aarch64 override of the class reaches it).
+WKS_FILE_DEPENDS = "${WKS_FILE_DEPENDS_DEFAULT}"
+WKS_FILE_DEPENDS_DEFAULT:remove = "syslinux-native"
 # wic sees bitbake variables only through WICVARS.
 WICVARS:append = " IMAGE_BOOT_FILES_label-config IMAGE_BOOT_FILES_label-boota IMAGE_BOOT_FILES_label-bootb"
 do_image_wic[depends] += "poshub-boot:do_deploy"
