@@ -87,7 +87,16 @@ fn the_api_listens_on_loopback_and_a_followed_tailscale0_never_on_the_lan() {
         }
     };
     // The store's LAN, up before the supervisor starts.
-    ns.ip(&["link", "add", "lan0", "type", "veth", "peer", "name", "lan0-peer"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "lan0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "lan0-peer",
+    ]);
     ns.ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"]);
     ns.ip(&["link", "set", "lan0", "up"]);
     // The tailnet interface (a tun device, as tailscaled makes it) exists but is down and has no
@@ -122,10 +131,18 @@ fn the_api_listens_on_loopback_and_a_followed_tailscale0_never_on_the_lan() {
 
     // tailscale0 comes up with its tailnet addresses: followed without a restart.
     ns.ip(&["addr", "add", "100.64.0.7/32", "dev", "tailscale0"]);
-    ns.ip(&["addr", "add", "fd7a:115c:a1e0::7/128", "dev", "tailscale0", "nodad"]);
+    ns.ip(&[
+        "addr",
+        "add",
+        "fd7a:115c:a1e0::7/128",
+        "dev",
+        "tailscale0",
+        "nodad",
+    ]);
     ns.ip(&["link", "set", "tailscale0", "up"]);
     let followed = wait_for(Duration::from_secs(10), || {
-        ns.get_slots("100.64.0.7", 8767) == Ok(200) && ns.get_slots("fd7a:115c:a1e0::7", 8767) == Ok(200)
+        ns.get_slots("100.64.0.7", 8767) == Ok(200)
+            && ns.get_slots("fd7a:115c:a1e0::7", 8767) == Ok(200)
     });
     assert!(
         followed,
@@ -141,11 +158,18 @@ fn the_api_listens_on_loopback_and_a_followed_tailscale0_never_on_the_lan() {
     let moved = wait_for(Duration::from_secs(10), || {
         ns.get_slots("100.64.0.9", 8767) == Ok(200)
     });
-    assert!(moved, "new tailscale0 address not followed:\n{}", rig.log("run"));
+    assert!(
+        moved,
+        "new tailscale0 address not followed:\n{}",
+        rig.log("run")
+    );
     // The old address, put on the LAN interface, must not reach a leftover listener.
     ns.ip(&["addr", "add", "100.64.0.7/32", "dev", "lan0"]);
     let old = ns.get_slots("100.64.0.7", 8767);
-    assert!(old.is_err(), "the old tailscale0 address still answers: {old:?}");
+    assert!(
+        old.is_err(),
+        "the old tailscale0 address still answers: {old:?}"
+    );
     assert_eq!(ns.get_slots("192.168.77.2", 8767).ok(), None);
     assert_eq!(ns.get_slots("127.0.0.1", 8767), Ok(200));
 }

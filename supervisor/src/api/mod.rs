@@ -143,7 +143,6 @@ async fn slots_json(ctx: &ApiCtx) -> Response<Full<Bytes>> {
     let r = tokio::task::spawn_blocking(move || crate::status::slots_view(&slots)).await;
     match r {
         Ok(Ok(mut v)) => {
-            v["osVersion"] = json!(ctx.slots.os_version());
             v["hub"] = json!({"healthy": hub.healthy, "pid": hub.pid, "restarts": hub.restarts, "lastError": hub.last_error, "lastExit": hub.last_exit});
             reply(StatusCode::OK, v)
         }
