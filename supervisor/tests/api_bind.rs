@@ -1,7 +1,8 @@
 //! `SUPERVISOR_API_BIND=127.0.0.1,tailscale0` in a network namespace the test creates: the API
 //! answers on loopback, never on the "LAN" interface (a veth), and follows a `tailscale0` (a tun
 //! device, as tailscaled creates it) that comes up after the supervisor started and later changes its address.
-//! Skipped, with the reason printed, where namespaces cannot be made (not root, no `ip`).
+//! Skipped, with the reason printed, where the namespace or its interfaces cannot be made (not
+//! root, no `ip`, no tun or veth support).
 
 mod common;
 use common::client::{http_to, Running};
@@ -28,22 +29,51 @@ impl Netns {
             ));
         }
         let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
+        // The store's LAN (a veth, up before the supervisor starts) and the tailnet interface
+        // (a tun device, as tailscaled makes it), which exists but is down and has no address
+        // yet (tailscaled not enrolled).
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &[
+                "link",
+                "add",
+                "lan0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lan0-peer",
+            ],
+            &["addr", "add", "192.168.77.2/24", "dev", "lan0"],
+            &["link", "set", "lan0", "up"],
+            &["tuntap", "add", "dev", "tailscale0", "mode", "tun"],
+        ] {
+            ns.try_ip(args)?;
+        }
         Ok(ns)
     }
 
-    /// `ip -n NS ARGS`, which must succeed.
-    fn ip(&self, args: &[&str]) {
+    fn try_ip(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new("ip")
             .args(["-n", &self.0])
             .args(args)
             .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| format!("cannot run ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `ip -n NS ARGS`, which must succeed.
+    fn ip(&self, args: &[&str]) {
+        if let Err(e) = self.try_ip(args) {
+            panic!("{e}");
+        }
     }
 
     /// Runs `f` on a thread that entered the namespace (setns affects that thread only).
@@ -82,27 +112,10 @@ fn the_api_listens_on_loopback_and_a_followed_tailscale0_never_on_the_lan() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(why) => {
-            println!("SKIPPED: network namespaces cannot be made here ({why})");
+            println!("SKIPPED: network namespaces or interfaces cannot be made here ({why})");
             return;
         }
     };
-    // The store's LAN, up before the supervisor starts.
-    ns.ip(&[
-        "link",
-        "add",
-        "lan0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "lan0-peer",
-    ]);
-    ns.ip(&["addr", "add", "192.168.77.2/24", "dev", "lan0"]);
-    ns.ip(&["link", "set", "lan0", "up"]);
-    // The tailnet interface (a tun device, as tailscaled makes it) exists but is down and has no
-    // address yet (tailscaled not enrolled).
-    ns.ip(&["tuntap", "add", "dev", "tailscale0", "mode", "tun"]);
-
     let mut rig = Rig::new();
     rig.set("SUPERVISOR_API_BIND", "127.0.0.1,tailscale0");
     rig.set("SUPERVISOR_API_PORT", "8767");
