@@ -241,6 +241,7 @@ fn update_status_tells_the_trial_outcome_and_the_os_version_is_reported() {
     push_and_reboot(&rig, port, &mut sup, "v2", "2.0.0");
     let (mut sup, port) = rig.run_api(&[]);
     let v = wait_status(port, 20, |v| v["outcome"]["state"] == "committed");
+    assert_eq!(v["state"], "committed", "{v}");
     assert_eq!(
         (
             v["outcome"]["state"].as_str(),
@@ -270,13 +271,20 @@ fn update_status_tells_the_trial_outcome_and_the_os_version_is_reported() {
     let v = status(port);
     assert_eq!(
         (
+            v["state"].as_str(),
             v["outcome"]["state"].as_str(),
             v["outcome"]["slot"].as_str(),
             v["outcome"]["version"].as_str()
         ),
-        (Some("rolled-back"), Some("A"), Some("3.0.0")),
+        (
+            Some("rolled-back"),
+            Some("rolled-back"),
+            Some("A"),
+            Some("3.0.0")
+        ),
         "{v}"
     );
+    assert_eq!(v["error"], v["outcome"]["reason"], "{v}");
     assert!(
         v["outcome"]["reason"]
             .as_str()

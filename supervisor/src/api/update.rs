@@ -324,16 +324,33 @@ fn status_view(ctx: &ApiCtx) -> Value {
             }
         }
     }
+    let outcome = trial_outcome(&ctx.slots, &st);
+    // Once the trial has ended, the state itself says how (as `status` on the command line).
+    match outcome.as_ref().and_then(|o| o["state"].as_str()) {
+        Some("committed") => {
+            st.state = "committed".into();
+            st.error = None;
+        }
+        Some("rolled-back") => {
+            st.state = "rolled-back".into();
+            st.error = outcome
+                .as_ref()
+                .and_then(|o| o["reason"].as_str())
+                .map(String::from);
+        }
+        _ => {}
+    }
     let mut v = json!(st);
     v["source"] = json!(source);
-    v["outcome"] = trial_outcome(&ctx.slots, &st).unwrap_or(Value::Null);
+    v["outcome"] = outcome.unwrap_or(Value::Null);
     v
 }
 
 /// What became of the slot the last install wrote: `armed` (waiting for the reboot), `trying`
-/// (the trial boot runs), `committed`, or `rolled-back` with the reason.
+/// (the trial boot runs), `committed`, or `rolled-back` with the reason; `None` before an
+/// install finished or once the slot was written over.
 fn trial_outcome(slots: &Slots, st: &UpdateStatus) -> Option<Value> {
-    if st.state != "installed" {
+    if !matches!(st.state.as_str(), "installed" | "committed" | "rolled-back") {
         return None;
     }
     let (target, version) = (st.target?, st.version.clone()?);
