@@ -9,7 +9,7 @@
 #    span parses, and the hardware watchdog stays within the bcm2835's 15 s.
 #    Plus `systemd-analyze security` exposure limits for the two long-running services.
 # 3. sysusers.d parses (systemd-sysusers --dry-run into the throw-away root).
-# 4. shellcheck of the helper scripts, and the provisioning script's functional test, with
+# 4. shellcheck of the helper scripts, the provisioning and Tailscale enrolment tests, with
 #    the host's tools and with busybox's; the growth script's partition-table steps on
 #    a disk image file.
 # Installs what it needs (Debian); idempotent.
@@ -41,11 +41,26 @@ ln -s usr/sbin "$root/sbin"
 cp -a "$sysunitdir/." "$root/usr/lib/systemd/system/"
 cp "$units"/*.service "$units"/*.mount "$root/usr/lib/systemd/system/"
 install -m 0755 "$units"/libexec/* "$root/usr/libexec/poshub/"
-for exe in /usr/bin/poshub /usr/bin/poshub-supervisor /usr/bin/mkdir /usr/bin/chown; do
+for exe in /usr/bin/poshub /usr/bin/poshub-supervisor /usr/bin/mkdir /usr/bin/chown \
+  /usr/bin/tailscale /usr/sbin/tailscaled; do
   printf '#!/bin/sh\nexit 0\n' >"$root$exe"
   chmod 0755 "$root$exe"
 done
+# tailscaled.service as the official arm64 package (1.78) ships it, with our drop-in on top.
+mkdir -p "$root/etc/default" "$root/usr/lib/systemd/system/tailscaled.service.d"
+# shellcheck disable=SC2016 # ${PORT} and $FLAGS are systemd's, not the shell's
+printf '%s\n' '[Unit]' 'Description=Tailscale node agent' 'Documentation=https://tailscale.com/kb/' \
+  'Wants=network-pre.target' 'After=network-pre.target NetworkManager.service systemd-resolved.service' \
+  '[Service]' 'EnvironmentFile=/etc/default/tailscaled' \
+  'ExecStart=/usr/sbin/tailscaled --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${PORT} $FLAGS' \
+  'ExecStopPost=/usr/sbin/tailscaled --cleanup' 'Restart=on-failure' 'RuntimeDirectory=tailscale' \
+  'RuntimeDirectoryMode=0755' 'StateDirectory=tailscale' 'StateDirectoryMode=0700' \
+  'CacheDirectory=tailscale' 'CacheDirectoryMode=0750' 'Type=notify' \
+  '[Install]' 'WantedBy=multi-user.target' >"$root/usr/lib/systemd/system/tailscaled.service"
+printf '%s\n' 'PORT="41641"' 'FLAGS=""' >"$root/etc/default/tailscaled"
+cp "$units/tailscale/tailscaled-poshub.conf" "$root/usr/lib/systemd/system/tailscaled.service.d/poshub.conf"
 mapfile -t names < <(cd "$units" && ls *.service *.mount | sed 's/^poshub@\.service$/poshub@realm2.service/')
+names+=(tailscaled.service)
 echo "verifying: ${names[*]}"
 out=$(systemd-analyze verify --root="$root" --man=no "${names[@]}" 2>&1) || {
   echo "$out"; echo "FAIL: systemd-analyze verify exited non-zero"; exit 1; }
@@ -122,11 +137,13 @@ echo "ok: sysusers.d parses"
 shellcheck -s sh "$units"/libexec/* "$units"/tests/*.sh
 echo "ok: shellcheck"
 sh "$units/tests/provision-test.sh"
+sh "$units/tests/tailscale-test.sh" | tail -1
 # Again with nothing but busybox (sh, sed, grep, tr, ...), as on a Yocto image whose base
 # utilities are busybox.
 bb="$root/busybox-bin"
 mkdir -p "$bb"
 /bin/busybox --install -s "$bb"
 PATH="$bb" /bin/busybox sh "$units/tests/provision-test.sh" | tail -1 | sed 's/$/ (busybox)/'
+PATH="$bb" /bin/busybox sh "$units/tests/tailscale-test.sh" | tail -1 | sed 's/$/ (busybox)/'
 # The partition-table part of first-boot growth, on an image file.
 sh "$units/tests/growdata-test.sh"

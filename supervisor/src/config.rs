@@ -30,6 +30,47 @@ pub enum BackendKind {
     RpiTryboot,
 }
 
+/// Where the update API listens by default: loopback and the tailnet, never the store's LAN.
+pub const DEFAULT_API_BIND: &str = "127.0.0.1,tailscale0";
+
+/// One entry of `SUPERVISOR_API_BIND`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindEntry {
+    /// A literal address (`127.0.0.1`, `::1`, or `0.0.0.0` for every address, LAN included).
+    Addr(std::net::IpAddr),
+    /// An interface whose addresses are followed while the supervisor runs (`tailscale0`).
+    Interface(String),
+}
+
+/// Parses a comma-separated list of addresses and interface names.
+fn parse_bind(text: &str) -> Result<Vec<BindEntry>, ConfigError> {
+    let bad = |message: String| ConfigError::Invalid {
+        var: "SUPERVISOR_API_BIND",
+        message,
+    };
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let item = item.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = item.parse() {
+            out.push(BindEntry::Addr(ip));
+        } else if item.len() <= 15
+            && item
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+        {
+            out.push(BindEntry::Interface(item.to_string()));
+        } else {
+            return Err(bad(format!(
+                "{item:?} is neither an IP address nor an interface name"
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("lists no address or interface".into()));
+    }
+    Ok(out)
+}
+
 /// Everything the supervisor needs to know, resolved once at start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -57,7 +98,10 @@ pub struct Config {
     pub uboot_attempts: u32,
     pub reboot_cmd: Option<String>,
     pub api_port: u16,
-    pub api_bind: String,
+    /// Where the update API listens: addresses and interface names (see `api::listen`).
+    pub api_bind: Vec<BindEntry>,
+    /// An upload whose body sends nothing for this long is dropped (408) and the box freed.
+    pub api_body_timeout: Duration,
     pub api_token: Option<String>,
     pub max_bundle_bytes: u64,
     pub health_window: Duration,
@@ -215,7 +259,8 @@ impl Config {
             uboot_attempts: src.num("SUPERVISOR_UBOOT_ATTEMPTS", 3)?,
             reboot_cmd: src.get("SUPERVISOR_REBOOT_CMD"),
             api_port: src.num("SUPERVISOR_API_PORT", 8767)?,
-            api_bind: src.str("SUPERVISOR_API_BIND", "0.0.0.0"),
+            api_bind: parse_bind(&src.str("SUPERVISOR_API_BIND", DEFAULT_API_BIND))?,
+            api_body_timeout: secs("SUPERVISOR_API_BODY_TIMEOUT_S", 60)?,
             api_token: src.get("SUPERVISOR_API_TOKEN"),
             max_bundle_bytes: src.num::<u64>("SUPERVISOR_MAX_BUNDLE_MB", 2048)? * 1024 * 1024,
             health_window: secs("SUPERVISOR_HEALTH_WINDOW_S", 60)?,
@@ -393,6 +438,25 @@ mod tests {
                 && err.contains("SUPERVISOR_SLOT_B_DEVICE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn api_bind_takes_addresses_and_interface_names() {
+        let got = parse_bind(" 127.0.0.1, tailscale0,[::1] ,").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                BindEntry::Addr("127.0.0.1".parse().unwrap()),
+                BindEntry::Interface("tailscale0".into()),
+                BindEntry::Addr("::1".parse().unwrap()),
+            ]
+        );
+        let err = parse_bind("127.0.0.1,eth0/24").unwrap_err().to_string();
+        assert!(
+            err.starts_with("SUPERVISOR_API_BIND") && err.contains("eth0/24"),
+            "{err}"
+        );
+        assert!(parse_bind(" , ").is_err());
     }
 
     #[test]

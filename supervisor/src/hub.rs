@@ -37,6 +37,7 @@ pub struct HubState {
 /// Runs the hub until `stop` carries a signal; returns after the child is gone.
 pub async fn supervise(
     cfg: Config,
+    os_version: Option<String>,
     notifier: Notifier,
     state_tx: watch::Sender<HubState>,
     mut stop: watch::Receiver<Option<Signal>>,
@@ -66,7 +67,7 @@ pub async fn supervise(
             return;
         }
         let started = Instant::now();
-        match spawn(&cfg) {
+        match spawn(&cfg, os_version.as_deref()) {
             Ok(mut child) => {
                 let pid = child.id();
                 tracing::info!(pid, "hub started");
@@ -121,7 +122,7 @@ pub async fn supervise(
     }
 }
 
-fn spawn(cfg: &Config) -> std::io::Result<Child> {
+fn spawn(cfg: &Config, os_version: Option<&str>) -> std::io::Result<Child> {
     let mut cmd = Command::new(&cfg.hub_bin);
     cmd.args(&cfg.hub_args)
         .stdin(Stdio::null())
@@ -142,6 +143,11 @@ fn spawn(cfg: &Config) -> std::io::Result<Child> {
     // --config file), and runs in the data directory: the root filesystem is read-only, so a
     // relative path must never resolve against `/`.
     cmd.env("HUB_DB_PATH", &cfg.hub_db);
+    // The OS (bundle) version the hub reports in /health, so a fleet tool compares like with like.
+    match os_version {
+        Some(v) => cmd.env("POSHUB_OS_VERSION", v),
+        None => cmd.env_remove("POSHUB_OS_VERSION"),
+    };
     if let Some(dir) = cfg.hub_db.parent().filter(|d| d.is_dir()) {
         cmd.current_dir(dir);
     }

@@ -67,6 +67,13 @@ impl Slots {
             .or_else(|| self.os_version.clone()))
     }
 
+    /// The OS (bundle) version running now: the booted slot's record, else the OS version file;
+    /// `None` when neither is known (or the bootloader cannot tell which slot booted).
+    pub fn os_version(&self) -> Option<String> {
+        let booted = self.backend.booted().ok()?.slot;
+        self.current_version(booted).ok().flatten()
+    }
+
     /// Decides what this boot is and records it in the journal.
     pub fn on_boot(&self) -> Result<BootDecision> {
         let booted = self

@@ -2,6 +2,7 @@
 //! it supervises the hub, serves the update API, runs the trial monitor when this boot is a
 //! trial, and stops cleanly on SIGTERM/SIGINT (forwarded to the hub) or on a reboot request.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,8 +75,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     // 3. The hub, under health supervision.
     let (stop_tx, stop_rx) = watch::channel::<Option<Signal>>(None);
     let (hub_tx, hub_rx) = watch::channel(HubState::default());
+    let s3 = slots.clone();
+    let os_version = tokio::task::spawn_blocking(move || s3.os_version())
+        .await
+        .unwrap_or_default();
     let hub_task = tokio::spawn(hub::supervise(
         cfg.clone(),
+        os_version,
         notifier.clone(),
         hub_tx,
         stop_rx,
@@ -96,14 +102,9 @@ pub async fn run(cfg: Config) -> Result<()> {
                 reboot_tx: reboot_tx.clone(),
                 token,
                 hub: hub_rx.clone(),
+                active: AtomicBool::new(false),
             });
-            match api::bind(&cfg).await {
-                Ok(listener) => Some(tokio::spawn(api::serve(listener, api_ctx))),
-                Err(e) => {
-                    tracing::error!("update API not available: {e:#}");
-                    None
-                }
-            }
+            Some(tokio::spawn(api::listen::serve_all(api_ctx)))
         }
     };
 

@@ -13,8 +13,8 @@ use crate::install::Progress;
 use crate::lifecycle::Slots;
 use crate::recovery::{self, RecoveryReport};
 
-/// Booted slot, bootloader default, the slot store and the last 20 journal entries (so a
-/// fleet operator sees from `GET /slots` why a trial was rolled back).
+/// Booted slot, OS (bundle) version, bootloader default, the slot store and the last 20
+/// journal entries (so a fleet operator sees from `GET /slots` why a trial was rolled back).
 pub fn slots_view(slots: &Slots) -> Result<Value> {
     let booted = slots.backend.booted();
     let primary = slots.backend.primary();
@@ -23,6 +23,7 @@ pub fn slots_view(slots: &Slots) -> Result<Value> {
     Ok(json!({
         "backend": slots.backend.name(),
         "booted": booted.as_ref().ok().map(|b| b.slot),
+        "osVersion": slots.os_version(),
         "bootloaderTrialFlag": booted.as_ref().ok().map(|b| b.trial_flag),
         "bootloaderError": booted.as_ref().err().map(|e| e.to_string())
             .or_else(|| primary.as_ref().err().map(|e| e.to_string())),
@@ -59,10 +60,11 @@ pub fn render(v: &Value) -> String {
     };
     let _ = writeln!(
         out,
-        "backend: {}   booted: {}   default: {}",
+        "backend: {}   booted: {}   default: {}   os version: {}",
         s(&v["backend"]),
         s(&v["booted"]),
-        s(&v["default"])
+        s(&v["default"]),
+        s(&v["osVersion"])
     );
     if !v["bootloaderError"].is_null() {
         let _ = writeln!(out, "bootloader error: {}", s(&v["bootloaderError"]));

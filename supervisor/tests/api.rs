@@ -3,45 +3,9 @@
 //! `GET /update/status`, and an upload that reboots into the trial.
 
 mod common;
+use common::client::http;
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
-
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &[u8],
-    declared: Option<usize>,
-) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-length: {}\r\n",
-        declared.unwrap_or(body.len())
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("authorization: Bearer {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (
-        code,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
-}
 
 #[test]
 fn update_api_end_to_end() {

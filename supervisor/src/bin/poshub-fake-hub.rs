@@ -3,7 +3,8 @@
 //! - `crash` present: exit with status 3 right after start (crash loop);
 //! - `unhealthy` present: answer 503 `{"status":"error"}`;
 //! - writes `pid` on start, appends `start <unix ms>` to `starts`, writes `notify-socket` if it inherited
-//!   `NOTIFY_SOCKET`, `db-path` with the `HUB_DB_PATH` it was given, and `got-sigterm`/`got-sigint`
+//!   `NOTIFY_SOCKET`, `db-path` with the `HUB_DB_PATH` it was given, `os-version` with the
+//!   `POSHUB_OS_VERSION` it was given, and `got-sigterm`/`got-sigint`
 //!   when it is asked to stop.
 //!
 //! A hung hub is simulated by the test with SIGSTOP on the pid.
@@ -28,6 +29,10 @@ async fn main() {
     let _ = std::fs::write(
         dir.join("db-path"),
         std::env::var("HUB_DB_PATH").unwrap_or_default(),
+    );
+    let _ = std::fs::write(
+        dir.join("os-version"),
+        std::env::var("POSHUB_OS_VERSION").unwrap_or_default(),
     );
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

@@ -82,7 +82,20 @@ pub fn install(
     opts: InstallOptions,
     progress: &Progress,
 ) -> Result<InstallOutcome> {
-    let _lock = take_install_lock(cfg)?;
+    let lock = InstallLock::try_take(cfg)?;
+    install_holding(&lock, cfg, slots, bundle_path, opts, progress)
+}
+
+/// [`install`] for a caller that already holds the install lock (the update API takes it before
+/// receiving the upload, so a command-line install cannot start in between).
+pub fn install_holding(
+    _lock: &InstallLock,
+    cfg: &Config,
+    slots: &Slots,
+    bundle_path: &Path,
+    opts: InstallOptions,
+    progress: &Progress,
+) -> Result<InstallOutcome> {
     progress.set(true, |s| {
         *s = UpdateStatus {
             state: "installing".into(),
@@ -103,17 +116,39 @@ pub fn install(
     r
 }
 
-fn take_install_lock(cfg: &Config) -> Result<nix::fcntl::Flock<File>> {
-    let dir = cfg.state_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("unable to create {}", dir.display()))?;
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("install.lock"))
-        .context("unable to open the install lock")?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| anyhow::anyhow!("another install is already running"))
+/// The exclusive install lock (`flock` on `<state>/install.lock`): one install at a time,
+/// whether it came from the API or the command line; released when dropped (or the process dies).
+pub struct InstallLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+/// Why the install lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another install is already running")]
+    Busy,
+    #[error("unable to open the install lock {path}: {err}")]
+    Open { path: PathBuf, err: std::io::Error },
+}
+
+impl InstallLock {
+    /// Takes the lock without waiting.
+    pub fn try_take(cfg: &Config) -> Result<InstallLock, LockError> {
+        let dir = cfg.state_dir();
+        let path = dir.join("install.lock");
+        let open = |err| LockError::Open {
+            path: path.clone(),
+            err,
+        };
+        std::fs::create_dir_all(&dir).map_err(open)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(open)?;
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map(InstallLock)
+            .map_err(|_| LockError::Busy)
+    }
 }
 
 /// The checked bundle and the opened devices of the slot it goes to.

@@ -2,7 +2,7 @@ SUMMARY = "poshub appliance systemd units, provisioning and data partition setup
 DESCRIPTION = "The units of the repository's systemd/ directory: the supervisor service, \
                poshub@.service, the /data and /boot/firmware mounts with fsck, growth of \
                the data partition, provisioning from poshub.env, hardware watchdog and \
-               journald drop-ins."
+               journald drop-ins, Tailscale enrolment."
 SECTION = "base"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
@@ -23,6 +23,9 @@ SRC_URI = "\
     file://poshub-provision.service \
     file://libexec/poshub-growdata \
     file://libexec/poshub-provision \
+    file://poshub-tailscale-up.service \
+    file://libexec/poshub-tailscale-up \
+    file://tailscale/tailscaled-poshub.conf \
     file://supervisor.env \
     file://system.conf.d/poshub-watchdog.conf \
     file://journald.conf.d/poshub.conf \
@@ -47,6 +50,7 @@ SYSTEMD_SERVICE:${PN} = "\
     poshub-data-layout.service \
     poshub-growdata.service \
     poshub-provision.service \
+    poshub-tailscale-up.service \
 "
 # poshub@.service is a template: enabled per realm on the device (systemctl enable poshub@x).
 SYSTEMD_AUTO_ENABLE = "enable"
@@ -61,11 +65,16 @@ do_install() {
     install -d ${D}${systemd_system_unitdir}
     for unit in poshub-supervisor.service poshub@.service data.mount boot-firmware.mount \
                 var-log.mount var-log-journal.mount poshub-data-layout.service poshub-growdata.service \
-                poshub-provision.service; do
+                poshub-provision.service poshub-tailscale-up.service; do
         install -m 0644 ${S}/$unit ${D}${systemd_system_unitdir}/
     done
     install -d ${D}${libexecdir}/poshub
-    install -m 0755 ${S}/libexec/poshub-growdata ${S}/libexec/poshub-provision ${D}${libexecdir}/poshub/
+    install -m 0755 ${S}/libexec/poshub-growdata ${S}/libexec/poshub-provision \
+        ${S}/libexec/poshub-tailscale-up ${D}${libexecdir}/poshub/
+    # Tailscale (POSHUB_TAILSCALE below): tailscaled's state on /data, enrolment from TS_* in
+    # poshub.env. Both inert on an image without the tailscale package.
+    install -D -m 0644 ${S}/tailscale/tailscaled-poshub.conf \
+        ${D}${systemd_system_unitdir}/tailscaled.service.d/poshub.conf
     install -D -m 0644 ${S}/system.conf.d/poshub-watchdog.conf ${D}${systemd_unitdir}/system.conf.d/poshub-watchdog.conf
     install -D -m 0644 ${S}/journald.conf.d/poshub.conf ${D}${systemd_unitdir}/journald.conf.d/poshub.conf
     install -D -m 0644 ${S}/resolved.conf.d/poshub.conf ${D}${systemd_unitdir}/resolved.conf.d/poshub.conf
@@ -95,6 +104,7 @@ FILES:${PN} += "\
     ${nonarch_libdir}/sysusers.d \
     ${datadir}/poshub \
     ${systemd_system_unitdir}/wpa_supplicant@wlan0.service.d \
+    ${systemd_system_unitdir}/tailscaled.service.d \
     ${nonarch_libdir}/systemd/network \
     ${nonarch_base_libdir}/udev/rules.d \
     /data \
@@ -102,8 +112,15 @@ FILES:${PN} += "\
     ${localstatedir}/log \
 "
 
-# growdata: sfdisk, partx, resize2fs; the mounts: e2fsck and fsck.vfat via systemd-fsck@.
+# POSHUB_TAILSCALE = "1" (local.conf or the distro) puts Tailscale into the image: a layer
+# that provides the `tailscale` package must then be in BBLAYERS (README.md, "Tailscale").
+# Off by default, so the layer parses and builds without one.
+POSHUB_TAILSCALE ??= "0"
+
+# growdata: sfdisk, partx, resize2fs; the mounts: e2fsck and fsck.vfat via systemd-fsck@;
+# tailscale with POSHUB_TAILSCALE = "1".
 RDEPENDS:${PN} = "\
+    ${@'tailscale' if d.getVar('POSHUB_TAILSCALE') == '1' else ''} \
     dosfstools \
     e2fsprogs-e2fsck \
     e2fsprogs-resize2fs \
