@@ -1,5 +1,5 @@
 #!/bin/sh
-# Functional test of libexec/poshub-provision in a temp directory (no root needed):
+# Functional test of libexec/poshub-provision in a temp directory (root only for section 5):
 # import, merge, secret scrubbing, realm files, supervisor settings, re-import, Wi-Fi, a
 # read-only and a full data partition (tmpfs in a mount namespace), and --check.
 set -eu
