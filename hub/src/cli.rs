@@ -12,6 +12,7 @@ use crate::ops;
 const AFTER_HELP: &str = "Examples:
   poshub serve --config /data/poshub/poshub.env   run the hub (what the appliance does)
   poshub serve --demo                             first look: no tokens, sample floor plan
+  poshub check-config --config poshub.env         would the hub start with these settings?
   poshub stats                                    is the hub up, who is connected, what is queued
   poshub token issue --terminal till-1 --role cashier
   poshub backup --out /media/usb/hub.redb         copy the data while the hub runs
@@ -21,7 +22,11 @@ const AFTER_HELP: &str = "Examples:
 
 Commands that act on a running hub call its HTTP API on 127.0.0.1:HUB_HTTP_PORT with the admin
 token (HUB_ADMIN_TOKEN, or the admin-token file beside the database). Give them the same
---config as the hub so they find it.";
+--config as the hub so they find it.
+
+Settings come from the environment and from --config FILE; a variable set in both takes the
+environment's value (as systemd's Environment= over EnvironmentFile=). poshub-supervisor
+reads its --config the same way.";
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +42,9 @@ struct Cli {
 
 #[derive(Args, Clone, Default)]
 struct ConfigArg {
-    /// Env-file with HUB_* settings (systemd EnvironmentFile format); the environment wins over it.
+    /// Env-file with the hub's settings (systemd EnvironmentFile format). A variable also set
+    /// in the environment takes the environment's value (as systemd's Environment= over
+    /// EnvironmentFile=; poshub-supervisor reads its --config the same way).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -51,6 +58,12 @@ enum Command {
         /// First look: open auth (no tokens) and a sample floor plan.
         #[arg(long)]
         demo: bool,
+    },
+    /// Check the settings as `serve` would at start, without starting: one line per bad
+    /// variable, a warning per key of --config that is no hub setting; exit 2 on any error.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Terminal tokens signed by this hub's own key.
     Token {
@@ -162,12 +175,37 @@ fn say(line: String) -> Result<(), String> {
     Ok(())
 }
 
-fn load_config(arg: &ConfigArg, demo: bool) -> Result<Config, String> {
-    let mut vars = Vars::from_env();
-    if let Some(path) = &arg.config {
-        vars = vars.with_env_file(path).map_err(|e| e.to_string())?;
+fn load_vars(arg: &ConfigArg) -> Result<Vars, String> {
+    let vars = Vars::from_env();
+    match &arg.config {
+        Some(path) => vars.with_env_file(path).map_err(|e| e.to_string()),
+        None => Ok(vars),
     }
-    Config::from_vars(&vars, demo).map_err(|e| e.to_string())
+}
+
+fn load_config(arg: &ConfigArg, demo: bool) -> Result<Config, String> {
+    Config::from_vars(&load_vars(arg)?, demo).map_err(|e| e.to_string())
+}
+
+/// `check-config`: problems on stdout, one per line; the last line says how it went.
+fn check_config(arg: &ConfigArg) -> Result<(), String> {
+    let report = crate::config_check::check(&load_vars(arg)?);
+    for e in &report.errors {
+        println!("{e}");
+    }
+    for k in &report.unknown {
+        println!("warning: {k}: not a poshub setting (the hub ignores it)");
+    }
+    let what = match &arg.config {
+        Some(p) => p.display().to_string(),
+        None => "the environment".into(),
+    };
+    match report.errors.len() {
+        0 => say(format!("{what}: the hub would start with these settings")),
+        n => Err(format!(
+            "{what}: {n} setting(s) the hub would refuse at start"
+        )),
+    }
 }
 
 /// Entry point of the binary.
@@ -180,6 +218,7 @@ pub fn main() -> ExitCode {
     let result =
         match command {
             Command::Serve { config, demo } => serve(&config, demo),
+            Command::CheckConfig { config } => check_config(&config),
             Command::Token {
                 command:
                     TokenCommand::Issue {

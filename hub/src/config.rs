@@ -2,7 +2,8 @@
 //! systemd `EnvironmentFile` format. Every value is validated up front so the hub never starts
 //! half-configured; a bad value yields one line naming the variable.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -121,6 +122,10 @@ pub struct Config {
 #[derive(Debug, Default, Clone)]
 pub struct Vars {
     map: HashMap<String, String>,
+    /// Keys the env-file set, in file order (for `check-config`'s unknown-key warnings).
+    file_keys: Vec<String>,
+    /// Every key [`Config::from_vars`] asked for: the hub's settings.
+    read: RefCell<BTreeSet<String>>,
 }
 
 impl Vars {
@@ -128,6 +133,7 @@ impl Vars {
     pub fn from_env() -> Self {
         Vars {
             map: std::env::vars().collect(),
+            ..Vars::default()
         }
     }
 
@@ -143,11 +149,13 @@ impl Vars {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            ..Vars::default()
         }
     }
 
-    /// Loads an env-file underneath these variables: values already set (the real environment)
-    /// win, as with systemd's `Environment=` over `EnvironmentFile=`.
+    /// Loads an env-file underneath these variables: values already set (the real environment,
+    /// even when empty) win, as with systemd's `Environment=` over `EnvironmentFile=`. The
+    /// supervisor uses the same order.
     pub fn with_env_file(mut self, path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
@@ -172,12 +180,37 @@ impl Vars {
                 ));
             }
             let v = unquote(v.trim());
+            self.file_keys.push(k.to_string());
             self.map.entry(k.to_string()).or_insert(v);
         }
         Ok(self)
     }
 
+    /// Keys set by the env-file, in file order, each once.
+    pub fn file_keys(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        self.file_keys
+            .iter()
+            .filter(|k| seen.insert(k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Sets `key` to empty (its default), so validation can go on past a bad value; false if
+    /// it was empty already (nothing left to try).
+    pub fn blank(&mut self, key: &str) -> bool {
+        let had_value = self.get(key).is_some();
+        self.map.insert(key.to_string(), String::new());
+        had_value
+    }
+
+    /// The keys read so far by [`Config::from_vars`].
+    pub fn keys_read(&self) -> BTreeSet<String> {
+        self.read.borrow().clone()
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
+        self.read.borrow_mut().insert(key.to_string());
         self.map
             .get(key)
             .map(String::as_str)
@@ -296,8 +329,8 @@ impl Config {
         let odoo_url = url(vars, "ODOO_URL")?;
         if auth_mode == AuthMode::Odoo && odoo_url.is_none() {
             return Err(ConfigError::new(
-                "ODOO_URL",
-                "HUB_AUTH_MODE=odoo needs ODOO_URL",
+                "HUB_AUTH_MODE",
+                "\"odoo\" needs ODOO_URL (the Odoo that checks the sessions)",
             ));
         }
         let log_format = match vars.string("HUB_LOG_FORMAT", "auto").as_str() {

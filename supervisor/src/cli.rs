@@ -15,9 +15,17 @@ use crate::{fsutil, status};
 
 /// poshub-supervisor: keeps the hub alive and installs signed A/B updates.
 #[derive(Debug, Parser)]
-#[command(name = "poshub-supervisor", version, about)]
+#[command(
+    name = "poshub-supervisor",
+    version,
+    about,
+    after_help = "Settings come from the environment and from --config FILE; a variable set in \
+both takes the environment's value (as systemd's Environment= over EnvironmentFile=). poshub \
+reads its --config the same way."
+)]
 pub struct Cli {
-    /// Env file (systemd EnvironmentFile format) with SUPERVISOR_* variables.
+    /// Env file (systemd EnvironmentFile format) with SUPERVISOR_* variables. A variable also
+    /// set in the environment takes the environment's value.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -62,6 +70,9 @@ pub enum Command {
         #[arg(long)]
         no_reboot: bool,
     },
+    /// Check the settings as `run` would at start, without starting: one line per bad
+    /// variable, a warning per key of --config that is no supervisor setting; exit 1 on any error.
+    CheckConfig,
     /// Create an ed25519 signing key pair: PREFIX.key (secret) and PREFIX.pub.
     Keygen {
         /// Path and file name prefix of the pair (its directory must exist; existing keys are
@@ -121,6 +132,9 @@ pub enum BundleCmd {
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> Result<()> {
+    if let Command::CheckConfig = cli.command {
+        return check_config(cli.config.as_deref());
+    }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run => {
@@ -177,6 +191,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        // Answered above, before a bad setting could stop it.
+        Command::CheckConfig => bail!("check-config runs before the configuration is loaded"),
         Command::Keygen { out } => {
             let (secret, public) = bundle::keygen(&out)?;
             println!("secret key: {} (keep it off devices)", secret.display());
@@ -276,6 +292,25 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// `check-config`: problems on stdout, one per line; the last line says how it went.
+fn check_config(file: Option<&Path>) -> Result<()> {
+    let report = crate::config_check::check(file);
+    for e in &report.errors {
+        println!("{e}");
+    }
+    for k in &report.unknown {
+        println!("warning: {k}: not a poshub-supervisor setting (ignored)");
+    }
+    let what = file.map_or("the environment".into(), |p| p.display().to_string());
+    match report.errors.len() {
+        0 => {
+            println!("{what}: the supervisor would start with these settings");
+            Ok(())
+        }
+        n => bail!("{what}: {n} setting(s) the supervisor would refuse at start"),
     }
 }
 

@@ -1,9 +1,11 @@
-//! Supervisor configuration: `SUPERVISOR_*` variables from an env file (systemd
-//! `EnvironmentFile` format, given with `--config`) and the process environment. A value in the
-//! file wins; a variable the file does not set is read from the environment; then the default.
-//! Every variable is listed in `supervisor/README.md`.
+//! Supervisor configuration: `SUPERVISOR_*` variables from the process environment and an env
+//! file (systemd `EnvironmentFile` format, given with `--config`). A variable set in the
+//! environment wins over the file, as systemd's `Environment=` over `EnvironmentFile=` and as
+//! the hub reads its `--config`; then the default. Every variable is listed in
+//! `supervisor/README.md`.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,15 +124,26 @@ pub struct Config {
     pub clock_set: bool,
     /// Test hook: pause (sleep forever) when an install reaches this phase.
     pub test_pause_at: Option<String>,
+    /// What `poshub-provision` did at this boot (`/run/poshub/provision.status`), shown by
+    /// `status`.
+    pub provision_status: PathBuf,
 }
 
 /// Parses an env file: `KEY=VALUE` lines, `#` comments, blank lines, optional quotes.
 pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    parse_env_file_ordered(path).map(|(vars, _)| vars)
+}
+
+/// [`parse_env_file`] plus the keys in file order.
+fn parse_env_file_ordered(
+    path: &Path,
+) -> Result<(HashMap<String, String>, Vec<String>), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
         path: path.to_path_buf(),
         err,
     })?;
     let mut out = HashMap::new();
+    let mut keys = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -148,22 +161,61 @@ pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigErro
             .and_then(|s| s.strip_suffix('"'))
             .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
             .unwrap_or(v);
+        keys.push(k.trim().to_string());
         out.insert(k.trim().to_string(), v.to_string());
     }
-    Ok(out)
+    Ok((out, keys))
 }
 
-struct Source {
-    file: HashMap<String, String>,
+/// Where the settings come from: the environment over the env file.
+#[derive(Debug, Default, Clone)]
+pub struct Source {
+    vars: HashMap<String, String>,
+    /// Keys the env file set, in file order.
+    file_keys: Vec<String>,
+    /// Every variable [`Config::from_source`] asked for: the supervisor's settings.
+    read: RefCell<BTreeSet<String>>,
 }
 
 impl Source {
-    fn get(&self, var: &str) -> Option<String> {
-        self.file
-            .get(var)
+    /// The process environment over `file` (if any).
+    pub fn load(file: Option<&Path>) -> Result<Source, ConfigError> {
+        let mut src = Source::default();
+        if let Some(p) = file {
+            let (vars, keys) = parse_env_file_ordered(p)?;
+            src.vars = vars;
+            src.file_keys = keys;
+        }
+        src.vars.extend(std::env::vars());
+        Ok(src)
+    }
+
+    /// Keys set by the env file, in file order, each once.
+    pub fn file_keys(&self) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        self.file_keys
+            .iter()
+            .filter(|k| seen.insert(k.as_str()))
             .cloned()
-            .or_else(|| std::env::var(var).ok())
-            .filter(|v| !v.trim().is_empty())
+            .collect()
+    }
+
+    /// Sets `var` to empty (its default), so validation can go on past a bad value; false if it
+    /// was empty already (nothing left to try).
+    pub fn blank(&mut self, var: &str) -> bool {
+        let had_value = self.get(var).is_some();
+        self.vars.insert(var.to_string(), String::new());
+        had_value
+    }
+
+    /// The variables read so far by [`Config::from_source`].
+    pub fn vars_read(&self) -> BTreeSet<String> {
+        self.read.borrow().clone()
+    }
+
+    fn get(&self, var: &str) -> Option<String> {
+        self.read.borrow_mut().insert(var.to_string());
+        self.vars.get(var).cloned().filter(|v| !v.trim().is_empty())
     }
     fn str(&self, var: &str, default: &str) -> String {
         self.get(var).unwrap_or_else(|| default.to_string())
@@ -191,14 +243,13 @@ impl Source {
 }
 
 impl Config {
-    /// Loads the configuration from `file` (if any) and the environment.
+    /// Loads the configuration from the environment and `file` (if any).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let src = Source {
-            file: match file {
-                Some(p) => parse_env_file(p)?,
-                None => HashMap::new(),
-            },
-        };
+        Config::from_source(&Source::load(file)?)
+    }
+
+    /// Validates every variable; the first bad one is the error.
+    pub fn from_source(src: &Source) -> Result<Config, ConfigError> {
         let data_dir = PathBuf::from(src.str("SUPERVISOR_DATA_DIR", "/data/poshub"));
         let slot_backend = match src.str("SUPERVISOR_SLOT_BACKEND", "file").as_str() {
             "file" => BackendKind::File,
@@ -283,6 +334,12 @@ impl Config {
             min_free_bytes: src.num::<u64>("SUPERVISOR_MIN_FREE_MB", 64)? * 1024 * 1024,
             clock_set: src.bool("SUPERVISOR_CLOCK_SET", true)?,
             test_pause_at: src.get("SUPERVISOR_TEST_PAUSE_AT"),
+            provision_status: src
+                .str(
+                    "SUPERVISOR_PROVISION_STATUS",
+                    "/run/poshub/provision.status",
+                )
+                .into(),
             data_dir,
         };
         cfg.check_devices()?;

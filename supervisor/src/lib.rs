@@ -6,6 +6,7 @@ pub mod api;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod config_check;
 pub mod download;
 pub mod fsutil;
 pub mod http;

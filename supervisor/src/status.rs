@@ -47,7 +47,19 @@ pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
         .then(|| Progress::new(&cfg.state_dir()).get());
     v["recovery"] = json!(report);
     v["update"] = json!(update);
+    v["provisioning"] = provisioning(&cfg.provision_status);
     Ok(v)
+}
+
+/// What `poshub-provision` did at this boot, from its status file: one line per settings file
+/// (`imported ...` or `failed ...`) and Wi-Fi. Null when it did not run (no such file).
+fn provisioning(path: &std::path::Path) -> Value {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Value::Null;
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let failed = lines.iter().any(|l| l.starts_with("failed "));
+    json!({"ok": !failed, "lines": lines})
 }
 
 /// Human-readable rendering of [`full`].
@@ -97,6 +109,17 @@ pub fn render(v: &Value) -> String {
     }
     if let Some(u) = v["update"].as_object() {
         let _ = writeln!(out, "{}", update_line(u, &s));
+    }
+    if let Some(lines) = v["provisioning"]["lines"].as_array() {
+        let ok = v["provisioning"]["ok"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "provisioning: {}",
+            if ok { "ok" } else { "FAILED (see below)" }
+        );
+        for l in lines {
+            let _ = writeln!(out, "  {}", s(l));
+        }
     }
     let _ = writeln!(out, "recovery checks:");
     if let Some(checks) = v["recovery"]["checks"].as_array() {

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Functional test of libexec/poshub-provision in a temp directory (no root needed):
-# import, merge, secret scrubbing, realm files, supervisor settings, re-import.
+# Functional test of libexec/poshub-provision in a temp directory (root only for section 5):
+# import, merge, secret scrubbing, realm files, supervisor settings, re-import, Wi-Fi, a
+# read-only and a full data partition (tmpfs in a mount namespace), and --check.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 prov="$here/../libexec/poshub-provision"
@@ -87,6 +88,76 @@ check "open network" has "$w" "    key_mgmt=NONE"
 printf 'WIFI_SSID=\n' >"$t/fat/poshub.env"
 sh "$prov" 2>/dev/null
 check "empty SSID turns Wi-Fi off" test ! -e "$w"
+
+# 5. The data partition cannot be written (mounted read-only, or full): the FAT file stays as it
+#    was (secrets included, nothing renamed), the data partition keeps its old settings, and the
+#    failure is logged and recorded in $RUN_DIR/provision.status for `poshub-supervisor status`.
+#    Each case runs in its own mount namespace on a small tmpfs holding a copy of the data.
+st="$t/run/provision.status"
+check "status file says ok after a good import" grep -q '^imported ' "$st"
+# in_small_data MODE: runs the provisioning with POSHUB_DATA_ROOT on a tmpfs that is read-only
+# (MODE=ro) or full (MODE=full); copies the data it ends up with to $t/ns-data.
+in_small_data() {
+    rm -rf "$t/small" "$t/ns-data" && mkdir "$t/small"
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare -m sh -c '
+        mode=$1 small=$2 t=$3 prov=$4
+        mount -t tmpfs -o size=256k tmpfs "$small"
+        cp -R "$t/data/." "$small/"
+        if [ "$mode" = ro ]; then
+            mount -o remount,ro "$small"
+        else
+            dd if=/dev/zero of="$small/fill" bs=1024 2>/dev/null || true
+        fi
+        POSHUB_DATA_ROOT=$small sh "$prov" 2>"$t/log" || echo "exit $?" >>"$t/log"
+        cp -R "$small/." "$t/ns-data/"' sh "$1" "$t/small" "$t" "$prov"
+}
+if unshare -m true 2>/dev/null; then
+    for mode in ro full; do
+        printf 'STORE_ID=store-099\nODOO_PASSWORD=new-secret\n' >"$t/fat/poshub.env"
+        cp "$t/fat/poshub.env" "$t/orig"
+        cp "$t/fat/poshub.env.imported" "$t/imported-before"
+        mkdir -p "$t/ns-data"
+        in_small_data "$mode"
+        check "$mode data: FAT original kept as it was" cmp -s "$t/fat/poshub.env" "$t/orig"
+        check "$mode data: earlier scrubbed copy untouched" cmp -s "$t/fat/poshub.env.imported" "$t/imported-before"
+        check "$mode data: old settings still on data" has "$t/ns-data/poshub/poshub.env" "STORE_ID=store-043"
+        check "$mode data: failure logged" grep -q "poshub.env: not imported" "$t/log"
+        check "$mode data: not logged as imported" hasnt "$t/log" "imported $t/fat/poshub.env"
+        check "$mode data: failure in the status file" grep -q "^failed $t/fat/poshub.env: " "$st"
+        check "$mode data: supervisor settings still built" has "$s" "SUPERVISOR_HEALTH_WINDOW_S=300"
+    done
+    # The next boot with a writable data partition imports what was left on FAT.
+    sh "$prov" 2>"$t/log"
+    check "after the fault: imported" has "$d" "STORE_ID=store-099"
+    check "after the fault: secret imported" has "$d" "ODOO_PASSWORD=new-secret"
+    check "after the fault: FAT scrubbed" hasnt "$t/fat/poshub.env.imported" "new-secret"
+    check "after the fault: status ok again" grep -q "^imported $t/fat/poshub.env into " "$st"
+else
+    echo "skip - read-only/full data partition (no mount namespace here: unshare -m failed)"
+fi
+
+# 6. --check (what scripts/provision runs before writing a card): the same rules, strictly.
+# checked FILE NAME EXPECTED_EXIT TEXT: --check exits EXPECTED_EXIT and prints TEXT.
+checked() {
+    out=$(sh "$prov" --check "$1" "$2") && rc=0 || rc=$?
+    [ "$rc" = "$3" ] && printf '%s\n' "$out" | grep -qF -- "$4"
+}
+printf 'WIFI_SSID=Shop\r\nWIFI_PSK=correct horse\r\nWIFI_COUNTRY=DE\r\nSTORE_ID=s1\r\n' >"$t/good.env"
+check "--check: a good file passes" checked "$t/good.env" poshub.env 0 ""
+printf 'WIFI_SSID=Shop\nWIFI_PSK=short\nWIFI_COUNTRY=DE\n' >"$t/c.env"
+check "--check: 5-character passphrase refused" checked "$t/c.env" poshub.env 1 "WIFI_PSK must be 8-63"
+printf 'WIFI_SSID=Shop\nWIFI_PSK=correct horse\n' >"$t/c.env"
+check "--check: SSID without country refused" checked "$t/c.env" poshub.env 1 "WIFI_COUNTRY must be"
+printf 'WIFI_SSID=Shop\nWIFI_COUNTRY=de\nWIFI_PASS=x\n' >"$t/c.env"
+check "--check: lower-case country refused" checked "$t/c.env" poshub.env 1 "(got 'de')"
+check "--check: unknown WIFI_ key refused" checked "$t/c.env" poshub.env 1 "WIFI_PASS is not a Wi-Fi setting"
+printf 'WIFI_SSID=%s\nWIFI_COUNTRY=DE\n' 123456789012345678901234567890123 >"$t/c.env"
+check "--check: 33-byte SSID refused" checked "$t/c.env" poshub.env 1 "longer than 32 bytes"
+printf 'STORE_ID=x\nstore_id=y\n' >"$t/c.env"
+check "--check: a line the device would skip" checked "$t/c.env" poshub.env 1 "c.env:2: not KEY=VALUE"
+check "--check: a realm name the device would refuse" checked "$t/good.env" poshub-Bar.env 1 "realm name 'Bar'"
+check "--check: a 33-character realm name" checked "$t/good.env" "poshub-$(printf '%033d' 0).env" 1 "realm name"
 
 [ "$fails" -eq 0 ] || { echo "$fails provisioning test(s) failed"; exit 1; }
 echo "provisioning tests passed"
