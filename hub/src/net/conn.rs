@@ -151,7 +151,13 @@ async fn read_loop<St>(
             }
             Some(Err(e)) => {
                 tracing::debug!(conn_id, error = %e, "websocket read failed");
-                return;
+                // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
+                // socket; a socket that is already gone has nobody to tell.
+                let Some((code, reason)) = violation_close(&e) else {
+                    return;
+                };
+                ob.push(Frame::Close { code, reason });
+                return pending_forever().await;
             }
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
@@ -260,6 +266,21 @@ async fn read_loop<St>(
                 }
             }
         }
+    }
+}
+
+/// The close code and reason for a read error that the peer should be told about: 1007 for
+/// text that is not UTF-8, 1002 for any other protocol violation; `None` when the connection
+/// itself is gone (reset, closed, I/O error).
+fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match e {
+        WsError::Utf8(_) => Some((1007, "text frame is not valid UTF-8")),
+        WsError::Protocol(
+            P::ResetWithoutClosingHandshake | P::ReceivedAfterClosing | P::SendAfterClosing,
+        ) => None,
+        WsError::Protocol(_) => Some((1002, "WebSocket protocol violation")),
+        _ => None,
     }
 }
 
