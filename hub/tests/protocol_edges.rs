@@ -122,6 +122,32 @@ async fn json_deeper_than_the_limit_is_refused_and_never_stored() {
     hub.stop().await;
 }
 
+/// What is forwarded upstream reads back intact too: the Odoo double (a real HTTP server that
+/// parses every body with serde_json) receives the custom field at the limit unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_at_the_limit_reaches_odoo_intact() {
+    use common::odoo_double::*;
+    let odoo = OdooDouble::start().await;
+    let env = odoo_env(&odoo);
+    let hub = TestHub::start(&refs(&env)).await;
+    let mut a = hub.term("A").await;
+    a.lease("U-1").await;
+    let custom = nested(MAX_DEPTH - 2);
+    let frame = format!(
+        r#"{{"type":"ORDER_SNAPSHOT","posReference":"U-1","baseVersion":0,"snapshot":{{"posReference":"U-1","lines":[],"custom":{custom}}}}}"#
+    );
+    a.send_raw(tokio_tungstenite::tungstenite::Message::Text(frame.into()))
+        .await;
+    assert_eq!(
+        a.recv_type_of(&["ORDER_ACK", "ERROR"]).await["type"],
+        "ORDER_ACK"
+    );
+    wait_health(hub.http, WAIT, "forwarded", |h| h["forwardedEvents"] == 1).await;
+    let want: Value = serde_json::from_str(&custom).expect("valid");
+    assert_eq!(odoo.orders()["U-1"][0].1["custom"], want);
+    hub.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Point 7: WebSocket protocol violations, escaped types, Bearer, CORS.
 
