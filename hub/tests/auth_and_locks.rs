@@ -146,6 +146,24 @@ async fn a_second_connection_replaces_the_first() {
     hub.stop().await;
 }
 
+/// When `stop` returns, the database is closed, even while clients still hold their sockets
+/// (one of them replaced): a restart right away opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hub_has_closed_its_database_with_clients_attached() {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..10 {
+        let hub = TestHub::start_in(dir, &[]).await;
+        let mut first = hub.term("till-9").await;
+        let second = hub.term("till-9").await;
+        assert_eq!(first.close_code().await, Some(4000));
+        let other = hub.term("till-1").await;
+        dir = hub.stop().await;
+        let db = redb::Database::create(db_path(dir.path()));
+        assert!(db.is_ok(), "round {round}: {:?}", db.err());
+        drop((first, second, other, db));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_locks_deny_force_by_role_and_expire() {
     let hub = TestHub::start(&[
