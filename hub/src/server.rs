@@ -33,7 +33,7 @@ pub struct Hub {
     pub upstream: crate::upstream::Shared,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Open WebSocket connections; shutdown waits for them to send their close frames.
-    pub sockets: SocketCount,
+    pub sockets: Arc<SocketCount>,
     /// Catch-up reads of the event log running at once.
     pub catchup_slots: tokio::sync::Semaphore,
 }
@@ -45,13 +45,15 @@ pub struct SocketCount {
     idle: tokio::sync::Notify,
 }
 
-/// Held by one WebSocket task; dropping it counts the socket as closed.
-pub struct SocketGuard<'a>(&'a SocketCount);
+/// Held by one WebSocket task; dropping it counts the socket as closed. It does not borrow the
+/// hub, so the task can let go of the hub (and its database) first: once shutdown sees no live
+/// socket, no socket task holds the database any more.
+pub struct SocketGuard(Arc<SocketCount>);
 
 impl SocketCount {
-    pub fn enter(&self) -> SocketGuard<'_> {
+    pub fn enter(self: &Arc<Self>) -> SocketGuard {
         self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        SocketGuard(self)
+        SocketGuard(self.clone())
     }
 
     async fn all_closed(&self) {
@@ -65,7 +67,7 @@ impl SocketCount {
     }
 }
 
-impl Drop for SocketGuard<'_> {
+impl Drop for SocketGuard {
     fn drop(&mut self) {
         if self
             .0
@@ -158,7 +160,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         admin_token,
         upstream,
         metrics,
-        sockets: SocketCount::default(),
+        sockets: Arc::default(),
         catchup_slots: tokio::sync::Semaphore::new(4),
     });
     tokio::spawn(accept_loop(

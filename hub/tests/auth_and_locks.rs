@@ -146,6 +146,24 @@ async fn a_second_connection_replaces_the_first() {
     hub.stop().await;
 }
 
+/// When `stop` returns, the database is closed, even while clients still hold their sockets
+/// (one of them replaced): a restart right away opens it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_hub_has_closed_its_database_with_clients_attached() {
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..10 {
+        let hub = TestHub::start_in(dir, &[]).await;
+        let mut first = hub.term("till-9").await;
+        let second = hub.term("till-9").await;
+        assert_eq!(first.close_code().await, Some(4000));
+        let other = hub.term("till-1").await;
+        dir = hub.stop().await;
+        let db = redb::Database::create(db_path(dir.path()));
+        assert!(db.is_ok(), "round {round}: {:?}", db.err());
+        drop((first, second, other, db));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_locks_deny_force_by_role_and_expire() {
     let hub = TestHub::start(&[
@@ -228,5 +246,165 @@ async fn table_locks_deny_force_by_role_and_expire() {
     );
     let (_, locks) = http_get(hub.http, "/health").await;
     assert_eq!(locks["status"], "ok");
+    hub.stop().await;
+}
+
+/// AUTH with `auth`: the terminal if accepted, else the refusal and the close code.
+async fn try_auth(
+    hub: &TestHub,
+    auth: serde_json::Value,
+) -> Result<Term, (serde_json::Value, Option<u16>)> {
+    let mut t = Term::connect(hub.ws).await;
+    t.id = auth["terminalId"].as_str().unwrap_or_default().to_string();
+    t.send(auth).await;
+    let v = t.recv_type_of(&["AUTH_OK", "AUTH_FAIL"]).await;
+    if v["type"] == "AUTH_OK" {
+        return Ok(t);
+    }
+    Err((v, t.close_code().await))
+}
+
+fn assert_mismatch(r: Result<Term, (serde_json::Value, Option<u16>)>, what: &str) {
+    match r {
+        Ok(t) => panic!("{what}: accepted as {}", t.id),
+        Err((v, code)) => assert_eq!(
+            (v["reason"].as_str(), code),
+            (Some("terminal_mismatch"), Some(4003)),
+            "{what}: {v}"
+        ),
+    }
+}
+
+/// SPEC §2.1: a token's subject is its identity. A token cannot name another subject's
+/// terminal (nor kick it off with 4000, nor write what it leased); a device token may name a
+/// terminal, which is then bound to the device while in use (connected, in its grace period,
+/// holding a lease or a lock), also across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_acts_only_as_its_subject() {
+    let hub = TestHub::start(&[("HUB_AUTH_MODE", "token"), ("HUB_GRACE_MS", "300")]).await;
+    let dir = hub.dir.path().to_path_buf();
+    let tok = |sub: &str| token(&dir, sub, "t1", "cashier", 3600);
+    let auth = |sub: &str, terminal: Option<&str>, device: Option<&str>| {
+        let mut a = json!({"type": "AUTH", "token": tok(sub)});
+        if let Some(t) = terminal {
+            a["terminalId"] = json!(t);
+        }
+        if let Some(d) = device {
+            a["deviceId"] = json!(d);
+        }
+        a
+    };
+    let mut victim = try_auth(&hub, auth("T-victim", Some("T-victim"), None))
+        .await
+        .expect("the victim's own terminal");
+    assert_eq!(victim.lease("V-1").await["type"], "LEASE_GRANTED");
+
+    // Another subject naming the victim's terminal, with or without a deviceId of its own.
+    assert_mismatch(
+        try_auth(&hub, auth("T-attacker", Some("T-victim"), None)).await,
+        "terminalId of another subject",
+    );
+    assert_mismatch(
+        try_auth(&hub, auth("T-attacker", Some("T-victim"), Some("T-victim"))).await,
+        "deviceId of another subject",
+    );
+    assert_mismatch(
+        try_auth(&hub, auth("T-attacker", Some("till-1"), Some("dev-9"))).await,
+        "neither equals sub",
+    );
+    // The victim was not replaced and still writes its order; the attacker, as itself, cannot.
+    victim
+        .send(json!({"type": "PING", "requestId": "alive"}))
+        .await;
+    assert_eq!(victim.recv().await["requestId"], "alive");
+    assert_eq!(
+        victim.write("V-1", 0, snapshot("V-1", "draft", None)).await["type"],
+        "ORDER_ACK"
+    );
+    let mut attacker = try_auth(&hub, auth("T-attacker", None, None))
+        .await
+        .expect("as itself");
+    let ok = attacker
+        .write("V-1", 1, snapshot("V-1", "paid", None))
+        .await;
+    assert_eq!(ok["code"], "lease_required", "{ok}");
+
+    // A device token names its terminal; no other subject may take that terminal while used.
+    let mut till5 = try_auth(&hub, auth("dev-1", Some("till-5"), Some("dev-1")))
+        .await
+        .expect("device names its terminal");
+    assert_mismatch(
+        try_auth(&hub, auth("dev-2", Some("till-5"), Some("dev-2"))).await,
+        "terminal bound to dev-1",
+    );
+    assert_mismatch(
+        try_auth(&hub, auth("dev-2", Some("T-victim"), Some("dev-2"))).await,
+        "a device naming a terminal subject",
+    );
+    // Writes pipelined behind a refused AUTH do not act as the terminal either.
+    let mut sneaky = Term::connect(hub.ws).await;
+    sneaky
+        .send(auth("dev-2", Some("T-victim"), Some("dev-2")))
+        .await;
+    for _ in 0..5 {
+        sneaky
+            .send(
+                json!({"type": "ORDER_SNAPSHOT", "posReference": "V-1", "baseVersion": 1,
+            "snapshot": snapshot("V-1", "cancelled", None)}),
+            )
+            .await;
+    }
+    assert_eq!(
+        sneaky.recv_type("AUTH_FAIL").await["reason"],
+        "terminal_mismatch"
+    );
+    while let Some(v) = sneaky.next(WAIT).await {
+        assert_ne!(v["type"], "ORDER_ACK", "{v}");
+    }
+    let (_, order) = http_get(hub.http, "/orders/V-1").await;
+    assert_eq!(
+        (&order["version"], &order["state"]),
+        (&json!(1), &json!("draft")),
+        "{order}"
+    );
+    // Its own device replaces its connection, as before.
+    let mut again = try_auth(&hub, auth("dev-1", Some("till-5"), Some("dev-1")))
+        .await
+        .expect("same device");
+    assert_eq!(till5.close_code().await, Some(4000));
+    assert_eq!(again.lease("L-5").await["type"], "LEASE_GRANTED");
+    drop((again, victim, attacker));
+
+    // The binding is durable: after a restart, till-5 still holds L-5, so it is still dev-1's.
+    let dir = hub.stop().await;
+    let hub = TestHub::start_in(dir, &[("HUB_AUTH_MODE", "token"), ("HUB_GRACE_MS", "300")]).await;
+    let dir = hub.dir.path().to_path_buf();
+    let tok = |sub: &str| token(&dir, sub, "t1", "cashier", 3600);
+    let device = |sub: &str| json!({"type": "AUTH", "token": tok(sub), "terminalId": "till-5", "deviceId": sub});
+    assert_mismatch(
+        try_auth(&hub, device("dev-2")).await,
+        "after a restart, while till-5 holds a lease",
+    );
+    let mut back = try_auth(&hub, device("dev-1")).await.expect("dev-1 again");
+    back.send(json!({"type": "LEASE_RELEASE", "posReference": "L-5"}))
+        .await;
+    back.recv_type("LEASE_RELEASED").await;
+    drop(back);
+    // Unused (disconnected, grace over, nothing held): a replacement device may take the name.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match try_auth(&hub, device("dev-2")).await {
+            Ok(t) => {
+                assert_eq!(t.id, "till-5");
+                break;
+            }
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never released: {e:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_mismatch(try_auth(&hub, device("dev-1")).await, "now dev-2's");
     hub.stop().await;
 }

@@ -24,6 +24,13 @@ impl Engine {
         msg: Inbound,
     ) -> Result<(), StoreError> {
         let r = rid.as_ref();
+        // Only a registered connection acts: not one whose AUTH the engine refused (its close
+        // is on the way), nor one replaced by a newer connection of its terminal.
+        if !self.reg.has_conn(s.conn_id) {
+            let text = outbound::error("not_authenticated", "this connection is not registered", r);
+            self.reply(s, text);
+            return Ok(());
+        }
         match msg {
             Inbound::LeaseAcquire(p) => self.lease_acquire(tx, s, &p, r)?,
             Inbound::LeaseHeartbeat(p) => self.lease_heartbeat(tx, s, &p, r)?,
@@ -55,9 +62,19 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn connected(&mut self, s: Arc<Session>, cursor: Option<u64>, rid: Option<Value>) {
+    pub(super) fn connected(
+        &mut self,
+        tx: &mut Tx,
+        s: Arc<Session>,
+        cursor: Option<u64>,
+        rid: Option<Value>,
+    ) -> Result<(), StoreError> {
         if s.outbox.is_closed() {
-            return; // gone before it could be registered
+            return Ok(()); // gone before it could be registered
+        }
+        if !self.claim_terminal(tx, &s)? {
+            self.refuse_claim(&s, rid.as_ref());
+            return Ok(());
         }
         self.disconnected.remove(&s.terminal_id);
         if let Some(old) = self.reg.register(s.clone(), self.seq) {
@@ -97,6 +114,7 @@ impl Engine {
         self.stats
             .terminals
             .store(self.reg.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     pub(super) fn disconnected(&mut self, conn_id: u64) {

@@ -10,6 +10,7 @@
 
 mod admin;
 mod apply;
+mod binding;
 mod deliver;
 pub mod inventory;
 mod kitchen;
@@ -50,6 +51,9 @@ pub struct Session {
     pub conn_id: u64,
     pub terminal_id: String,
     pub device_id: Option<String>,
+    /// The `sub` of the JWT it authenticated with (`None` for Odoo sessions and open mode):
+    /// the terminal id is bound to it while in use (see `binding`).
+    pub subject: Option<String>,
     pub name: String,
     pub uid_json: String,
     pub role: Role,
@@ -183,6 +187,7 @@ struct Tx<'t> {
     event_ids: Table<'t, &'static str, &'static [u8]>,
     odoo_sessions: Table<'t, &'static str, &'static [u8]>,
     registers: Table<'t, u64, &'static [u8]>,
+    subjects: Table<'t, &'static str, &'static str>,
     k: kitchen::KitchenTx<'t>,
 }
 
@@ -202,6 +207,7 @@ impl<'t> Tx<'t> {
             event_ids: txn.open_table(EVENT_IDS)?,
             odoo_sessions: txn.open_table(crate::store::upstream::ODOO_SESSIONS)?,
             registers: txn.open_table(crate::store::upstream::REGISTERS)?,
+            subjects: txn.open_table(TERMINAL_SUBJECTS)?,
             k: kitchen::KitchenTx::open(txn)?,
         })
     }
@@ -493,7 +499,7 @@ impl Engine {
                 session,
                 cursor,
                 request_id,
-            } => self.connected(session, cursor, request_id),
+            } => return self.connected(tx, session, cursor, request_id),
             Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
             Cmd::GraceExpired {
                 terminal_id,

@@ -64,6 +64,11 @@ impl Registry {
         self.by_conn.get(conn).map(|e| &e.session)
     }
 
+    /// Whether connection `conn_id` is registered (authenticated and not replaced).
+    pub fn has_conn(&self, conn_id: u64) -> bool {
+        self.by_conn.contains_key(&conn_id)
+    }
+
     pub fn is_connected(&self, terminal_id: &str) -> bool {
         self.by_terminal.contains_key(terminal_id)
     }

@@ -54,19 +54,24 @@ async fn ask<T>(hub: &Hub, make: impl FnOnce(oneshot::Sender<T>) -> AdminCmd) ->
     }
 }
 
-/// Constant-time comparison of the bearer token with the admin token.
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme name is
+/// case-insensitive (RFC 7235 §2.1), one or more spaces follow it.
+pub fn bearer(headers: &hyper::HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Constant-time comparison of the bearer token with the admin token: the one check of every
+/// admin route (the hub's and the upstream's).
 pub fn is_admin(headers: &hyper::HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-    else {
+    let Some(given) = bearer(headers) else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -36,7 +36,7 @@ pub async fn serve<S>(hub: Arc<Hub>, ws: WebSocketStream<S>, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _live = hub.sockets.enter();
+    let live = hub.sockets.enter();
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let (sink, stream) = ws.split();
     let (outbox, rx) = Outbox::new();
@@ -50,6 +50,9 @@ where
         tracing::info!(conn_id, terminal = %s.terminal_id, "terminal disconnected");
         hub.engine.send(Cmd::Disconnected { conn_id });
     }
+    // The hub (and with it the database) is let go before the socket counts as closed.
+    drop(hub);
+    drop(live);
 }
 
 /// Token bucket: `rate` messages per second with a one-second burst.
@@ -151,7 +154,13 @@ async fn read_loop<St>(
             }
             Some(Err(e)) => {
                 tracing::debug!(conn_id, error = %e, "websocket read failed");
-                return;
+                // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
+                // socket; a socket that is already gone has nobody to tell.
+                let Some((code, reason)) = violation_close(&e) else {
+                    return;
+                };
+                ob.push(Frame::Close { code, reason });
+                return pending_forever().await;
             }
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
@@ -263,6 +272,21 @@ async fn read_loop<St>(
     }
 }
 
+/// The close code and reason for a read error that the peer should be told about: 1007 for
+/// text that is not UTF-8, 1002 for any other protocol violation; `None` when the connection
+/// itself is gone (reset, closed, I/O error).
+fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match e {
+        WsError::Utf8(_) => Some((1007, "text frame is not valid UTF-8")),
+        WsError::Protocol(
+            P::ResetWithoutClosingHandshake | P::ReceivedAfterClosing | P::SendAfterClosing,
+        ) => None,
+        WsError::Protocol(_) => Some((1002, "WebSocket protocol violation")),
+        _ => None,
+    }
+}
+
 /// Lets the writer finish sending a close frame; the select in `serve` ends with it.
 async fn pending_forever() {
     std::future::pending::<()>().await
@@ -310,8 +334,18 @@ async fn authenticate(
     };
     let terminal_id = m
         .terminal_id
-        .or(subject)
+        .or_else(|| subject.clone())
         .ok_or_else(|| ProtoError::new("invalid_message", "AUTH needs a terminalId"))?;
+    // A JWT's subject is the identity (SPEC §2.1): the terminal itself, or the device that
+    // names its terminal. Whether that terminal is free for this subject is the engine's call.
+    if let Some(sub) = &subject {
+        if terminal_id != *sub && m.device_id.as_deref() != Some(sub.as_str()) {
+            return Err(ProtoError::new(
+                "terminal_mismatch",
+                format!("this token is for {sub:?}: terminalId or deviceId must be {sub:?}"),
+            ));
+        }
+    }
     if terminal_id.is_empty()
         || terminal_id.len() > MAX_ID_LEN
         || terminal_id.chars().any(char::is_control)
@@ -337,6 +371,7 @@ async fn authenticate(
         conn_id,
         terminal_id,
         device_id: m.device_id,
+        subject,
         name,
         uid_json: uid.to_string(),
         role,

@@ -64,7 +64,7 @@ fn cors(mut r: Response<Body>) -> Response<Body> {
     r
 }
 
-/// A JSON answer with CORS headers.
+/// A JSON answer (`handle` adds the CORS headers to it, as to every answer).
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
@@ -72,47 +72,52 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    cors(r)
+    r
 }
 
 pub(super) fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, &json!({"error": msg}))
 }
 
-/// Routes one request.
+/// Routes one request. Every answer but the WebSocket upgrade itself carries the CORS headers
+/// (SPEC §3), whichever route built it.
 pub async fn handle(
     hub: Arc<Hub>,
     port: Port,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    if is_upgrade(&req) && (port == Port::WebSocket || req.uri().path() == "/ws") {
+        return Ok(upgrade(hub, req));
+    }
+    Ok(cors(route(hub, port, req).await))
+}
+
+async fn route(hub: Arc<Hub>, port: Port, req: Request<Incoming>) -> Response<Body> {
     if is_upgrade(&req) {
-        if port == Port::WebSocket || req.uri().path() == "/ws" {
-            return Ok(upgrade(hub, req));
-        }
-        return Ok(error(
+        return error(
             StatusCode::NOT_FOUND,
             "WebSocket is served at /ws on this port",
-        ));
+        );
     }
     if req.method() == Method::OPTIONS {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
-        return Ok(cors(r));
+        return r;
     }
     if port == Port::WebSocket {
-        return Ok(error(
+        return error(
             StatusCode::UPGRADE_REQUIRED,
             "this port speaks WebSocket; HTTP is on HUB_HTTP_PORT",
-        ));
+        );
     }
     let path = req.uri().path().to_string();
     if crate::upstream::admin::owns(&path) {
-        return Ok(crate::upstream::admin::handle(hub, req).await);
+        return crate::upstream::admin::handle(hub, req).await;
     }
     let query = req.uri().query().map(str::to_string);
     let q = query.as_deref();
     let admin = || api::is_admin(req.headers(), &hub.admin_token);
-    let r = match (req.method(), path.as_str()) {
+    match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
         (&Method::GET, "/" | "/dashboard") => api::page(crate::pages::DASHBOARD),
         (&Method::GET, "/terminal") => api::page(crate::pages::TERMINAL),
@@ -137,8 +142,7 @@ pub async fn handle(
         (&Method::POST, "/admin/backup") => api::backup(&hub).await,
         (&Method::GET, _) => error(StatusCode::NOT_FOUND, "no such endpoint"),
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-    };
-    Ok(r)
+    }
 }
 
 fn is_upgrade(req: &Request<Incoming>) -> bool {

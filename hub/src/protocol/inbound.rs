@@ -2,12 +2,18 @@
 //! Every failure becomes a `ProtoError` with a stable code and a message naming the problem, so
 //! a terminal with a bug gets told what is wrong and the socket stays open.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Longest identifier (posReference, terminalId, tableId, ...) the hub accepts.
 pub const MAX_ID_LEN: usize = 128;
+/// Deepest nesting of arrays and objects a frame may have, counting the frame itself. Far
+/// below serde_json's recursion limit (128) so that everything accepted reads back intact,
+/// also wrapped in the replies, `STATE` and the upstream envelopes (a few levels each).
+pub const MAX_DEPTH: usize = 64;
 
 /// A message a terminal may send.
 #[derive(Debug)]
@@ -168,8 +174,10 @@ pub fn table_key_of(json: &str) -> String {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    /// Borrowed when the frame has it verbatim, owned when it was written with escapes
+    /// (`"\u0050ING"` is `"PING"`): dispatch is on the decoded string.
     #[serde(rename = "type", borrow)]
-    ty: Option<&'a str>,
+    ty: Option<Cow<'a, str>>,
     #[serde(rename = "requestId", default)]
     request_id: Option<Value>,
 }
@@ -301,6 +309,16 @@ pub fn parse(text: &str) -> Result<Parsed, ProtoError> {
     let Some(ty) = env.ty else {
         return Err(with_id(invalid("missing field `type`")));
     };
+    let depth = nesting_depth(text);
+    if depth > MAX_DEPTH {
+        return Err(with_id(ProtoError::new(
+            "too_deep",
+            format!(
+                "JSON nested {depth} levels deep; the limit is {MAX_DEPTH} levels, the frame itself counting as one"
+            ),
+        )));
+    }
+    let ty = ty.as_ref();
     let msg = match ty {
         "PING" => Ok(Inbound::Ping),
         "AUTH" => fields(ty, text).map(Inbound::Auth),
@@ -343,6 +361,34 @@ pub fn parse(text: &str) -> Result<Parsed, ProtoError> {
         Ok(msg) => Ok(Parsed { request_id, msg }),
         Err(e) => Err(with_id(e)),
     }
+}
+
+/// Deepest nesting of arrays and objects in the JSON text `text` (brackets inside strings do
+/// not count). One pass over the bytes, no recursion: any depth is measured safely.
+pub fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn order_snapshot(text: &str) -> Result<OrderSnapshotMsg, ProtoError> {
@@ -447,6 +493,20 @@ mod tests {
             "invalid_message"
         );
         assert_eq!(code(r#"{"type":"PING"}"#), "ok");
+        assert_eq!(code(r#"{"type":"\u0050ING"}"#), "ok");
+    }
+
+    #[test]
+    fn depth_skips_brackets_in_strings() {
+        assert_eq!(nesting_depth(r#"{"a":[{"b":"[[[{{"}]}"#), 3);
+        assert_eq!(nesting_depth(r#"{"a":"\"[","b":[1]}"#), 2);
+        assert_eq!(nesting_depth("7"), 0);
+        let deep = format!(
+            r#"{{"type":"PING","x":{}1{}}}"#,
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        assert_eq!(code(&deep), "too_deep");
     }
 
     #[test]

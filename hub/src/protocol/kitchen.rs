@@ -127,7 +127,8 @@ pub fn inventory_adjust(text: &str) -> Result<InventoryAdjustMsg, ProtoError> {
     let m: RawAdjust = fields(TY, text)?;
     check_id("eventId", &m.event_id)?;
     let product = TableId::from_value("productId", &m.product_id).map_err(invalid)?;
-    if m.delta == 0 || m.delta.abs() > MAX_DELTA {
+    // A range test rather than `abs()`: |i64::MIN| does not fit an i64 (it wraps in release).
+    if m.delta == 0 || !(-MAX_DELTA..=MAX_DELTA).contains(&m.delta) {
         return Err(invalid(format!(
             "{TY}: `delta` must be a non-zero integer between -{MAX_DELTA} and {MAX_DELTA}"
         )));

@@ -24,6 +24,9 @@ pub const TABLE_LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tabl
 pub const FLOOR_PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("floor_plans");
 pub const TICKET_SEQ: TableDefinition<&str, u64> = TableDefinition::new("ticket_sequences");
 pub const EVENT_IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("applied_event_ids");
+/// terminalId -> the JWT subject it is bound to (SPEC §2.1).
+pub const TERMINAL_SUBJECTS: TableDefinition<&str, &str> =
+    TableDefinition::new("terminal_subjects");
 
 /// `META` key: sequence number of the newest event.
 pub const META_HEAD_SEQ: &str = "head_seq";
@@ -137,6 +140,7 @@ impl Store {
             txn.open_table(FLOOR_PLANS)?;
             txn.open_table(TICKET_SEQ)?;
             txn.open_table(EVENT_IDS)?;
+            txn.open_table(TERMINAL_SUBJECTS)?;
             txn.open_table(upstream::ODOO_SESSIONS)?;
             txn.open_table(upstream::REGISTERS)?;
             kitchen::create_tables(&txn)?;

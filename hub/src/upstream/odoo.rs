@@ -125,12 +125,18 @@ pub fn map_order(snapshot: &Value) -> Result<Value, String> {
     Ok(Value::Object(out))
 }
 
-/// An integer, or a string holding one ("42").
+/// Largest integer a float holds exactly (2^53); a whole float beyond it is not taken as an
+/// id, since `as i64` would saturate it to a different one.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
+
+/// An integer, or a string holding one ("42"); `None` for anything that is not exactly an i64.
 fn as_int(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -455,5 +461,28 @@ mod tests {
         let snap = json!({"posReference": "P", "lines": [{"id": "l", "productId": "abc", "quantity": 1, "unitPrice": 1, "taxIds": []}]});
         assert!(map_order(&snap).unwrap_err().contains("productId"));
         assert!(map_order(&json!([])).is_err());
+    }
+
+    /// Ids beyond i64 (or floats past 2^53) are refused, never saturated into another id.
+    #[test]
+    fn extreme_ids_are_exact_or_refused() {
+        let ok = [
+            (json!(i64::MIN), i64::MIN),
+            (json!(i64::MAX), i64::MAX),
+            (json!(2.0), 2),
+        ];
+        for (v, want) in ok {
+            assert_eq!(as_int(&v), Some(want), "{v}");
+        }
+        let refused = [
+            json!(u64::MAX),
+            json!(1e300),
+            json!(-1e19),
+            json!(9.007_199_254_740_994e15),
+            json!(1.5),
+        ];
+        for v in refused {
+            assert_eq!(as_int(&v), None, "{v}");
+        }
     }
 }
