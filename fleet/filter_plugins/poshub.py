@@ -6,6 +6,7 @@ supervisors add (the OS version in /slots and /health, the trial outcome in /upd
 """
 
 import datetime
+import re
 
 OS_VERSION_KEYS = ("osVersion", "os_version", "bundleVersion")
 
@@ -56,16 +57,32 @@ def journal_lines(slots, count=12):
             for e in (j or [])[-count:]]
 
 
+def _installed_version(journal, index, slot):
+    """The version the journal says was installed into `slot` before entry `index`."""
+    for e in reversed(journal[:index]):
+        if e.get("slot") == slot and e.get("event") in ("install", "install-start"):
+            m = re.search(r"version (\S+)", e.get("detail") or "")
+            if m:
+                return m.group(1)
+    return None
+
+
 def last_rollback(slots):
-    """{at, slot, version, reason} of the latest slot marked bad, or None."""
+    """{at, slot, version, reason} of the latest slot marked bad, or None. The version is the
+    one the journal says was installed there (the slot may hold a newer one since)."""
     if not isinstance(slots, dict):
         return None
     store = slots.get("slots") or {}
-    for e in reversed(slots.get("journal") or []):
+    journal = slots.get("journal") or []
+    for i in range(len(journal) - 1, -1, -1):
+        e = journal[i]
         if e.get("event") == "mark-bad":
             info = store.get(e.get("slot")) or {}
-            return {"at": _when(e.get("at")), "slot": e.get("slot"),
-                    "version": info.get("version"), "reason": e.get("detail")}
+            version = _installed_version(journal, i, e.get("slot"))
+            if version is None and info.get("state") == "bad":
+                version = info.get("version")
+            return {"at": _when(e.get("at")), "slot": e.get("slot"), "version": version,
+                    "reason": e.get("detail")}
     for name, info in sorted(store.items()):
         if (info or {}).get("state") == "bad":
             return {"at": None, "slot": name, "version": info.get("version"), "reason": info.get("reason")}

@@ -144,6 +144,12 @@ class Box:
                 self.proc.wait(timeout=10)
         self.proc = None
 
+    def wire_bytes(self):
+        """(bytes sent to the box, bytes it sent) on its cable, from the bridge port's counters."""
+        out = sh("ip", "-n", self.fleet.br_ns, "-j", "-s", "link", "show", "dev", self.veth)
+        st = json.loads(out.stdout)[0]["stats64"]
+        return st["tx"]["bytes"], st["rx"]["bytes"]
+
     def link(self, up):
         """Cut (or restore) the box's cable on the bridge: it stops answering."""
         sh("ip", "-n", self.fleet.br_ns, "link", "set", self.veth, "up" if up else "down")
