@@ -69,6 +69,11 @@ class Box:
     def events(self):
         return [e["event"] for e in self.slots().get("journal") or []]
 
+    def version(self):
+        """The OS version the box booted (its version file, written from the booted image)."""
+        with open(self.path("version"), encoding="utf-8") as f:
+            return f.read().strip()
+
     def committed_on(self, version):
         s = self.slots()
         bs = self.fleet.boot_state(self)
