@@ -29,11 +29,12 @@ if ! cmp -s fleet/requirements.txt "$stamp"; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r fleet/requirements.txt
   cp fleet/requirements.txt "$stamp"
 fi
-"$venv/bin/ansible-playbook" --version | head -1
+"$venv/bin/ansible-playbook" --version | sed -n 1p
 
 echo "--- ansible-lint"
 (cd fleet && PATH="$PWD/../$venv/bin:$PATH" ansible-lint --offline --profile production)
 
 echo "--- fleet tests"
-cargo build -q --locked -p poshub -p poshub-supervisor
+# The binaries as .ci/run's test step built them (same feature resolution: nothing rebuilt there).
+cargo test -q --workspace --locked --no-run
 python3 fleet/tests/test_fleet.py --ansible-bin "$venv/bin" --bin-dir target/debug
