@@ -4,7 +4,8 @@
 # 1. A venv with fleet/requirements.txt (ansible-core and ansible-lint, pinned) in
 #    target/fleet-venv (reused when the requirements did not change).
 # 2. ansible-lint (production profile) on fleet/.
-# 3. fleet/tests/test_fleet.py: 12 simulated boxes, each in a network namespace of its own on a
+# 3. fleet/tests/test_units.py (the modules' logic, filters, inventory on recorded JSON), then
+#    fleet/tests/test_fleet.py: 12 simulated boxes, each in a network namespace of its own on a
 #    bridge the test creates (10.213.0.0/24 inside those namespaces only), each running the
 #    real poshub-supervisor and poshub built here; ansible-playbook in a namespace on the same
 #    bridge. Runs as root (ip netns). About 6 minutes on 2 cores.
@@ -33,6 +34,9 @@ fi
 
 echo "--- ansible-lint"
 (cd fleet && PATH="$PWD/../$venv/bin:$PATH" ansible-lint --offline --profile production)
+
+echo "--- fleet unit tests"
+"$venv/bin/python" fleet/tests/test_units.py
 
 echo "--- fleet tests"
 # The binaries as .ci/run's test step built them (same feature resolution: nothing rebuilt there).

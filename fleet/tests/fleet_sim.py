@@ -166,8 +166,8 @@ class Fleet:
         self.br_ns = self.prefix + "-br"
         self.ctl_ns = self.prefix + "-ctl"
         self.dir = tempfile.mkdtemp(prefix="poshub-fleet-")
-        self.sup_bin = sup_bin
-        self.hub_bin = hub_bin
+        self.sup_bin = os.path.abspath(sup_bin)
+        self.hub_bin = os.path.abspath(hub_bin)
         self.token = os.urandom(18).hex()
         self.factory_version = "1.0.0"
         self.health_window_s = health_window_s

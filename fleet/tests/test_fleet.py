@@ -308,6 +308,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the fleet's directory")
     ap.add_argument("--only", help="comma-separated scenarios (they build on each other)")
     args = ap.parse_args()
+    args.ansible_bin, args.bin_dir = os.path.abspath(args.ansible_bin), os.path.abspath(args.bin_dir)
     s = Suite(args)
     names = ["good_bundle_in_waves", "rerun_uploads_nothing", "unhealthy_bundle_rolls_back_the_canary_only",
              "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day"]
@@ -317,7 +318,10 @@ def main():
     try:
         s.fleet.setup()
         s.inv = s.fleet.inventory(os.path.join(s.fleet.dir, "inventory.yml"))
-        check(s.fleet.wait_ready(120), "the fleet did not come up")
+        if not s.fleet.wait_ready(120):
+            tails = ["%s: %s" % (b.name, open(b.path("supervisor.log"), errors="replace").read()[-600:])
+                     for b in s.fleet.boxes[:2] if os.path.exists(b.path("supervisor.log"))]
+            raise Failed("the fleet did not come up:\n" + "\n".join(tails))
         print("fleet of %d boxes up in %.1f s (%s)" % (args.boxes, time.monotonic() - t0, s.fleet.dir), flush=True)
         for n in names:
             t = time.monotonic()
