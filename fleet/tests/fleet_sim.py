@@ -219,15 +219,19 @@ class Fleet:
                  " timeout=2).read() else 1)", check=False)
         return out.returncode == 0
 
-    def bundle(self, version, hub_http_port=8766, name=None):
-        """A signed bundle of a simulated root image, made by `poshub-supervisor bundle create`."""
+    def bundle(self, version, hub_http_port=8766, name=None, key="release"):
+        """A signed bundle of a simulated root image, made by `poshub-supervisor bundle create`
+        (`key`: another name than "release" signs with a key the boxes do not trust)."""
         name = name or "poshub-%s" % version
+        keyfile = os.path.join(self.dir, "keys", key)
+        if not os.path.exists(keyfile + ".key"):
+            out = sh(self.sup_bin, "keygen", "--out", keyfile)
+            assert out.returncode == 0, out.stderr
         img = os.path.join(self.dir, name + ".img")
         with open(img, "wb") as f:
             f.write(root_image(version, hub_http_port))
         out_path = os.path.join(self.dir, name + ".poshub")
-        out = sh(self.sup_bin, "bundle", "create", "--image", img, "--key",
-                 os.path.join(self.dir, "keys", "release.key"), "--version", version,
+        out = sh(self.sup_bin, "bundle", "create", "--image", img, "--key", keyfile + ".key", "--version", version,
                  "--board", "rpi4", "--out", out_path, "--level", "3", check=False)
         assert out.returncode == 0, out.stderr
         os.unlink(img)

@@ -5,7 +5,8 @@ own network namespace, real poshub-supervisor + poshub in one namespace per box.
     sudo fleet/tests/test_fleet.py --ansible-bin VENV/bin [--boxes 12] [--bin-dir target/debug]
 
 Scenarios, in this order (each builds on the fleet state the previous one left):
-  good_bundle_in_waves, rerun_uploads_nothing, unhealthy_bundle_rolls_back_the_canary_only,
+  good_bundle_in_waves, rerun_uploads_nothing, refused_bundle_stops_the_run,
+  unhealthy_bundle_rolls_back_the_canary_only,
   box_that_stops_answering_stops_the_run, report_lists_every_box, readme_operator_day.
 Prints one PASS line per scenario (with its wall time) and the figures for docs/benchmarks.md;
 exits 1 at the first failure, with the playbook output.
@@ -159,6 +160,18 @@ class Suite:
         self.figures["rerun"] = {"wall_s": round(wall, 1), "wire_bytes_to_box_max": to_box}
         return "no box received anything (spools and journals unchanged, at most %d bytes on the wire), %.1f s" % (to_box, wall)
 
+    def refused_bundle_stops_the_run(self):
+        f = self.fleet
+        bundle = f.bundle("1.1.5", name="poshub-1.1.5-foreign-key", key="foreign")
+        before = self.footprints()
+        rc, out, wall = self.playbook("update.yml", "-e", "bundle=" + bundle)
+        check(rc != 0, "the run did not fail on a bundle signed with a foreign key", out)
+        check("FAILED box01: HTTP 400" in out and "signature" in out, "the refusal's reason is not printed", out)
+        after = self.footprints()
+        check(all(before[b.name] == after[b.name] for b in f.boxes[1:]), "another box received the bundle", out)
+        check(f.boxes[0].committed_on("1.1.0"), "the canary left 1.1.0", out)
+        return "box01 refused it (HTTP 400, signature), run stopped after %.1f s, nothing sent to the others" % wall
+
     def unhealthy_bundle_rolls_back_the_canary_only(self):
         f = self.fleet
         bundle = f.bundle("1.2.0", hub_http_port=8799, name="poshub-1.2.0-broken")
@@ -310,7 +323,8 @@ def main():
     args = ap.parse_args()
     args.ansible_bin, args.bin_dir = os.path.abspath(args.ansible_bin), os.path.abspath(args.bin_dir)
     s = Suite(args)
-    names = ["good_bundle_in_waves", "rerun_uploads_nothing", "unhealthy_bundle_rolls_back_the_canary_only",
+    names = ["good_bundle_in_waves", "rerun_uploads_nothing", "refused_bundle_stops_the_run",
+             "unhealthy_bundle_rolls_back_the_canary_only",
              "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day"]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
