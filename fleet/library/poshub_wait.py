@@ -53,12 +53,15 @@ def classify(doc, version, boot_id):
     slots = doc.get("slots") or {}
     booted = doc.get("booted")
     cur = slots.get(booted) or {}
-    if booted == doc.get("default") and cur.get("version") == version and cur.get("state") == "good":
-        return "committed", ""
+    if cur.get("version") == version and cur.get("state") == "good":
+        # The commit writes the slot store first, then the bootloader default: between the two
+        # the trial is over but not yet committed to the bootloader.
+        return ("committed", "") if booted == doc.get("default") else None
     for name, s in sorted(slots.items()):
         if (s or {}).get("version") == version and s.get("state") == "bad":
             return "rolled_back", "slot %s (%s) marked bad: %s" % (name, version, s.get("reason"))
-    return "rolled_back", "booted slot %s holds %s, not %s" % (booted, cur.get("version"), version)
+    return "rolled_back", "trial ended on slot %s (%s, %s) instead of %s" % (
+        booted, cur.get("version"), cur.get("state"), version)
 
 
 class Follower:

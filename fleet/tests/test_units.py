@@ -52,8 +52,13 @@ class Classify(unittest.TestCase):
         self.assertEqual(outcome, "rolled_back")
         self.assertIn("health timeout: x", reason)
 
-    def test_good_but_not_default_is_not_committed(self):
-        self.assertEqual(wait.classify(slots(default="A"), "1.1.0", "boot-1")[0], "rolled_back")
+    def test_store_committed_but_bootloader_default_not_yet_is_pending(self):
+        # Seen in the fleet test: the store says good, the bootloader default follows a moment later.
+        self.assertIsNone(wait.classify(slots(default="A"), "1.1.0", "boot-1"))
+
+    def test_booted_the_old_slot_without_a_bad_record_is_a_rollback(self):
+        doc = slots(booted="A", default="A", b=("trying", "1.1.0", None))
+        self.assertEqual(wait.classify(doc, "1.1.0", "boot-1")[0], "rolled_back")
 
     def test_newer_supervisor_outcome_is_read(self):
         self.assertEqual(wait.status_outcome({"outcome": {"result": "rolled-back", "reason": "crash loop"}}),
