@@ -221,6 +221,8 @@ fn install_locked(
             allow_downgrade: opts.allow_downgrade,
         },
     )?;
+    // A backup of the hub database before anything is written (never blocks the update).
+    crate::backup::take(cfg, crate::backup::Trigger::PreUpdate);
     let m = vb.manifest.clone();
     let target = booted.other();
     let device = cfg.slot_device(target).to_path_buf();
