@@ -182,9 +182,23 @@ fn attempt(cfg: &Config, trigger: Trigger) -> Result<(PathBuf, u64), Outcome> {
     Ok((dest, bytes))
 }
 
+/// The lock held while a backup runs.
+pub fn lock_path(cfg: &Config) -> PathBuf {
+    cfg.state_dir().join("backup.lock")
+}
+
+/// Whether a backup runs now, in this or another process (the hub's health check then waits
+/// for the copy; see `hub.rs`).
+pub fn in_progress(lock: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(lock) else {
+        return false;
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
+}
+
 /// One backup at a time, across processes (the schedule, an install from the CLI).
 fn lock(cfg: &Config) -> Option<nix::fcntl::Flock<std::fs::File>> {
-    let path = cfg.state_dir().join("backup.lock");
+    let path = lock_path(cfg);
     let f = std::fs::create_dir_all(cfg.state_dir())
         .and_then(|_| {
             std::fs::OpenOptions::new()
