@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fast checks of the appliance (issue 6), run by .ci/run on every change:
-# 1. shellcheck of the appliance scripts (scripts/{cross-build,build-image,provision,flash,bench-memory},
+# 1. shellcheck of the appliance scripts (scripts/{cross-build,build-image,provision,flash,bench-memory,backup-figures},
 #    image/*).
 # 2. The U-Boot boot script in real U-Boot under QEMU (image/tests/boot-script.sh, ~30 s).
 # 3. scripts/provision and scripts/flash on a small disk image (image/tests/provision-flash.sh).
@@ -23,7 +23,7 @@ step() { printf -- '--- appliance: %s\n' "$*"; }
 
 # --- 1. shellcheck ---------------------------------------------------------------------------
 step "shellcheck"
-scripts=(scripts/cross-build scripts/build-image scripts/provision scripts/flash scripts/bench-memory image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
+scripts=(scripts/cross-build scripts/build-image scripts/provision scripts/flash scripts/bench-memory scripts/backup-figures image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
 shellcheck "${scripts[@]}"
 echo "ok: shellcheck clean: ${scripts[*]}"
 
