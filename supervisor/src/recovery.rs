@@ -279,8 +279,7 @@ fn clean_leftovers(cfg: &Config) -> (Outcome, String) {
         (cfg.data_dir.clone(), false),
         (cfg.state_dir(), false),
         (cfg.state_dir().join("incoming"), true),
-        // The hub's `.partial` copies of a backup cut short (the hub is not running yet).
-        (crate::backup::dir(cfg), true),
+        (crate::backup::dir(cfg), false),
     ];
     for (dir, spool) in dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else {

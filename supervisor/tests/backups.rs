@@ -368,7 +368,7 @@ fn short_free_space_skips_the_backup_with_the_reason() {
 }
 
 #[test]
-fn retention_deletes_old_backups_of_the_supervisor_only() {
+fn retention_deletes_old_backups_of_the_supervisor_and_stale_partial_copies_only() {
     let d = tempfile::tempdir().unwrap();
     let cfg = offline_cfg(
         d.path(),
@@ -387,6 +387,14 @@ fn retention_deletes_old_backups_of_the_supervisor_only() {
         .unwrap();
     }
     std::fs::write(dir.join("hub-20200101T000000.000Z.redb"), "hub's").unwrap();
+    // The hub's copy of a backup cut short an hour ago, and one in flight.
+    let stale = dir.join("hub-20200101T000001.000Z.partial");
+    std::fs::File::create(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    let in_flight = dir.join("hub-20200101T000002.000Z.partial");
+    std::fs::write(&in_flight, "copying").unwrap();
     let a = backup::take(&cfg, Trigger::Stop);
     assert_eq!(a.result, BackupResult::Ok, "{a:?}");
     let mut left: Vec<String> = std::fs::read_dir(&dir)
@@ -394,9 +402,11 @@ fn retention_deletes_old_backups_of_the_supervisor_only() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    // Two hours (the new one and an hour ago) and the hub's copy; the daily slot is the new one.
+    // Two hours (the new one and an hour ago), the hub's copy and the partial copy in flight;
+    // the daily slot is the new one.
     let hour_ago = retention::file_name(now - 3600, Trigger::Scheduled);
-    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(!stale.exists() && in_flight.exists(), "{left:?}");
     assert!(left.contains(&hour_ago), "{left:?}");
     assert!(left.iter().any(|n| n.starts_with("hub-")), "{left:?}");
 }

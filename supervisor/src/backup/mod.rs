@@ -168,6 +168,8 @@ fn attempt(cfg: &Config, trigger: Trigger) -> Result<(PathBuf, u64), Outcome> {
     };
     let dir = dir(cfg);
     ensure_dir(&dir).map_err(Outcome::Failed)?;
+    // Before the space check: a copy cut short may be what fills the partition.
+    remove_stale_partials(&dir);
     check_space(cfg, &dir, db_bytes).map_err(Outcome::Skipped)?;
     let dest = dir.join(retention::file_name(now_unix(), trigger));
     let bytes = match hubapi::request_backup(cfg) {
@@ -180,6 +182,30 @@ fn attempt(cfg: &Config, trigger: Trigger) -> Result<(PathBuf, u64), Outcome> {
     };
     prune(cfg, &dir);
     Ok((dest, bytes))
+}
+
+/// The hub's `*.partial` copies left by a backup that was cut short (power cut, hub killed).
+/// Only those older than any backup can run: one in flight (also one an operator started with
+/// `poshub backup`) is younger than [`hubapi::BACKUP_TIMEOUT`].
+fn remove_stale_partials(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > hubapi::BACKUP_TIMEOUT);
+        if stale && p.extension().is_some_and(|x| x == "partial") {
+            match std::fs::remove_file(&p) {
+                Ok(()) => tracing::info!("removed {}, a backup cut short", p.display()),
+                Err(e) => tracing::warn!("unable to remove {}: {e}", p.display()),
+            }
+        }
+    }
 }
 
 /// The lock held while a backup runs.
