@@ -23,7 +23,7 @@ step() { printf -- '--- appliance: %s\n' "$*"; }
 
 # --- 1. shellcheck ---------------------------------------------------------------------------
 step "shellcheck"
-scripts=(scripts/cross-build scripts/build-image scripts/debian-mirror scripts/provision scripts/flash scripts/bench-memory image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
+scripts=(scripts/cross-build scripts/build-image scripts/debian-mirror scripts/provision scripts/flash scripts/bench-memory scripts/backup-figures image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
 shellcheck "${scripts[@]}"
 echo "ok: shellcheck clean: ${scripts[*]}"
 

@@ -3,6 +3,7 @@
 //! the other terminals and lets reconnecting terminals catch up without gaps or duplicates.
 
 pub mod auth;
+pub mod backups;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -122,6 +122,12 @@ pub struct Config {
     pub boot_id_path: PathBuf,
     pub min_free_bytes: u64,
     pub clock_set: bool,
+    /// Backups of the hub database (`backup` module): schedule (zero: none), retention, and
+    /// the free space a backup must leave.
+    pub backup_interval: Duration,
+    pub backup_keep_hourly: usize,
+    pub backup_keep_daily: usize,
+    pub backup_min_free_bytes: u64,
     /// Test hook: pause (sleep forever) when an install reaches this phase.
     pub test_pause_at: Option<String>,
     /// What `poshub-provision` did at this boot (`/run/poshub/provision.status`), shown by
@@ -333,6 +339,12 @@ impl Config {
                 .into(),
             min_free_bytes: src.num::<u64>("SUPERVISOR_MIN_FREE_MB", 64)? * 1024 * 1024,
             clock_set: src.bool("SUPERVISOR_CLOCK_SET", true)?,
+            backup_interval: secs("SUPERVISOR_BACKUP_INTERVAL_S", 3600)?,
+            backup_keep_hourly: src.num("SUPERVISOR_BACKUP_KEEP_HOURLY", 24)?,
+            backup_keep_daily: src.num("SUPERVISOR_BACKUP_KEEP_DAILY", 7)?,
+            backup_min_free_bytes: src.num::<u64>("SUPERVISOR_BACKUP_MIN_FREE_MB", 128)?
+                * 1024
+                * 1024,
             test_pause_at: src.get("SUPERVISOR_TEST_PAUSE_AT"),
             provision_status: src
                 .str(

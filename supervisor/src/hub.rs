@@ -86,6 +86,7 @@ pub async fn supervise(
                     &state_tx,
                     &mut stop,
                     &mut ready_sent,
+                    &crate::backup::lock_path(&cfg),
                 )
                 .await;
                 if let Some(sig) = ended {
@@ -198,6 +199,7 @@ async fn run_child(
     state_tx: &watch::Sender<HubState>,
     stop: &mut watch::Receiver<Option<Signal>>,
     ready_sent: &mut bool,
+    backup_lock: &std::path::Path,
 ) -> Option<Signal> {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -241,6 +243,13 @@ async fn run_child(
                             s.healthy_since.get_or_insert_with(Instant::now);
                             s.last_error = None;
                         });
+                    }
+                    Err(e) if was_healthy && crate::backup::in_progress(backup_lock) => {
+                        // The hub is copying its database for a backup the supervisor asked
+                        // for: writes, and so the health probe, wait for the copy. Busy, not
+                        // hung (bounded by the backup's own timeout).
+                        tracing::debug!("health check failed during a backup: {e:#}");
+                        notifier.watchdog();
                     }
                     Err(e) => {
                         let msg = format!("{e:#}");

@@ -3,6 +3,7 @@
 //! concern lives in its own module so tests drive the real code in-process or as a process.
 
 pub mod api;
+pub mod backup;
 pub mod bundle;
 pub mod cli;
 pub mod config;

@@ -30,6 +30,12 @@ impl Notifier {
     pub fn status(&self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
     }
+    /// `EXTEND_TIMEOUT_USEC=`: a slow step of start or stop (a backup of a large database)
+    /// needs `d` more before systemd's start or stop timeout fires.
+    pub fn extend_timeout(&self, d: Duration) {
+        let usec = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+    }
     /// `STOPPING=1`.
     pub fn stopping(&self) {
         self.send(&[NotifyState::Stopping]);

@@ -5,8 +5,8 @@
 //! 3. `clock`: the clock is not earlier than the last persisted timestamp (RTC-less Pi after a
 //!    power cut); if it is, it is set forward to that timestamp.
 //! 4. `database`: the hub's redb file opens and passes `check_integrity`; a corrupt file is moved
-//!    to `<data>/corrupt/` (never deleted) and the newest backup in `<data>/backups/*.redb` that
-//!    passes the same check is restored.
+//!    to `<data>/corrupt/` (never deleted) and the newest backup in `backups/*.redb` beside the
+//!    database (see [`crate::backup`]) that passes the same check is restored.
 //! 5. `leftovers`: temp files of interrupted atomic writes and partial uploads are removed.
 //! 6. `unclean-shutdown`: a run marker left by the previous start means it did not stop
 //!    cleanly; it is counted.
@@ -246,22 +246,13 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
     }
     match restored {
         Some(b) => (Outcome::Repaired, format!("database corrupt ({err}); moved to {}; restored backup {}", aside.display(), b.display())),
-        None => (Outcome::Failed, format!("database corrupt ({err}); moved to {}; no valid backup in {}: the hub starts with an empty database", aside.display(), cfg.data_dir.join("backups").display())),
+        None => (Outcome::Failed, format!("database corrupt ({err}); moved to {}; no valid backup in {}: the hub starts with an empty database", aside.display(), crate::backup::dir(cfg).display())),
     }
 }
 
 fn restore_newest_backup(cfg: &Config) -> Option<PathBuf> {
-    let dir = cfg.data_dir.join("backups");
-    let mut backups: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "redb"))
-        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-        .collect();
-    backups.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
     let tmp = fsutil::tmp_path(&cfg.hub_db);
-    for (_, b) in backups {
+    for (b, _, _) in crate::backup::list(&crate::backup::dir(cfg)) {
         // Check a copy: opening may repair, and the backup itself must stay as it was.
         let ok = std::fs::copy(&b, &tmp)
             .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
@@ -288,7 +279,7 @@ fn clean_leftovers(cfg: &Config) -> (Outcome, String) {
         (cfg.data_dir.clone(), false),
         (cfg.state_dir(), false),
         (cfg.state_dir().join("incoming"), true),
-        (cfg.data_dir.join("backups"), false),
+        (crate::backup::dir(cfg), false),
     ];
     for (dir, spool) in dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else {

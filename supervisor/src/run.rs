@@ -12,6 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, ApiCtx};
+use crate::backup;
 use crate::config::Config;
 use crate::hub::{self, HubState};
 use crate::install::Progress;
@@ -143,7 +144,10 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     });
 
-    // 7. Wait for a stop signal or a reboot request.
+    // 7. Backups of the hub database on a schedule (hourly by default).
+    let backup_task = tokio::spawn(backup::schedule(cfg.clone(), hub_rx.clone()));
+
+    // 8. Wait for a stop signal or a reboot request.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let (sig, reboot) = tokio::select! {
@@ -157,13 +161,16 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     notifier.stopping();
 
-    // 8. Stop: forward the signal to the hub, wait for it, record a clean stop, reboot if asked.
+    // 9. Stop: forward the signal to the hub, wait for it, back up the closed database, record
+    //    a clean stop, reboot if asked.
     let _ = stop_tx.send(Some(sig));
     let _ = hub_task.await;
     for t in [api_task, trial_task].into_iter().flatten() {
         t.abort();
     }
     clock_task.abort();
+    backup_task.abort();
+    stop_backup(&cfg, &notifier).await;
     recovery::mark_clean_stop(&cfg);
     if let Some(r) = reboot {
         tracing::warn!("rebooting: {}", r.reason);
@@ -175,6 +182,21 @@ pub async fn run(cfg: Config) -> Result<()> {
         tracing::info!("reboot requested from the emulated bootloader; exiting");
     }
     Ok(())
+}
+
+/// The backup after the hub stopped: the database is closed, so the supervisor copies and
+/// checks the file itself. systemd's stop timeout is extended while it runs.
+async fn stop_backup(cfg: &Config, notifier: &Notifier) {
+    let c = cfg.clone();
+    let work = tokio::task::spawn_blocking(move || backup::take(&c, backup::Trigger::Stop));
+    tokio::pin!(work);
+    loop {
+        notifier.extend_timeout(Duration::from_secs(30));
+        tokio::select! {
+            _ = &mut work => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }
 
 /// The run lock; `Ok(None)` when the data dir cannot hold one (read-only or missing: the

@@ -48,6 +48,7 @@ pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
     v["recovery"] = json!(report);
     v["update"] = json!(update);
     v["provisioning"] = provisioning(&cfg.provision_status);
+    v["backup"] = crate::backup::status_json(cfg);
     Ok(v)
 }
 
@@ -60,6 +61,53 @@ fn provisioning(path: &std::path::Path) -> Value {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let failed = lines.iter().any(|l| l.starts_with("failed "));
     json!({"ok": !failed, "lines": lines})
+}
+
+/// `backup: newest NAME, AGE old (N kept, SIZE)` and the last attempt when it did not succeed.
+fn render_backup(out: &mut String, b: &Value) {
+    let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / 1_048_576.0;
+    match b["newest"].as_object() {
+        Some(n) => {
+            let name = n["path"].as_str().unwrap_or("-");
+            let name = name.rsplit('/').next().unwrap_or(name);
+            let _ = writeln!(
+                out,
+                "backup: newest {name}, {} old ({} kept, {:.1} MiB in all)",
+                age(n["ageS"].as_u64().unwrap_or(0)),
+                b["count"],
+                mib(&b["totalBytes"])
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "backup: none yet in {}",
+                b["dir"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    if let Some(l) = b["last"].as_object() {
+        if l["result"] != "ok" {
+            let _ = writeln!(
+                out,
+                "  last attempt ({}, {}s ago): {}: {}",
+                l["trigger"].as_str().unwrap_or("-"),
+                crate::fsutil::now_unix().saturating_sub(l["at"].as_u64().unwrap_or(0)),
+                l["result"].as_str().unwrap_or("-"),
+                l["detail"].as_str().unwrap_or("-")
+            );
+        }
+    }
+}
+
+/// `42s`, `17 min`, `5.2 h`, `3.1 days`.
+fn age(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{:.1} days", s as f64 / 86_400.0),
+    }
 }
 
 /// Human-readable rendering of [`full`].
@@ -121,6 +169,7 @@ pub fn render(v: &Value) -> String {
             let _ = writeln!(out, "  {}", s(l));
         }
     }
+    render_backup(&mut out, &v["backup"]);
     let _ = writeln!(out, "recovery checks:");
     if let Some(checks) = v["recovery"]["checks"].as_array() {
         for c in checks {

@@ -82,3 +82,69 @@ fn watchdog_pings_follow_hub_health() {
     assert!(status.success());
     assert!(last.iter().any(|m| m == "STOPPING=1"), "{last:?}");
 }
+
+#[test]
+fn a_hub_busy_with_a_backup_keeps_the_watchdog_fed_and_a_hung_one_does_not() {
+    let rig = Rig::new();
+    rig.power_on();
+    let sock_path = rig.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut sup = rig.spawn(
+        &["run"],
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "600000"),
+        ],
+    );
+    let mut msgs = Vec::new();
+    let ok = wait_for(Duration::from_secs(15), || {
+        msgs.extend(collect(&sock, Duration::from_millis(100)));
+        count(&msgs, "WATCHDOG=1") >= 3
+    });
+    assert!(ok, "no WATCHDOG: {msgs:?}\n{}", rig.log("run"));
+
+    // A backup runs (its lock is held, here by the test): the hub's writes, and so its health
+    // answers, wait for the copy (a stopped hub here). Not hung: pings go on.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(rig.path("data/supervisor/backup.lock"))
+        .unwrap();
+    let held = nix_flock(&lock);
+    let pid = rig.hub_pid().unwrap();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let busy = collect(&sock, Duration::from_secs(2));
+    // The backup is over and the hub still does not answer: hung, pings stop.
+    drop(held);
+    collect(&sock, Duration::from_millis(600));
+    let hung = collect(&sock, Duration::from_secs(2));
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let status = stop(&mut sup, libc::SIGTERM).unwrap();
+    assert!(status.success());
+    assert!(
+        count(&busy, "WATCHDOG=1") >= 3,
+        "no pings during the backup: {busy:?}"
+    );
+    assert!(
+        !busy.iter().any(|m| m.starts_with("STATUS=hub unhealthy")),
+        "{busy:?}"
+    );
+    assert_eq!(count(&hung, "WATCHDOG=1"), 0, "{hung:?}");
+}
+
+/// Holds an exclusive flock on `f` until dropped (as a running backup does).
+fn nix_flock(f: &std::fs::File) -> impl Drop {
+    struct Held(i32);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            unsafe { libc::flock(self.0, libc::LOCK_UN) };
+        }
+    }
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
+    Held(fd)
+}

@@ -143,32 +143,53 @@ impl Engine {
     }
 
     /// Runs after the batch's commit, when no write transaction is open: the file on disk is
-    /// exactly the last committed state.
+    /// exactly the last committed state. Only the copy is made here (writes wait for it); the
+    /// caller checks it off the engine thread with [`finish_backup`].
     pub(super) fn run_backups(&mut self) {
         for (src, dst, reply) in self.backups.drain(..) {
-            let _ = reply.send(copy_consistent(&src, &dst));
+            let _ = reply.send(copy_live(&src, &partial_path(&dst)));
         }
     }
 }
 
-fn copy_consistent(src: &std::path::Path, dst: &std::path::Path) -> Result<u64, String> {
-    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+/// Where a backup is written until it passed its check.
+pub fn partial_path(dst: &std::path::Path) -> PathBuf {
+    dst.with_extension("partial")
+}
+
+fn copy_live(src: &std::path::Path, tmp: &std::path::Path) -> Result<u64, String> {
+    if let Some(dir) = tmp.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let tmp = dst.with_extension("partial");
-    std::fs::copy(src, &tmp).map_err(|e| format!("copy to {}: {e}", tmp.display()))?;
-    // Open and close the copy once: it was taken from a live file, so redb marks it cleanly
-    // closed now, and a broken copy is caught here rather than at restore time.
+    std::fs::copy(src, tmp).map_err(|e| format!("copy to {}: {e}", tmp.display()))
+}
+
+/// Checks the copy the engine made of `dst` and gives it its name. Open and close it once: it
+/// was taken from a live file, so redb marks it cleanly closed now, and a broken copy is caught
+/// here rather than at restore time. A copy that fails is removed.
+pub fn finish_backup(dst: &std::path::Path) -> Result<u64, String> {
+    let tmp = partial_path(dst);
+    let r = check_and_rename(&tmp, dst);
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn check_and_rename(tmp: &std::path::Path, dst: &std::path::Path) -> Result<u64, String> {
     {
         let mut db =
-            redb::Database::create(&tmp).map_err(|e| format!("backup does not open: {e}"))?;
+            redb::Database::create(tmp).map_err(|e| format!("backup does not open: {e}"))?;
         db.check_integrity()
             .map_err(|e| format!("backup fails its integrity check: {e}"))?;
     }
-    let f = std::fs::File::open(&tmp).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(tmp).map_err(|e| e.to_string())?;
     f.sync_all().map_err(|e| e.to_string())?;
     let size = f.metadata().map_err(|e| e.to_string())?.len();
-    std::fs::rename(&tmp, dst).map_err(|e| format!("rename to {}: {e}", dst.display()))?;
+    std::fs::rename(tmp, dst).map_err(|e| format!("rename to {}: {e}", dst.display()))?;
+    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
     Ok(size)
 }
 

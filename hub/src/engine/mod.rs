@@ -36,7 +36,7 @@ use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
 
-pub use admin::{AdminCmd, EngineView, TerminalView};
+pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
 pub use apply::business_date;
 pub use registry::{Limits, Registry};
 pub use upstream::UpstreamCmd;

@@ -18,6 +18,8 @@ use crate::store::StoreError;
 
 /// How many backups the hub keeps beside its database (the supervisor restores the newest).
 const KEEP_BACKUPS: usize = 3;
+/// How long the engine may take to copy the database for a backup (writes wait meanwhile).
+const BACKUP_COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, &json!({"error": msg}))
@@ -43,11 +45,19 @@ async fn read<T: Send + 'static>(
 }
 
 async fn ask<T>(hub: &Hub, make: impl FnOnce(oneshot::Sender<T>) -> AdminCmd) -> Result<T, String> {
+    ask_within(hub, std::time::Duration::from_secs(30), make).await
+}
+
+async fn ask_within<T>(
+    hub: &Hub,
+    within: std::time::Duration,
+    make: impl FnOnce(oneshot::Sender<T>) -> AdminCmd,
+) -> Result<T, String> {
     let (tx, rx) = oneshot::channel();
     if !hub.engine.send(Cmd::Admin(make(tx))) {
         return Err("hub is shutting down".into());
     }
-    match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
+    match tokio::time::timeout(within, rx).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(_)) => Err("the change could not be saved".into()),
         Err(_) => Err("timed out".into()),
@@ -265,7 +275,22 @@ pub async fn backup(hub: &Arc<Hub>) -> Response<Body> {
     );
     let path = dir.join(&name);
     let p = path.clone();
-    let result = ask(hub, move |reply| AdminCmd::Backup { path: p, reply }).await;
+    // The copy blocks writes for as long as it takes to copy the file: on a large database on
+    // an SD card that can be longer than other admin calls may take.
+    let copied = ask_within(hub, BACKUP_COPY_TIMEOUT, move |reply| AdminCmd::Backup {
+        path: p,
+        reply,
+    })
+    .await;
+    let result = match copied {
+        Ok(Ok(_)) => {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || crate::engine::finish_backup(&p))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        other => other,
+    };
     match result {
         Ok(Ok(bytes)) => {
             prune_backups(&dir, KEEP_BACKUPS);

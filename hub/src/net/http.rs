@@ -213,6 +213,10 @@ async fn health(hub: &Hub) -> Response<Body> {
     };
     let ok = db.is_ok();
     let printers = crate::print::health_json(hub).await;
+    let backups = hub.cfg.data_dir().join("backups");
+    let backup = tokio::task::spawn_blocking(move || crate::backups::newest_json(&backups))
+        .await
+        .unwrap_or_default();
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "uptimeS": hub.started.elapsed().as_secs(),
@@ -229,6 +233,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "authMode": hub.cfg.auth_mode.as_str(),
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
         "printers": printers,
+        "backup": backup,
         "db": match &db { Ok(()) => json!({"status": "writable", "path": hub.cfg.db_path}), Err(e) => json!({"status": "error", "error": e, "path": hub.cfg.db_path}) },
     });
     json_response(

@@ -238,6 +238,8 @@ fn check_and_open(
             downgrade_flag: opts.downgrade_flag,
         },
     )?;
+    // A backup of the hub database before anything is written (never blocks the update).
+    crate::backup::take(cfg, crate::backup::Trigger::PreUpdate);
     let m = &vb.manifest;
     let target = booted.other();
     let device = cfg.slot_device(target).to_path_buf();
