@@ -239,23 +239,47 @@ async fn accept_loop(hub: Arc<Hub>, listener: TcpListener, port: Port, done: mps
             }
         };
         let _ = stream.set_nodelay(true);
-        let hub = hub.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let _done = done;
-            let svc = service_fn(move |mut req| {
-                req.extensions_mut().insert(peer);
-                http::handle(hub.clone(), port, req)
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(
+            hub.clone(),
+            stream,
+            peer,
+            port,
+            done.clone(),
+        ));
+    }
+}
+
+/// Serves one HTTP connection. On shutdown an idle keep-alive connection (an open dashboard
+/// tab) is closed at once, and one with a request in progress after its response: waiting for
+/// the browser to close it would delay every stop.
+async fn serve_connection(
+    hub: Arc<Hub>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    done: mpsc::Sender<()>,
+) {
+    let _done = done;
+    let mut shutdown = hub.shutdown.clone();
+    let svc = service_fn(move |mut req| {
+        req.extensions_mut().insert(peer);
+        http::handle(hub.clone(), port, req)
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 
