@@ -86,6 +86,8 @@ pub struct RunningHub {
     shutdown_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
     engine_thread: Option<std::thread::JoinHandle<()>>,
+    /// The mDNS advertisement, withdrawn before the runtime stops (see `mdns`).
+    mdns: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens everything and starts serving; returns once both ports accept connections.
@@ -173,9 +175,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
-    if cfg.mdns_enabled {
-        crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
-    }
+    let mdns = cfg
+        .mdns_enabled
+        .then(|| crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port(), hub.shutdown.clone()));
     // 5. One print spooler per configured station printer, and the upstream forwarder.
     crate::print::spooler::spawn_all(&hub);
     crate::upstream::spawn(&hub, done_tx.clone());
@@ -198,6 +200,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         shutdown_tx,
         done_rx,
         engine_thread: Some(engine_thread),
+        mdns,
     })
 }
 
@@ -290,6 +293,9 @@ impl RunningHub {
         let deadline = tokio::time::Instant::now() + limit;
         let _ = self.shutdown_tx.send(true);
         self.hub.engine.send(Cmd::Shutdown);
+        if let Some(mdns) = self.mdns.take() {
+            let _ = tokio::time::timeout_at(deadline, mdns).await;
+        }
         if let Some(t) = self.engine_thread.take() {
             let joined = tokio::task::spawn_blocking(move || t.join());
             let _ = tokio::time::timeout_at(deadline, joined).await;
@@ -304,20 +310,25 @@ impl RunningHub {
 
 /// Runs until SIGTERM or SIGINT, then shuts down within 5 s.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Watched before anything starts: a stop that arrives while the hub starts is a clean stop,
+    // not the default action of the signal.
+    let stop = stop_signal()?;
     let running = start(cfg).await?;
-    wait_for_signal().await?;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown(Duration::from_millis(4500)).await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves at the first SIGTERM or SIGINT; the handlers are installed when this returns.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("unable to watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("unable to watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
