@@ -23,6 +23,8 @@ impl Engine {
         rid: Option<Value>,
         msg: Inbound,
     ) -> Result<(), StoreError> {
+        // Before applying: a request whose own write fails is told too.
+        self.askers.push((s.outbox.clone(), rid.clone()));
         let r = rid.as_ref();
         match msg {
             Inbound::LeaseAcquire(p) => self.lease_acquire(tx, s, &p, r)?,
@@ -51,7 +53,6 @@ impl Engine {
             Inbound::Subscribe(mask) => self.subscribe(s, mask, r),
             Inbound::Ping | Inbound::Auth(_) => {}
         }
-        self.askers.push((s.outbox.clone(), rid));
         Ok(())
     }
 
@@ -60,6 +61,7 @@ impl Engine {
             return; // gone before it could be registered
         }
         self.disconnected.remove(&s.terminal_id);
+        self.joined.push(s.outbox.clone());
         if let Some(old) = self.reg.register(s.clone(), self.seq) {
             tracing::info!(terminal = %s.terminal_id, "terminal reconnected; closing its previous socket");
             self.out.push(Out::To(
