@@ -54,7 +54,9 @@ impl DbState {
 
     fn message(self) -> &'static str {
         match self {
-            DbState::Full => "the hub's storage is full; this change was not saved (reads still work)",
+            DbState::Full => {
+                "the hub's storage is full; this change was not saved (reads still work)"
+            }
             _ => "the hub could not save this change; retry",
         }
     }
@@ -240,14 +242,18 @@ impl Engine {
                 } => match msg {
                     Inbound::SyncRequest(after) => self.out.push(Out::To(
                         session.outbox.clone(),
-                        Frame::CatchUp { after, to: self.seq },
+                        Frame::CatchUp {
+                            after,
+                            to: self.seq,
+                        },
                     )),
                     Inbound::Subscribe(mask) => self.subscribe(&session, mask, request_id.as_ref()),
                     Inbound::Ping | Inbound::Auth(_) => {}
                     _ => {
                         self.count_refusal();
                         let text = self.refusal_frame(request_id.as_ref());
-                        self.out.push(Out::To(session.outbox.clone(), Frame::text(text)));
+                        self.out
+                            .push(Out::To(session.outbox.clone(), Frame::text(text)));
                     }
                 },
                 Cmd::Connected {

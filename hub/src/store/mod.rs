@@ -163,7 +163,11 @@ impl Store {
 
     /// The database as it is now, for one transaction (do not keep it: a reopen waits for it).
     pub fn db(&self) -> Result<Arc<Database>, StoreError> {
-        let slot = self.shared.db.read().unwrap_or_else(PoisonError::into_inner);
+        let slot = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         slot.clone().ok_or(StoreError::Closed)
     }
 
@@ -178,7 +182,11 @@ impl Store {
     /// durable commit, so nothing acknowledged is lost. On failure the store stays closed
     /// (readers get `StoreError::Closed`) and the caller tries again later.
     pub fn reopen(&self, wait: Duration) -> Result<(), StoreError> {
-        let mut slot = self.shared.db.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(mut old) = slot.take() {
             let deadline = Instant::now() + wait;
             loop {
