@@ -216,12 +216,12 @@ async fn a_full_disk_refuses_writes_at_once_and_recovers_without_a_restart() {
     assert_eq!(a.lease("S-1").await["type"], "LEASE_GRANTED");
     let (acked, refusal) = write_until_refused(&mut a, "S-1", 24).await;
     println!("{acked} writes acknowledged, then: {refusal}");
+    // Refused again at once, not queued (the old hub answered nothing after the first refusal).
+    let again = write(&mut a, "S-1", acked, 24).await;
+    println!("the next write: {again:?}");
+    let again = again.expect("the next write is answered");
     assert_eq!(refusal["type"], "ERROR", "{refusal}");
     assert_eq!(refusal["code"], "storage_full", "{refusal}");
-    // Refused again at once, not queued.
-    let again = write(&mut a, "S-1", acked, 24)
-        .await
-        .expect("the next write is answered");
     assert_eq!(again["code"], "storage_full", "{again}");
     assert_full_but_serving(&hub, &mut a, acked).await;
 
