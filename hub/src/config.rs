@@ -434,6 +434,20 @@ mod tests {
         let e = Config::from_vars(&Vars::from_map([("HUB_EVENT_WINDOW_BYTES", "2M")]), false)
             .unwrap_err();
         assert_eq!(e.var, "HUB_EVENT_WINDOW_BYTES");
+        let c = Config::from_vars(&Vars::default(), false).expect("defaults");
+        assert_eq!(
+            c.min_free_bytes,
+            64 << 20,
+            "the supervisor's boot threshold"
+        );
+        for bad in ["-1", "64MB", "2000000"] {
+            let e =
+                Config::from_vars(&Vars::from_map([("HUB_MIN_FREE_MB", bad)]), false).unwrap_err();
+            assert_eq!(e.var, "HUB_MIN_FREE_MB", "{bad}");
+        }
+        let c = Config::from_vars(&Vars::from_map([("HUB_MIN_FREE_MB", "0")]), false)
+            .expect("0 turns the reserve off");
+        assert_eq!(c.min_free_bytes, 0);
     }
 
     #[test]
