@@ -282,6 +282,9 @@ impl Engine {
             }
         }
         self.deliver();
+        // Nothing here is written, so nothing can be lost with a later failed commit.
+        self.askers.clear();
+        self.joined.clear();
         stop
     }
 
