@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let mut seq = 0u64;
     let started = std::time::Instant::now();
     for day in 0..days {
-        let tx = store.db.begin_write()?;
+        let tx = store.db()?.begin_write()?;
         {
             let mut orders = tx.open_table(ORDERS)?;
             let mut events = tx.open_table(EVENTS)?;

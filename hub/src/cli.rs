@@ -291,8 +291,11 @@ fn serve(arg: &ConfigArg, demo: bool) -> Result<(), String> {
         .thread_name("poshub")
         .build()
         .map_err(|e| format!("unable to start the runtime: {e}"))?;
-    rt.block_on(crate::server::run(cfg))
-        .map_err(|e| format!("{e:#}"))
+    let result = rt.block_on(crate::server::run(cfg));
+    // A blocking task still running (a read stuck on a failing disk, the engine past the stop
+    // deadline) must not keep the process alive after the stop.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result.map_err(|e| format!("{e:#}"))
 }
 
 /// glibc gives every thread that allocates its own malloc arena; with a handful of runtime

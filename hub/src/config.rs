@@ -104,6 +104,11 @@ pub struct Config {
     pub event_window_bytes: usize,
     /// redb page cache, small enough for a Raspberry Pi.
     pub db_cache_bytes: usize,
+    /// Free space the hub leaves on the database's file system (`HUB_MIN_FREE_MB`, default 64,
+    /// the supervisor's boot threshold): below it writes are refused with `storage_full`
+    /// before the file system is full, so the box can still log, boot and update. 0 turns the
+    /// reserve off (writes then stop at the first ENOSPC, and recover the same way).
+    pub min_free_bytes: u64,
     /// `--demo`: open auth and a sample floor plan.
     pub demo: bool,
     /// Station printers (`HUB_PRINTERS`, e.g. `kds=192.0.2.10:9100,bds=192.0.2.11:9100`).
@@ -373,6 +378,13 @@ impl Config {
             return Err(ConfigError::new("HUB_DB_PATH", "must name a file"));
         }
         let cache_mb: usize = vars.parse("HUB_DB_CACHE_MB", 2, "a number of MiB")?;
+        let min_free_mb: u64 = vars.parse("HUB_MIN_FREE_MB", 64, "a number of MiB")?;
+        if min_free_mb > 1 << 20 {
+            return Err(ConfigError::new(
+                "HUB_MIN_FREE_MB",
+                "must be at most 1048576 (1 TiB)",
+            ));
+        }
         Ok(Config {
             bind: vars.parse("HUB_BIND", IpAddr::from([0, 0, 0, 0]), "an IP address")?,
             ws_port: vars.port("HUB_PORT", 8765)?,
@@ -411,6 +423,7 @@ impl Config {
                 .parse("HUB_MAX_QUEUED_BROADCASTS", 4096, "a number")?
                 .max(16),
             db_cache_bytes: cache_mb.max(1) << 20,
+            min_free_bytes: min_free_mb << 20,
             event_window_bytes: vars.parse(
                 "HUB_EVENT_WINDOW_BYTES",
                 1 << 20,
@@ -454,6 +467,20 @@ mod tests {
         let e = Config::from_vars(&Vars::from_map([("HUB_EVENT_WINDOW_BYTES", "2M")]), false)
             .unwrap_err();
         assert_eq!(e.var, "HUB_EVENT_WINDOW_BYTES");
+        let c = Config::from_vars(&Vars::default(), false).expect("defaults");
+        assert_eq!(
+            c.min_free_bytes,
+            64 << 20,
+            "the supervisor's boot threshold"
+        );
+        for bad in ["-1", "64MB", "2000000"] {
+            let e =
+                Config::from_vars(&Vars::from_map([("HUB_MIN_FREE_MB", bad)]), false).unwrap_err();
+            assert_eq!(e.var, "HUB_MIN_FREE_MB", "{bad}");
+        }
+        let c = Config::from_vars(&Vars::from_map([("HUB_MIN_FREE_MB", "0")]), false)
+            .expect("0 turns the reserve off");
+        assert_eq!(c.min_free_bytes, 0);
     }
 
     #[test]

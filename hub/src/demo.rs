@@ -7,7 +7,7 @@ use crate::store::{Store, StoreError, FLOOR_PLANS, TABLES};
 
 /// Writes a floor "main" with eight tables, once, into an empty database.
 pub fn seed(store: &Store) -> Result<(), StoreError> {
-    let txn = store.db.begin_write()?;
+    let txn = store.db()?.begin_write()?;
     {
         let mut floors = txn.open_table(FLOOR_PLANS)?;
         if !floors.is_empty()? {

@@ -30,9 +30,39 @@ pub fn txt_records(cfg: &Config, http_port: u16) -> Vec<String> {
     ]
 }
 
-/// Starts advertising in the background; the returned task owns the responder for the life of
-/// the hub (dropping it withdraws the service).
-pub fn spawn(cfg: &Config, ws_port: u16, http_port: u16) -> tokio::task::JoinHandle<()> {
+/// The responder and its registered service. libmdns panics ("responder died") when either is
+/// dropped after the responder's tasks are gone, which is what happened when the runtime tore
+/// everything down at exit in whatever order (librespot-org/libmdns#49): a panic in a
+/// destructor, then an abort, on one stop in three. So the advertisement is withdrawn
+/// explicitly while the runtime still runs (service first, then the responder), and a late drop
+/// cannot unwind out of here.
+struct Advert {
+    service: Option<libmdns::Service>,
+    responder: Option<libmdns::Responder>,
+}
+
+impl Drop for Advert {
+    fn drop(&mut self) {
+        let (service, responder) = (self.service.take(), self.responder.take());
+        let withdrawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            drop(service); // goodbye packet (TTL 0)
+            drop(responder); // stops the responder's tasks
+        }));
+        if withdrawn.is_err() {
+            tracing::warn!("mDNS responder was already gone at shutdown");
+        }
+    }
+}
+
+/// Starts advertising in the background until `shutdown` turns true; the returned task owns
+/// the responder and ends once the advertisement is withdrawn (await it before the runtime
+/// stops).
+pub fn spawn(
+    cfg: &Config,
+    ws_port: u16,
+    http_port: u16,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let name = instance_name(cfg);
     let txt = txt_records(cfg, http_port);
     tokio::spawn(async move {
@@ -42,14 +72,23 @@ pub fn spawn(cfg: &Config, ws_port: u16, http_port: u16) -> tokio::task::JoinHan
                 Ok(r) => break r,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "mDNS responder not available yet");
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return,
+                    }
                     delay = (delay * 2).min(Duration::from_secs(60));
                 }
             }
         };
         let txt_refs: Vec<&str> = txt.iter().map(String::as_str).collect();
-        let _service = responder.register(SERVICE_TYPE, &name, ws_port, &txt_refs);
+        let service = responder.register(SERVICE_TYPE, &name, ws_port, &txt_refs);
+        let advert = Advert {
+            service: Some(service),
+            responder: Some(responder),
+        };
         tracing::info!(name = %name, port = ws_port, "advertising {SERVICE_TYPE} over mDNS");
-        std::future::pending::<()>().await;
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        drop(advert);
+        tracing::debug!("mDNS advertisement withdrawn");
     })
 }

@@ -95,6 +95,12 @@ pub struct Metrics {
     pub db_bytes: Gauge<i64, AtomicI64>,
     pub head_seq: Gauge<u64, AtomicU64>,
     pub lag_resyncs: Counter,
+    /// Writes refused or lost to a full file system (below `HUB_MIN_FREE_MB`, or ENOSPC).
+    pub storage_full: Counter,
+    /// Writes refused or lost to any other storage failure.
+    pub storage_errors: Counter,
+    /// Free bytes on the database's file system, as the writer last saw them.
+    pub db_free_bytes: Gauge<u64, AtomicU64>,
     /// Catch-ups (`EVENTS_BULK` replays) served entirely from the in-memory event window.
     pub catchups_memory: Counter,
     /// Catch-ups that had to read at least part of their range from the database.
@@ -141,6 +147,9 @@ impl Metrics {
             db_bytes: Gauge::default(),
             head_seq: Gauge::default(),
             lag_resyncs: Counter::default(),
+            storage_full: Counter::default(),
+            storage_errors: Counter::default(),
+            db_free_bytes: Gauge::default(),
             catchups_memory: Counter::default(),
             catchups_database: Counter::default(),
             upstream_state: Gauge::default(),
@@ -212,6 +221,21 @@ impl Metrics {
             m.dead.clone(),
         );
         r.register("db_size_bytes", "Size of the redb file", m.db_bytes.clone());
+        r.register(
+            "db_free_bytes",
+            "Free bytes on the database's file system",
+            m.db_free_bytes.clone(),
+        );
+        r.register(
+            "storage_full",
+            "Writes refused or discarded because the file system is full (below HUB_MIN_FREE_MB or ENOSPC)",
+            m.storage_full.clone(),
+        );
+        r.register(
+            "storage_errors",
+            "Writes refused or discarded because of another storage failure",
+            m.storage_errors.clone(),
+        );
         r.register(
             "event_seq",
             "Sequence number of the newest event",

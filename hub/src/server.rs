@@ -88,6 +88,8 @@ pub struct RunningHub {
     shutdown_tx: watch::Sender<bool>,
     done_rx: mpsc::Receiver<()>,
     engine_thread: Option<std::thread::JoinHandle<()>>,
+    /// The mDNS advertisement, withdrawn before the runtime stops (see `mdns`).
+    mdns: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Opens everything and starts serving; returns once both ports accept connections.
@@ -175,9 +177,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         Port::Http,
         done_tx.clone(),
     ));
-    if cfg.mdns_enabled {
-        crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port());
-    }
+    let mdns = cfg
+        .mdns_enabled
+        .then(|| crate::mdns::spawn(&cfg, ws_addr.port(), http_addr.port(), hub.shutdown.clone()));
     // 5. One print spooler per configured station printer, and the upstream forwarder.
     crate::print::spooler::spawn_all(&hub);
     crate::upstream::spawn(&hub, done_tx.clone());
@@ -200,6 +202,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         shutdown_tx,
         done_rx,
         engine_thread: Some(engine_thread),
+        mdns,
     })
 }
 
@@ -241,23 +244,47 @@ async fn accept_loop(hub: Arc<Hub>, listener: TcpListener, port: Port, done: mps
             }
         };
         let _ = stream.set_nodelay(true);
-        let hub = hub.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let _done = done;
-            let svc = service_fn(move |mut req| {
-                req.extensions_mut().insert(peer);
-                http::handle(hub.clone(), port, req)
-            });
-            let conn = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_connection(
+            hub.clone(),
+            stream,
+            peer,
+            port,
+            done.clone(),
+        ));
+    }
+}
+
+/// Serves one HTTP connection. On shutdown an idle keep-alive connection (an open dashboard
+/// tab) is closed at once, and one with a request in progress after its response: waiting for
+/// the browser to close it would delay every stop.
+async fn serve_connection(
+    hub: Arc<Hub>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    done: mpsc::Sender<()>,
+) {
+    let _done = done;
+    let mut shutdown = hub.shutdown.clone();
+    let svc = service_fn(move |mut req| {
+        req.extensions_mut().insert(peer);
+        http::handle(hub.clone(), port, req)
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { shutdown.wait_for(|stop| *stop).await.is_ok() } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 
@@ -268,6 +295,9 @@ impl RunningHub {
         let deadline = tokio::time::Instant::now() + limit;
         let _ = self.shutdown_tx.send(true);
         self.hub.engine.send(Cmd::Shutdown);
+        if let Some(mdns) = self.mdns.take() {
+            let _ = tokio::time::timeout_at(deadline, mdns).await;
+        }
         if let Some(t) = self.engine_thread.take() {
             let joined = tokio::task::spawn_blocking(move || t.join());
             let _ = tokio::time::timeout_at(deadline, joined).await;
@@ -282,20 +312,25 @@ impl RunningHub {
 
 /// Runs until SIGTERM or SIGINT, then shuts down within 5 s.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Watched before anything starts: a stop that arrives while the hub starts is a clean stop,
+    // not the default action of the signal.
+    let stop = stop_signal()?;
     let running = start(cfg).await?;
-    wait_for_signal().await?;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown(Duration::from_millis(4500)).await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves at the first SIGTERM or SIGINT; the handlers are installed when this returns.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("unable to watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("unable to watch SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

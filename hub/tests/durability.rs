@@ -139,12 +139,6 @@ fn nix_kill(pid: u32, sig: &str) {
     assert!(ok.success());
 }
 
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 #[test]
 fn a_bad_setting_stops_the_hub_with_one_line() {
     for (var, val) in [
@@ -174,4 +168,74 @@ fn a_bad_setting_stops_the_hub_with_one_line() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("poshub: HUB_HTTP_PORT: "));
+}
+
+/// Sends one keep-alive request on `s` and reads its whole response, leaving the connection
+/// open and idle, as a browser tab showing the dashboard does.
+async fn keep_alive_get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return head.to_string();
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the response ended");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_do_not_delay_a_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut hub = HubProcess::spawn(dir.path(), &[]).await;
+    // Two open dashboard tabs: one idle after a page, one idle after /health.
+    let mut tabs = Vec::new();
+    for path in ["/", "/health"] {
+        let mut s = tokio::net::TcpStream::connect(hub.http)
+            .await
+            .expect("connect");
+        let head = keep_alive_get(&mut s, path).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        tabs.push(s);
+    }
+    // The old code waited for these connections until its 4.5 s limit.
+    let stopped = hub.term(Duration::from_secs(2)).await;
+    match &stopped {
+        Ok((status, took)) => {
+            println!("stopped in {took:?} with 2 idle keep-alive connections ({status})")
+        }
+        Err(waited) => {
+            println!("still running after {waited:?} with 2 idle keep-alive connections")
+        }
+    }
+    let (status, _) =
+        stopped.unwrap_or_else(|w| panic!("not stopped within {w:?}; log: {}", log(dir.path())));
+    assert!(
+        status.success(),
+        "exit status {status:?}; log: {}",
+        log(dir.path())
+    );
+    drop(tabs);
 }

@@ -13,12 +13,6 @@ use common::fake_printer::{ticket_id, tickets_in, FakePrinter};
 use common::*;
 use serde_json::{json, Value};
 
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 fn ticket(id: &str, station: &str) -> Value {
     json!({"type": "KITCHEN_TICKET", "ticketId": id, "station": station, "posReference": format!("Order {id}"),
         "tableId": 5, "lines": [{"name": "Burger", "quantity": 2, "note": "no onions"}, {"name": "Fries", "quantity": 1}]})

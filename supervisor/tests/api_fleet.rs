@@ -35,10 +35,10 @@ fn a_command_line_install_holds_the_api_off_and_nothing_stays_stuck() {
     let v3 = std::fs::read(rig.bundle("v3", "3.0.0", "rpi4", &image(b'M', 400_000))).unwrap();
 
     // `install --no-reboot` on the command line, held half-way through writing.
-    let mut cli = Running(rig.spawn(
+    let mut cli = rig.spawn(
         &["install", v2.to_str().unwrap(), "--no-reboot"],
         &[("SUPERVISOR_TEST_PAUSE_AT", "write")],
-    ));
+    );
     let paused = wait_for(Duration::from_secs(15), || {
         std::fs::read_to_string(rig.path("data/supervisor/paused-at")).is_ok_and(|p| p == "write")
     });
@@ -262,7 +262,7 @@ fn update_status_tells_the_trial_outcome_and_the_os_version_is_reported() {
     // 3.0.0's hub never gets healthy: rolled back, with the reason, read from the same place.
     push_and_reboot(&rig, port, &mut sup, "v3", "3.0.0");
     rig.hub_file("unhealthy", true);
-    let mut trial = Running(rig.spawn(&["run"], &[]));
+    let mut trial = rig.spawn(&["run"], &[]);
     let rebooted = wait_exit(&mut trial.0, Duration::from_secs(30));
     assert!(rebooted.is_some(), "{}", rig.log("run"));
     rig.power_on();

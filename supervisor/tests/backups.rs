@@ -184,7 +184,7 @@ where
 }
 
 /// The supervisor process; killed and reaped on drop.
-struct Sup(std::process::Child);
+struct Sup(common::Proc);
 
 impl Sup {
     fn kill(&mut self) {
@@ -192,7 +192,7 @@ impl Sup {
         let _ = self.0.wait();
     }
     fn term(&mut self) {
-        let status = stop(&mut self.0, libc::SIGTERM);
+        let status = stop(&mut self.0 .0, libc::SIGTERM);
         assert!(status.is_some_and(|s| s.success()), "{status:?}");
     }
 }

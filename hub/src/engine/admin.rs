@@ -47,34 +47,38 @@ pub enum AdminCmd {
 }
 
 impl Engine {
+    /// `/status`: what the engine holds in memory (needs no write, so it works when storage
+    /// is full).
+    pub(super) fn view(&mut self, reply: oneshot::Sender<EngineView>) {
+        let mut terminals: Vec<TerminalView> = self
+            .reg
+            .sessions()
+            .map(|s| TerminalView {
+                terminal_id: s.terminal_id.clone(),
+                name: s.name.clone(),
+                role: s.role.as_str(),
+                device_id: s.device_id.clone(),
+                connected_ms: s.connected_ms,
+            })
+            .collect();
+        terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
+        let mut leases: Vec<(String, LeaseRec)> = self
+            .leases
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        leases.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = reply.send(EngineView {
+            terminals,
+            leases,
+            upstream_state: self.upstream_state,
+            seq: self.seq,
+        });
+    }
+
     pub(super) fn admin(&mut self, tx: &mut Tx, cmd: AdminCmd) -> Result<(), StoreError> {
         match cmd {
-            AdminCmd::View(reply) => {
-                let mut terminals: Vec<TerminalView> = self
-                    .reg
-                    .sessions()
-                    .map(|s| TerminalView {
-                        terminal_id: s.terminal_id.clone(),
-                        name: s.name.clone(),
-                        role: s.role.as_str(),
-                        device_id: s.device_id.clone(),
-                        connected_ms: s.connected_ms,
-                    })
-                    .collect();
-                terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
-                let mut leases: Vec<(String, LeaseRec)> = self
-                    .leases
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                leases.sort_by(|a, b| a.0.cmp(&b.0));
-                let _ = reply.send(EngineView {
-                    terminals,
-                    leases,
-                    upstream_state: self.upstream_state,
-                    seq: self.seq,
-                });
-            }
+            AdminCmd::View(reply) => self.view(reply),
             AdminCmd::ResetLeases(reply) => {
                 let n = self.leases.len();
                 for (p, l) in std::mem::take(&mut self.leases) {

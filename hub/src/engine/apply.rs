@@ -23,6 +23,8 @@ impl Engine {
         rid: Option<Value>,
         msg: Inbound,
     ) -> Result<(), StoreError> {
+        // Before applying: a request whose own write fails is told too.
+        self.askers.push((s.outbox.clone(), rid.clone()));
         let r = rid.as_ref();
         // Only a registered connection acts: not one whose AUTH the engine refused (its close
         // is on the way), nor one replaced by a newer connection of its terminal.
@@ -58,7 +60,6 @@ impl Engine {
             Inbound::Subscribe(mask) => self.subscribe(s, mask, r),
             Inbound::Ping | Inbound::Auth(_) => {}
         }
-        self.askers.push((s.outbox.clone(), rid));
         Ok(())
     }
 
@@ -76,7 +77,15 @@ impl Engine {
             self.refuse_claim(&s, rid.as_ref());
             return Ok(());
         }
+        self.admit(s, cursor, rid);
+        Ok(())
+    }
+
+    /// Registers an authenticated session whose terminal claim passed: `AUTH_OK`, the 4000
+    /// close of a connection it replaces, and catch-up from its cursor.
+    pub(super) fn admit(&mut self, s: Arc<Session>, cursor: Option<u64>, rid: Option<Value>) {
         self.disconnected.remove(&s.terminal_id);
+        self.joined.push(s.outbox.clone());
         if let Some(old) = self.reg.register(s.clone(), self.seq) {
             tracing::info!(terminal = %s.terminal_id, "terminal reconnected; closing its previous socket");
             self.out.push(Out::To(
@@ -114,7 +123,6 @@ impl Engine {
         self.stats
             .terminals
             .store(self.reg.len(), std::sync::atomic::Ordering::Relaxed);
-        Ok(())
     }
 
     pub(super) fn disconnected(&mut self, conn_id: u64) {

@@ -15,6 +15,16 @@ use crate::net::outbox::Frame;
 use crate::protocol::outbound;
 use crate::store::StoreError;
 
+/// What a terminal claim can do while the database cannot be written.
+pub(super) enum ReadOnlyClaim {
+    /// Already bound to this subject (or no subject): no write needed.
+    Admit,
+    /// In use by another subject: `AUTH_FAIL terminal_mismatch`.
+    Refuse,
+    /// The binding would have to be written: refused like a write.
+    NeedsWrite,
+}
+
 impl Engine {
     /// Binds `s.terminal_id` to the session's subject, unless it is in use by another subject
     /// (then false, and nothing changes). Sessions without a subject always pass.
@@ -32,6 +42,23 @@ impl Engine {
         tx.subjects.insert(t, sub)?;
         self.dirty = true;
         Ok(true)
+    }
+
+    /// The claim of [`Engine::claim_terminal`] decided without writing, for a database that
+    /// cannot be written (disk full): a session whose terminal is already bound to its subject,
+    /// or that has no subject, is admitted; a terminal in use by another subject is refused as
+    /// always; a claim that would have to bind the terminal (first login of that subject) gets
+    /// the storage refusal, since the binding could not be made durable.
+    pub(super) fn claim_read_only(&self, s: &Session) -> ReadOnlyClaim {
+        let Some(sub) = s.subject.as_deref() else {
+            return ReadOnlyClaim::Admit;
+        };
+        let t = s.terminal_id.as_str();
+        match self.store.terminal_subject(t) {
+            Ok(Some(bound)) if bound == sub => ReadOnlyClaim::Admit,
+            Ok(Some(_)) if self.terminal_in_use(t) => ReadOnlyClaim::Refuse,
+            _ => ReadOnlyClaim::NeedsWrite,
+        }
     }
 
     /// Answers a refused claim: `AUTH_FAIL terminal_mismatch`, then close 4003.

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use super::{Engine, Limits, Out};
 use crate::net::outbox::{Broadcast, Frame};
-use crate::protocol::outbound;
 use crate::store::StoreError;
 
 impl Engine {
@@ -19,16 +18,25 @@ impl Engine {
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         self.out.clear();
         self.upstream_waiters.discard();
-        for (ob, rid) in self.askers.drain(..) {
-            ob.text(outbound::error(
-                "storage_error",
-                "the hub could not save this change; retry",
-                rid.as_ref(),
-            ));
+        for (ob, rid) in std::mem::take(&mut self.askers) {
+            self.count_refusal();
+            ob.text(self.refusal_frame(rid.as_ref()));
+        }
+        // Their AUTH_OK was discarded with the batch: they reconnect (and are served).
+        for ob in self.joined.drain(..) {
+            ob.push(Frame::Close {
+                code: 1013,
+                reason: "storage failure; reconnect",
+            });
         }
         for p in self.probes.drain(..) {
             let _ = p.send(Err(e.to_string()));
         }
+        self.reload();
+    }
+
+    /// Reloads what the engine keeps in memory from what is really on disk.
+    pub(super) fn reload(&mut self) {
         match (self.store.head_seq(), self.store.leases()) {
             (Ok(seq), Ok(leases)) => {
                 self.seq = seq;

@@ -17,6 +17,7 @@ mod kitchen;
 mod locks;
 mod maintenance;
 mod registry;
+pub mod storage;
 mod upstream;
 pub mod window;
 
@@ -129,6 +130,8 @@ pub struct EngineStats {
     pub lag_resyncs: AtomicU64,
     /// Print spoolers: queue depth, printer state, printed and failed counts per station.
     pub print: crate::print::PrintStats,
+    /// Whether the database can be written, and the free space under it.
+    pub storage: storage::StorageHealth,
 }
 
 /// Handle used by connections and timers to reach the engine.
@@ -233,6 +236,10 @@ pub struct Engine {
     out: Vec<Out>,
     /// Who asked for something in this batch (told about a failed commit).
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
+    /// Terminals authenticated in this batch (their `AUTH_OK` is lost if the commit fails).
+    joined: Vec<Arc<Outbox>>,
+    /// Set while storage is full or failing: writes are refused until it recovers.
+    fault: Option<storage::Fault>,
     probes: Vec<oneshot::Sender<Result<u64, String>>>,
     after_commit: Vec<admin::AfterCommit>,
     backups: Vec<admin::PendingBackup>,
@@ -290,6 +297,8 @@ impl Engine {
             disconnected: HashMap::new(),
             out: Vec::new(),
             askers: Vec::new(),
+            joined: Vec::new(),
+            fault: None,
             probes: Vec::new(),
             after_commit: Vec::new(),
             backups: Vec::new(),
@@ -336,15 +345,20 @@ impl Engine {
         self.now_ms = now_ms();
         self.dirty = false;
         let n = batch.len();
+        if !self.writable() {
+            return self.serve_read_only(batch.drain(..));
+        }
         let mut stop = false;
         let mut permits = Vec::new();
+        // Consumed one by one: what a failure leaves unapplied is still answered (below).
+        let mut cmds = batch.drain(..);
         let result: Result<(), StoreError> = (|| {
-            let mut txn = self.store.db.begin_write()?;
+            let mut txn = self.store.db()?.begin_write()?;
             txn.set_quick_repair(true);
             {
                 let mut tx = Tx::open(&txn)?;
                 let head_before = self.seq;
-                for cmd in batch.drain(..) {
+                for cmd in cmds.by_ref() {
                     match cmd {
                         Cmd::Shutdown => stop = true,
                         Cmd::Request {
@@ -413,10 +427,15 @@ impl Engine {
                 for (_, _, reply) in self.backups.drain(..) {
                     let _ = reply.send(Err(e.to_string()));
                 }
-                self.failed(e)
+                self.storage_failed(&e);
+                self.failed(e);
+                // The rest of the batch is answered now, not retried forever.
+                let rest: Vec<Cmd> = cmds.collect();
+                stop |= self.serve_read_only(rest);
             }
         }
         self.askers.clear();
+        self.joined.clear();
         drop(permits);
         stop
     }
@@ -493,6 +512,21 @@ impl Engine {
         self.out.push(Out::To(s.outbox.clone(), Frame::text(text)));
     }
 
+    /// A lagging terminal drained its queue: catch it up from where its queue stopped.
+    fn resume(&mut self, conn_id: u64) {
+        if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
+            self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
+            self.metrics.lag_resyncs.inc();
+            self.out.push(Out::To(
+                ob,
+                Frame::CatchUp {
+                    after,
+                    to: self.seq,
+                },
+            ));
+        }
+    }
+
     fn command(&mut self, tx: &mut Tx, cmd: Cmd) -> Result<(), StoreError> {
         match cmd {
             Cmd::Connected {
@@ -505,19 +539,7 @@ impl Engine {
                 terminal_id,
                 conn_id,
             } => return self.grace_expired(tx, &terminal_id, conn_id),
-            Cmd::Resume { conn_id } => {
-                if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
-                    self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.lag_resyncs.inc();
-                    self.out.push(Out::To(
-                        ob,
-                        Frame::CatchUp {
-                            after,
-                            to: self.seq,
-                        },
-                    ));
-                }
-            }
+            Cmd::Resume { conn_id } => self.resume(conn_id),
             Cmd::LeaseTick => return self.lease_tick(tx),
             Cmd::LockTick => return self.lock_tick(tx),
             Cmd::StatusTick => self.status_tick(tx)?,

@@ -234,7 +234,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
         "printers": printers,
         "backup": backup,
-        "db": match &db { Ok(()) => json!({"status": "writable", "path": hub.cfg.db_path}), Err(e) => json!({"status": "error", "error": e, "path": hub.cfg.db_path}) },
+        "db": db_json(hub, &db),
     });
     json_response(
         if ok {
@@ -244,6 +244,23 @@ async fn health(hub: &Hub) -> Response<Body> {
         },
         &body,
     )
+}
+
+/// `/health`'s `db`: `writable`, `full` (below `HUB_MIN_FREE_MB` or ENOSPC) or `error`, with
+/// the free bytes on its file system and the reserve.
+fn db_json(hub: &Hub, probe: &Result<(), String>) -> Value {
+    let (state, free, fault) = hub.engine.stats.storage.get();
+    let status = match (probe, state) {
+        (Ok(()), _) => "writable",
+        (Err(_), crate::engine::storage::DbState::Writable) => "error",
+        (Err(_), s) => s.as_str(),
+    };
+    let mut db = json!({"status": status, "path": hub.cfg.db_path, "freeBytes": free,
+        "minFreeBytes": hub.cfg.min_free_bytes});
+    if let Err(e) = probe {
+        db["error"] = json!(fault.unwrap_or_else(|| e.clone()));
+    }
+    db
 }
 
 async fn orders(hub: &Hub) -> Response<Body> {

@@ -113,7 +113,7 @@ impl Store {
         if to <= after {
             return Ok(chunk);
         }
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(EVENTS)?;
         let mut bytes = 0;
         for item in t.range(after + 1..=to)? {
@@ -139,7 +139,7 @@ impl Store {
         station: Option<Station>,
         status: Option<&str>,
     ) -> Result<Vec<(String, TicketRec)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(KITCHEN_TICKETS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -161,7 +161,7 @@ impl Store {
         &self,
         s: Station,
     ) -> Result<(Option<(u64, PrintJobRec)>, u64), StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(print_queue(s))?;
         let depth = t.len()?;
         let first = match t.first()? {
@@ -173,7 +173,7 @@ impl Store {
 
     /// Jobs waiting per station.
     pub fn print_depths(&self) -> Result<[u64; 2], StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let mut out = [0; 2];
         for s in Station::ALL {
             out[s.index()] = r.open_table(print_queue(s))?.len()?;
@@ -183,7 +183,7 @@ impl Store {
 
     /// Every product's counter.
     pub fn inventory(&self) -> Result<Vec<(String, InventoryRec)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(INVENTORY)?;
         let mut out = Vec::new();
         for item in t.iter()? {

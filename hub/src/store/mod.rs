@@ -6,8 +6,9 @@ pub mod kitchen;
 pub mod records;
 pub mod upstream;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -50,6 +51,9 @@ pub enum StoreError {
     Decode(String),
     #[error("database was written by a newer poshub (schema {0})")]
     Schema(u64),
+    /// Between closing and reopening the file after a storage failure (see `Store::reopen`).
+    #[error("database is closed for recovery after a storage failure")]
+    Closed,
 }
 
 macro_rules! from_redb {
@@ -67,10 +71,18 @@ from_redb!(
     redb::CommitError
 );
 
-/// A shared handle on the hub's database.
+/// A shared handle on the hub's database. The file can be closed and reopened under it (after
+/// an I/O failure redb refuses every operation until then), so users take the current
+/// `Database` for each transaction with `db()`.
 #[derive(Clone)]
 pub struct Store {
-    pub db: Arc<Database>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    cache_bytes: usize,
 }
 
 /// One stored order as the HTTP API shows it.
@@ -115,9 +127,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
         }
-        let db = Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)?;
+        let db = open_file(path, cache_bytes)?;
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         {
@@ -146,13 +156,79 @@ impl Store {
             kitchen::create_tables(&txn)?;
         }
         txn.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            shared: Arc::new(Shared {
+                db: RwLock::new(Some(Arc::new(db))),
+                path: path.to_path_buf(),
+                cache_bytes,
+            }),
+        })
+    }
+
+    /// The database as it is now, for one transaction (do not keep it: a reopen waits for it).
+    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let slot = self
+            .shared
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or(StoreError::Closed)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Closes the database and opens the file again, which is how redb recovers from an I/O
+    /// failure (it latches the first one and refuses everything after it). Waits up to `wait`
+    /// for readers to finish with the old handle; opening repairs the file from its last
+    /// durable commit, so nothing acknowledged is lost. On failure the store stays closed
+    /// (readers get `StoreError::Closed`) and the caller tries again later.
+    pub fn reopen(&self, wait: Duration) -> Result<(), StoreError> {
+        let mut slot = self
+            .shared
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut old) = slot.take() {
+            let deadline = Instant::now() + wait;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        if let Err(e) = db.close() {
+                            tracing::debug!(error = %e, "closing the failed database");
+                        }
+                        break;
+                    }
+                    Err(busy) if Instant::now() < deadline => {
+                        old = busy;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(busy) => {
+                        *slot = Some(busy);
+                        return Err(StoreError::Closed);
+                    }
+                }
+            }
+        }
+        let db = open_file(&self.shared.path, self.shared.cache_bytes)?;
+        *slot = Some(Arc::new(db));
+        Ok(())
     }
 
     fn meta(&self, key: &str) -> Result<u64, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(META)?;
         Ok(t.get(key)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    /// The token subject a terminal id is bound to (`terminal_subjects`), if any.
+    pub fn terminal_subject(&self, terminal_id: &str) -> Result<Option<String>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read()?;
+        let t = txn.open_table(TERMINAL_SUBJECTS)?;
+        Ok(t.get(terminal_id)?.map(|g| g.value().to_string()))
     }
 
     pub fn head_seq(&self) -> Result<u64, StoreError> {
@@ -164,7 +240,7 @@ impl Store {
     }
 
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let meta = r.open_table(META)?;
         let get = |k: &str| -> Result<u64, StoreError> {
             Ok(meta.get(k)?.map(|g| g.value()).unwrap_or(0))
@@ -179,14 +255,14 @@ impl Store {
     }
 
     pub fn order(&self, pos_reference: &str) -> Result<Option<OrderRec>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(ORDERS)?;
         let v = t.get(pos_reference)?;
         v.map(|g| dec(g.value())).transpose()
     }
 
     pub fn orders(&self) -> Result<Vec<OrderView>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(ORDERS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -207,7 +283,7 @@ impl Store {
         limit: usize,
         since: Option<u64>,
     ) -> Result<Vec<(u64, EventRec, &'static str)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(EVENTS)?;
         let pending = r.open_table(PENDING)?;
         let dead = r.open_table(DEAD)?;
@@ -235,7 +311,7 @@ impl Store {
     }
 
     pub fn state_dump(&self) -> Result<StateDump, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let mut dump = StateDump::default();
         for item in r.open_table(ORDERS)?.iter()? {
             let (k, v) = item?;
@@ -255,7 +331,7 @@ impl Store {
 
     /// Table locks by table key, without reading any order (engine start-up, `/table-locks`).
     pub fn table_locks(&self) -> Result<Vec<(String, LockRec)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let mut out = Vec::new();
         for item in r.open_table(TABLE_LOCKS)?.iter()? {
             let (k, v) = item?;
@@ -266,7 +342,7 @@ impl Store {
 
     /// Table states and floor plans, without reading any order (`/tables`).
     pub fn tables_and_floors(&self) -> Result<(Vec<TableRec>, Vec<FloorRec>), StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let mut tables = Vec::new();
         for item in r.open_table(TABLES)?.iter()? {
             tables.push(dec(item?.1.value())?);
@@ -279,7 +355,7 @@ impl Store {
     }
 
     pub fn ticket_sequences(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(TICKET_SEQ)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -290,7 +366,7 @@ impl Store {
     }
 
     pub fn leases(&self) -> Result<Vec<(String, LeaseRec)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(LEASES)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -299,4 +375,11 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Opens (or creates) the file with a Pi-sized page cache; redb repairs it if needed.
+fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    Ok(Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)?)
 }

@@ -78,7 +78,7 @@ impl Store {
     /// oldest event. An order whose oldest pending event is still backing off blocks all of its
     /// newer events, so one order's updates are never sent out of order.
     pub fn due_groups(&self, now_ms: u64, max_groups: usize) -> Result<Vec<DueGroup>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let pending = r.open_table(PENDING)?;
         let events = r.open_table(EVENTS)?;
         let orders = r.open_table(ORDERS)?;
@@ -132,7 +132,7 @@ impl Store {
 
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadView>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let dead = r.open_table(DEAD)?;
         let events = r.open_table(EVENTS)?;
         let mut out = Vec::new();
@@ -152,7 +152,7 @@ impl Store {
 
     /// A cached Odoo session validation, by the hash of the session id.
     pub fn odoo_session(&self, key: &str) -> Result<Option<SessionRec>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(ODOO_SESSIONS)?;
         let v = t.get(key)?;
         v.map(|g| dec(g.value())).transpose()
@@ -160,7 +160,7 @@ impl Store {
 
     /// Every register, by id.
     pub fn registers(&self) -> Result<Vec<(u64, RegisterRec)>, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(REGISTERS)?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -172,7 +172,7 @@ impl Store {
 
     /// The cloud bridge's pull cursor (0 before the first pull).
     pub fn bridge_cursor(&self) -> Result<u64, StoreError> {
-        let r = self.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let t = r.open_table(META)?;
         let v = t.get(META_BRIDGE_CURSOR)?.map(|g| g.value()).unwrap_or(0);
         Ok(v)

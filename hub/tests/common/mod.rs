@@ -274,7 +274,9 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u1
     (status, body)
 }
 
-/// The hub binary as a child process, for kill -9 and signal tests.
+/// The hub binary as a child process, for kill -9 and signal tests. Dropping it kills and reaps
+/// the process, also when the test fails; it also dies with the test thread that started it
+/// (see `die_with_parent`).
 pub struct HubProcess {
     pub child: std::process::Child,
     pub ws: SocketAddr,
@@ -310,6 +312,7 @@ impl HubProcess {
                     .open(dir.join("hub.log"))
                     .expect("log"),
             ));
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("spawn poshub");
         let p = HubProcess {
             child,
@@ -335,6 +338,65 @@ impl HubProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit: its exit status and how
+    /// long the stop took, or the time waited if it is still running (the drop kills it then).
+    pub async fn term(
+        &mut self,
+        within: Duration,
+    ) -> Result<(std::process::ExitStatus, Duration), Duration> {
+        let start = std::time::Instant::now();
+        // SAFETY: kill(2) on the pid of our own child, which is not reaped before this returns.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok((status, start.elapsed()));
+            }
+            if start.elapsed() >= within {
+                return Err(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Makes a process the test starts die (SIGKILL) when the thread that started it ends, so
+/// nothing outlives a test binary killed midway (a timeout, ^C). Guards that kill on drop
+/// handle the ordinary end of a test, panics included.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl only sets a flag on the new process; it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// A child process that is killed and reaped when dropped (for processes other than the hub
+/// started through `HubProcess`).
+pub struct Reaped(pub std::process::Child);
+
+impl Reaped {
+    /// Spawns `cmd` so that it dies with the test (see `die_with_parent`) and on drop.
+    pub fn spawn(cmd: &mut std::process::Command) -> std::io::Result<Reaped> {
+        die_with_parent(cmd);
+        cmd.spawn().map(Reaped)
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

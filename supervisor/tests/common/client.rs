@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Child;
 use std::time::Duration;
 
 use super::{wait_for, Rig};
@@ -63,21 +62,14 @@ pub fn http(
 }
 
 /// A supervisor process killed (SIGKILL) and reaped when dropped.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub use super::Proc as Running;
 
 impl Rig {
     /// Starts `run` (env added to the process) and waits for the API port and the hub.
     pub fn run_api(&self, env: &[(&str, &str)]) -> (Running, u16) {
         let _ = std::fs::remove_file(self.path("data/supervisor/api-port"));
         let _ = std::fs::remove_file(self.path("hub/pid"));
-        let sup = Running(self.spawn(&["run"], env));
+        let sup = self.spawn(&["run"], env);
         let port_file = self.path("data/supervisor/api-port");
         let up = wait_for(Duration::from_secs(20), || {
             port_file.exists() && self.hub_pid().is_some()

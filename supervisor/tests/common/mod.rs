@@ -13,6 +13,42 @@ use std::time::{Duration, Instant};
 pub const SUP: &str = env!("CARGO_BIN_EXE_poshub-supervisor");
 pub const FAKE_HUB: &str = env!("CARGO_BIN_EXE_poshub-fake-hub");
 
+/// A child process that is killed (SIGKILL) and reaped when dropped. Derefs to the `Child`.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Makes a process the test starts die (SIGKILL) when the thread that started it ends, so
+/// nothing outlives a test binary that is killed midway.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl only sets a flag on the new process; it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub hub_port: u16,
@@ -168,14 +204,18 @@ impl Rig {
         self.command(args).output().unwrap()
     }
 
-    /// Starts a supervisor command in the background (its stderr goes to `log-<name>`).
-    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+    /// Starts a supervisor command in the background (its stderr goes to `log-<name>`). The
+    /// supervisor is killed and reaped when the returned guard drops (a failing test included)
+    /// and dies with the test thread that started it; its hub follows it (the supervisor starts
+    /// the hub with PR_SET_PDEATHSIG).
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = std::fs::File::create(self.path(&format!("log-{}", args[0]))).unwrap();
         let mut c = self.command(args);
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+        die_with_parent(&mut c);
+        Proc(c.stdout(Stdio::null()).stderr(log).spawn().unwrap())
     }
 
     pub fn log(&self, name: &str) -> String {

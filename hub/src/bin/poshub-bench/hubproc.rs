@@ -88,8 +88,8 @@ impl Hub {
         std::fs::create_dir_all(&dir)?;
         let (wp, hp) = (free_port()?, free_port()?);
         let start = Instant::now();
-        let child = Command::new(&bin)
-            .arg("serve")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
             .env("HUB_BIND", "127.0.0.1")
             .env("HUB_PORT", wp.to_string())
             .env("HUB_HTTP_PORT", hp.to_string())
@@ -98,10 +98,20 @@ impl Hub {
             .env("HUB_MDNS_ENABLED", "false")
             .env("HUB_LOG_LEVEL", "warn")
             .env("HUB_RATE_LIMIT_PER_SEC", "100000")
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        die_with_bench(&mut cmd);
+        let child = cmd
             .spawn()
             .with_context(|| format!("unable to start {}", bin.display()))?;
         let http = format!("127.0.0.1:{hp}");
+        // Owned from here: an early return kills and reaps it (see `Drop`).
+        let mut hub = Hub {
+            ws_url: format!("ws://127.0.0.1:{wp}/"),
+            http: Some(format!("http://{http}")),
+            child: Some(child),
+            dir: Some(dir),
+            ready_ms: None,
+        };
         let deadline = start + Duration::from_secs(10);
         loop {
             if get(&http, "/health")
@@ -116,14 +126,8 @@ impl Hub {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
-        Ok(Hub {
-            ws_url: format!("ws://127.0.0.1:{wp}/"),
-            http: Some(format!("http://{http}")),
-            child: Some(child),
-            dir: Some(dir),
-            ready_ms: Some(ready_ms),
-        })
+        hub.ready_ms = Some(start.elapsed().as_secs_f64() * 1000.0);
+        Ok(hub)
     }
 
     pub async fn metrics(&self) -> Option<Scrape> {
@@ -187,7 +191,15 @@ impl Hub {
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     }
 
-    pub fn stop(mut self) {
+    /// Kills the spawned hub and removes its database (as dropping it does).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Hub {
+    /// Whatever ends the run (an error included), the spawned hub does not outlive it.
+    fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
@@ -195,6 +207,18 @@ impl Hub {
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+/// The spawned hub gets SIGKILL if the bench dies first (killed, crashed).
+fn die_with_bench(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl only sets a flag on the new process; it is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
 }
 
