@@ -2,7 +2,7 @@
 // to the message interfaces) against the hub's Rust sources, so a message or field renamed on
 // either side fails `npm run build`:
 //  - every client message type must be dispatched by hub/src/protocol/inbound.rs `parse`, and
-//    every field we send must be a (camelCased) field of a Deserialize struct in hub/src/protocol;
+//    every field we send must be a (camelCased) field of a struct that arm deserialises;
 //  - every hub message type we read must be built somewhere in hub/src (outside tests and the
 //    bench), and every field we read must be present in *each* place that builds it.
 // Run: node scripts/check-protocol.mjs [hub/src dir]   (after `tsc`, it imports dist/).
@@ -89,15 +89,37 @@ for (const [type, fields] of Object.entries(HUB_FIELDS)) {
 // ---- terminal → hub: what the parser dispatches and deserialises --------------------------
 const inbound = code(join(SRC, "protocol/inbound.rs"));
 const parseFn = enclosingFn(inbound, inbound.indexOf("pub fn parse(") + 8);
-const dispatched = new Set([...parseFn.matchAll(/"([A-Z_]+)"\s*=>/g)].map((m) => m[1]));
 const protoSrc = readdirSync(join(SRC, "protocol")).map((n) => code(join(SRC, "protocol", n))).join("\n");
-const accepted = new Set();
-for (const m of protoSrc.matchAll(/#\[derive\([^)]*Deserialize[^)]*\)\][\s\S]*?struct (\w+)/g)) {
-  for (const k of structFields(protoSrc, m[1], m.index)) accepted.add(k);
-}
+const fnBody = (name) => {
+  const at = protoSrc.search(new RegExp(`fn ${name}\\b`));
+  return at < 0 ? "" : group(protoSrc, protoSrc.indexOf("{", at));
+};
+// Per dispatch arm: the structs it deserialises (directly, through the helper it calls, or as
+// the payload of its `Inbound` variant), and their wire (camelCase) field names.
+const arms = new Map();
+const armRe = /"([A-Z_]+)"\s*=>/g;
+const starts = [...parseFn.matchAll(armRe)];
+starts.forEach((m, i) => {
+  const text = parseFn.slice(m.index, i + 1 < starts.length ? starts[i + 1].index : parseFn.indexOf("other =>"));
+  const structs = new Set([...text.matchAll(/fields::<(\w+)>/g)].map((x) => x[1]));
+  for (const v of text.matchAll(/Inbound::(\w+)/g)) {
+    const payload = inbound.match(new RegExp(`\\b${v[1]}\\((?:[\\w:]*::)?(\\w+)\\)`));
+    if (payload) structs.add(payload[1]);
+  }
+  for (const f of text.matchAll(/(?:super::kitchen::)?(\w+)\((?:ty, )?text\)/g)) {
+    const body = fnBody(f[1]);
+    for (const x of body.matchAll(/let m: (\w+)|fields::<(\w+)>/g)) structs.add(x[1] || x[2]);
+  }
+  const fields = new Set();
+  for (const st of structs) {
+    for (const at of protoSrc.matchAll(new RegExp(`struct ${st}\\b`, "g"))) for (const k of structFields(protoSrc, st, at.index)) fields.add(k);
+  }
+  arms.set(m[1], fields);
+});
 for (const [type, fields] of Object.entries(CLIENT_FIELDS)) {
-  if (!dispatched.has(type)) problems.push(`client message ${type}: the hub's parser does not dispatch it`);
-  for (const field of fields) if (!accepted.has(field)) problems.push(`client message ${type}: field \`${field}\` is read by no Deserialize struct in hub/src/protocol`);
+  const accepted = arms.get(type);
+  if (!accepted) { problems.push(`client message ${type}: the hub's parser does not dispatch it`); continue; }
+  for (const field of fields) if (!accepted.has(field)) problems.push(`client message ${type}: field \`${field}\` is not read by the hub's parser for ${type}`);
 }
 
 if (problems.length) {
