@@ -322,6 +322,15 @@ export class HubClient extends Emitter<ClientEvents> {
     await this.storage.set(this.cursorKey, String(seq));
   }
 
+  /**
+   * Our own write's event is not broadcast back to us; once its ack has been handed to the app
+   * the cursor may move past it, but only when it is the very next seq: an ack can overtake
+   * events still coming through catch-up, and the cursor must never skip those.
+   */
+  private async ownEvent(seq: number): Promise<void> {
+    if (seq === this._cursor + 1) await this.setCursor(seq);
+  }
+
   private async applyOne(ev: HubEvent): Promise<void> {
     if (typeof ev.seq !== "number" || ev.seq <= this._cursor) return; // already applied
     await this.o.applyEvent?.(ev);
@@ -368,6 +377,12 @@ export class HubClient extends Emitter<ClientEvents> {
         this.leases.granted(m.posReference, m.ttlMs, m.expiresAt);
         this.pump();
         break;
+      case "LEASE_DENIED":
+        // A lease we held (re-acquired after a reconnect) went to someone else meanwhile.
+        if (this.leases.forget(m.posReference)) {
+          this.emit("leaseRevoked", { type: "LEASE_REVOKED", posReference: m.posReference, reason: "taken" });
+        }
+        break;
       case "LEASE_RENEWED":
         this.leases.renewed(m.posReference, m.expiresAt);
         break;
@@ -377,6 +392,9 @@ export class HubClient extends Emitter<ClientEvents> {
       case "LEASE_REVOKED":
         this.leases.forget(m.posReference);
         this.emit("leaseRevoked", m);
+        break;
+      case "KITCHEN_TICKET_ACK":
+        await this.ownEvent(m.seq);
         break;
       default:
         if (EVENT_TYPES.has(m.type)) await this.applyOne(m as HubEvent);
@@ -420,6 +438,7 @@ export class HubClient extends Emitter<ClientEvents> {
     this.leaseRetry.delete(eventId);
     const entry = await this.outbox.ack(eventId, m.version);
     if (entry) this.emit("ack", entry, m);
+    await this.ownEvent(m.seq);
     this.settle(eventId, { kind: "ack", version: m.version, seq: m.seq, eventId });
     this.pump();
   }

@@ -33,6 +33,7 @@ test("kill -9 mid-session: reconnect, catch up from the cursor, flush the outbox
 
   // A write whose ack may never arrive: the hub dies right after it was sent.
   const inDoubt = a.client.writeOrder(order("A-1", 2), 1);
+  await new Promise((r) => setImmediate(r)); // handed to the socket
   await hub.kill9();
   let release;
   gate = new Promise((r) => { release = r; });
@@ -221,4 +222,55 @@ test("close codes: replaced (4000) does not fight back; refused auth (4003) stop
   await sleep(500);
   assert.equal(bad.connectAttempts, 1, "no retry after 4003");
   assert.equal(bad.status, "stopped");
+});
+
+/** A TCP proxy to the hub whose hub→client direction can be muted (acks lost on the way). */
+async function mutingProxy(port) {
+  const { default: net } = await import("node:net");
+  const state = { muted: false, sockets: new Set() };
+  const server = net.createServer((c) => {
+    const up = net.connect(port, "127.0.0.1");
+    state.sockets.add(c).add(up);
+    c.on("data", (d) => up.write(d));
+    up.on("data", (d) => { if (!state.muted) c.write(d); });
+    const end = () => { c.destroy(); up.destroy(); };
+    c.on("error", end).on("close", end);
+    up.on("error", end).on("close", end);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  state.url = `ws://127.0.0.1:${server.address().port}/`;
+  state.cut = () => { for (const s of state.sockets) s.destroy(); state.sockets.clear(); };
+  state.close = () => { state.cut(); server.close(); };
+  return state;
+}
+
+test("a write whose ack was lost is resent with the same eventId and applied once", async (t) => {
+  const hub = new Hub();
+  await hub.start();
+  t.after(() => hub.stop());
+  const proxy = await mutingProxy(hub.wsPort);
+  t.after(() => proxy.close());
+  const a = makeTerminal(hub, "till-A", { client: { url: proxy.url, pingIntervalMs: 60_000 } });
+  t.after(() => a.client.stop());
+  const sent = [];
+  await a.client.start();
+  await online(a.client);
+  await a.client.acquireLease("A-1");
+  assert.equal((await a.client.writeOrder(order("A-1", 1), 0)).kind, "ack");
+
+  proxy.muted = true; // the hub's answers no longer reach the client
+  const write = a.client.writeOrder(order("A-1", 2), 1);
+  sent.push(a.client.pendingWrites[0].eventId);
+  await until("the hub applied it", async () => (await hub.get("/orders/A-1")).version === 2);
+  assert.equal(a.client.pendingWrites.length, 1, "no ack seen: still in the outbox");
+  proxy.cut(); // the connection drops; the client reconnects through the proxy and resends
+  proxy.muted = false;
+  const r = await write;
+  assert.equal(r.kind, "ack");
+  assert.equal(r.eventId, sent[0], "resent with the id it was created with");
+  assert.equal(r.version, 2, "the hub answered with the original ack");
+  const stored = await hub.get("/orders/A-1");
+  assert.equal(stored.version, 2, "applied once");
+  assert.equal(a.client.pendingWrites.length, 0);
+  assert.ok(a.client.connectAttempts >= 2);
 });
