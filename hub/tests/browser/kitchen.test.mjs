@@ -118,4 +118,19 @@ test("a ticket sent from /terminal appears on /kitchen within 500 ms; bump and r
   const stored = await (await fetch(`${base}/kitchen-tickets?station=kds`)).json();
   assert.equal(stored.tickets[0].status, "recalled");
   await till.screenshot({ path: join(SHOTS, "kitchen-terminal.png") });
+
+  // Another POS sends a ticket with a note over the plain protocol: the display shows the note.
+  await till.evaluate((url) => new Promise((ok, fail) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: "AUTH", terminalId: "pos-2" }));
+      ws.send(JSON.stringify({ type: "KITCHEN_TICKET", ticketId: "k-note", station: "kds", posReference: "Order 7",
+        tableId: 7, lines: [{ name: "Steak", quantity: 1, note: "medium rare" }], requestId: 1 }));
+    };
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      if (m.type === "KITCHEN_TICKET_ACK") { ws.close(); ok(); } else if (m.type === "ERROR") fail(new Error(m.message));
+    };
+  }), base.replace("http", "ws") + "/ws");
+  await kitchen.getByTestId("ticket").filter({ hasText: "T7" }).filter({ hasText: "medium rare" }).waitFor({ timeout: 5000 });
 });
