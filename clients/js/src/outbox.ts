@@ -22,7 +22,8 @@ export interface OutboxEntry {
 export class Outbox {
   private entries: OutboxEntry[] = [];
   private loaded = false;
-  private saving: Promise<void> = Promise.resolve();
+  /** The storage write still running, if the storage is asynchronous. */
+  private saving: Promise<void> | null = null;
 
   constructor(private readonly storage: KeyValueStorage, private readonly key: string) {}
 
@@ -78,9 +79,20 @@ export class Outbox {
     return gone;
   }
 
+  /**
+   * Writes the list. A synchronous storage (localStorage, memory) has it before this returns,
+   * so an app closed right after `writeOrder` loses nothing; asynchronous writes are chained so
+   * they land in order.
+   */
   private save(): Promise<void> {
     const text = JSON.stringify(this.entries);
-    this.saving = this.saving.then(() => this.storage.set(this.key, text));
-    return this.saving;
+    const write = () => this.storage.set(this.key, text);
+    const r = this.saving ? this.saving.then(write) : write();
+    if (!r || typeof (r as Promise<void>).then !== "function") return Promise.resolve();
+    const p: Promise<void> = Promise.resolve(r).finally(() => {
+      if (this.saving === p) this.saving = null;
+    });
+    this.saving = p;
+    return p;
   }
 }

@@ -8,6 +8,7 @@ import WebSocket from "ws";
 import { Hub, until, sleep } from "./hub.mjs";
 import { makeTerminal, order, hubOrders, appOrders } from "./app.mjs";
 import { HubClient } from "../dist/index.js";
+import { mutingProxy } from "./proxy.mjs";
 
 const online = (c) => until(`${c.status} -> online`, () => c.status === "online");
 
@@ -223,26 +224,6 @@ test("close codes: replaced (4000) does not fight back; refused auth (4003) stop
   assert.equal(bad.connectAttempts, 1, "no retry after 4003");
   assert.equal(bad.status, "stopped");
 });
-
-/** A TCP proxy to the hub whose hub→client direction can be muted (acks lost on the way). */
-async function mutingProxy(port) {
-  const { default: net } = await import("node:net");
-  const state = { muted: false, sockets: new Set() };
-  const server = net.createServer((c) => {
-    const up = net.connect(port, "127.0.0.1");
-    state.sockets.add(c).add(up);
-    c.on("data", (d) => up.write(d));
-    up.on("data", (d) => { if (!state.muted) c.write(d); });
-    const end = () => { c.destroy(); up.destroy(); };
-    c.on("error", end).on("close", end);
-    up.on("error", end).on("close", end);
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  state.url = `ws://127.0.0.1:${server.address().port}/`;
-  state.cut = () => { for (const s of state.sockets) s.destroy(); state.sockets.clear(); };
-  state.close = () => { state.cut(); server.close(); };
-  return state;
-}
 
 test("a write whose ack was lost is resent with the same eventId and applied once", async (t) => {
   const hub = new Hub();
