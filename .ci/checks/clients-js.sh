@@ -14,4 +14,4 @@ cd clients/js
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 node scripts/bundle.mjs --check
-timeout 600 node --test --test-concurrency=1 --test-timeout=120000 test/
+timeout 600 npm test
