@@ -100,3 +100,48 @@ test("browser discovery: bootstrap URL first, then the last hub that answered, t
   await c.start();
   await online(c);
 });
+
+test("an event the app fails to apply is not skipped: the cursor stays and it is replayed once", async (t) => {
+  const hub = new Hub();
+  await hub.start();
+  t.after(() => hub.stop());
+  let failOnce = true;
+  const applied = [];
+  const a = makeTerminal(hub, "till-A", { client: {
+    applyEvent(ev) {
+      if (ev.type === "ORDER_UPDATED" && ev.posReference === "B-2" && failOnce) { failOnce = false; throw new Error("disk full"); }
+      applied.push(`${ev.seq}:${ev.posReference}`);
+    },
+  } });
+  const b = makeTerminal(hub, "till-B");
+  t.after(() => { a.client.stop(); b.client.stop(); });
+  await a.client.start();
+  await b.client.start();
+  await online(a.client);
+  await online(b.client);
+  await b.client.acquireLease("B-1");
+  await b.client.acquireLease("B-2");
+  await b.client.writeOrder(order("B-1", 1), 0);
+  await until("A applied B-1", () => applied.length === 1);
+  const cursor = a.client.cursor;
+  const w = await b.client.writeOrder(order("B-2", 1), 0);
+  await until("A applied B-2 after a reconnect", () => applied.length === 2, 10000);
+  assert.deepEqual(applied, [`${cursor}:B-1`, `${w.seq}:B-2`]);
+  assert.equal(a.client.cursor, w.seq);
+  assert.ok(a.app.errors.some((e) => e.code === "apply_failed"));
+  assert.equal(a.client.connectAttempts, 2, "one reconnect to replay from the cursor");
+});
+
+test("a snapshot too large for the hub is refused before it enters the outbox", async (t) => {
+  const hub = new Hub();
+  await hub.start();
+  t.after(() => hub.stop());
+  const a = makeTerminal(hub, "till-A");
+  t.after(() => a.client.stop());
+  await a.client.start();
+  await online(a.client);
+  const huge = order("A-1", 1, { note: "x".repeat(300 * 1024) });
+  await assert.rejects(a.client.writeOrder(huge, 0), /at most 262144/);
+  assert.equal(a.client.pendingWrites.length, 0);
+  assert.equal(a.client.status, "online", "nothing sent that would have closed the socket with 1009");
+});
