@@ -1,14 +1,17 @@
-// Runs every ```js snippet of README.md, in order, as one module against the real hub, the
-// way a POS developer would paste them: the package is imported by its name
-// (`@poshub/client`, a self-reference) and the hub is killed with kill -9 before the
-// "Go offline and back" snippet and restarted a moment later. The `// expected` comments on
-// console.log lines are checked against what was printed.
+// Runs the README's first hour as a POS developer would: the ```sh install block in a fresh
+// project directory (`npm install` of this package by path, and `ws`; `poshub token issue`
+// against the test's hub), then every ```js snippet, in order, as one module of that project
+// against the real hub, which is killed with kill -9 before the "Go offline and back" snippet
+// and restarted a moment later. The `// expected` comments on console.log lines are checked
+// against what was printed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync, rmSync } from "node:fs";
+import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
+import { execSync } from "node:child_process";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Hub, until, sleep } from "./hub.mjs";
+import { Hub, until, sleep, ROOT, BIN } from "./hub.mjs";
 
 const README = join(import.meta.dirname, "../README.md");
 
@@ -18,8 +21,15 @@ test("every README snippet runs against a real hub and prints what its comments 
   const hub = new Hub();
   await hub.start();
   t.after(() => hub.stop());
+  // The install block, run line by line in a new project.
+  const project = mkdtempSync(join(tmpdir(), "poshub-readme-"));
+  writeFileSync(join(project, "package.json"), JSON.stringify({ name: "my-pos", private: true, type: "module" }));
+  const sh = readFileSync(README, "utf8").match(/```sh\n([\s\S]*?)```/)[1].split("\n")
+    .map((l) => l.replace(/\s+#.*$/, "").trim()).filter(Boolean);
+  assert.equal(sh.length, 2);
+  execSync(sh[0].replace("/path/to/poshub", ROOT) + " --no-audit --no-fund --prefer-offline --loglevel=error", { cwd: project, stdio: "inherit" });
   process.env.HUB_URL = hub.url;
-  process.env.HUB_TOKEN = hub.token("till-1");
+  process.env.HUB_TOKEN = execSync(sh[1].replace(/^poshub /, `${JSON.stringify(BIN)} `), { env: hub.env() }).toString().trim();
 
   const printed = [];
   const log = console.log;
@@ -34,9 +44,8 @@ test("every README snippet runs against a real hub and prints what its comments 
   };
   // Imports are hoisted into the module; the hook runs between snippets.
   const src = blocks.map((b, i) => `${i === 3 ? "globalThis.__readmeClient = client;\n" : ""}await globalThis.__readmeHook(${i});\n${b}`).join("\n");
-  const file = join(import.meta.dirname, `tmp-readme-${process.pid}.mjs`);
+  const file = join(project, "first-hour.mjs");
   writeFileSync(file, src);
-  t.after(() => rmSync(file, { force: true }));
   await import(pathToFileURL(file).href);
 
   // Every `console.log(...); // expected` line printed its expected text.
