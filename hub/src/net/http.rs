@@ -121,6 +121,7 @@ async fn route(hub: Arc<Hub>, port: Port, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
         (&Method::GET, "/" | "/dashboard") => api::page(crate::pages::DASHBOARD),
         (&Method::GET, "/terminal") => api::page(crate::pages::TERMINAL),
+        (&Method::GET, "/kitchen") => api::page(crate::pages::KITCHEN),
         (&Method::GET, "/status") => api::status(&hub).await,
         (&Method::GET, "/events") => api::events(&hub, q).await,
         (&Method::GET, "/orders") => orders(&hub).await,
