@@ -305,3 +305,105 @@ async fn below_the_reserve_writes_are_refused_before_the_disk_fills_and_sigterm_
     );
     hub.kill9();
 }
+
+/// A JWT for `sub` signed by the hub's own key (kept beside the database).
+fn hub_token(db_dir: &Path, sub: &str) -> String {
+    use poshub::auth::{Claims, HubKey, AUDIENCE};
+    let key = HubKey::load_or_create(db_dir).expect("hub key");
+    key.issue(&Claims {
+        sub: sub.into(),
+        aud: AUDIENCE.into(),
+        tenant_id: "t1".into(),
+        store_id: "s1".into(),
+        exp: poshub::auth::now_secs() + 3600,
+        nbf: None,
+        iat: None,
+        uid: Some(json!(7)),
+        role: Some("cashier".into()),
+        name: None,
+    })
+    .expect("sign")
+}
+
+/// The first message and, after an `AUTH_FAIL`, the close code.
+async fn login(hub: &HubProcess, auth: Value) -> (Value, Option<u16>) {
+    let mut t = Term::connect(hub.ws).await;
+    t.send(auth).await;
+    let v = answer(&mut t, &["AUTH_OK", "AUTH_FAIL"])
+        .await
+        .expect("AUTH answered while full");
+    let code = if v["type"] == "AUTH_FAIL" {
+        t.close_code().await
+    } else {
+        None
+    };
+    (v, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_logins_while_full_are_admitted_when_their_binding_needs_no_write() {
+    let fs = match SmallFs::mount(24) {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!("SKIPPED: cannot mount a small tmpfs ({why})");
+            return;
+        }
+    };
+    let logs = tempfile::tempdir().expect("tempdir");
+    let db = fs.path().join("hub.redb").display().to_string();
+    let env = [
+        ("HUB_DB_PATH", db.as_str()),
+        ("HUB_MIN_FREE_MB", "8"),
+        ("HUB_AUTH_MODE", "token"),
+    ];
+    let hub = HubProcess::spawn(logs.path(), &env).await;
+    let (a_tok, c_tok, dev_tok) = (
+        hub_token(fs.path(), "till-A"),
+        hub_token(fs.path(), "till-C"),
+        hub_token(fs.path(), "dev-9"),
+    );
+    let _filler = fs.fill_until(11 << 20);
+    let mut a = Term::open_with(
+        hub.ws,
+        json!({"type": "AUTH", "token": a_tok, "terminalId": "till-A"}),
+    )
+    .await;
+    assert_eq!(a.lease("S-1").await["type"], "LEASE_GRANTED");
+    let (acked, refusal) = write_until_refused(&mut a, "S-1", 24).await;
+    assert_eq!(refusal["code"], "storage_full", "{refusal}");
+    println!("{acked} writes acknowledged, then full");
+
+    // till-A again (bound to its own subject): admitted, and caught up.
+    let (v, _) = login(
+        &hub,
+        json!({"type": "AUTH", "token": a_tok, "terminalId": "till-A", "cursor": 0}),
+    )
+    .await;
+    println!("till-A logs in again while full: {}", v["type"]);
+    assert_eq!(v["type"], "AUTH_OK", "{v}");
+    // A first login of another subject would have to write its binding: refused, 1013.
+    let (v, code) = login(
+        &hub,
+        json!({"type": "AUTH", "token": c_tok, "terminalId": "till-C"}),
+    )
+    .await;
+    println!("till-C's first login while full: {v} then close {code:?}");
+    assert_eq!(
+        (&v["type"], &v["reason"], code),
+        (&json!("AUTH_FAIL"), &json!("storage_full"), Some(1013))
+    );
+    // A device token naming a terminal in use by another subject: refused as always.
+    let (v, code) = login(
+        &hub,
+        json!({"type": "AUTH", "token": dev_tok, "deviceId": "dev-9", "terminalId": "till-A"}),
+    )
+    .await;
+    println!(
+        "dev-9 naming till-A while full: {} then close {code:?}",
+        v["reason"]
+    );
+    assert_eq!(
+        (&v["reason"], code),
+        (&json!("terminal_mismatch"), Some(4003))
+    );
+}
