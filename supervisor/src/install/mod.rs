@@ -192,7 +192,7 @@ fn check_and_open(
             t.slot
         );
     }
-    let vb = bundle::verify(
+    let mut vb = bundle::verify(
         bundle_path,
         &Expect {
             key: &key,
@@ -203,6 +203,8 @@ fn check_and_open(
             downgrade_flag: opts.downgrade_flag,
         },
     )?;
+    // A delta is rebuilt from the booted slot: its content must be the named base.
+    vb.check_base(cfg.slot_device(booted), &format!("booted slot {booted}"))?;
     let m = &vb.manifest;
     let target = booted.other();
     let device = cfg.slot_device(target).to_path_buf();
