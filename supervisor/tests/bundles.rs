@@ -322,6 +322,12 @@ fn delta_installs_the_new_image_and_boots_its_trial() {
     let st = rig.status();
     assert_eq!(slot_state(&st, "B"), "trying", "{st}");
     assert_eq!(st["slots"]["B"]["sha256"], sha256_hex(&new));
+    assert!(
+        st["journal"]
+            .to_string()
+            .contains("rebuilt from a delta against slot A"),
+        "{st}"
+    );
     assert_eq!(std::fs::read(rig.path("slot-a.img")).unwrap(), slot_a);
     assert_eq!(rig.power_on(), "booted slot B (trial)");
 }

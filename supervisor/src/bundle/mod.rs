@@ -193,7 +193,7 @@ pub enum BundleError {
     ImageMismatch(String),
     #[error(
         "delta bundle {version} applies only to base image sha256 {expected} ({size} bytes{base_version}), \
-         but {what} holds sha256 {got}: nothing was written; install the full bundle of {version} instead"
+         but {what} holds {got}: nothing was written; install the full bundle of {version} instead"
     )]
     BaseMismatch {
         version: String,
@@ -352,9 +352,9 @@ impl VerifiedBundle {
                 size,
                 expected: sha.to_string(),
                 got: if n == size {
-                    got
+                    format!("sha256 {got}")
                 } else {
-                    format!("of only {n} bytes")
+                    format!("only {n} bytes")
                 },
                 base_version: m
                     .delta_base_version
