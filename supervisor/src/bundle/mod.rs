@@ -191,18 +191,8 @@ pub enum BundleError {
     BadPayload(String),
     #[error("bundle {0}: it was built wrongly, and no device will install it")]
     ImageMismatch(String),
-    #[error(
-        "delta bundle {version} applies only to base image sha256 {expected} ({size} bytes{base_version}), \
-         but {what} holds {got}: nothing was written; install the full bundle of {version} instead"
-    )]
-    BaseMismatch {
-        version: String,
-        what: String,
-        size: u64,
-        expected: String,
-        got: String,
-        base_version: String,
-    },
+    #[error("{0}")]
+    BaseMismatch(Box<BaseMismatch>),
     #[error("bundle {0} is a delta: it can only be rebuilt against its base image (bundle verify --base IMAGE)")]
     NeedsBase(String),
     #[error("--delta-from {0}: {1}")]
@@ -217,6 +207,37 @@ pub enum BundleError {
     KeyExists(PathBuf),
     #[error("directory {0} does not exist: create it first, or choose another --out")]
     NoSuchDir(PathBuf),
+}
+
+/// A delta bundle's base is not what the device (or `--base`) holds.
+#[derive(Debug)]
+pub struct BaseMismatch {
+    pub version: String,
+    /// What was hashed, in words ("booted slot A (/dev/mmcblk0p2)").
+    pub what: String,
+    pub size: u64,
+    pub expected: String,
+    /// "sha256 <hex>", or "only N bytes" when it is shorter than the base.
+    pub got: String,
+    /// ", version V" when the manifest names the base's version.
+    pub base_version: String,
+}
+
+impl std::fmt::Display for BaseMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "delta bundle {} applies only to base image sha256 {} ({} bytes{}), but {} holds {}: \
+             nothing was written; install the full bundle of {} instead",
+            self.version,
+            self.expected,
+            self.size,
+            self.base_version,
+            self.what,
+            self.got,
+            self.version
+        )
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
@@ -346,7 +367,7 @@ impl VerifiedBundle {
         let n = io::copy(&mut BufReader::new(f).take(size), &mut hasher).map_err(io_err(base))?;
         let got = fsutil::hex(&hasher.finalize());
         if n != size || got != sha {
-            return Err(BundleError::BaseMismatch {
+            return Err(BundleError::BaseMismatch(Box::new(BaseMismatch {
                 version: m.version.clone(),
                 what: format!("{what} ({})", base.display()),
                 size,
@@ -361,7 +382,7 @@ impl VerifiedBundle {
                     .as_deref()
                     .map(|v| format!(", version {v}"))
                     .unwrap_or_default(),
-            });
+            })));
         }
         self.base = Some(base.to_path_buf());
         Ok(())
