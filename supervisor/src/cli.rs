@@ -115,6 +115,10 @@ pub enum BundleCmd {
         /// zstd level (1-22).
         #[arg(long, default_value_t = 9)]
         level: i32,
+        /// Make a delta bundle (format 3) that installs only on a device whose booted slot
+        /// holds this base: the previous release's root image, or its full .poshub bundle.
+        #[arg(long, value_name = "OLD.poshub|OLD.img")]
+        delta_from: Option<PathBuf>,
     },
     /// Run every check an install runs (signature, board, payload checksum, decompression,
     /// image sizes and SHA-256) without writing anything.
@@ -127,6 +131,10 @@ pub enum BundleCmd {
         /// Board to check against (default: SUPERVISOR_BOARD, `rpi4` when unset).
         #[arg(long)]
         board: Option<String>,
+        /// For a delta bundle: the base root image (or a slot device) to rebuild the images
+        /// from; without it a delta's images are not checked.
+        #[arg(long, value_name = "IMAGE")]
+        base: Option<PathBuf>,
     },
 }
 
@@ -210,6 +218,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             board,
             out,
             level,
+            delta_from,
         }) => {
             let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
                 Ok(v) => Some(v),
@@ -227,6 +236,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 out: &out,
                 level,
                 created: bundle::created_time(epoch.as_deref())?,
+                delta_from: delta_from.as_deref(),
             })?;
             println!(
                 "{}: format {}, version {} for {}, image {} bytes, payload {} bytes",
@@ -240,9 +250,17 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             if let Some((size, sha)) = m.boot_image() {
                 println!("boot image {size} bytes, sha256 {sha}");
             }
+            if let Some((size, sha)) = m.delta_base() {
+                println!("delta from base image {size} bytes, sha256 {sha}");
+            }
             Ok(())
         }
-        Command::Bundle(BundleCmd::Verify { bundle, key, board }) => {
+        Command::Bundle(BundleCmd::Verify {
+            bundle,
+            key,
+            board,
+            base,
+        }) => {
             let key_path = key
                 .or(cfg.public_key.clone())
                 .context("no public key: pass --key or set SUPERVISOR_PUBLIC_KEY")?;
@@ -251,7 +269,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                 Some(b) => ("--board asks for", b),
                 None => ("SUPERVISOR_BOARD is", cfg.board.clone()),
             };
-            let vb = bundle::verify(
+            let mut vb = bundle::verify(
                 &bundle,
                 &Expect {
                     key: &vk,
@@ -262,8 +280,22 @@ pub fn dispatch(cli: Cli) -> Result<()> {
                     downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
                 },
             )?;
-            bundle::check_images(&vb)?;
+            let delta = vb.manifest.delta_base().is_some();
+            match (&base, delta) {
+                (Some(b), true) => vb.check_base(b, "--base")?,
+                (Some(_), false) => bail!(
+                    "--base is only for delta bundles; {} is a full bundle",
+                    bundle.display()
+                ),
+                (None, _) => {}
+            }
+            if !delta || base.is_some() {
+                bundle::check_images(&vb)?;
+            }
             println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
+            if delta && base.is_none() {
+                println!("delta: images not rebuilt (pass --base IMAGE to check them)");
+            }
             println!(
                 "root image: {} bytes, sha256 {}",
                 vb.manifest.image_size, vb.manifest.image_sha256

@@ -295,3 +295,37 @@ fn update_status_tells_the_trial_outcome_and_the_os_version_is_reported() {
     let (_, slots) = http(port, "GET", "/slots", TOK, b"", None);
     assert_eq!(slots["osVersion"], "2.0.0", "{slots}");
 }
+
+#[test]
+fn a_delta_for_another_base_is_refused_before_the_202_and_its_own_base_is_accepted() {
+    let rig = Rig::new();
+    rig.power_on();
+    let (_sup, port) = rig.run_api(&[]);
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let slot_b = std::fs::read(rig.path("slot-b.img")).unwrap();
+    let other = image(b'Q', slot_a.len());
+    let mut target = other.clone();
+    target[100..200].fill(b'Z');
+    let wrong = std::fs::read(rig.delta_bundle("d1", "2.0.0", &target, None, &other)).unwrap();
+    let (code, v) = http(port, "POST", "/update?no_reboot=1", TOK, &wrong, None);
+    println!("delta for another base: {code} {v}");
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("applies only to base image"),
+        "{v}"
+    );
+    assert_eq!(std::fs::read(rig.path("slot-b.img")).unwrap(), slot_b);
+    // The same release made against the booted slot goes through.
+    let mut target = slot_a.clone();
+    target[100..200].fill(b'Z');
+    let right = std::fs::read(rig.delta_bundle("d2", "2.0.0", &target, None, &slot_a)).unwrap();
+    let (code, v) = http(port, "POST", "/update?no_reboot=1", TOK, &right, None);
+    assert_eq!(code, 202, "{v}");
+    let v = wait_status(port, 30, |v| v["state"] == "installed");
+    assert_eq!(v["state"], "installed", "{v}");
+    let b = std::fs::read(rig.path("slot-b.img")).unwrap();
+    assert_eq!(&b[..target.len()], &target[..]);
+}

@@ -258,3 +258,113 @@ fn trailing_bytes_and_verify_board_are_named_for_what_they_are() {
     assert!(err.contains("--board asks for \"rpi5\""), "{err}");
     assert!(!err.contains("this device"), "{err}");
 }
+
+/// The new release of a delta test: slot A's factory image with a changed region and more data.
+fn changed(base: &[u8]) -> Vec<u8> {
+    let mut new = base.to_vec();
+    new[100_000..100_500].copy_from_slice(&[0x5a; 500]);
+    new.extend_from_slice(&image(b'z', 20_000));
+    new
+}
+
+/// A delta whose base is not what the booted slot holds (another release, or the slot changed
+/// by one byte since) is refused before anything is written, naming both hashes and the way
+/// out (the full bundle); the slots, store and bootloader are untouched.
+#[test]
+fn delta_for_another_base_is_refused_and_nothing_is_touched() {
+    let rig = Rig::new();
+    assert_eq!(rig.power_on(), "booted slot A");
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let other = image(b'Q', slot_a.len());
+    let b = rig.delta_bundle("d1", "2.0.0", &changed(&other), None, &other);
+    let expect = format!(
+        "applies only to base image sha256 {} ({} bytes), but booted slot A",
+        sha256_hex(&other),
+        other.len()
+    );
+    refused(&rig, &b, &[], &expect);
+    refused(
+        &rig,
+        &b,
+        &[],
+        &format!("holds sha256 {}", sha256_hex(&slot_a)),
+    );
+    refused(&rig, &b, &[], "install the full bundle of 2.0.0 instead");
+    // Made from the right base, but the slot no longer holds it (one byte flipped).
+    let b = rig.delta_bundle("d2", "2.0.0", &changed(&slot_a), None, &slot_a);
+    let mut flipped = slot_a.clone();
+    flipped[7] ^= 1;
+    std::fs::write(rig.path("slot-a.img"), &flipped).unwrap();
+    refused(&rig, &b, &[], "nothing was written");
+    let st = rig.status();
+    assert_ne!(slot_state(&st, "B"), "bad", "{st}");
+    assert_ne!(st["update"]["state"], "installing", "{st}");
+}
+
+/// A delta made from the booted slot's image installs like a full bundle: slot B holds the new
+/// image, the trial is armed and the next power-on boots it. (Sizes: the unit tests and
+/// `scripts/bench-delta`; these periodic test images compress to almost nothing either way.)
+#[test]
+fn delta_installs_the_new_image_and_boots_its_trial() {
+    let rig = Rig::new();
+    assert_eq!(rig.power_on(), "booted slot A");
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let new = changed(&slot_a);
+    let b = rig.delta_bundle("d", "2.0.0", &new, None, &slot_a);
+    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let slot_b = std::fs::read(rig.path("slot-b.img")).unwrap();
+    assert_eq!(
+        &slot_b[..new.len()],
+        &new[..],
+        "slot B does not hold the target"
+    );
+    let st = rig.status();
+    assert_eq!(slot_state(&st, "B"), "trying", "{st}");
+    assert_eq!(st["slots"]["B"]["sha256"], sha256_hex(&new));
+    assert!(
+        st["journal"]
+            .to_string()
+            .contains("rebuilt from a delta against slot A"),
+        "{st}"
+    );
+    assert_eq!(std::fs::read(rig.path("slot-a.img")).unwrap(), slot_a);
+    assert_eq!(rig.power_on(), "booted slot B (trial)");
+}
+
+/// `bundle verify` rebuilds a delta against `--base` and checks the images; without a base it
+/// says it did not, and with the wrong base it refuses.
+#[test]
+fn bundle_verify_rebuilds_a_delta_against_its_base() {
+    let rig = Rig::new();
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let b = rig.delta_bundle("d", "2.0.0", &changed(&slot_a), None, &slot_a);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["bundle", "verify", b.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        rig.sup(&args)
+    };
+    let base = rig.path("slot-a.img");
+    let out = verify(&["--base", base.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("bundle OK"),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(text.contains("\"format\": 3"), "{text}");
+    let out = verify(&[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("images not rebuilt"),
+        "{text}"
+    );
+    let wrong = rig.path("d.img");
+    let out = verify(&["--base", wrong.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("applies only to base image"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -12,8 +12,18 @@ fn power_cut_at(phase: &str) {
     power_cut(phase, false);
 }
 
-/// With `boot`, the slots have boot devices and the bundle carries a boot image (format 2).
 fn power_cut(phase: &str, boot: bool) {
+    power_cut_of(phase, boot, false);
+}
+
+/// A delta bundle (format 3) rebuilt from slot A; with `boot`, it carries a boot image too.
+fn delta_power_cut(phase: &str, boot: bool) {
+    power_cut_of(phase, boot, true);
+}
+
+/// With `boot`, the slots have boot devices and the bundle carries a boot image (format 2, or
+/// 3 with `delta`: a delta from slot A's image).
+fn power_cut_of(phase: &str, boot: bool, delta: bool) {
     let mut rig = Rig::new();
     if boot {
         rig.with_boot_devices();
@@ -21,13 +31,21 @@ fn power_cut(phase: &str, boot: bool) {
     assert_eq!(rig.power_on(), "booted slot A");
     let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
     let boot_a = std::fs::read(rig.path("boot-a.img")).ok();
-    let bundle = rig.bundle_with_boot(
-        "v2",
-        "2.0.0",
-        "rpi4",
-        &image(b'N', 400_000),
-        boot.then(|| image(b'k', 200_000)).as_deref(),
-    );
+    let boot_img = boot.then(|| image(b'k', 200_000));
+    let bundle = if delta {
+        let mut new = slot_a.clone();
+        new[1_000..3_000].copy_from_slice(&image(b'N', 2_000));
+        new.extend_from_slice(&image(b'N', 100_000));
+        rig.delta_bundle("v2", "2.0.0", &new, boot_img.as_deref(), &slot_a)
+    } else {
+        rig.bundle_with_boot(
+            "v2",
+            "2.0.0",
+            "rpi4",
+            &image(b'N', 400_000),
+            boot_img.as_deref(),
+        )
+    };
 
     // 1. Install, paused at `phase`, then kill -9.
     let mut inst = rig.spawn(
@@ -171,4 +189,51 @@ fn power_cut_at_mark_with_boot_image() {
 #[test]
 fn power_cut_at_reboot_with_boot_image() {
     power_cut("reboot", true);
+}
+
+// The same cuts during the install of a delta bundle: it writes through the same phases, so
+// each holds the same way (the base is only read, from the booted slot).
+#[test]
+fn delta_power_cut_at_verify() {
+    delta_power_cut("verify", false);
+}
+#[test]
+fn delta_power_cut_at_prepare() {
+    delta_power_cut("prepare", false);
+}
+#[test]
+fn delta_power_cut_at_write() {
+    delta_power_cut("write", false);
+}
+#[test]
+fn delta_power_cut_at_sync() {
+    delta_power_cut("sync", false);
+}
+#[test]
+fn delta_power_cut_at_readback() {
+    delta_power_cut("readback", false);
+}
+#[test]
+fn delta_power_cut_at_mark() {
+    delta_power_cut("mark", false);
+}
+#[test]
+fn delta_power_cut_at_arm() {
+    delta_power_cut("arm", false);
+}
+#[test]
+fn delta_power_cut_at_reboot() {
+    delta_power_cut("reboot", false);
+}
+#[test]
+fn delta_power_cut_at_boot_write() {
+    delta_power_cut("boot-write", true);
+}
+#[test]
+fn delta_power_cut_at_boot_readback() {
+    delta_power_cut("boot-readback", true);
+}
+#[test]
+fn delta_power_cut_at_reboot_with_boot_image() {
+    delta_power_cut("reboot", true);
 }

@@ -174,7 +174,7 @@ fn check_bundle(
     let key = bundle::load_verifying_key(key_path).map_err(|e| refused(e.into()))?;
     let booted = ctx.slots.backend.booted().map_err(internal)?.slot;
     let current = ctx.slots.current_version(booted).map_err(internal)?;
-    let vb = bundle::verify(
+    let mut vb = bundle::verify(
         path,
         &bundle::Expect {
             key: &key,
@@ -198,6 +198,10 @@ fn check_bundle(
             ),
         ));
     }
+    // A delta is rebuilt from the booted slot: refused before the 202 when that is not its base.
+    let device = ctx.cfg.slot_device(booted).to_path_buf();
+    vb.check_base(&device, &format!("booted slot {booted}"))
+        .map_err(|e| (StatusCode::CONFLICT, format!("bundle refused: {e}")))?;
     Ok(vb.manifest)
 }
 

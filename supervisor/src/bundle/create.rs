@@ -2,6 +2,8 @@
 //! partition image, right after it in the same zstd stream), sign the manifest, write the file.
 //! Reproducible: the same inputs and the same `created` time give a byte-identical bundle
 //! (single-threaded zstd is deterministic, ed25519 signatures are deterministic).
+//! With `--delta-from` the payload is a delta ([`super::delta`]) against an older root image
+//! or the full bundle that carried it (format 3).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -11,8 +13,8 @@ use ed25519_dalek::Signer;
 use sha2::{Digest, Sha256};
 
 use super::{
-    hash_file, io_err, load_signing_key, signed_message, BundleError, Manifest, FORMAT_BOOT,
-    FORMAT_ROOT, MAGIC,
+    delta, hash_file, io_err, load_signing_key, read_manifest, signed_message, BundleError,
+    Manifest, FORMAT_BOOT, FORMAT_DELTA, FORMAT_ROOT, MAGIC,
 };
 use crate::fsutil;
 
@@ -28,6 +30,108 @@ pub struct CreateOptions<'a> {
     pub level: i32,
     /// Unix time recorded as `created` (see [`created_time`]).
     pub created: u64,
+    /// Makes a delta bundle (format 3) against this base: a root image, or a full bundle
+    /// (signed with the same key) whose root image is the base.
+    pub delta_from: Option<&'a Path>,
+}
+
+/// The base of a delta: its bytes and the version it came from (a bundle's), if known.
+struct Base {
+    image: Vec<u8>,
+    version: Option<String>,
+}
+
+/// Reads `--delta-from`: a root image, or the root image inside a full bundle.
+fn read_base(path: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<Base, BundleError> {
+    let mut head = [0u8; 8];
+    let is_bundle = File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head == MAGIC;
+    if !is_bundle {
+        let image = std::fs::read(path).map_err(io_err(path))?;
+        return Ok(Base {
+            image,
+            version: None,
+        });
+    }
+    let bad = |m: String| BundleError::BadDeltaBase(path.to_path_buf(), m);
+    let (m, payload_offset) =
+        read_manifest(path, key).map_err(|e| bad(format!("{e} (it must be signed with --key)")))?;
+    if m.delta_base().is_some() {
+        return Err(bad(
+            "is itself a delta: use the full bundle or the root image".into(),
+        ));
+    }
+    let vb = super::VerifiedBundle {
+        path: path.to_path_buf(),
+        manifest: m.clone(),
+        payload_offset,
+        base: None,
+    };
+    let mut image = Vec::with_capacity(usize::try_from(m.image_size).unwrap_or(0));
+    vb.image_reader()?
+        .take(m.image_size)
+        .read_to_end(&mut image)
+        .map_err(|e| bad(format!("unable to decompress its root image: {e}")))?;
+    if fsutil::hex(&Sha256::digest(&image)) != m.image_sha256 {
+        return Err(bad("its root image does not match its manifest".into()));
+    }
+    Ok(Base {
+        image,
+        version: Some(m.version),
+    })
+}
+
+/// Writes the delta payload of `o` to `payload`; returns the images' sizes and hashes and the
+/// base's.
+fn write_delta_payload(
+    o: &CreateOptions<'_>,
+    base_path: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+    payload: &Path,
+) -> Result<(Images, Base), BundleError> {
+    let base = read_base(base_path, key)?;
+    let mut target = std::fs::read(o.image).map_err(io_err(o.image))?;
+    let root = (target.len() as u64, fsutil::hex(&Sha256::digest(&target)));
+    let boot = match o.boot_image {
+        Some(b) => {
+            let bytes = std::fs::read(b).map_err(io_err(b))?;
+            let r = (bytes.len() as u64, fsutil::hex(&Sha256::digest(&bytes)));
+            target.extend_from_slice(&bytes);
+            Some(r)
+        }
+        None => None,
+    };
+    let f = File::create(payload).map_err(io_err(payload))?;
+    let mut enc = zstd::Encoder::new(f, o.level).map_err(io_err(payload))?;
+    enc.window_log(delta::WINDOW_LOG).map_err(io_err(payload))?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, enc);
+    delta::encode(&base.image, &target, &mut w).map_err(io_err(payload))?;
+    w.into_inner()
+        .map_err(|e| io_err(payload)(e.into_error()))?
+        .finish()
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(payload))?;
+    Ok(((root, boot), base))
+}
+
+/// Size and SHA-256 of the root image and of the optional boot image.
+type Images = ((u64, String), Option<(u64, String)>);
+
+/// Writes the full (zstd) payload of `o` to `payload`.
+fn write_full_payload(o: &CreateOptions<'_>, payload: &Path) -> Result<Images, BundleError> {
+    let f = File::create(payload).map_err(io_err(payload))?;
+    let mut enc = zstd::Encoder::new(f, o.level).map_err(io_err(payload))?;
+    let root = compress_into(o.image, &mut enc, payload)?;
+    let boot = match o.boot_image {
+        Some(b) => Some(compress_into(b, &mut enc, payload)?),
+        None => None,
+    };
+    enc.finish()
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(payload))?;
+    Ok((root, boot))
 }
 
 /// The `created` time of a new bundle: `SOURCE_DATE_EPOCH` when given (reproducible builds,
@@ -72,22 +176,15 @@ fn compress_into<W: Write>(
 /// Builds a bundle from a root filesystem image and, optionally, a slot boot partition image.
 pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     let sk = load_signing_key(o.key)?;
-    // 1. Compress root then boot image into one temporary payload, hashing both sides.
+    // 1. Compress root then boot image (or the delta that rebuilds them) into one temporary
+    //    payload, hashing both sides.
     let payload_tmp = o.out.with_extension("payload.poshub-tmp");
-    let r = (|| {
-        let f = File::create(&payload_tmp).map_err(io_err(&payload_tmp))?;
-        let mut enc = zstd::Encoder::new(f, o.level).map_err(io_err(&payload_tmp))?;
-        let root = compress_into(o.image, &mut enc, &payload_tmp)?;
-        let boot = match o.boot_image {
-            Some(b) => Some(compress_into(b, &mut enc, &payload_tmp)?),
-            None => None,
-        };
-        enc.finish()
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&payload_tmp))?;
-        Ok((root, boot))
-    })();
-    let ((image_size, image_sha), boot) = match r {
+    let r = match o.delta_from {
+        None => write_full_payload(o, &payload_tmp).map(|i| (i, None)),
+        Some(b) => write_delta_payload(o, b, &sk.verifying_key(), &payload_tmp)
+            .map(|(i, base)| (i, Some(base))),
+    };
+    let (((image_size, image_sha), boot), base) = match r {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&payload_tmp);
@@ -98,10 +195,10 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     // 2. Sign the manifest. Without a boot image the bundle stays format 1, so devices whose
     //    supervisor predates format 2 still install it.
     let manifest = Manifest {
-        format: if boot.is_some() {
-            FORMAT_BOOT
-        } else {
-            FORMAT_ROOT
+        format: match (&base, &boot) {
+            (Some(_), _) => FORMAT_DELTA,
+            (None, Some(_)) => FORMAT_BOOT,
+            (None, None) => FORMAT_ROOT,
         },
         version: o.version.to_string(),
         compatible: o.compatible.to_string(),
@@ -112,6 +209,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
         payload_sha256: payload_sha,
         boot_image_size: boot.as_ref().map(|b| b.0),
         boot_image_sha256: boot.map(|b| b.1),
+        delta_base_size: base.as_ref().map(|b| b.image.len() as u64),
+        delta_base_sha256: base
+            .as_ref()
+            .map(|b| fsutil::hex(&Sha256::digest(&b.image))),
+        delta_base_version: base.and_then(|b| b.version),
     };
     let mjson =
         serde_json::to_vec(&manifest).map_err(|e| BundleError::BadManifest(e.to_string()))?;

@@ -10,8 +10,13 @@
 //! verified (signature, board, version, payload checksum, length) before a byte goes to a slot.
 //! Format 2 adds an optional slot boot partition image: the decompressed payload is the root image
 //! immediately followed by the boot image, whose size and SHA-256 are also in the manifest.
+//! Format 3 is a delta ([`delta`]): the payload rebuilds those same images from a base image
+//! (the booted slot's content), named by its size and SHA-256 in the manifest.
 
 mod create;
+pub mod delta;
+#[cfg(test)]
+mod delta_tests;
 #[cfg(test)]
 mod tests;
 
@@ -38,6 +43,8 @@ const HEADER: u64 = 8 + 4;
 pub const FORMAT_ROOT: u32 = 1;
 /// Manifest format of a bundle that also carries the slot boot partition image.
 pub const FORMAT_BOOT: u32 = 2;
+/// Manifest format of a delta bundle: the images are rebuilt from a named base image.
+pub const FORMAT_DELTA: u32 = 3;
 /// First four bytes of a zstd frame (`bundle create` writes exactly one).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// How the command line allows a downgrade (the refusal's hint).
@@ -64,6 +71,16 @@ pub struct Manifest {
     /// Format 2: SHA-256 (lowercase hex) of the slot boot partition image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_image_sha256: Option<String>,
+    /// Format 3: size of the base image (the start of the booted slot) the delta applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_base_size: Option<u64>,
+    /// Format 3: SHA-256 (lowercase hex) of the base image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_base_sha256: Option<String>,
+    /// Format 3, informational: the release version of the base image (fleet tooling picks a
+    /// delta when a box runs it; the device checks the SHA-256, not this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_base_version: Option<String>,
 }
 
 impl Manifest {
@@ -76,36 +93,60 @@ impl Manifest {
         }
     }
 
+    /// The base image's size and SHA-256 of a delta bundle (format 3), checked like
+    /// [`Manifest::boot_image`].
+    pub fn delta_base(&self) -> Option<(u64, &str)> {
+        match (self.delta_base_size, self.delta_base_sha256.as_deref()) {
+            (Some(n), Some(h)) => Some((n, h)),
+            _ => None,
+        }
+    }
+
     /// Checks the format and the fields it requires; returns why not.
     fn check(&self) -> Result<(), String> {
         if !is_sha256_hex(&self.image_sha256) || !is_sha256_hex(&self.payload_sha256) {
             return Err("image_sha256/payload_sha256 must be 64 lowercase hex digits".into());
         }
+        let has_boot = self.boot_image_size.is_some() || self.boot_image_sha256.is_some();
+        let has_base = self.delta_base_size.is_some() || self.delta_base_sha256.is_some();
         match self.format {
-            FORMAT_ROOT => {
-                if self.boot_image_size.is_some() || self.boot_image_sha256.is_some() {
-                    return Err("format 1 cannot carry boot_image_* fields".into());
-                }
+            FORMAT_ROOT | FORMAT_BOOT if has_base => {
+                Err(format!("format {} cannot carry delta_base_* fields", self.format))
             }
-            FORMAT_BOOT => {
-                let Some(sha) = self.boot_image_sha256.as_deref() else {
-                    return Err("format 2 requires boot_image_sha256".into());
-                };
-                if self.boot_image_size.is_none() {
-                    return Err("format 2 requires boot_image_size".into());
+            FORMAT_ROOT if has_boot => Err("format 1 cannot carry boot_image_* fields".into()),
+            FORMAT_ROOT => Ok(()),
+            FORMAT_BOOT => check_pair(2, "boot_image", self.boot_image_size, &self.boot_image_sha256),
+            FORMAT_DELTA => {
+                check_pair(3, "delta_base", self.delta_base_size, &self.delta_base_sha256)?;
+                if has_boot {
+                    check_pair(3, "boot_image", self.boot_image_size, &self.boot_image_sha256)?;
                 }
-                if !is_sha256_hex(sha) {
-                    return Err("boot_image_sha256 must be 64 lowercase hex digits".into());
-                }
+                Ok(())
             }
-            other => {
-                return Err(format!(
-                    "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} and {FORMAT_BOOT}): update the supervisor first"
-                ))
-            }
+            other => Err(format!(
+                "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} to {FORMAT_DELTA}): update the supervisor first"
+            )),
         }
-        Ok(())
     }
+}
+
+/// `<what>_size` and `<what>_sha256`, both required by `format`.
+fn check_pair(
+    format: u32,
+    what: &str,
+    size: Option<u64>,
+    sha: &Option<String>,
+) -> Result<(), String> {
+    let Some(sha) = sha.as_deref() else {
+        return Err(format!("format {format} requires {what}_sha256"));
+    };
+    if size.is_none() {
+        return Err(format!("format {format} requires {what}_size"));
+    }
+    if !is_sha256_hex(sha) {
+        return Err(format!("{what}_sha256 must be 64 lowercase hex digits"));
+    }
+    Ok(())
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -150,6 +191,12 @@ pub enum BundleError {
     BadPayload(String),
     #[error("bundle {0}: it was built wrongly, and no device will install it")]
     ImageMismatch(String),
+    #[error("{0}")]
+    BaseMismatch(Box<BaseMismatch>),
+    #[error("bundle {0} is a delta: it can only be rebuilt against its base image (bundle verify --base IMAGE)")]
+    NeedsBase(String),
+    #[error("--delta-from {0}: {1}")]
+    BadDeltaBase(PathBuf, String),
     #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time (whole seconds since 1970)")]
     BadSourceDateEpoch(String),
     #[error("key file {path}: {message}")]
@@ -160,6 +207,37 @@ pub enum BundleError {
     KeyExists(PathBuf),
     #[error("directory {0} does not exist: create it first, or choose another --out")]
     NoSuchDir(PathBuf),
+}
+
+/// A delta bundle's base is not what the device (or `--base`) holds.
+#[derive(Debug)]
+pub struct BaseMismatch {
+    pub version: String,
+    /// What was hashed, in words ("booted slot A (/dev/mmcblk0p2)").
+    pub what: String,
+    pub size: u64,
+    pub expected: String,
+    /// "sha256 <hex>", or "only N bytes" when it is shorter than the base.
+    pub got: String,
+    /// ", version V" when the manifest names the base's version.
+    pub base_version: String,
+}
+
+impl std::fmt::Display for BaseMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "delta bundle {} applies only to base image sha256 {} ({} bytes{}), but {} holds {}: \
+             nothing was written; install the full bundle of {} instead",
+            self.version,
+            self.expected,
+            self.size,
+            self.base_version,
+            self.what,
+            self.got,
+            self.version
+        )
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
@@ -251,16 +329,63 @@ pub struct VerifiedBundle {
     pub path: PathBuf,
     pub manifest: Manifest,
     pub payload_offset: u64,
+    /// A delta's base image, once [`VerifiedBundle::check_base`] has found it matches.
+    pub base: Option<PathBuf>,
 }
 
 impl VerifiedBundle {
-    /// A reader of the decompressed payload: the root image, then (format 2) the boot image.
-    pub fn image_reader(&self) -> Result<impl Read, BundleError> {
+    /// A reader of the images: the root image, then (format 2, or 3 with one) the boot image.
+    /// A delta needs its base checked first ([`VerifiedBundle::check_base`]).
+    pub fn image_reader(&self) -> Result<Box<dyn Read + Send>, BundleError> {
         let mut f = File::open(&self.path).map_err(io_err(&self.path))?;
         f.seek(SeekFrom::Start(self.payload_offset))
             .map_err(io_err(&self.path))?;
         let limited = BufReader::new(f).take(self.manifest.payload_size);
-        zstd::Decoder::new(limited).map_err(io_err(&self.path))
+        let payload = zstd::Decoder::new(limited).map_err(io_err(&self.path))?;
+        let Some((base_size, _)) = self.manifest.delta_base() else {
+            return Ok(Box::new(payload));
+        };
+        let base_path = self
+            .base
+            .as_deref()
+            .ok_or_else(|| BundleError::NeedsBase(self.manifest.version.clone()))?;
+        let base = File::open(base_path).map_err(io_err(base_path))?;
+        Ok(Box::new(delta::DeltaReader::new(payload, base, base_size)))
+    }
+
+    /// For a delta: checks that the first bytes of `base` (the booted slot's device on a
+    /// device) are the base image the manifest names, and remembers `base` for
+    /// [`VerifiedBundle::image_reader`]. `what` names `base` in the refusal. A full bundle
+    /// needs no base: Ok without reading anything.
+    pub fn check_base(&mut self, base: &Path, what: &str) -> Result<(), BundleError> {
+        let m = &self.manifest;
+        let Some((size, sha)) = m.delta_base() else {
+            return Ok(());
+        };
+        let f = File::open(base).map_err(io_err(base))?;
+        let mut hasher = Sha256::new();
+        let n = io::copy(&mut BufReader::new(f).take(size), &mut hasher).map_err(io_err(base))?;
+        let got = fsutil::hex(&hasher.finalize());
+        if n != size || got != sha {
+            return Err(BundleError::BaseMismatch(Box::new(BaseMismatch {
+                version: m.version.clone(),
+                what: format!("{what} ({})", base.display()),
+                size,
+                expected: sha.to_string(),
+                got: if n == size {
+                    format!("sha256 {got}")
+                } else {
+                    format!("only {n} bytes")
+                },
+                base_version: m
+                    .delta_base_version
+                    .as_deref()
+                    .map(|v| format!(", version {v}"))
+                    .unwrap_or_default(),
+            })));
+        }
+        self.base = Some(base.to_path_buf());
+        Ok(())
     }
 }
 
@@ -371,6 +496,7 @@ pub fn verify(path: &Path, expect: &Expect<'_>) -> Result<VerifiedBundle, Bundle
         path: path.to_path_buf(),
         manifest,
         payload_offset,
+        base: None,
     })
 }
 

@@ -22,6 +22,7 @@ fn opts<'a>(
         out,
         level: 3,
         created: 1_700_000_000,
+        delta_from: None,
     }
 }
 
@@ -153,7 +154,7 @@ fn signed_bundle(path: &Path, key: &Path, json: &str, payload: &[u8]) {
 }
 
 #[test]
-fn manifests_with_missing_or_bad_boot_fields_or_unknown_formats_are_refused() {
+fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(&dir.path().join("k")).unwrap();
     let vk = load_verifying_key(&public).unwrap();
@@ -184,7 +185,22 @@ fn manifests_with_missing_or_bad_boot_fields_or_unknown_formats_are_refused() {
             format!(r#"{{"format":1,{base},"boot_image_size":5,"boot_image_sha256":"{h}"}}"#),
             "format 1 cannot carry",
         ),
-        (format!(r#"{{"format":3,{base}}}"#), "unknown format 3"),
+        (format!(r#"{{"format":3,{base}}}"#), "requires delta_base"),
+        (
+            format!(r#"{{"format":3,{base},"delta_base_sha256":"{h}"}}"#),
+            "requires delta_base_size",
+        ),
+        (
+            format!(r#"{{"format":1,{base},"delta_base_size":5,"delta_base_sha256":"{h}"}}"#),
+            "format 1 cannot carry delta_base",
+        ),
+        (
+            format!(
+                r#"{{"format":3,{base},"delta_base_size":5,"delta_base_sha256":"{h}","boot_image_size":5}}"#
+            ),
+            "requires boot_image_sha256",
+        ),
+        (format!(r#"{{"format":4,{base}}}"#), "unknown format 4"),
     ];
     for (json, expect) in cases {
         signed_bundle(&p, &key, &json, b"x");

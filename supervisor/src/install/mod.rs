@@ -227,7 +227,7 @@ fn check_and_open(
             t.slot
         );
     }
-    let vb = bundle::verify(
+    let mut vb = bundle::verify(
         bundle_path,
         &Expect {
             key: &key,
@@ -238,6 +238,8 @@ fn check_and_open(
             downgrade_flag: opts.downgrade_flag,
         },
     )?;
+    // A delta is rebuilt from the booted slot: its content must be the named base.
+    vb.check_base(cfg.slot_device(booted), &format!("booted slot {booted}"))?;
     // A backup of the hub database before anything is written (never blocks the update).
     crate::backup::take(cfg, crate::backup::Trigger::PreUpdate);
     let m = &vb.manifest;

@@ -115,8 +115,13 @@ pub(super) fn write_and_arm(
             target,
             "install",
             format!(
-                "version {} written and verified; armed for one trial boot",
-                m.version
+                "version {} written and verified{}; armed for one trial boot",
+                m.version,
+                if m.delta_base().is_some() {
+                    format!(" (rebuilt from a delta against slot {booted})")
+                } else {
+                    String::new()
+                }
             ),
         );
     })?;

@@ -257,6 +257,30 @@ impl Rig {
         image: &[u8],
         boot: Option<&[u8]>,
     ) -> PathBuf {
+        self.bundle_from(name, version, image, boot, board, None)
+    }
+
+    /// Builds a delta bundle (format 3) that rebuilds `image` (and `boot`) from `base`.
+    pub fn delta_bundle(
+        &self,
+        name: &str,
+        version: &str,
+        image: &[u8],
+        boot: Option<&[u8]>,
+        base: &[u8],
+    ) -> PathBuf {
+        self.bundle_from(name, version, image, boot, "rpi4", Some(base))
+    }
+
+    fn bundle_from(
+        &self,
+        name: &str,
+        version: &str,
+        image: &[u8],
+        boot: Option<&[u8]>,
+        board: &str,
+        delta_base: Option<&[u8]>,
+    ) -> PathBuf {
         let img = self.path(&format!("{name}.img"));
         std::fs::write(&img, image).unwrap();
         let out_path = self.path(&format!("{name}.poshub"));
@@ -285,6 +309,12 @@ impl Rig {
             std::fs::write(&bimg, boot).unwrap();
             args.push("--boot-image".into());
             args.push(bimg.display().to_string());
+        }
+        if let Some(base) = delta_base {
+            let base_img = self.path(&format!("{name}.base.img"));
+            std::fs::write(&base_img, base).unwrap();
+            args.push("--delta-from".into());
+            args.push(base_img.display().to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.sup(&args);
