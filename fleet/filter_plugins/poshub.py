@@ -1,37 +1,19 @@
-"""Jinja filters for the poshub playbooks: reading the supervisor's /slots document and the
-hub's /health, and building one fleet-report row per box.
+"""Jinja filters for the poshub playbooks: reading the supervisor's /slots and /update/status
+documents and the hub's /health, and building one fleet-report row per box.
 
-Written against the update API as documented in docs/updates.md §6, tolerant of fields newer
-supervisors add (the OS version in /slots and /health, the trial outcome in /update/status).
+Field names are those of the update API, docs/updates.md section 6 (supervisor/src/api,
+supervisor/src/status.rs) and of the hub's /health (hub/src/net/http.rs).
 """
 
 import datetime
 import re
 
-OS_VERSION_KEYS = ("osVersion", "os_version", "bundleVersion")
 
-
-def _os_version_of(doc):
-    if not isinstance(doc, dict):
+def os_version(doc):
+    """`osVersion` of /slots or of the hub's /health: the running bundle version."""
+    if not isinstance(doc, dict) or not doc.get("osVersion"):
         return None
-    for k in OS_VERSION_KEYS:
-        if doc.get(k):
-            return str(doc[k])
-    os_ = doc.get("os")
-    if isinstance(os_, dict) and os_.get("version"):
-        return str(os_["version"])
-    return None
-
-
-def booted_version(slots):
-    """The version of the booted slot: the supervisor's own OS version field when it reports
-    one, else the slot store's version of the booted slot."""
-    if not isinstance(slots, dict):
-        return None
-    v = _os_version_of(slots)
-    if v:
-        return v
-    return ((slots.get("slots") or {}).get(slots.get("booted")) or {}).get("version")
+    return str(doc["osVersion"])
 
 
 def up_to_date(slots, version):
@@ -67,11 +49,10 @@ def _installed_version(journal, index, slot):
     return None
 
 
-def last_rollback(slots):
-    """{at, slot, version, reason} of the latest slot marked bad, or None. The version is the
-    one the journal says was installed there (the slot may hold a newer one since)."""
-    if not isinstance(slots, dict):
-        return None
+def _journal_rollback(slots):
+    """{at, slot, version, reason} of the latest `mark-bad` entry of the /slots journal, or None.
+    The version is the one the journal says was installed there (the slot may hold a newer one
+    since), else the slot's own while it is still bad."""
     store = slots.get("slots") or {}
     journal = slots.get("journal") or []
     for i in range(len(journal) - 1, -1, -1):
@@ -83,7 +64,25 @@ def last_rollback(slots):
                 version = info.get("version")
             return {"at": _when(e.get("at")), "slot": e.get("slot"), "version": version,
                     "reason": e.get("detail")}
-    for name, info in sorted(store.items()):
+    return None
+
+
+def last_rollback(slots, status=None):
+    """{at, slot, version, reason} of the box's last rollback, or None.
+
+    The `outcome` of /update/status when the last update was rolled back; otherwise (a later
+    update was installed since, or the rollback was not of an update) the latest slot marked
+    bad in the /slots journal (its last 20 entries), else a slot still `bad` with its reason."""
+    o = (status or {}).get("outcome") if isinstance(status, dict) else None
+    if isinstance(o, dict) and o.get("state") == "rolled-back":
+        return {"at": _when(o.get("at")), "slot": o.get("slot"), "version": o.get("version"),
+                "reason": o.get("reason")}
+    if not isinstance(slots, dict):
+        return None
+    found = _journal_rollback(slots)
+    if found:
+        return found
+    for name, info in sorted((slots.get("slots") or {}).items()):
         if (info or {}).get("state") == "bad":
             return {"at": None, "slot": name, "version": info.get("version"), "reason": info.get("reason")}
     return None
@@ -106,13 +105,13 @@ def report_row(host, slots_res, health_res, status_res, channel=None):
         "channel": channel,
         "reachable": bool(slots_res.get("reachable")),
         "error": None if slots_res.get("reachable") else slots_res.get("error") or slots_res.get("msg"),
-        "version": booted_version(slots),
+        "version": os_version(slots),
         "booted": (slots or {}).get("booted"),
         "default": (slots or {}).get("default"),
         "trial": (slots or {}).get("trial"),
         "slotA": slot("A"),
         "slotB": slot("B"),
-        "lastRollback": last_rollback(slots),
+        "lastRollback": last_rollback(slots, status),
         "update": {"state": (status or {}).get("state"), "error": (status or {}).get("error"),
                    "outcome": (status or {}).get("outcome")},
         "hub": {
@@ -120,7 +119,7 @@ def report_row(host, slots_res, health_res, status_res, channel=None):
             "status": health.get("status"),
             "healthy": health.get("status") == "ok",
             "version": health.get("version"),
-            "osVersion": _os_version_of(health),
+            "osVersion": os_version(health),
             "terminals": health.get("terminals"),
             "pendingEvents": health.get("pendingEvents"),
             "deadLetters": health.get("deadLetters"),
@@ -134,7 +133,7 @@ class FilterModule:
 
     def filters(self):
         return {
-            "poshub_booted_version": booted_version,
+            "poshub_os_version": os_version,
             "poshub_up_to_date": up_to_date,
             "poshub_journal_lines": journal_lines,
             "poshub_last_rollback": last_rollback,

@@ -5,17 +5,17 @@ DOCUMENTATION = r"""
 module: poshub_wait
 short_description: Follow an update on a poshub box until its trial is committed or rolled back
 description:
-  - Polls GET /update/status until the install is done (or the box goes down to reboot), then
-    GET /slots until the box has rebooted (new boot id) and its trial has ended.
-  - Committed means the booted slot is the bootloader default, is good, and holds the version.
-  - Rolled back means the trial ended without that (the slot that held the version is bad, with
-    the supervisor's reason). When /update/status carries an C(outcome) (newer supervisors),
-    its result and reason are used as well.
+  - Polls GET /update/status until the install is done, then until its C(outcome) (the trial
+    that followed, docs/updates.md section 6) is C(committed) or C(rolled-back).
+  - Committed also needs GET /slots to show the box booted the outcome's slot as the bootloader
+    default (the supervisor commits the slot store first, then the bootloader: the outcome alone
+    does not say the second step is done).
+  - Rolled back carries the outcome's C(reason) (crash loop, health timeout, boot attempts
+    exhausted, ...).
 options:
   url: {description: Base URL of the update API, required: true, type: str}
   token: {description: Bearer token, type: str, no_log: true}
   version: {description: Version the box must commit, required: true, type: str}
-  boot_id: {description: Boot id before the upload (a reboot changes it), required: true, type: str}
   timeout: {description: Seconds allowed for install, reboot and trial together, default: 600, type: int}
   interval: {description: Seconds between polls, default: 1, type: float}
   request_timeout: {description: Socket timeout of one poll, default: 5, type: int}
@@ -35,33 +35,26 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.poshub_http import Unreachable, poll, request
 
 
-def status_outcome(st):
-    """(result, reason) from a newer supervisor's /update/status `outcome`, or None."""
-    o = (st or {}).get("outcome")
-    if not o:
-        return None
-    if isinstance(o, dict):
-        result = str(o.get("result") or o.get("state") or o.get("outcome") or "")
-        return result, str(o.get("reason") or o.get("error") or "")
-    return str(o), str((st or {}).get("reason") or "")
+def trial_outcome(status):
+    """The `outcome` object of /update/status ({state, slot, version, reason, at}), or None."""
+    o = (status or {}).get("outcome")
+    return o if isinstance(o, dict) else None
 
 
-def classify(doc, version, boot_id):
-    """('committed'|'rolled_back', reason) once the trial after the reboot has ended."""
-    if not doc or doc.get("bootId") in (None, boot_id) or doc.get("trial"):
+def classify(status, slots, version):
+    """('committed'|'rolled_back', reason) once the trial of `version` has ended, else None.
+
+    `status` is /update/status, `slots` is /slots (None when it could not be read)."""
+    o = trial_outcome(status)
+    if o is None or o.get("version") != version:
         return None
-    slots = doc.get("slots") or {}
-    booted = doc.get("booted")
-    cur = slots.get(booted) or {}
-    if cur.get("version") == version and cur.get("state") == "good":
-        # The commit writes the slot store first, then the bootloader default: between the two
-        # the trial is over but not yet committed to the bootloader.
-        return ("committed", "") if booted == doc.get("default") else None
-    for name, s in sorted(slots.items()):
-        if (s or {}).get("version") == version and s.get("state") == "bad":
-            return "rolled_back", "slot %s (%s) marked bad: %s" % (name, version, s.get("reason"))
-    return "rolled_back", "trial ended on slot %s (%s, %s) instead of %s" % (
-        booted, cur.get("version"), cur.get("state"), version)
+    if o.get("state") == "rolled-back":
+        return "rolled_back", str(o.get("reason") or "no reason recorded")
+    if o.get("state") != "committed" or not slots:
+        return None  # armed, trying
+    if slots.get("booted") == o.get("slot") and slots.get("default") == o.get("slot"):
+        return "committed", ""
+    return None  # store committed, bootloader default not yet written
 
 
 class Follower:
@@ -93,18 +86,14 @@ class Follower:
         return None if st.get("state") in ("receiving", "installing") else True
 
     def trial_done(self):
-        doc = self.get("/slots")
-        if doc is None:
-            return None
-        self.slots = doc
         st = self.get("/update/status")
-        if st is not None:
-            self.status = st
-        verdict = classify(doc, self.p["version"], self.p["boot_id"])
-        newer = status_outcome(self.status) if verdict else None
-        if verdict and newer and "roll" in newer[0] and newer[1]:
-            return "rolled_back", newer[1]
-        return verdict
+        if st is None:
+            return None
+        self.status = st
+        doc = self.get("/slots")
+        if doc is not None:
+            self.slots = doc
+        return classify(st, doc, self.p["version"])
 
 
 def main():
@@ -113,7 +102,6 @@ def main():
             url=dict(type="str", required=True),
             token=dict(type="str", no_log=True),
             version=dict(type="str", required=True),
-            boot_id=dict(type="str", required=True),
             timeout=dict(type="int", default=600),
             interval=dict(type="float", default=1.0),
             request_timeout=dict(type="int", default=5),
@@ -131,18 +119,22 @@ def main():
     if module.check_mode:
         module.exit_json(**result("committed", ""))
     poll(f.install_done, p["timeout"], p["interval"])
-    if f.status.get("state") == "failed":
+    if f.status.get("state") in ("failed", "interrupted"):
         res = result("install_failed", f.status.get("error") or "install failed")
         module.fail_json(msg="install failed: %s" % res["reason"], **res)
     left = max(1, p["timeout"] - (time.monotonic() - start))
     verdict = poll(f.trial_done, left, p["interval"])
     if verdict is None:
-        seen = "last seen: booted %s, trial %s" % (f.slots.get("booted"), f.slots.get("trial"))
+        o = trial_outcome(f.status) or {}
+        seen = "last seen: update %s, trial %s, booted %s" % (
+            f.status.get("state"), o.get("state"), f.slots.get("booted"))
         why = "no trial outcome within %d s (%s; %s)" % (p["timeout"], f.last_error or "answering", seen)
         module.fail_json(msg=why, **result("timeout", why))
     outcome, reason = verdict
     if outcome != "committed":
-        module.fail_json(msg="trial of %s rolled back: %s" % (p["version"], reason), **result(outcome, reason))
+        slot = (trial_outcome(f.status) or {}).get("slot")
+        module.fail_json(msg="trial of %s on slot %s rolled back: %s" % (p["version"], slot, reason),
+                         **result(outcome, reason))
     module.exit_json(**result(outcome, reason))
 
 

@@ -98,7 +98,8 @@ class Box:
             "SUPERVISOR_OS_VERSION_FILE": self.path("version"),
             "SUPERVISOR_BOOT_ID_FILE": self.path("boot_id"),
             "SUPERVISOR_API_PORT": "8767",
-            "SUPERVISOR_API_BIND": "0.0.0.0",
+            # SUPERVISOR_API_BIND left at its default, 127.0.0.1,tailscale0: the box's link to
+            # the bridge is named tailscale0, as its tailnet interface on a real box.
             "SUPERVISOR_API_TOKEN": f.token,
             "SUPERVISOR_HEALTH_INTERVAL_MS": "200",
             "SUPERVISOR_HEALTH_TIMEOUT_MS": "500",
@@ -123,11 +124,12 @@ class Box:
         f = self.fleet
         sh("ip", "netns", "add", self.ns)
         sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        sh("ip", "-n", f.br_ns, "link", "add", self.veth, "type", "veth", "peer", "name", "eth0",
+        # The box's end is its tailnet interface (the update API listens there, and on loopback).
+        sh("ip", "-n", f.br_ns, "link", "add", self.veth, "type", "veth", "peer", "name", "tailscale0",
            "netns", self.ns)
         sh("ip", "-n", f.br_ns, "link", "set", self.veth, "master", "br0", "up")
-        sh("ip", "-n", self.ns, "addr", "add", self.ip + "/24", "dev", "eth0")
-        sh("ip", "-n", self.ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", self.ns, "addr", "add", self.ip + "/24", "dev", "tailscale0")
+        sh("ip", "-n", self.ns, "link", "set", "tailscale0", "up")
 
     def start(self):
         log = open(self.path("runner.stderr"), "ab")

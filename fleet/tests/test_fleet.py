@@ -106,6 +106,26 @@ class Suite:
             raise Failed("the API token appears in the playbook output")
         return r.returncode, out, time.monotonic() - start
 
+    def record(self, box, label):
+        """With --record DIR: saves the box's real /slots, /update/status and hub /health (fetched
+        from the controller's namespace) as DIR/LABEL.{slots,update-status,health}.json, the
+        fixtures of test_units.py (the documents never carry the token; checked)."""
+        if not self.args.record:
+            return
+        fetch = ("import json,sys,urllib.request as u\n"
+                 "r=u.Request(sys.argv[1],headers={'Authorization':'Bearer '+sys.argv[2]})\n"
+                 "try:\n  b=u.urlopen(r,timeout=5).read()\n"
+                 "except u.HTTPError as e:\n  b=e.read()\n"
+                 "print(json.dumps(json.loads(b),indent=1,sort_keys=True))\n")
+        for name, url in (("slots", "http://%s:8767/slots" % box.ip),
+                          ("update-status", "http://%s:8767/update/status" % box.ip),
+                          ("health", "http://%s:8766/health" % box.ip)):
+            r = self.fleet.controller(["python3", "-c", fetch, url, self.fleet.token], None, None, 30)
+            check(r.returncode == 0, "recording %s of %s: %s" % (name, box.name, r.stderr))
+            check(self.fleet.token not in r.stdout, "the token is in %s" % name)
+            with open(os.path.join(self.args.record, "%s.%s.json" % (label, name)), "w", encoding="utf-8") as f:
+                f.write(r.stdout)
+
     def footprints(self):
         return {b.name: b.footprint() for b in self.fleet.boxes}
 
@@ -141,6 +161,7 @@ class Suite:
                       % (name, i + 1, sorted(missing)), out)
         size = os.path.getsize(bundle)
         to_box = [b.wire_bytes()[0] - wire[b.name][0] for b in f.boxes]
+        self.record(f.boxes[2], "committed")
         self.figures["update"] = {"boxes": len(f.boxes), "waves": [len(b) for b in batches],
                                   "wall_s": round(wall, 1), "bundle_bytes": size,
                                   "wire_bytes_to_box_min": min(to_box), "wire_bytes_to_box_max": max(to_box)}
@@ -187,6 +208,10 @@ class Suite:
         check(canary.committed_on(running), "the canary is not back on %s" % running, out)
         check("FAILED box01" in out and reason in out, "the output does not name box01 and the reason %r" % reason, out)
         check("trial-boot" in out and "mark-bad" in out, "the canary's journal was not printed", out)
+        check(re.search(r"update: rolled-back,\s+trial outcome: \{[^}]*'state': 'rolled-back'", out)
+              and "rolled back: " + reason in out,
+              "the canary's /update/status outcome (rolled-back, with the reason) was not printed", out)
+        self.record(canary, "rolled-back")
         after = {b.name: b.footprint() for b in others}
         check(before == after, "another box received the broken bundle: %s -> %s" % (before, after), out)
         check("box02" not in out, "box02 appears in the run", out)
@@ -220,6 +245,7 @@ class Suite:
         return "run stopped at box02 (%.1f s); boxes of the last wave untouched" % wall
 
     def report_lists_every_box(self):
+        self.record(self.fleet.boxes[0], "committed-after-rollback")
         rows, out = self.report("-vvv")  # the token must not show even at -vvv (playbook() checks)
         f = self.fleet
         check("poshub_api" in out and "Authorization" not in out, "-vvv output unexpected", out)
@@ -228,6 +254,8 @@ class Suite:
         check(c["reachable"] and c["version"] == "1.3.0" and c["channel"] == "canary", "canary row %s" % c)
         check(c["lastRollback"] and c["lastRollback"]["version"] == "1.2.0"
               and "health" in (c["lastRollback"]["reason"] or ""), "canary's rollback: %s" % c["lastRollback"])
+        check(c["update"]["state"] == "committed" and c["update"]["outcome"]["version"] == "1.3.0"
+              and c["hub"]["osVersion"] == "1.3.0", "canary's update and hub: %s" % c)
         v = rows["box02"]
         check(not v["reachable"] and not v["hub"]["reachable"], "box02 row %s" % v)
         for b in f.boxes[2:]:
@@ -235,7 +263,8 @@ class Suite:
             check(r["reachable"] and r["version"] == "1.1.0" and r["hub"]["healthy"]
                   and r["booted"] == r["default"] and r["slotA"]["state"] == "good"
                   and r["lastRollback"] is None and r["channel"] == "stable"
-                  and r["hub"]["deadLetters"] == 0 and isinstance(r["hub"]["uptimeS"], int),
+                  and r["hub"]["deadLetters"] == 0 and isinstance(r["hub"]["uptimeS"], int)
+                  and r["hub"]["osVersion"] == "1.1.0" and r["update"]["outcome"]["state"] == "committed",
                   "row %s" % r)
         d = os.path.join(f.dir, "reports")
         md = open(os.path.join(d, "fleet-report.md"), encoding="utf-8").read()
@@ -319,9 +348,13 @@ def main():
     ap.add_argument("--bin-dir", default=os.path.join(os.path.dirname(FLEET_DIR), "target", "debug"))
     ap.add_argument("--boxes", type=int, default=12)
     ap.add_argument("--keep", action="store_true", help="keep the fleet's directory")
+    ap.add_argument("--record", help="save real API documents of chosen moments here (test_units.py fixtures)")
     ap.add_argument("--only", help="comma-separated scenarios (they build on each other)")
     args = ap.parse_args()
     args.ansible_bin, args.bin_dir = os.path.abspath(args.ansible_bin), os.path.abspath(args.bin_dir)
+    if args.record:
+        args.record = os.path.abspath(args.record)
+        os.makedirs(args.record, exist_ok=True)
     s = Suite(args)
     names = ["good_bundle_in_waves", "rerun_uploads_nothing", "refused_bundle_stops_the_run",
              "unhealthy_bundle_rolls_back_the_canary_only",

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Unit tests of the fleet's Python pieces (run with the venv's python, which has ansible-core):
 the trial classification of poshub_wait, the report filters, the bundle manifest reader and the
-Tailscale inventory, on recorded documents. Fast; the playbooks themselves are tested against a
+Tailscale inventory, on documents recorded from real supervisors and hubs (fixtures/, written by
+`test_fleet.py --record fleet/tests/fixtures`). Fast; the playbooks themselves are tested against a
 simulated fleet by test_fleet.py.
 """
 
+import copy
 import importlib.util
 import json
 import os
@@ -31,68 +33,109 @@ filters = load("poshub_filters", "filter_plugins/poshub.py")
 inv = load("tailscale_inventory", "inventory/tailscale.py")
 
 
-def slots(booted="B", default="B", a=("good", "1.0.0", None), b=("good", "1.1.0", None), trial=None,
-          boot="boot-2", journal=()):
-    mk = lambda s: {"state": s[0], "version": s[1], "reason": s[2]}  # noqa: E731
-    return {"booted": booted, "default": default, "slots": {"A": mk(a), "B": mk(b)}, "trial": trial,
-            "bootId": boot, "journal": list(journal)}
+FIXTURES = os.path.join(FLEET, "tests", "fixtures")
+
+
+def fixture(label, kind):
+    """A real document recorded from the simulated fleet by `test_fleet.py --record
+    fleet/tests/fixtures`: `label` is committed (box03 after the good bundle), rolled-back (the
+    canary after the bundle whose hub fails its health window) or committed-after-rollback (the
+    canary on the next good bundle); `kind` is slots, update-status or health."""
+    with open(os.path.join(FIXTURES, "%s.%s.json" % (label, kind)), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def with_outcome(status, **changes):
+    st = copy.deepcopy(status)
+    st["outcome"].update(changes)
+    return st
 
 
 class Classify(unittest.TestCase):
-    def test_same_boot_or_trial_running_is_pending(self):
-        self.assertIsNone(wait.classify(slots(boot="boot-1"), "1.1.0", "boot-1"))
-        self.assertIsNone(wait.classify(slots(trial={"slot": "B"}), "1.1.0", "boot-1"))
+    def setUp(self):
+        self.st = fixture("committed", "update-status")
+        self.slots = fixture("committed", "slots")
+        self.version = self.st["outcome"]["version"]
 
-    def test_committed(self):
-        self.assertEqual(wait.classify(slots(), "1.1.0", "boot-1"), ("committed", ""))
+    def test_recorded_commit(self):
+        self.assertEqual(self.st["outcome"]["state"], "committed")
+        self.assertEqual(wait.classify(self.st, self.slots, self.version), ("committed", ""))
 
-    def test_rolled_back_with_the_slot_reason(self):
-        doc = slots(booted="A", default="A", b=("bad", "1.1.0", "health timeout: x"))
-        outcome, reason = wait.classify(doc, "1.1.0", "boot-1")
-        self.assertEqual(outcome, "rolled_back")
-        self.assertIn("health timeout: x", reason)
+    def test_armed_or_trying_is_pending(self):
+        for state in ("armed", "trying"):
+            self.assertIsNone(wait.classify(with_outcome(self.st, state=state), self.slots, self.version))
+
+    def test_no_outcome_or_another_version_is_pending(self):
+        self.assertIsNone(wait.classify(dict(self.st, outcome=None), self.slots, self.version))
+        self.assertIsNone(wait.classify(self.st, self.slots, "9.9.9"))
 
     def test_store_committed_but_bootloader_default_not_yet_is_pending(self):
-        # Seen in the fleet test: the store says good, the bootloader default follows a moment later.
-        self.assertIsNone(wait.classify(slots(default="A"), "1.1.0", "boot-1"))
+        # The supervisor commits the slot store, then the bootloader: seen in the fleet test.
+        other = "A" if self.slots["default"] == "B" else "B"
+        self.assertIsNone(wait.classify(self.st, dict(self.slots, default=other), self.version))
+        self.assertIsNone(wait.classify(self.st, None, self.version))
 
-    def test_booted_the_old_slot_without_a_bad_record_is_a_rollback(self):
-        doc = slots(booted="A", default="A", b=("trying", "1.1.0", None))
-        self.assertEqual(wait.classify(doc, "1.1.0", "boot-1")[0], "rolled_back")
-
-    def test_newer_supervisor_outcome_is_read(self):
-        self.assertEqual(wait.status_outcome({"outcome": {"result": "rolled-back", "reason": "crash loop"}}),
-                         ("rolled-back", "crash loop"))
-        self.assertEqual(wait.status_outcome({"outcome": "committed"}), ("committed", ""))
-        self.assertIsNone(wait.status_outcome({"state": "idle"}))
+    def test_recorded_rollback_with_the_supervisor_reason(self):
+        st = fixture("rolled-back", "update-status")
+        o = st["outcome"]
+        self.assertEqual((st["state"], o["state"]), ("rolled-back", "rolled-back"))
+        self.assertIn("health", o["reason"])
+        outcome, reason = wait.classify(st, fixture("rolled-back", "slots"), o["version"])
+        self.assertEqual(outcome, "rolled_back")
+        self.assertEqual(reason, o["reason"])
 
 
 class Filters(unittest.TestCase):
     def test_up_to_date(self):
-        self.assertTrue(filters.up_to_date(slots(), "1.1.0"))
-        self.assertFalse(filters.up_to_date(slots(), "1.2.0"))
-        self.assertFalse(filters.up_to_date(slots(trial={"slot": "A"}), "1.1.0"))
-        self.assertFalse(filters.up_to_date(None, "1.1.0"))
+        doc = fixture("committed", "slots")
+        v = doc["osVersion"]
+        self.assertTrue(filters.up_to_date(doc, v))
+        self.assertFalse(filters.up_to_date(doc, v + ".1"))
+        self.assertFalse(filters.up_to_date(dict(doc, trial={"slot": doc["booted"]}), v))
+        self.assertFalse(filters.up_to_date(None, v))
 
-    def test_last_rollback_takes_the_version_from_the_journal(self):
-        j = [{"at": 1, "slot": "A", "event": "install-start", "detail": "writing version 1.2.0"},
-             {"at": 2, "slot": "A", "event": "mark-bad", "detail": "health timeout: y"},
-             {"at": 3, "slot": "A", "event": "install-start", "detail": "writing version 1.3.0"}]
-        r = filters.last_rollback(slots(a=("good", "1.3.0", None), journal=j))
-        self.assertEqual((r["slot"], r["version"], r["reason"]), ("A", "1.2.0", "health timeout: y"))
-        self.assertIsNone(filters.last_rollback(slots()))
+    def test_os_version_of_slots_and_health(self):
+        slots_doc, health = fixture("committed", "slots"), fixture("committed", "health")
+        booted = slots_doc["slots"][slots_doc["booted"]]["version"]
+        self.assertEqual(filters.os_version(slots_doc), booted)
+        self.assertEqual(filters.os_version(health), booted)
+        self.assertNotEqual(health["version"], booted)  # the hub binary's own version is not it
+        self.assertIsNone(filters.os_version({"osVersion": None}))
 
-    def test_os_version_field_wins_when_reported(self):
-        doc = slots()
-        self.assertEqual(filters.booted_version(doc), "1.1.0")
-        doc["osVersion"] = "1.1.0+os"
-        self.assertEqual(filters.booted_version(doc), "1.1.0+os")
+    def test_last_rollback_from_the_outcome(self):
+        st = fixture("rolled-back", "update-status")
+        r = filters.last_rollback(fixture("rolled-back", "slots"), st)
+        o = st["outcome"]
+        self.assertEqual((r["slot"], r["version"], r["reason"]), (o["slot"], o["version"], o["reason"]))
+        self.assertRegex(r["at"], r"^20\d\d-\d\d-\d\dT")
+
+    def test_last_rollback_after_a_later_commit_comes_from_the_journal(self):
+        rb = fixture("rolled-back", "update-status")["outcome"]
+        st = fixture("committed-after-rollback", "update-status")
+        self.assertEqual(st["outcome"]["state"], "committed")
+        r = filters.last_rollback(fixture("committed-after-rollback", "slots"), st)
+        self.assertEqual((r["slot"], r["version"], r["reason"]), (rb["slot"], rb["version"], rb["reason"]))
+
+    def test_no_rollback(self):
+        self.assertIsNone(filters.last_rollback(fixture("committed", "slots"), fixture("committed", "update-status")))
+
+    def test_recorded_row(self):
+        ok = lambda label, kind: {"reachable": True, "json": fixture(label, kind)}  # noqa: E731
+        row = filters.report_row("box01", ok("committed-after-rollback", "slots"),
+                                 ok("committed-after-rollback", "health"),
+                                 ok("committed-after-rollback", "update-status"), "canary")
+        slots_doc = fixture("committed-after-rollback", "slots")
+        self.assertEqual(row["version"], slots_doc["osVersion"])
+        self.assertEqual(row["hub"]["osVersion"], slots_doc["osVersion"])
+        self.assertTrue(row["hub"]["healthy"])
+        self.assertEqual(row["update"]["state"], "committed")
+        self.assertIn("health", row["lastRollback"]["reason"])
 
     def test_row_of_an_unreachable_box(self):
         down = {"reachable": False, "error": "no route"}
         row = filters.report_row("box9", down, down, down, "stable")
-        self.assertEqual((row["reachable"], row["error"], row["version"], row["hub"]["healthy"]),
-                         (False, "no route", None, False))
+        self.assertEqual((row["reachable"], row["error"], row["version"], row["hub"]["healthy"],
+                          row["lastRollback"]), (False, "no route", None, False, None))
 
 
 class Bundle(unittest.TestCase):
