@@ -67,6 +67,22 @@ impl Drop for SmallFs {
     }
 }
 
+/// A small tmpfs, a directory for the hub's log, and the database path on the tmpfs; None, with
+/// the reason printed, where a tmpfs cannot be mounted (not root).
+fn small_fs_or_skip(mb: u64) -> Option<(SmallFs, tempfile::TempDir, String)> {
+    match SmallFs::mount(mb) {
+        Ok(fs) => {
+            let logs = tempfile::tempdir().expect("tempdir");
+            let db = fs.path().join("hub.redb").display().to_string();
+            Some((fs, logs, db))
+        }
+        Err(why) => {
+            println!("SKIPPED: cannot mount a small tmpfs ({why})");
+            None
+        }
+    }
+}
+
 /// An order snapshot of about `kb` KiB (a long kitchen note).
 fn big_snapshot(p: &str, kb: usize) -> Value {
     let mut s = snapshot(p, "draft", Some(4));
@@ -199,15 +215,9 @@ async fn assert_full_but_serving(hub: &HubProcess, t: &mut Term, acked: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_at_once_and_recovers_without_a_restart() {
-    let fs = match SmallFs::mount(8) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("SKIPPED: cannot mount a small tmpfs ({why})");
-            return;
-        }
+    let Some((fs, logs, db)) = small_fs_or_skip(8) else {
+        return;
     };
-    let logs = tempfile::tempdir().expect("tempdir");
-    let db = fs.path().join("hub.redb").display().to_string();
     // No reserve: the writes run into ENOSPC itself (redb latches the error; the hub reopens).
     let env = [("HUB_DB_PATH", db.as_str()), ("HUB_MIN_FREE_MB", "0")];
     let mut hub = HubProcess::spawn(logs.path(), &env).await;
@@ -252,15 +262,9 @@ async fn a_full_disk_refuses_writes_at_once_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn below_the_reserve_writes_are_refused_before_the_disk_fills_and_sigterm_still_stops() {
-    let fs = match SmallFs::mount(24) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("SKIPPED: cannot mount a small tmpfs ({why})");
-            return;
-        }
+    let Some((fs, logs, db)) = small_fs_or_skip(24) else {
+        return;
     };
-    let logs = tempfile::tempdir().expect("tempdir");
-    let db = fs.path().join("hub.redb").display().to_string();
     let env = [("HUB_DB_PATH", db.as_str()), ("HUB_MIN_FREE_MB", "8")];
     let mut hub = HubProcess::spawn(logs.path(), &env).await;
     let filler = fs.fill_until(11 << 20);
@@ -342,15 +346,9 @@ async fn login(hub: &HubProcess, auth: Value) -> (Value, Option<u16>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_logins_while_full_are_admitted_when_their_binding_needs_no_write() {
-    let fs = match SmallFs::mount(24) {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!("SKIPPED: cannot mount a small tmpfs ({why})");
-            return;
-        }
+    let Some((fs, logs, db)) = small_fs_or_skip(24) else {
+        return;
     };
-    let logs = tempfile::tempdir().expect("tempdir");
-    let db = fs.path().join("hub.redb").display().to_string();
     let env = [
         ("HUB_DB_PATH", db.as_str()),
         ("HUB_MIN_FREE_MB", "8"),
