@@ -176,16 +176,29 @@ function select(ref: string): void {
   if (!st.leases.has(ref)) void st.client?.acquireLease(ref).catch((e: Error) => notice(e.message));
   render();
 }
-/** Marks the order sent and gives each station its lines as one ticket (idempotent ids). */
+/** What the kitchen has not had yet: each line's quantity beyond `sentQuantity`, which is kept
+ *  in the order's snapshot (so every terminal, and a reloaded page, knows what was sent). */
+function unsentLines(lines: OrderSnapshot["lines"]) {
+  return lines.filter((l) => !l.isVoided)
+    .map((l) => ({ l, quantity: l.quantity - Number(l.sentQuantity ?? 0) }))
+    .filter((x) => x.quantity > 0);
+}
+/** Marks the order sent and gives each station what it has not had yet as one ticket
+ *  (idempotent ids): sending again after adding items sends only the new items. */
 function sendToKitchen(): void {
   const ref = st.current;
   const cur = ref && st.orders.get(ref);
   if (!ref || !cur || !st.client) return;
-  write(ref, (s) => { s.state = "sent"; });
+  const pending = unsentLines(cur.snapshot.lines);
+  if (!pending.length) { notice("kitchen: nothing new to send"); return; }
+  write(ref, (s) => {
+    s.state = "sent";
+    for (const l of s.lines) if (!l.isVoided) l.sentQuantity = l.quantity;
+  });
   const sent = st.kitchen.get(ref)?.size ?? 0;
   for (const station of ["kds", "bds"] as Station[]) {
-    const lines = cur.snapshot.lines.filter((l) => PRODUCTS.find((p) => p.id === l.productId)?.station === station)
-      .map((l) => ({ name: String(l.name ?? l.productId), quantity: l.quantity, ...(l.note ? { note: l.note } : {}) }));
+    const lines = pending.filter(({ l }) => PRODUCTS.find((p) => p.id === l.productId)?.station === station)
+      .map(({ l, quantity }) => ({ name: String(l.name ?? l.productId), quantity, ...(l.note ? { note: l.note } : {}) }));
     if (!lines.length) continue;
     const ticketId = `${ref}-${station}-${sent + 1}`;
     kitchenStatus(ref, ticketId, "new");

@@ -94,7 +94,13 @@ test("a ticket sent from /terminal appears on /kitchen within 500 ms; bump and r
   assert.match(text, /1 × Salad/);
   assert.doesNotMatch(text, /Beer/);
   assert.match(text, /\d+:\d\d/, "the ticket shows its age");
-  const itemPx = await ticket.locator("li").first().evaluate((e) => parseFloat(getComputedStyle(e).fontSize));
+  // Read in one page task: the display redraws its tickets every second (their age), so an
+  // element located first may be detached by the time it is measured.
+  const itemPx = await kitchen.evaluate((ref) => {
+    const t = [...document.querySelectorAll("[data-testid=ticket]")].find((e) => e.textContent.includes(ref));
+    const li = t && t.querySelector("li");
+    return li ? parseFloat(getComputedStyle(li).fontSize) : NaN;
+  }, ref);
   assert.ok(itemPx >= 24, `items in large type (${itemPx}px)`);
   await kitchen.screenshot({ path: join(SHOTS, "kitchen.png") });
 
@@ -118,6 +124,23 @@ test("a ticket sent from /terminal appears on /kitchen within 500 ms; bump and r
   const stored = await (await fetch(`${base}/kitchen-tickets?station=kds`)).json();
   assert.equal(stored.tickets[0].status, "recalled");
   await till.screenshot({ path: join(SHOTS, "kitchen-terminal.png") });
+
+  // A second round: another burger is added and sent. The kitchen gets only the new burger (not
+  // the salad again), and the bar gets nothing, since nothing new is for the bar.
+  await till.getByRole("button", { name: /Burger/ }).click();
+  await till.getByTestId("total").filter({ hasText: "42.35" }).waitFor();
+  await till.getByTestId("send").click();
+  const kds = async () => (await (await fetch(`${base}/kitchen-tickets?station=kds`)).json()).tickets
+    .filter((t) => t.posReference === ref);
+  const end = Date.now() + 5000;
+  let mine = await kds();
+  while (mine.length < 2 && Date.now() < end) { await new Promise((r) => setTimeout(r, 100)); mine = await kds(); }
+  assert.equal(mine.length, 2, `a second kitchen ticket for ${ref}: ${JSON.stringify(mine)}`);
+  const second = mine.find((t) => t.status !== "recalled");
+  assert.deepEqual(second.lines.map((l) => [l.name, l.quantity]), [["Burger", 1]], JSON.stringify(second));
+  const bar2 = (await (await fetch(`${base}/kitchen-tickets?station=bds`)).json()).tickets.filter((t) => t.posReference === ref);
+  assert.equal(bar2.length, 1, `nothing new for the bar: ${JSON.stringify(bar2)}`);
+  await kitchen.getByTestId("ticket").filter({ hasText: ref }).filter({ hasNotText: "Salad" }).waitFor({ timeout: 5000 });
 
   // Another POS sends a ticket with a note over the plain protocol: the display shows the note.
   await till.evaluate((url) => new Promise((ok, fail) => {
