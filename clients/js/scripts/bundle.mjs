@@ -5,8 +5,9 @@
 import { build } from "esbuild";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const HERE = resolve(import.meta.dirname, "..");
+const HERE = resolve(fileURLToPath(new URL(".", import.meta.url)), "..");
 const ASSETS = resolve(HERE, "../../hub/assets");
 const PAGES = ["kitchen", "terminal"];
 const check = process.argv.includes("--check");

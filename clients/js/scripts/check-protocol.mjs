@@ -8,9 +8,10 @@
 // Run: node scripts/check-protocol.mjs [hub/src dir]   (after `tsc`, it imports dist/).
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { CLIENT_FIELDS, HUB_FIELDS } from "../dist/messages.js";
 
-const SRC = resolve(process.argv[2] || join(import.meta.dirname, "../../../hub/src"));
+const SRC = resolve(process.argv[2] || join(fileURLToPath(new URL(".", import.meta.url)), "../../../hub/src"));
 const camel = (s) => s.replace(/_([a-z])/g, (_, c) => c.toUpperCase());
 
 function rustFiles(dir) {

@@ -109,11 +109,21 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/**
+ * A v4 UUID: `crypto.randomUUID()` where there is one (browsers, Node >= 19), else 16 bytes from
+ * `crypto.getRandomValues` (React Native with a polyfill) or, without either (bare React Native,
+ * Node 18 ESM), from Math.random; the version and variant bits set as RFC 4122 asks.
+ */
 function defaultEventId(): string {
-  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  const c = (globalThis as { crypto?: { randomUUID?: () => string; getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto;
   if (c?.randomUUID) return c.randomUUID();
-  const hex = () => Math.floor(Math.random() * 0x10000).toString(16).padStart(4, "0");
-  return `${hex()}${hex()}-${hex()}-4${hex().slice(1)}-${hex()}-${hex()}${hex()}${hex()}`;
+  const b = new Uint8Array(16);
+  if (c?.getRandomValues) c.getRandomValues(b);
+  else for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 export class HubClient extends Emitter<ClientEvents> {
@@ -168,10 +178,14 @@ export class HubClient extends Emitter<ClientEvents> {
     void this.connect();
   }
 
-  /** Closes the connection and stops reconnecting; the outbox and cursor stay in storage. */
+  /**
+   * Closes the connection and stops reconnecting and every timer; the outbox and cursor stay in
+   * storage, and the leases it held are re-acquired by the next `start()`.
+   */
   stop(): void {
     this.stopped = true;
     this.teardown();
+    this.leases.pause();
     this.ws?.close(1000, "client stopped");
     this.ws = null;
     this.setStatus("stopped");

@@ -55,6 +55,14 @@ export class Leases {
     return this.held.get(posReference);
   }
 
+  /**
+   * Stops every heartbeat timer but keeps the list, so a stopped client runs no timer (React
+   * Native timers are not `unref`-able) and a restarted one still re-acquires what it held.
+   */
+  pause(): void {
+    for (const l of this.held.values()) clearInterval(l.timer);
+  }
+
   clear(): void {
     for (const ref of this.list()) this.forget(ref);
   }

@@ -8,10 +8,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { Hub } from "./hub.mjs";
 
-const DIST = join(import.meta.dirname, "../dist");
+const DIST = join(fileURLToPath(new URL(".", import.meta.url)), "../dist");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 test("localStorage and IndexedDB storages persist across a reload; an IndexedDB outbox writes to the hub", async (t) => {

@@ -8,9 +8,10 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { BIN } from "./hub.mjs";
 
-const HERE = join(import.meta.dirname, "..");
+const HERE = join(fileURLToPath(new URL(".", import.meta.url)), "..");
 const ip = (...args) => {
   const r = spawnSync("ip", args, { encoding: "utf8" });
   if (r.error || r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.error?.message || r.stderr.trim()}`);

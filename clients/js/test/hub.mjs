@@ -5,9 +5,10 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import net from "node:net";
 
-export const ROOT = resolve(import.meta.dirname, "../../..");
+export const ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)), "../../..");
 export const BIN = process.env.POSHUB_BIN || join(ROOT, "target/debug/poshub");
 const live = new Set();
 process.on("exit", () => { for (const p of live) try { p.kill("SIGKILL"); } catch { /* gone */ } });

@@ -7,9 +7,10 @@ import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { ROOT } from "./hub.mjs";
 
-const HERE = join(import.meta.dirname, "..");
+const HERE = join(fileURLToPath(new URL(".", import.meta.url)), "..");
 const check = (src) => spawnSync(process.execPath, [join(HERE, "scripts/check-protocol.mjs"), src], { encoding: "utf8" });
 
 test("the protocol check passes on the hub's sources and fails on a renamed field", () => {

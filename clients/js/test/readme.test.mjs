@@ -10,10 +10,10 @@ import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
 import { execSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { Hub, until, sleep, ROOT, BIN } from "./hub.mjs";
 
-const README = join(import.meta.dirname, "../README.md");
+const README = join(fileURLToPath(new URL(".", import.meta.url)), "../README.md");
 
 test("every README snippet runs against a real hub and prints what its comments say", async (t) => {
   const blocks = [...readFileSync(README, "utf8").matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
