@@ -184,6 +184,7 @@ export class HubClient extends Emitter<ClientEvents> {
    */
   stop(): void {
     this.stopped = true;
+    this.gen += 1; // a LEASE_GRANTED still in flight must not restart a heartbeat
     this.teardown();
     this.leases.pause();
     this.ws?.close(1000, "client stopped");
