@@ -24,7 +24,7 @@ fetch_debs() {
   tmp=$(mktemp -d)
   if ! (cd "$tmp" && timeout 300 apt-get download -qq "$@" 2>/dev/null); then
     timeout 300 apt-get update -qq
-    (cd "$tmp" && timeout 300 apt-get download -qq "$@" 2>/dev/null)
+    (cd "$tmp" && timeout 300 apt-get download -qq "$@")
   fi
   for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$D"; done
   rm -rf "$tmp"
@@ -38,7 +38,7 @@ install_node18() {
   mkdir -p "$D"
   [ -n "$(apt-cache madison nodejs 2>/dev/null | awk '$3 ~ /^18\./')" ] || timeout 300 apt-get update -qq
   local v
-  v=$(apt-cache madison nodejs | awk '$3 ~ /^18\./ {print $3; exit}')
+  v=$(apt-cache madison nodejs | awk '$3 ~ /^18\./ && !v {v = $3} END {print v}')
   [ -n "$v" ] || { echo "node18.sh: no nodejs 18.x in the apt sources (Debian bookworm has it)" >&2; exit 1; }
   fetch_debs "nodejs=$v" "libnode108=$v" node-acorn node-cjs-module-lexer node-undici
   local pkgs=() lib
@@ -46,11 +46,12 @@ install_node18() {
     [ -n "${PKG_OF[$lib]:-}" ] || { echo "node18.sh: no package known for $lib" >&2; exit 1; }
     pkgs+=("${PKG_OF[$lib]}")
   done
-  [ ${#pkgs[@]} -eq 0 ] || fetch_debs $(printf '%s\n' "${pkgs[@]}" | sort -u)
+  [ ${#pkgs[@]} -eq 0 ] || { mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u); fetch_debs "${pkgs[@]}"; }
   [ -z "$(missing_libs)" ] || { echo "node18.sh: still missing: $(missing_libs)" >&2; exit 1; }
   touch "$D/.complete"
 }
 
 [ -f "$D/.complete" ] || install_node18
+# shellcheck disable=SC2016 # expanded by the inner sh: $0 is the cache, "$@" node's arguments
 exec unshare -m sh -c 'mount -t overlay node18 -o "lowerdir=$0/usr/share:/usr/share" /usr/share &&
   LD_LIBRARY_PATH="$0/usr/lib/x86_64-linux-gnu" exec "$0/usr/bin/node" "$@"' "$D" "$@"
