@@ -26,6 +26,24 @@ def up_to_date(slots, version):
             and cur.get("version") == version)
 
 
+def pick_bundle(slots, full, deltas=()):
+    """{kind, path, size} of what to send to a box: the first delta whose base is the booted
+    slot's content (its `sha256` equals the delta's `delta_base_sha256`, or, when the box has
+    no hash recorded for that slot, its `version` equals `delta_base_version`), else the full
+    bundle. `full` and each delta are poshub_bundle_info results (path, size, manifest)."""
+    booted = (slots or {}).get("booted") if isinstance(slots, dict) else None
+    cur = ((slots or {}).get("slots") or {}).get(booted) or {} if booted else {}
+    for d in deltas or ():
+        m = d.get("manifest") or {}
+        if cur.get("sha256"):
+            match = cur["sha256"] == m.get("delta_base_sha256")
+        else:
+            match = bool(cur.get("version")) and cur.get("version") == m.get("delta_base_version")
+        if match:
+            return {"kind": "delta", "path": d.get("path"), "size": d.get("size")}
+    return {"kind": "full", "path": full.get("path"), "size": full.get("size")}
+
+
 def _when(ts):
     if not isinstance(ts, (int, float)) or ts <= 0:
         return None
@@ -88,8 +106,10 @@ def last_rollback(slots, status=None):
     return None
 
 
-def report_row(host, slots_res, health_res, status_res, channel=None):
-    """One row of the fleet report from the three registered poshub_api results."""
+def report_row(host, slots_res, health_res, status_res, channel=None, sent=None):
+    """One row of the fleet report from the three registered poshub_api results and the
+    controller's record of the last bundle update.yml sent to the box (`sent`: {version, kind,
+    bytes, bundle, at}, or None)."""
     slots = slots_res.get("json") if slots_res.get("reachable") else None
     health = health_res.get("json") if health_res.get("reachable") else None
     status = status_res.get("json") if status_res.get("reachable") else None
@@ -112,6 +132,7 @@ def report_row(host, slots_res, health_res, status_res, channel=None):
         "slotA": slot("A"),
         "slotB": slot("B"),
         "lastRollback": last_rollback(slots, status),
+        "sent": sent if isinstance(sent, dict) and sent.get("kind") else None,
         "update": {"state": (status or {}).get("state"), "error": (status or {}).get("error"),
                    "outcome": (status or {}).get("outcome")},
         "hub": {
@@ -135,6 +156,7 @@ class FilterModule:
         return {
             "poshub_os_version": os_version,
             "poshub_up_to_date": up_to_date,
+            "poshub_pick_bundle": pick_bundle,
             "poshub_journal_lines": journal_lines,
             "poshub_last_rollback": last_rollback,
             "poshub_report_row": report_row,

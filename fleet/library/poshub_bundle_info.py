@@ -16,6 +16,7 @@ RETURN = r"""
 manifest: {description: The manifest, type: dict, returned: success}
 version: {description: manifest.version, type: str, returned: success}
 size: {description: File size in bytes, type: int, returned: success}
+path: {description: The bundle, type: str, returned: success}
 """
 
 import json
@@ -53,7 +54,8 @@ def main():
         m = read_manifest(path)
     except (OSError, ValueError, UnicodeDecodeError) as e:
         module.fail_json(msg="unable to read bundle: %s" % e)
-    module.exit_json(changed=False, manifest=m, version=m["version"], size=os.path.getsize(path))
+    module.exit_json(changed=False, manifest=m, version=m["version"], size=os.path.getsize(path),
+                     path=path)
 
 
 if __name__ == "__main__":

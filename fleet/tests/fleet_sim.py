@@ -23,12 +23,18 @@ def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
-def root_image(version, hub_http_port=8766, size=2 << 20, seed=0):
+def root_image(version, hub_http_port=8766, size=2 << 20, seed=0, base=None):
     """A simulated root filesystem image: header (see box_runner.py) and seeded random bytes
-    (incompressible, so the bundle is as large as a real image of that size would compress to)."""
+    (incompressible, so the bundle is as large as a real image of that size would compress to).
+    `base`: the image of that version with its header and last 64 KiB changed (a release that
+    changed little, for delta bundles)."""
     head = ("POSHUB-SIM-ROOTFS 1\nversion=%s\nhub_http_port=%d\n\n" % (version, hub_http_port)).encode()
-    rnd = random.Random("%s/%d" % (version, seed))
-    return head + rnd.randbytes(size - len(head))
+    if base is None:
+        rnd = random.Random("%s/%d" % (version, seed))
+        return head + rnd.randbytes(size - len(head))
+    old = root_image(base, hub_http_port, size, seed)
+    tail = random.Random("%s/%d/tail" % (version, seed)).randbytes(64 << 10)
+    return head + old[len(head):size - len(tail)] + tail
 
 
 class Box:
@@ -221,9 +227,10 @@ class Fleet:
                  " timeout=2).read() else 1)", check=False)
         return out.returncode == 0
 
-    def bundle(self, version, hub_http_port=8766, name=None, key="release"):
+    def bundle(self, version, hub_http_port=8766, name=None, key="release", base=None, delta_from=None):
         """A signed bundle of a simulated root image, made by `poshub-supervisor bundle create`
-        (`key`: another name than "release" signs with a key the boxes do not trust)."""
+        (`key`: another name than "release" signs with a key the boxes do not trust; `base`: see
+        root_image; `delta_from`: a bundle file, makes a delta bundle against it)."""
         name = name or "poshub-%s" % version
         keyfile = os.path.join(self.dir, "keys", key)
         if not os.path.exists(keyfile + ".key"):
@@ -231,10 +238,11 @@ class Fleet:
             assert out.returncode == 0, out.stderr
         img = os.path.join(self.dir, name + ".img")
         with open(img, "wb") as f:
-            f.write(root_image(version, hub_http_port))
+            f.write(root_image(version, hub_http_port, base=base))
         out_path = os.path.join(self.dir, name + ".poshub")
         out = sh(self.sup_bin, "bundle", "create", "--image", img, "--key", keyfile + ".key", "--version", version,
-                 "--board", "rpi4", "--out", out_path, "--level", "3", check=False)
+                 "--board", "rpi4", "--out", out_path, "--level", "3",
+                 *(["--delta-from", delta_from] if delta_from else []), check=False)
         assert out.returncode == 0, out.stderr
         os.unlink(img)
         return out_path

@@ -7,7 +7,8 @@ own network namespace, real poshub-supervisor + poshub in one namespace per box.
 Scenarios, in this order (each builds on the fleet state the previous one left):
   good_bundle_in_waves, rerun_uploads_nothing, refused_bundle_stops_the_run,
   unhealthy_bundle_rolls_back_the_canary_only,
-  box_that_stops_answering_stops_the_run, report_lists_every_box, readme_operator_day.
+  box_that_stops_answering_stops_the_run, report_lists_every_box, readme_operator_day,
+  delta_to_boxes_on_its_base.
 Prints one PASS line per scenario (with its wall time) and the figures for docs/benchmarks.md;
 exits 1 at the first failure, with the playbook output.
 """
@@ -331,6 +332,48 @@ class Suite:
                   "rollback: box01 back on 1.3.0, the others on 1.4.0", out)
 
 
+    def delta_to_boxes_on_its_base(self):
+        """After the README's day box01 runs 1.3.0 and the others 1.4.0: a push of 1.5.0 with a
+        delta from 1.4.0 sends the delta to the 11 boxes on 1.4.0 and the full bundle to box01."""
+        f = self.fleet
+        base = os.path.join(f.dir, "poshub-1.4.0.poshub")
+        full = f.bundle("1.5.0", base="1.4.0")
+        delta = f.bundle("1.5.0", base="1.4.0", name="poshub-1.5.0-delta-from-1.4.0", delta_from=base)
+        full_size, delta_size = os.path.getsize(full), os.path.getsize(delta)
+        check(delta_size * 10 < full_size, "the delta (%d bytes) is not much smaller than the full bundle (%d)"
+              % (delta_size, full_size))
+        odd = f.boxes[0]
+        check(odd.committed_on("1.3.0") and all(b.committed_on("1.4.0") for b in f.boxes[1:]),
+              "fleet not in the README's end state")
+        wire = {b.name: b.wire_bytes()[0] for b in f.boxes}
+        rc, out, wall = self.playbook("update.yml", "-e", "bundle=" + full, "-e", "delta=" + delta,
+                                      "-e", "poshub_update_timeout=60")
+        check(rc == 0, "update.yml with a delta failed (rc %d)" % rc, out)
+        to_box = {b.name: b.wire_bytes()[0] - wire[b.name] for b in f.boxes}
+        for b in f.boxes:
+            check(b.committed_on("1.5.0"), "%s is not committed on 1.5.0: %s" % (b.name, b.slots()), out)
+        check(to_box[odd.name] >= full_size, "box01 (on 1.3.0) received %d bytes, less than the full bundle's %d"
+              % (to_box[odd.name], full_size), out)
+        on_base = [to_box[b.name] for b in f.boxes[1:]]
+        check(max(on_base) < delta_size + 200_000, "a box on 1.4.0 received %d bytes (delta %d, full %d)"
+              % (max(on_base), delta_size, full_size), out)
+        rows, rout = self.report()
+        for b in f.boxes:
+            kind, size = ("full", full_size) if b is odd else ("delta", delta_size)
+            sent = rows[b.name].get("sent") or {}
+            check(sent.get("kind") == kind and sent.get("bytes") == size and sent.get("version") == "1.5.0",
+                  "%s: report says %s, expected %s of %d bytes" % (b.name, sent, kind, size), rout)
+        md = open(os.path.join(f.dir, "reports", "fleet-report.md"), encoding="utf-8").read()
+        html = open(os.path.join(f.dir, "reports", "fleet-report.html"), encoding="utf-8").read()
+        check(re.search(r"^\| box01 \|.*\| 1\.5\.0: full, %d bytes \|" % full_size, md, re.M)
+              and len(re.findall(r"^\| box\d\d \|.*\| 1\.5\.0: delta, %d bytes \|" % delta_size, md, re.M)) == 11
+              and html.count("1.5.0: delta, %d bytes" % delta_size) == 11, "report:\n" + md)
+        self.figures["delta"] = {"full_bytes": full_size, "delta_bytes": delta_size, "wall_s": round(wall, 1),
+                                 "wire_bytes_box01": to_box[odd.name], "wire_bytes_on_base_max": max(on_base)}
+        return ("box01 (1.3.0) got the full bundle (%d bytes, %d on the wire), 11 boxes on 1.4.0 the delta "
+                "(%d bytes, at most %d on the wire); all committed 1.5.0 in %.1f s; report says which"
+                % (full_size, to_box[odd.name], delta_size, max(on_base), wall))
+
 
 def readme_blocks():
     with open(os.path.join(FLEET_DIR, "README.md"), encoding="utf-8") as f:
@@ -358,7 +401,8 @@ def main():
     s = Suite(args)
     names = ["good_bundle_in_waves", "rerun_uploads_nothing", "refused_bundle_stops_the_run",
              "unhealthy_bundle_rolls_back_the_canary_only",
-             "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day"]
+             "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day",
+             "delta_to_boxes_on_its_base"]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     t0 = time.monotonic()
