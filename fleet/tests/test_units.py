@@ -119,6 +119,25 @@ class Filters(unittest.TestCase):
     def test_no_rollback(self):
         self.assertIsNone(filters.last_rollback(fixture("committed", "slots"), fixture("committed", "update-status")))
 
+    def test_pick_bundle_by_the_booted_slots_hash_then_version(self):
+        doc = fixture("committed", "slots")  # booted B: 1.1.0 with its sha256; A: 1.0.0, no hash
+        b = doc["slots"]["B"]
+        full = {"path": "full", "size": 9, "manifest": {"version": "1.2.0"}}
+
+        def delta(sha, version, path="d"):
+            return {"path": path, "size": 1, "manifest": {"delta_base_sha256": sha, "delta_base_version": version}}
+        self.assertEqual(doc["booted"], "B")
+        pick = filters.pick_bundle
+        self.assertEqual(pick(doc, full, [delta(b["sha256"], "x")])["kind"], "delta")
+        self.assertEqual(pick(doc, full, [delta("0" * 64, "1.1.0")])["kind"], "full")  # hash wins
+        self.assertEqual(pick(doc, full, [delta("0" * 64, "1.0.0"), delta(b["sha256"], "1.1.0", "d2")])["path"], "d2")
+        self.assertEqual(pick(doc, full, []), {"kind": "full", "path": "full", "size": 9})
+        no_hash = copy.deepcopy(doc)
+        no_hash["booted"] = "A"
+        self.assertEqual(pick(no_hash, full, [delta("0" * 64, "1.0.0")])["kind"], "delta")  # no hash: version
+        self.assertEqual(pick(no_hash, full, [delta("0" * 64, "1.1.0")])["kind"], "full")
+        self.assertEqual(pick(None, full, [delta(b["sha256"], "1.1.0")])["kind"], "full")
+
     def test_recorded_row(self):
         ok = lambda label, kind: {"reachable": True, "json": fixture(label, kind)}  # noqa: E731
         row = filters.report_row("box01", ok("committed-after-rollback", "slots"),
