@@ -217,6 +217,8 @@ async fn install_in_background(job: Job, path: PathBuf, allow_downgrade: bool, n
             InstallOptions {
                 allow_downgrade,
                 downgrade_flag: bundle::API_DOWNGRADE_FLAG,
+                // check_bundle hashed the booted slot against a delta's base before the 202.
+                base_checked: true,
             },
             &c.progress,
         );

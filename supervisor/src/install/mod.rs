@@ -44,6 +44,10 @@ pub struct InstallOptions {
     /// How the operator allows a downgrade where this install came from, for the refusal's
     /// hint: [`bundle::CLI_DOWNGRADE_FLAG`] (the default) or the API's query parameter.
     pub downgrade_flag: &'static str,
+    /// The caller has just hashed the booted slot against this bundle's delta base (the update
+    /// API does, to refuse a wrong base before its 202). The root slots are read-only, so the
+    /// install does not read the whole base a second time before rebuilding from it.
+    pub base_checked: bool,
 }
 
 impl Default for InstallOptions {
@@ -51,6 +55,7 @@ impl Default for InstallOptions {
         InstallOptions {
             allow_downgrade: false,
             downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
+            base_checked: false,
         }
     }
 }
@@ -239,7 +244,12 @@ fn check_and_open(
         },
     )?;
     // A delta is rebuilt from the booted slot: its content must be the named base.
-    vb.check_base(cfg.slot_device(booted), &format!("booted slot {booted}"))?;
+    let base = cfg.slot_device(booted);
+    if opts.base_checked {
+        vb.use_checked_base(base);
+    } else {
+        vb.check_base(base, &format!("booted slot {booted}"))?;
+    }
     // A backup of the hub database before anything is written (never blocks the update).
     crate::backup::take(cfg, crate::backup::Trigger::PreUpdate);
     let m = &vb.manifest;
