@@ -109,6 +109,9 @@ pub struct Config {
     /// before the file system is full, so the box can still log, boot and update. 0 turns the
     /// reserve off (writes then stop at the first ENOSPC, and recover the same way).
     pub min_free_bytes: u64,
+    /// The OS (bundle) version of the box, passed by poshub-supervisor as `POSHUB_OS_VERSION`
+    /// and shown in `/health` (`osVersion`); None when the hub runs without it.
+    pub os_version: Option<String>,
     /// `--demo`: open auth and a sample floor plan.
     pub demo: bool,
     /// Station printers (`HUB_PRINTERS`, e.g. `kds=192.0.2.10:9100,bds=192.0.2.11:9100`).
@@ -424,6 +427,7 @@ impl Config {
                 .max(16),
             db_cache_bytes: cache_mb.max(1) << 20,
             min_free_bytes: min_free_mb << 20,
+            os_version: vars.opt("POSHUB_OS_VERSION"),
             event_window_bytes: vars.parse(
                 "HUB_EVENT_WINDOW_BYTES",
                 1 << 20,

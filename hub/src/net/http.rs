@@ -229,8 +229,8 @@ async fn health(hub: &Hub) -> Response<Body> {
         "upstream": hub.upstream.status_json(),
         "seq": counts.head_seq,
         "version": crate::VERSION,
-        // The OS (bundle) version, given by poshub-supervisor; null when run without it.
-        "osVersion": std::env::var("POSHUB_OS_VERSION").ok().filter(|v| !v.is_empty()),
+        // The OS (bundle) version, given by poshub-supervisor (POSHUB_OS_VERSION); null without.
+        "osVersion": hub.cfg.os_version,
         "authMode": hub.cfg.auth_mode.as_str(),
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
         "printers": printers,
