@@ -23,21 +23,28 @@ fn count(msgs: &[String], what: &str) -> usize {
     msgs.iter().filter(|m| m.as_str() == what).count()
 }
 
-#[test]
-fn watchdog_pings_follow_hub_health() {
-    let rig = Rig::new();
+/// Powers the rig on and starts `run` with a `NOTIFY_SOCKET` bound by the test (and a 600 ms
+/// watchdog); returns the supervisor and the socket its notifications arrive on.
+fn run_with_notify_socket(rig: &Rig) -> (Proc, UnixDatagram) {
     rig.power_on();
     let sock_path = rig.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let mut sup = rig.spawn(
+    let sup = rig.spawn(
         &["run"],
         &[
             ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
             ("WATCHDOG_USEC", "600000"),
         ],
     );
+    (sup, sock)
+}
+
+#[test]
+fn watchdog_pings_follow_hub_health() {
+    let rig = Rig::new();
+    let (mut sup, sock) = run_with_notify_socket(&rig);
 
     // Healthy: READY=1, then a steady stream of WATCHDOG=1.
     let mut msgs = Vec::new();
@@ -86,18 +93,7 @@ fn watchdog_pings_follow_hub_health() {
 #[test]
 fn a_hub_busy_with_a_backup_keeps_the_watchdog_fed_and_a_hung_one_does_not() {
     let rig = Rig::new();
-    rig.power_on();
-    let sock_path = rig.path("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let mut sup = rig.spawn(
-        &["run"],
-        &[
-            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "600000"),
-        ],
-    );
+    let (mut sup, sock) = run_with_notify_socket(&rig);
     let mut msgs = Vec::new();
     let ok = wait_for(Duration::from_secs(15), || {
         msgs.extend(collect(&sock, Duration::from_millis(100)));
@@ -113,7 +109,9 @@ fn a_hub_busy_with_a_backup_keeps_the_watchdog_fed_and_a_hung_one_does_not() {
         .write(true)
         .open(rig.path("data/supervisor/backup.lock"))
         .unwrap();
-    let held = nix_flock(&lock);
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .unwrap();
     let pid = rig.hub_pid().unwrap();
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let busy = collect(&sock, Duration::from_secs(2));
@@ -133,18 +131,4 @@ fn a_hub_busy_with_a_backup_keeps_the_watchdog_fed_and_a_hung_one_does_not() {
         "{busy:?}"
     );
     assert_eq!(count(&hung, "WATCHDOG=1"), 0, "{hung:?}");
-}
-
-/// Holds an exclusive flock on `f` until dropped (as a running backup does).
-fn nix_flock(f: &std::fs::File) -> impl Drop {
-    struct Held(i32);
-    impl Drop for Held {
-        fn drop(&mut self) {
-            unsafe { libc::flock(self.0, libc::LOCK_UN) };
-        }
-    }
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX) }, 0);
-    Held(fd)
 }
