@@ -4,51 +4,16 @@
 // the same database the page reconnects by itself and the line reaches the hub, once.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { SHOTS, hubSettings, startHub, launchBrowser, killHubs } from "./harness.mjs";
 
-const ROOT = resolve(import.meta.dirname, "../../..");
-const BIN = process.env.POSHUB_BIN || join(ROOT, "target/debug/poshub");
-const SHOTS = join(ROOT, "target/browser");
-const procs = new Set();
 let browser;
-after(async () => { await browser?.close(); for (const p of procs) p.kill("SIGKILL"); });
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
-    s.on("error", fail);
-  });
-}
-
-async function startHub(env, base) {
-  const p = spawn(BIN, ["serve", "--demo"], { env, stdio: ["ignore", "ignore", "inherit"] });
-  procs.add(p);
-  p.on("exit", () => procs.delete(p));
-  const end = Date.now() + 10000;
-  for (;;) {
-    try { if ((await fetch(base + "/health")).ok) return p; } catch { /* not yet */ }
-    if (Date.now() > end) throw new Error("hub did not become healthy");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+after(async () => { await browser?.close(); killHubs(); });
 
 test("a line added while the hub is down reaches it when it is back, once", async () => {
-  const [wsPort, httpPort] = [await freePort(), await freePort()];
-  const dir = mkdtempSync(join(tmpdir(), "poshub-offline-"));
-  const env = { ...process.env, HUB_BIND: "127.0.0.1", HUB_PORT: String(wsPort), HUB_HTTP_PORT: String(httpPort),
-    HUB_DB_PATH: join(dir, "hub.redb"), HUB_MDNS_ENABLED: "false", HUB_LOG_LEVEL: "error" };
-  const base = `http://127.0.0.1:${httpPort}`;
+  const { env, base } = await hubSettings("poshub-offline-", "error");
   let hub = await startHub(env, base);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-  });
-  mkdirSync(SHOTS, { recursive: true });
+  browser = await launchBrowser();
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
   await page.goto(`${base}/terminal?terminal=till-O&name=Olga`);
   await page.getByTestId("status").filter({ hasText: "online" }).waitFor({ timeout: 10000 });

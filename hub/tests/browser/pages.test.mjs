@@ -3,55 +3,21 @@
 // dashboard. Run: `npm install && node --test` (needs /usr/bin/chromium and a built poshub).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import net from "node:net";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { SHOTS, hubSettings, startHub, launchBrowser, killHubs } from "./harness.mjs";
 
-const ROOT = resolve(import.meta.dirname, "../../..");
-const BIN = process.env.POSHUB_BIN || join(ROOT, "target/debug/poshub");
-const SHOTS = join(ROOT, "target/browser");
-let hub, browser, base;
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); });
-    s.on("error", fail);
-  });
-}
-
-async function waitHealthy(url, ms) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try { if ((await fetch(url + "/health")).ok) return; } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error("hub did not become healthy");
-}
+let browser, base;
 
 before(async () => {
-  const [wsPort, httpPort] = [await freePort(), await freePort()];
-  const dir = mkdtempSync(join(tmpdir(), "poshub-browser-"));
-  hub = spawn(BIN, ["serve", "--demo"], {
-    env: { ...process.env, HUB_BIND: "127.0.0.1", HUB_PORT: String(wsPort), HUB_HTTP_PORT: String(httpPort),
-      HUB_DB_PATH: join(dir, "hub.redb"), HUB_MDNS_ENABLED: "false", HUB_LOG_LEVEL: "warn" },
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  base = `http://127.0.0.1:${httpPort}`;
-  await waitHealthy(base, 10000);
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
-  mkdirSync(SHOTS, { recursive: true });
+  const hub = await hubSettings("poshub-browser-");
+  base = hub.base;
+  await startHub(hub.env, base);
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  hub?.kill("SIGTERM");
+  killHubs();
 });
 
 async function terminal(id, name) {
