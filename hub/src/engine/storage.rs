@@ -306,8 +306,9 @@ impl Engine {
             ReadOnlyClaim::Admit => self.admit(session, cursor, request_id),
             ReadOnlyClaim::Refuse => self.refuse_claim(&session, request_id.as_ref()),
             ReadOnlyClaim::NeedsWrite => {
-                let state = self.refusal();
-                let fail = outbound::auth_fail(state.code(), state.message(), request_id.as_ref());
+                let msg = "the hub cannot record this terminal's first login while its storage \
+                           cannot be written; try again once space is back";
+                let fail = outbound::auth_fail(self.refusal().code(), msg, request_id.as_ref());
                 self.out
                     .push(Out::To(session.outbox.clone(), Frame::text(fail)));
                 self.out.push(Out::To(
