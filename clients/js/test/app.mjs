@@ -2,6 +2,7 @@
 // orders it has applied and records every seq it applied, so a duplicate apply shows.
 import WebSocket from "ws";
 import { HubClient, memoryStorage } from "../dist/index.js";
+import { until } from "./hub.mjs";
 
 export function makeTerminal(hub, terminalId, opts = {}) {
   const app = { orders: new Map(), applied: [], states: 0, resyncs: 0, conflicts: [], revoked: [], errors: [] };
@@ -50,3 +51,15 @@ export async function hubOrders(hub) {
 }
 
 export const appOrders = (app) => Object.fromEntries([...app.orders].map(([k, v]) => [k, { version: v.version, snapshot: v.snapshot }]));
+
+/** Resolves once `client` is online (15 s at most). */
+export const online = (c) => until(`${c.status} -> online`, () => c.status === "online");
+
+/** Terminals `ids` on `hub`, started and online; stopped when test `t` ends. */
+export async function onlineTerminals(t, hub, ...ids) {
+  const terms = ids.map((id) => makeTerminal(hub, id));
+  t.after(() => { for (const x of terms) x.client.stop(); });
+  for (const x of terms) await x.client.start();
+  for (const x of terms) await online(x.client);
+  return terms;
+}

@@ -6,11 +6,10 @@ import assert from "node:assert/strict";
 import { copyFileSync } from "node:fs";
 import WebSocket from "ws";
 import { Hub, until, sleep } from "./hub.mjs";
-import { makeTerminal, order, hubOrders, appOrders } from "./app.mjs";
+import { makeTerminal, online, onlineTerminals, order, hubOrders, appOrders } from "./app.mjs";
 import { HubClient } from "../dist/index.js";
 import { mutingProxy } from "./proxy.mjs";
 
-const online = (c) => until(`${c.status} -> online`, () => c.status === "online");
 
 test("kill -9 mid-session: reconnect, catch up from the cursor, flush the outbox, no duplicate apply", async (t) => {
   const hub = new Hub();
@@ -75,13 +74,7 @@ test("a hub restarted on an older database (cursor outside its log) gives one ST
   const hub = new Hub();
   await hub.start();
   t.after(() => hub.stop());
-  const a = makeTerminal(hub, "till-A");
-  const b = makeTerminal(hub, "till-B");
-  t.after(() => { a.client.stop(); b.client.stop(); });
-  await a.client.start();
-  await b.client.start();
-  await online(a.client);
-  await online(b.client);
+  const [a, b] = await onlineTerminals(t, hub, "till-A", "till-B");
   await b.client.acquireLease("B-1");
   await b.client.writeOrder(order("B-1", 1), 0);
   await until("A applied B-1", () => a.app.orders.get("B-1"));
@@ -113,13 +106,7 @@ test("lease heartbeats keep an order for longer than its TTL; without them it la
   const hub = new Hub({ HUB_LEASE_TTL_MS: "1500", HUB_HEARTBEAT_MS: "250" });
   await hub.start();
   t.after(() => hub.stop());
-  const a = makeTerminal(hub, "till-A");
-  const b = makeTerminal(hub, "till-B");
-  t.after(() => { a.client.stop(); b.client.stop(); });
-  await a.client.start();
-  await b.client.start();
-  await online(a.client);
-  await online(b.client);
+  const [a, b] = await onlineTerminals(t, hub, "till-A", "till-B");
   const granted = await a.client.acquireLease("A-1");
   assert.equal(granted.ttlMs, 1500);
 
@@ -143,13 +130,7 @@ test("a revoked lease is reported; a stale write gets CONFLICT with the stored s
   const hub = new Hub({ HUB_LEASE_TTL_MS: "1000", HUB_HEARTBEAT_MS: "200" });
   await hub.start();
   t.after(() => hub.stop());
-  const a = makeTerminal(hub, "till-A");
-  const b = makeTerminal(hub, "till-B");
-  t.after(() => { a.client.stop(); b.client.stop(); });
-  await a.client.start();
-  await b.client.start();
-  await online(a.client);
-  await online(b.client);
+  const [a, b] = await onlineTerminals(t, hub, "till-A", "till-B");
   await a.client.acquireLease("X-1");
   assert.equal((await a.client.writeOrder(order("X-1", 1), 0)).kind, "ack");
   await a.client.releaseLease("X-1");

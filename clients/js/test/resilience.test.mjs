@@ -6,11 +6,10 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import WebSocket from "ws";
 import { Hub, until, freePort } from "./hub.mjs";
-import { makeTerminal, order } from "./app.mjs";
+import { makeTerminal, online, order } from "./app.mjs";
 import { HubClient, memoryStorage, discoverHub } from "../dist/index.js";
 import { mutingProxy } from "./proxy.mjs";
 
-const online = (c) => until(`${c.status} -> online`, () => c.status === "online");
 
 test("writes kept in storage while the hub is down are sent by the next app start", async (t) => {
   const hub = new Hub();
