@@ -227,10 +227,11 @@ class Fleet:
                  " timeout=2).read() else 1)", check=False)
         return out.returncode == 0
 
-    def bundle(self, version, hub_http_port=8766, name=None, key="release", base=None, delta_from=None):
+    def bundle(self, version, hub_http_port=8766, name=None, key="release", base=None, delta_from=None, seed=0):
         """A signed bundle of a simulated root image, made by `poshub-supervisor bundle create`
         (`key`: another name than "release" signs with a key the boxes do not trust; `base`: see
-        root_image; `delta_from`: a bundle file, makes a delta bundle against it)."""
+        root_image; `delta_from`: a bundle file, makes a delta bundle against it; `seed`: another
+        content for the same version, as a rebuild that changed everything)."""
         name = name or "poshub-%s" % version
         keyfile = os.path.join(self.dir, "keys", key)
         if not os.path.exists(keyfile + ".key"):
@@ -238,7 +239,7 @@ class Fleet:
             assert out.returncode == 0, out.stderr
         img = os.path.join(self.dir, name + ".img")
         with open(img, "wb") as f:
-            f.write(root_image(version, hub_http_port, base=base))
+            f.write(root_image(version, hub_http_port, seed=seed, base=base))
         out_path = os.path.join(self.dir, name + ".poshub")
         out = sh(self.sup_bin, "bundle", "create", "--image", img, "--key", keyfile + ".key", "--version", version,
                  "--board", "rpi4", "--out", out_path, "--level", "3",

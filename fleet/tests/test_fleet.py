@@ -8,7 +8,7 @@ Scenarios, in this order (each builds on the fleet state the previous one left):
   good_bundle_in_waves, rerun_uploads_nothing, refused_bundle_stops_the_run,
   unhealthy_bundle_rolls_back_the_canary_only,
   box_that_stops_answering_stops_the_run, report_lists_every_box, readme_operator_day,
-  delta_to_boxes_on_its_base.
+  delta_to_boxes_on_its_base, refused_delta_falls_back_to_full.
 Prints one PASS line per scenario (with its wall time) and the figures for docs/benchmarks.md;
 exits 1 at the first failure, with the playbook output.
 """
@@ -374,6 +374,50 @@ class Suite:
                 "(%d bytes, at most %d on the wire); all committed 1.5.0 in %.1f s; report says which"
                 % (full_size, to_box[odd.name], delta_size, max(on_base), wall))
 
+    def refused_delta_falls_back_to_full(self):
+        """A box whose slot records no hash is given the delta by its version; when its content is
+        not the delta's base the box refuses it with 409 before writing anything, and update.yml
+        sends it the full bundle instead of stopping the run."""
+        f = self.fleet
+        other = f.bundle("1.5.0", name="poshub-1.5.0-other-build", seed=1)
+        full = f.bundle("1.6.0", base="1.5.0")
+        delta = f.bundle("1.6.0", base="1.5.0", name="poshub-1.6.0-delta-from-other", delta_from=other)
+        nohash, hashed = f.boxes[1], f.boxes[2]
+        check(nohash.committed_on("1.5.0") and hashed.committed_on("1.5.0"), "box02/box03 not on 1.5.0")
+        # As a box flashed from an image: its booted slot's hash was never recorded.
+        nohash.stop()
+        path = nohash.path("data", "supervisor", "slots.json")
+        doc = nohash.slots()
+        booted = doc.get("booted") or doc.get("default")
+        for slot in (doc.get("slots") or {}).values():
+            slot.pop("sha256", None)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        nohash.start()
+        check(f.wait_ready(60), "box02 did not come back after its slot store was edited")
+        wire = {b.name: b.wire_bytes()[0] for b in (nohash, hashed)}
+        rc, out, wall = self.playbook("update.yml", "-l", "%s,%s" % (nohash.name, hashed.name),
+                                      "-e", "bundle=" + full, "-e", "delta=" + delta,
+                                      "-e", "poshub_update_timeout=60")
+        check(rc == 0, "update.yml did not fall back to the full bundle (rc %d)" % rc, out)
+        full_size = os.path.getsize(full)
+        for b in (nohash, hashed):
+            check(b.committed_on("1.6.0"), "%s is not committed on 1.6.0: %s" % (b.name, b.slots()), out)
+            check(b.wire_bytes()[0] - wire[b.name] >= full_size, "%s did not receive the full bundle" % b.name, out)
+        check("install the full bundle" in out, "the box's refusal of the delta is not shown", out)
+        rows, rout = self.report()
+        sent = {b.name: rows[b.name].get("sent") or {} for b in (nohash, hashed)}
+        check(sent[nohash.name].get("kind") == "full" and sent[nohash.name].get("delta_refused")
+              and sent[hashed.name].get("kind") == "full" and not sent[hashed.name].get("delta_refused"),
+              "report: %s" % sent, rout)
+        md = open(os.path.join(f.dir, "reports", "fleet-report.md"), encoding="utf-8").read()
+        check(re.search(r"^\| box02 \|.*\| 1\.6\.0: full \(delta refused\), %d bytes \|" % full_size, md, re.M),
+              "report:\n" + md)
+        return ("box02 (slot %s, no hash recorded) refused the delta (409, nothing written) and got the full "
+                "bundle; box03 (hash recorded) got the full bundle at once; both committed 1.6.0 in %.1f s"
+                % (booted, wall))
+
+
 
 def readme_blocks():
     with open(os.path.join(FLEET_DIR, "README.md"), encoding="utf-8") as f:
@@ -402,7 +446,7 @@ def main():
     names = ["good_bundle_in_waves", "rerun_uploads_nothing", "refused_bundle_stops_the_run",
              "unhealthy_bundle_rolls_back_the_canary_only",
              "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day",
-             "delta_to_boxes_on_its_base"]
+             "delta_to_boxes_on_its_base", "refused_delta_falls_back_to_full"]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     t0 = time.monotonic()
