@@ -24,8 +24,7 @@ fn sections(doc: &str) -> Vec<Section<'_>> {
     let end = rest[1..].find("\n## ").map_or(rest.len(), |i| i + 1);
     let messages = &rest[..end];
     let mut out = Vec::new();
-    let mut parts = messages.split("\n### `").skip(1).peekable();
-    while let Some(part) = parts.next() {
+    for part in messages.split("\n### `").skip(1) {
         let Some((ty, body)) = part.split_once("`\n") else {
             panic!("a message heading without a closing backtick: {part:.40}")
         };
