@@ -5,6 +5,7 @@
 #    4 MiB alignment (SD card erase blocks).
 # 2. config (FAT): firmware, U-Boot, config.txt starting U-Boot, boot.scr, and a uboot.env
 #    that libubootenv reads: U-Boot's defaults (bootcmd) plus BOOT_ORDER=A B, 3 attempts each.
+#    poshub.env.example names only settings of docs/configuration.md.
 # 3. bootA/bootB (ext4): uncompressed Image, initrd, dtb, cmdline.env without a root (boot.cmd adds root=PARTLABEL=root<slot>).
 # 4. rootA holds root.squashfs byte for byte; data is ext4 labelled data; a .bmap exists.
 # 5. Reproducible: assembled twice, a second apart, the images are identical.
@@ -80,6 +81,13 @@ for f in start4.elf fixup4.dat bcm2711-rpi-4-b.dtb u-boot.bin config.txt boot.sc
   mtype -i "$work/p1" "::$f" >/dev/null 2>&1 || fail "config partition lacks $f"
 done
 mtype -i "$work/p1" ::config.txt | grep -qx 'kernel=u-boot.bin' || fail "config.txt does not start U-Boot"
+# The template a tech copies to poshub.env names real settings (it once said HUB_TENANT_ID).
+keys=$(mtype -i "$work/p1" ::poshub.env.example | sed -n 's/^#\([A-Z_][A-Z0-9_]*\)=.*/\1/p')
+[[ -n $keys ]] || fail "poshub.env.example names no setting"
+known=$(awk -F'|' '/^\| `/ {print $2}' "$image_dir/../docs/configuration.md" | grep -o '`[A-Z][A-Z0-9_]*`' | tr -d '`')
+for k in $keys; do
+  grep -qx "$k" <<<"$known" || fail "poshub.env.example: $k is not a setting of docs/configuration.md"
+done
 mcopy -i "$work/p1" ::uboot.env "$work/uboot.env"
 mcopy -i "$work/p1" ::boot.scr "$work/boot.scr"
 mkimage -l "$work/boot.scr" | grep -q 'Script' || fail "boot.scr is not a U-Boot script image"
