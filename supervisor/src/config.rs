@@ -417,18 +417,18 @@ impl Config {
     }
 
     /// The boot partition device of `slot`, if boot devices are configured.
-    pub fn slot_boot_device(&self, slot: crate::slots::Slot) -> Option<&Path> {
+    pub fn slot_boot_device(&self, slot: crate::types::Slot) -> Option<&Path> {
         match slot {
-            crate::slots::Slot::A => self.slot_a_boot_device.as_deref(),
-            crate::slots::Slot::B => self.slot_b_boot_device.as_deref(),
+            crate::types::Slot::A => self.slot_a_boot_device.as_deref(),
+            crate::types::Slot::B => self.slot_b_boot_device.as_deref(),
         }
     }
 
     /// The device (or test file) that holds `slot`.
-    pub fn slot_device(&self, slot: crate::slots::Slot) -> &Path {
+    pub fn slot_device(&self, slot: crate::types::Slot) -> &Path {
         match slot {
-            crate::slots::Slot::A => &self.slot_a_device,
-            crate::slots::Slot::B => &self.slot_b_device,
+            crate::types::Slot::A => &self.slot_a_device,
+            crate::types::Slot::B => &self.slot_b_device,
         }
     }
 }
@@ -482,14 +482,14 @@ mod tests {
             Config::load(Some(&p))
         };
         let none = load("SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n").unwrap();
-        assert_eq!(none.slot_boot_device(crate::slots::Slot::A), None);
+        assert_eq!(none.slot_boot_device(crate::types::Slot::A), None);
         let both = load(
             "SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n\
              SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\nSUPERVISOR_SLOT_B_BOOT_DEVICE=/bb\n",
         )
         .unwrap();
         assert_eq!(
-            both.slot_boot_device(crate::slots::Slot::B),
+            both.slot_boot_device(crate::types::Slot::B),
             Some(Path::new("/bb"))
         );
         let err = load("SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\n")

@@ -14,25 +14,13 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, HttpUrl};
 use crate::notify::{Notifier, CHILD_ENV_REMOVE};
+pub use crate::types::HubState;
 
-/// How long the hub gets to exit after the forwarded signal before SIGKILL (SPEC §2.7 gives it
-/// 5 s).
+/// How long the hub gets to exit after the forwarded signal before SIGKILL (the hub itself stops
+/// within 5 s, `docs/storage.md`).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// A hub that stayed up this long resets the restart backoff.
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-
-/// What the supervisor knows about the hub right now.
-#[derive(Debug, Clone, Default)]
-pub struct HubState {
-    pub pid: Option<u32>,
-    pub healthy: bool,
-    /// Start of the current unbroken run of passing health checks.
-    pub healthy_since: Option<Instant>,
-    /// Hub exits so far (each one is followed by a restart).
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-    pub last_error: Option<String>,
-}
 
 /// Runs the hub until `stop` carries a signal; returns after the child is gone.
 pub async fn supervise(

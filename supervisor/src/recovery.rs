@@ -1,4 +1,4 @@
-//! Start-up recovery checks (SPEC §7.1), run before the hub starts, in this fixed order:
+//! Start-up recovery checks (`docs/backups.md`, "How restore works"), run before the hub starts, in this fixed order:
 //!
 //! 1. `data-dir`: the data directory is writable (write, fsync, rename, read back).
 //! 2. `free-space`: free space on the data partition is above `SUPERVISOR_MIN_FREE_MB`.
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+pub use crate::dbcheck::check_redb;
 use crate::fsutil::{self, now_unix, TMP_SUFFIX};
 
 /// Outcome of one check.
@@ -186,22 +187,6 @@ fn check_clock(cfg: &Config) -> (Outcome, String) {
         tracing::warn!("unable to persist the clock: {e}");
     }
     result
-}
-
-/// Opens a redb file and runs its integrity check: Ok(true) clean, Ok(false) repaired.
-pub fn check_redb(path: &Path) -> Result<bool, String> {
-    let path = path.to_path_buf();
-    std::panic::catch_unwind(move || {
-        let mut db = redb::Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
-            .open(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => "in-use".to_string(),
-                other => other.to_string(),
-            })?;
-        db.check_integrity().map_err(|e| e.to_string())
-    })
-    .unwrap_or_else(|_| Err("redb panicked while reading the file".into()))
 }
 
 fn check_database(cfg: &Config) -> (Outcome, String) {

@@ -14,20 +14,13 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{self, ApiCtx};
 use crate::backup;
 use crate::config::Config;
-use crate::hub::{self, HubState};
+use crate::hub;
 use crate::install::Progress;
 use crate::lifecycle::{BootDecision, Slots};
 use crate::notify::Notifier;
 use crate::recovery;
 use crate::slots::{self, Slot};
-
-/// Why the supervisor is going down to reboot.
-#[derive(Debug, Clone)]
-pub struct RebootRequest {
-    /// Ask the bootloader for the one-shot trial boot.
-    pub trial: bool,
-    pub reason: String,
-}
+use crate::types::{HubState, RebootRequest};
 
 /// Runs the service until a signal or a reboot request.
 pub async fn run(cfg: Config) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The update API (SPEC §7.6), hyper HTTP/1 on the addresses and interfaces of
+//! The update API (`docs/updates.md` §6), hyper HTTP/1 on the addresses and interfaces of
 //! `SUPERVISOR_API_BIND` (see [`listen`]), port `SUPERVISOR_API_PORT`, every route behind
 //! `Authorization: Bearer <token>`:
 //! - `GET /slots`: booted slot, OS version, bootloader default, per-slot status, trial, hub health.
@@ -26,10 +26,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::fsutil;
-use crate::hub::HubState;
+use crate::types::{HubState, RebootRequest};
 use crate::install::Progress;
 use crate::lifecycle::Slots;
-use crate::run::RebootRequest;
 
 pub mod listen;
 mod update;

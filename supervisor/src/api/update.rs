@@ -23,7 +23,7 @@ use crate::bundle::{self, Manifest};
 use crate::fsutil;
 use crate::install::{self, InstallLock, InstallOptions, LockError, UpdateStatus};
 use crate::lifecycle::Slots;
-use crate::run::RebootRequest;
+use crate::types::RebootRequest;
 use crate::slots::store::SlotState;
 
 type Answer = (StatusCode, String);

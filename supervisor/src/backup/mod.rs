@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::fsutil::{self, now_unix};
-use crate::hub::HubState;
+use crate::types::HubState;
 use hubapi::HubError;
 pub use retention::Trigger;
 
@@ -318,7 +318,7 @@ fn copy_and_check(src: &Path, tmp: &Path, dest: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     // Only a copy that passes counts (redb may finish a repair of an unclean file here: the
     // copy then holds the last committed state).
-    crate::recovery::check_redb(tmp)
+    crate::dbcheck::check_redb(tmp)
         .map_err(|e| format!("the copy fails the integrity check: {e}"))?;
     std::fs::rename(tmp, dest).map_err(|e| format!("rename to {}: {e}", dest.display()))?;
     if let Some(d) = dest.parent() {
