@@ -39,13 +39,7 @@ pub async fn supervise(
             return;
         }
     };
-    let mut interval = cfg.health_interval;
-    if let Some(wd) = notifier.watchdog_period() {
-        interval = interval.min(wd / 3).max(Duration::from_millis(50));
-    }
-    let probe_timeout = cfg
-        .health_timeout
-        .min(interval.max(Duration::from_millis(200)));
+    let (interval, probe_timeout) = probe_timings(&cfg, &notifier);
     let floor = cfg.restart_backoff_min.max(Duration::from_millis(10));
     let ceiling = cfg.restart_backoff_max.max(floor);
     let mut backoff = floor;
@@ -60,11 +54,7 @@ pub async fn supervise(
                 let pid = child.id();
                 tracing::info!(pid, "hub started");
                 notifier.status("hub starting");
-                state_tx.send_modify(|s| {
-                    s.pid = pid;
-                    s.healthy = false;
-                    s.healthy_since = None;
-                });
+                set_pid(&state_tx, pid);
                 let ended = run_child(
                     &mut child,
                     &url,
@@ -79,11 +69,7 @@ pub async fn supervise(
                 .await;
                 if let Some(sig) = ended {
                     stop_child(&mut child, sig).await;
-                    state_tx.send_modify(|s| {
-                        s.pid = None;
-                        s.healthy = false;
-                        s.healthy_since = None;
-                    });
+                    set_pid(&state_tx, None);
                     return;
                 }
             }
@@ -109,6 +95,28 @@ pub async fn supervise(
         }
         backoff = (backoff * 2).min(ceiling);
     }
+}
+
+/// How often the hub's health is probed (at least three times per systemd watchdog period),
+/// and how long one probe may take.
+fn probe_timings(cfg: &Config, notifier: &Notifier) -> (Duration, Duration) {
+    let mut interval = cfg.health_interval;
+    if let Some(wd) = notifier.watchdog_period() {
+        interval = interval.min(wd / 3).max(Duration::from_millis(50));
+    }
+    let probe_timeout = cfg
+        .health_timeout
+        .min(interval.max(Duration::from_millis(200)));
+    (interval, probe_timeout)
+}
+
+/// A hub process started (`Some`) or gone (`None`): not healthy until a probe says so.
+fn set_pid(state_tx: &watch::Sender<HubState>, pid: Option<u32>) {
+    state_tx.send_modify(|s| {
+        s.pid = pid;
+        s.healthy = false;
+        s.healthy_since = None;
+    });
 }
 
 fn spawn(cfg: &Config, os_version: Option<&str>) -> std::io::Result<Child> {

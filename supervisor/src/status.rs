@@ -110,14 +110,18 @@ fn age(s: u64) -> String {
     }
 }
 
-/// Human-readable rendering of [`full`].
-pub fn render(v: &Value) -> String {
-    let mut out = String::new();
-    let s = |v: &Value| match v {
+/// A JSON value as `status` prints it: `-` for null, strings without quotes.
+fn s(v: &Value) -> String {
+    match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// Human-readable rendering of [`full`].
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "backend: {}   booted: {}   default: {}   os version: {}",
@@ -129,6 +133,28 @@ pub fn render(v: &Value) -> String {
     if !v["bootloaderError"].is_null() {
         let _ = writeln!(out, "bootloader error: {}", s(&v["bootloaderError"]));
     }
+    render_slots(&mut out, v);
+    if let Some(u) = v["update"].as_object() {
+        let _ = writeln!(out, "{}", update_line(u, &s));
+    }
+    if let Some(lines) = v["provisioning"]["lines"].as_array() {
+        let ok = v["provisioning"]["ok"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "provisioning: {}",
+            if ok { "ok" } else { "FAILED (see below)" }
+        );
+        for l in lines {
+            let _ = writeln!(out, "  {}", s(l));
+        }
+    }
+    render_backup(&mut out, &v["backup"]);
+    render_recovery_and_journal(&mut out, v);
+    out
+}
+
+/// The slots and the trial.
+fn render_slots(out: &mut String, v: &Value) {
     for slot in ["A", "B"] {
         let i = &v["slots"][slot];
         let _ = writeln!(
@@ -155,21 +181,10 @@ pub fn render(v: &Value) -> String {
             s(&t["attempts"])
         );
     }
-    if let Some(u) = v["update"].as_object() {
-        let _ = writeln!(out, "{}", update_line(u, &s));
-    }
-    if let Some(lines) = v["provisioning"]["lines"].as_array() {
-        let ok = v["provisioning"]["ok"].as_bool().unwrap_or(false);
-        let _ = writeln!(
-            out,
-            "provisioning: {}",
-            if ok { "ok" } else { "FAILED (see below)" }
-        );
-        for l in lines {
-            let _ = writeln!(out, "  {}", s(l));
-        }
-    }
-    render_backup(&mut out, &v["backup"]);
+}
+
+/// The recovery checks of this start, then the slot journal.
+fn render_recovery_and_journal(out: &mut String, v: &Value) {
     let _ = writeln!(out, "recovery checks:");
     if let Some(checks) = v["recovery"]["checks"].as_array() {
         for c in checks {
@@ -198,7 +213,6 @@ pub fn render(v: &Value) -> String {
             );
         }
     }
-    out
 }
 
 /// One line for the last update: its state and version, the phase and percentage only while

@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::fsutil;
-use crate::types::{HubState, RebootRequest};
 use crate::install::Progress;
 use crate::lifecycle::Slots;
+use crate::types::{HubState, RebootRequest};
 
 pub mod listen;
 mod update;

@@ -353,14 +353,6 @@ impl VerifiedBundle {
         Ok(Box::new(delta::DeltaReader::new(payload, base, base_size)))
     }
 
-    /// For a delta: rebuilds from `base`, which the caller has already checked with
-    /// [`VerifiedBundle::check_base`] for this bundle (in the same install job).
-    pub fn use_checked_base(&mut self, base: &Path) {
-        if self.manifest.delta_base().is_some() {
-            self.base = Some(base.to_path_buf());
-        }
-    }
-
     /// For a delta: checks that the first bytes of `base` (the booted slot's device on a
     /// device) are the base image the manifest names, and remembers `base` for
     /// [`VerifiedBundle::image_reader`]. `what` names `base` in the refusal. A full bundle
