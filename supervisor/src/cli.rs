@@ -24,7 +24,7 @@ both takes the environment's value (as systemd's Environment= over EnvironmentFi
 reads its --config the same way."
 )]
 pub struct Cli {
-    /// Env file (systemd EnvironmentFile format) with SUPERVISOR_* variables. A variable also
+    /// Env file (systemd `EnvironmentFile` format) with SUPERVISOR_* variables. A variable also
     /// set in the environment takes the environment's value.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -92,7 +92,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// Build a signed bundle from a root filesystem image (and optionally the slot boot
-    /// partition image). `created` is SOURCE_DATE_EPOCH when set, for reproducible bundles.
+    /// partition image). `created` is `SOURCE_DATE_EPOCH` when set, for reproducible bundles.
     Create {
         /// Root filesystem image.
         #[arg(long)]
@@ -106,7 +106,7 @@ pub enum BundleCmd {
         /// Release version of the image (compared with the device's to refuse downgrades).
         #[arg(long)]
         version: String,
-        /// Compatible board (SUPERVISOR_BOARD on the device), e.g. rpi4.
+        /// Compatible board (`SUPERVISOR_BOARD` on the device), e.g. rpi4.
         #[arg(long)]
         board: String,
         /// Bundle file to write (replaced atomically if it exists).
@@ -125,10 +125,10 @@ pub enum BundleCmd {
     Verify {
         /// Bundle file to check.
         bundle: PathBuf,
-        /// Public key (default: SUPERVISOR_PUBLIC_KEY).
+        /// Public key (default: `SUPERVISOR_PUBLIC_KEY`).
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Board to check against (default: SUPERVISOR_BOARD, `rpi4` when unset).
+        /// Board to check against (default: `SUPERVISOR_BOARD`, `rpi4` when unset).
         #[arg(long)]
         board: Option<String>,
         /// For a delta bundle: the base root image (or a slot device) to rebuild the images
@@ -257,13 +257,13 @@ struct CreateArgs<'a> {
     delta_from: Option<&'a Path>,
 }
 
-/// `bundle create`: `created` is SOURCE_DATE_EPOCH when set, for reproducible bundles.
+/// `bundle create`: `created` is `SOURCE_DATE_EPOCH` when set, for reproducible bundles.
 fn cmd_bundle_create(a: &CreateArgs<'_>) -> Result<()> {
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(v),
         Err(std::env::VarError::NotPresent) => None,
         Err(std::env::VarError::NotUnicode(v)) => {
-            bail!("SOURCE_DATE_EPOCH={v:?} is not a Unix time")
+            bail!("SOURCE_DATE_EPOCH=\"{}\" is not a Unix time", v.display())
         }
     };
     let m = bundle::create(&CreateOptions {

@@ -90,7 +90,7 @@ pub async fn supervise(
             backoff.as_millis()
         ));
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(ceiling);
@@ -150,14 +150,11 @@ fn spawn(cfg: &Config, os_version: Option<&str>) -> std::io::Result<Child> {
     }
     if let Some(user) = &cfg.hub_user {
         if nix::unistd::geteuid().is_root() {
-            match nix::unistd::User::from_name(user) {
-                Ok(Some(u)) => {
-                    give_hub_its_files(cfg, u.uid, u.gid);
-                    cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-                }
-                _ => tracing::warn!(
-                    "SUPERVISOR_HUB_USER {user:?} not found; running the hub as root"
-                ),
+            if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+                give_hub_its_files(cfg, u.uid, u.gid);
+                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            } else {
+                tracing::warn!("SUPERVISOR_HUB_USER {user:?} not found; running the hub as root");
             }
         }
     }
@@ -269,15 +266,14 @@ async fn run_child(
 async fn stop_child(child: &mut Child, sig: Signal) {
     if let Some(pid) = child.id() {
         tracing::info!(pid, "forwarding {sig} to the hub");
-        let _ = signal::kill(Pid::from_raw(pid as i32), sig);
+        let _ = signal::kill(Pid::from_raw(pid.cast_signed()), sig);
         // A stopped (SIGSTOPped) hub cannot act on the signal: let it run again.
-        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        let _ = signal::kill(Pid::from_raw(pid.cast_signed()), Signal::SIGCONT);
     }
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(Ok(s)) => tracing::info!("hub stopped: {s}"),
-        _ => {
-            tracing::warn!("hub did not stop within {STOP_GRACE:?}; killing it");
-            let _ = child.kill().await;
-        }
+    if let Ok(Ok(s)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        tracing::info!("hub stopped: {s}");
+    } else {
+        tracing::warn!("hub did not stop within {STOP_GRACE:?}; killing it");
+        let _ = child.kill().await;
     }
 }

@@ -187,6 +187,8 @@ struct BootFacts {
     uptime: Option<u64>,
 }
 
+// /proc/uptime is a small positive number of seconds (`as` saturates anyway).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn uptime_ms() -> Option<u64> {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -202,7 +204,7 @@ fn decide(st: &mut SlotStatus, f: &BootFacts) -> (BootDecision, Option<Slot>) {
     if st.slot(slot).state == SlotState::Unknown {
         let info = st.slot_mut(slot);
         info.state = SlotState::Good;
-        info.version = f.os_version.clone();
+        info.version.clone_from(&f.os_version);
         info.committed_at = Some(now_unix());
         st.log(
             boot_id,

@@ -105,8 +105,8 @@ fn check_data_dir(cfg: &Config) -> (Outcome, String) {
     let probe = dir.join("write-probe");
     let payload = format!("probe {}", now_unix());
     let r = std::fs::create_dir_all(&dir)
-        .and_then(|_| fsutil::atomic_write(&probe, payload.as_bytes()))
-        .and_then(|_| std::fs::read_to_string(&probe))
+        .and_then(|()| fsutil::atomic_write(&probe, payload.as_bytes()))
+        .and_then(|()| std::fs::read_to_string(&probe))
         .and_then(|back| {
             let _ = std::fs::remove_file(&probe);
             if back == payload {
@@ -171,15 +171,15 @@ fn check_clock(cfg: &Config) -> (Outcome, String) {
         ),
         Some(last) => {
             let behind = last - now;
-            if !cfg.clock_set {
-                (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last} and SUPERVISOR_CLOCK_SET=false"))
-            } else {
+            if cfg.clock_set {
                 let ts =
                     nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_secs(last));
                 match nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
                     Ok(()) => (Outcome::Repaired, format!("clock was {behind}s behind the last persisted timestamp; set forward to {last}")),
                     Err(e) => (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last}; setting it failed: {e}")),
                 }
+            } else {
+                (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last} and SUPERVISOR_CLOCK_SET=false"))
             }
         }
     };
@@ -211,8 +211,7 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
     let corrupt_dir = cfg.data_dir.join("corrupt");
     let name = db
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "hub.redb".into());
+        .map_or_else(|| "hub.redb".into(), |n| n.to_string_lossy().into_owned());
     let aside = match fsutil::move_aside(db, &corrupt_dir, &name) {
         Ok(p) => p,
         Err(e) => {
@@ -270,7 +269,7 @@ fn clean_leftovers(cfg: &Config) -> (Outcome, String) {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
-        for e in rd.filter_map(|e| e.ok()) {
+        for e in rd.filter_map(std::result::Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
             let ours = name.ends_with(TMP_SUFFIX)
                 || (spool && (name.ends_with(".partial") || name.ends_with(".poshub")));

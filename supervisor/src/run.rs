@@ -58,7 +58,14 @@ pub async fn run(cfg: Config) -> Result<()> {
     let api_task = start_api(api_ctx);
 
     // 5. The trial monitor: commit after the health window, or fail and roll back.
-    let trial_task = start_trial_monitor(&cfg, &slots, decision, &hub_rx, &reboot_tx, &notifier);
+    let trial_task = start_trial_monitor(
+        &cfg,
+        &slots,
+        decision.as_ref(),
+        &hub_rx,
+        &reboot_tx,
+        &notifier,
+    );
     if failed > 0 {
         tracing::warn!("{failed} recovery check(s) failed; see `poshub-supervisor status`");
     }
@@ -172,12 +179,12 @@ fn start_api(mut ctx: ApiCtx) -> Option<tokio::task::JoinHandle<()>> {
 fn start_trial_monitor(
     cfg: &Config,
     slots: &Slots,
-    decision: Option<BootDecision>,
+    decision: Option<&BootDecision>,
     hub_rx: &watch::Receiver<HubState>,
     reboot_tx: &mpsc::Sender<RebootRequest>,
     notifier: &Notifier,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let Some(BootDecision::Trial {
+    let Some(&BootDecision::Trial {
         slot,
         attempt,
         elapsed,
@@ -208,9 +215,10 @@ async fn wait_for_stop(
         _ = int.recv() => (Signal::SIGINT, None),
         Some(r) = reboot_rx.recv() => (Signal::SIGTERM, Some(r)),
     };
-    match &reboot {
-        Some(r) => tracing::info!("stopping the hub to reboot: {}", r.reason),
-        None => tracing::info!("{sig} received: stopping"),
+    if let Some(r) = &reboot {
+        tracing::info!("stopping the hub to reboot: {}", r.reason);
+    } else {
+        tracing::info!("{sig} received: stopping");
     }
     Ok((sig, reboot))
 }
@@ -247,7 +255,7 @@ async fn stop_backup(cfg: &Config, notifier: &Notifier) {
         notifier.extend_timeout(Duration::from_secs(30));
         tokio::select! {
             _ = &mut work => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
@@ -257,7 +265,7 @@ async fn stop_backup(cfg: &Config, notifier: &Notifier) {
 /// supervisor holds it.
 fn take_run_lock(cfg: &Config) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     let dir = cfg.state_dir();
-    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+    let opened = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -297,7 +305,9 @@ pub async fn trial_monitor(
         .unwrap_or_else(Instant::now);
     let base_restarts = hub.borrow().restarts;
     let window = cfg.health_window;
-    let mut last_status = Instant::now() - Duration::from_secs(60);
+    // The first status line is due at once (an `Instant` a minute back would underflow in the
+    // first minute after boot, when a trial boot starts the supervisor).
+    let mut last_status: Option<Instant> = None;
     loop {
         let s = hub.borrow_and_update().clone();
         let healthy_for = s.healthy_since.map(|t| t.elapsed()).unwrap_or_default();
@@ -345,8 +355,8 @@ pub async fn trial_monitor(
                 .await;
             return;
         }
-        if last_status.elapsed() >= Duration::from_secs(5) {
-            last_status = Instant::now();
+        if last_status.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            last_status = Some(Instant::now());
             notifier.status(&format!(
                 "trial of slot {slot}: hub healthy for {}/{}s",
                 healthy_for.as_secs(),

@@ -25,8 +25,8 @@ pub fn slots_view(slots: &Slots) -> Result<Value> {
         "booted": booted.as_ref().ok().map(|b| b.slot),
         "osVersion": slots.os_version(),
         "bootloaderTrialFlag": booted.as_ref().ok().map(|b| b.trial_flag),
-        "bootloaderError": booted.as_ref().err().map(|e| e.to_string())
-            .or_else(|| primary.as_ref().err().map(|e| e.to_string())),
+        "bootloaderError": booted.as_ref().err().map(std::string::ToString::to_string)
+            .or_else(|| primary.as_ref().err().map(std::string::ToString::to_string)),
         "default": primary.ok().flatten(),
         "slots": {"A": st.a, "B": st.b},
         "trial": st.trial,
@@ -64,6 +64,7 @@ fn provisioning(path: &std::path::Path) -> Value {
 }
 
 /// `backup: newest NAME, AGE old (N kept, SIZE)` and the last attempt when it did not succeed.
+#[allow(clippy::cast_precision_loss)] // sizes shown in MiB to one decimal
 fn render_backup(out: &mut String, b: &Value) {
     let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / 1_048_576.0;
     match b["newest"].as_object() {
@@ -101,6 +102,7 @@ fn render_backup(out: &mut String, b: &Value) {
 }
 
 /// `42s`, `17 min`, `5.2 h`, `3.1 days`.
+#[allow(clippy::cast_precision_loss)] // shown to one decimal
 fn age(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
@@ -218,7 +220,7 @@ fn render_recovery_and_journal(out: &mut String, v: &Value) {
 /// One line for the last update: its state and version, the phase and percentage only while
 /// it runs (or where it stopped), and the error or rollback reason.
 fn update_line(u: &serde_json::Map<String, Value>, s: &dyn Fn(&Value) -> String) -> String {
-    let field = |k: &str| u.get(k).map(s).unwrap_or_else(|| "-".into());
+    let field = |k: &str| u.get(k).map_or_else(|| "-".into(), s);
     let state = field("state");
     let mut line = format!("update: {state}");
     if state != "idle" {

@@ -46,7 +46,9 @@ impl Job {
                  see GET /update/status"
                     .to_string(),
             ),
-            other => (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            other @ LockError::Open { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
         })?;
         ctx.active.store(true, Ordering::SeqCst);
         Ok(Job {
@@ -75,8 +77,8 @@ impl Drop for Job {
 /// `POST /update[?no_reboot=1&allow_downgrade=1&force=1]`.
 pub async fn post(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<Bytes>> {
     match accept(req, &ctx).await {
-        Ok(v) => reply(StatusCode::ACCEPTED, v),
-        Err((code, msg)) => reply(code, json!({"error": msg})),
+        Ok(v) => reply(StatusCode::ACCEPTED, &v),
+        Err((code, msg)) => reply(code, &json!({"error": msg})),
     }
 }
 
@@ -268,10 +270,10 @@ async fn receive(mut body: Incoming, ctx: &ApiCtx) -> Result<PathBuf, Answer> {
 pub async fn status(ctx: Arc<ApiCtx>) -> Response<Full<Bytes>> {
     let r = tokio::task::spawn_blocking(move || status_view(&ctx)).await;
     match r {
-        Ok(v) => reply(StatusCode::OK, v),
+        Ok(v) => reply(StatusCode::OK, &v),
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": e.to_string()}),
+            &json!({"error": e.to_string()}),
         ),
     }
 }
@@ -286,15 +288,14 @@ fn status_view(ctx: &ApiCtx) -> Value {
             st = disk;
         }
         if st.state.in_progress() {
-            match InstallLock::try_take(&ctx.cfg) {
-                Err(LockError::Busy) => source = "cli",
-                _ => {
-                    let phase = st.phase.clone().unwrap_or_else(|| "receive".into());
-                    st.state = UpdateState::Interrupted;
-                    st.error = Some(format!(
-                        "the install stopped during phase {phase} (its process ended)"
-                    ));
-                }
+            if let Err(LockError::Busy) = InstallLock::try_take(&ctx.cfg) {
+                source = "cli";
+            } else {
+                let phase = st.phase.clone().unwrap_or_else(|| "receive".into());
+                st.state = UpdateState::Interrupted;
+                st.error = Some(format!(
+                    "the install stopped during phase {phase} (its process ended)"
+                ));
             }
         }
     }

@@ -93,7 +93,7 @@ pub fn install_verified(
     verified: Verified,
     progress: &Progress,
 ) -> Result<InstallOutcome> {
-    run(cfg, slots, Bundle::Checked(verified), progress)
+    run(cfg, slots, Bundle::Checked(Box::new(verified)), progress)
 }
 
 /// What an install starts from.
@@ -101,7 +101,7 @@ enum Bundle<'a> {
     /// A path, verified at the `verify` phase.
     Unchecked(&'a Path, VerifyOptions),
     /// Already verified, under the same install lock.
-    Checked(Verified),
+    Checked(Box<Verified>),
 }
 
 /// The whole install, its status kept in `progress`: `installing`, then `installed` or `failed`.
@@ -258,7 +258,7 @@ fn verify_phase(
 ) -> Result<Target> {
     enter(cfg, progress, "verify");
     let Verified { bundle: vb, booted } = match bundle {
-        Bundle::Checked(v) => v,
+        Bundle::Checked(v) => *v,
         Bundle::Unchecked(path, opts) => verify(cfg, slots, path, opts)?,
     };
     // A backup of the hub database before anything is written (never blocks the update).
@@ -357,7 +357,7 @@ fn prepare(cfg: &Config, slots: &Slots, progress: &Progress, t: &Target) -> Resu
         if st.slot(booted).state == SlotState::Unknown {
             let info = st.slot_mut(booted);
             info.state = SlotState::Good;
-            info.version = running_version.clone();
+            info.version.clone_from(&running_version);
             info.committed_at = Some(now_unix());
             st.log(
                 &slots.boot_id,

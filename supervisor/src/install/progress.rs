@@ -78,7 +78,7 @@ impl UpdateStatus {
             }
             SlotState::Bad => {
                 self.state = UpdateState::RolledBack;
-                self.error = info.reason.clone();
+                self.error.clone_from(&info.reason);
             }
             _ => {}
         }
