@@ -1,4 +1,5 @@
-//! Start-up recovery checks (`docs/backups.md`, "How restore works"), run before the hub starts, in this fixed order:
+//! Start-up recovery checks (`docs/backups.md`, "How restore works"), run before the hub
+//! starts, in this fixed order:
 //!
 //! 1. `data-dir`: the data directory is writable (write, fsync, rename, read back).
 //! 2. `free-space`: free space on the data partition is above `SUPERVISOR_MIN_FREE_MB`.

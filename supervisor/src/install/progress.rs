@@ -158,3 +158,29 @@ impl Progress {
         self.set(true, |s| s.phase = Some(phase.to_string()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::UpdateState;
+
+    /// `state` keeps the strings `GET /update/status`, `status --json` and fleet tools read
+    /// (`docs/updates.md` §6), and reads back what earlier versions wrote.
+    #[test]
+    fn update_states_are_the_documented_strings() {
+        let all = [
+            (UpdateState::Idle, "idle"),
+            (UpdateState::Receiving, "receiving"),
+            (UpdateState::Installing, "installing"),
+            (UpdateState::Installed, "installed"),
+            (UpdateState::Failed, "failed"),
+            (UpdateState::Interrupted, "interrupted"),
+            (UpdateState::Committed, "committed"),
+            (UpdateState::RolledBack, "rolled-back"),
+        ];
+        for (state, text) in all {
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+            let back: UpdateState = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(back, state);
+        }
+    }
+}
