@@ -305,8 +305,7 @@ pub async fn trial_monitor(
         .unwrap_or_else(Instant::now);
     let base_restarts = hub.borrow().restarts;
     let window = cfg.health_window;
-    // The first status line is due at once (an `Instant` a minute back would underflow in the
-    // first minute after boot, when a trial boot starts the supervisor).
+    // The first status line is due at once (`None`: no `Instant` arithmetic that could fail).
     let mut last_status: Option<Instant> = None;
     loop {
         let s = hub.borrow_and_update().clone();
