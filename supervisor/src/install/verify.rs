@@ -130,3 +130,33 @@ pub fn verify(
         .map_err(|e| VerifyError::of_bundle(e, VerifyError::WrongBase))?;
     Ok(Verified { bundle: vb, booted })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whose fault: reading the bundle or the booted slot failing is the box's (500), every
+    /// other bundle error the bundle's (400, or 409 for a delta's base).
+    #[test]
+    fn io_errors_are_the_box_s_fault_and_bundle_errors_are_not() {
+        let io = || BundleError::Io {
+            path: "/data/poshub/supervisor/incoming/upload-1.poshub".into(),
+            err: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        let e = VerifyError::of_bundle(io(), VerifyError::Bundle);
+        assert!(e.is_box_fault(), "{e}");
+        assert!(e.to_string().contains("upload-1.poshub"), "{e}");
+        assert!(VerifyError::of_bundle(io(), VerifyError::WrongBase).is_box_fault());
+        for bad in [
+            BundleError::BadSignature,
+            BundleError::NotABundle,
+            BundleError::PayloadMismatch,
+            BundleError::Truncated("no header".into()),
+        ] {
+            let e = VerifyError::of_bundle(bad, VerifyError::Bundle);
+            assert!(!e.is_box_fault(), "{e}");
+        }
+        assert!(VerifyError::NoKey.is_box_fault());
+        assert!(!VerifyError::TrialInProgress(Slot::B).is_box_fault());
+    }
+}
