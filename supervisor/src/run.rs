@@ -27,6 +27,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     let notifier = Notifier;
     // 0. One supervisor per data dir: a second one would start a second hub on the same files.
     let _run_lock = take_run_lock(&cfg)?;
+    // SIGTERM/SIGINT are caught from here on, so a stop that arrives while the supervisor
+    // starts (systemd, a test that stops it as soon as the hub answers) is a clean stop at step 8
+    // rather than the signal's default action killing it before its handlers exist.
+    let mut stop_signals = (
+        signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("SIGINT handler")?,
+    );
     // 1. Recovery checks, before the hub can touch its files.
     let failed = recovery_checks(&cfg, &notifier).await?;
 
@@ -77,7 +84,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let backup_task = tokio::spawn(backup::schedule(cfg.clone(), hub_rx.clone()));
 
     // 8. Wait for a stop signal or a reboot request.
-    let (sig, reboot) = wait_for_stop(&mut reboot_rx).await?;
+    let (sig, reboot) = wait_for_stop(&mut stop_signals, &mut reboot_rx).await;
     notifier.stopping();
 
     // 9. Stop: forward the signal to the hub, wait for it, back up the closed database, record
@@ -206,10 +213,9 @@ fn start_trial_monitor(
 
 /// Step 8: waits for SIGTERM, SIGINT or a reboot request (which stops the hub with SIGTERM).
 async fn wait_for_stop(
+    (term, int): &mut (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
     reboot_rx: &mut mpsc::Receiver<RebootRequest>,
-) -> Result<(Signal, Option<RebootRequest>)> {
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+) -> (Signal, Option<RebootRequest>) {
     let (sig, reboot) = tokio::select! {
         _ = term.recv() => (Signal::SIGTERM, None),
         _ = int.recv() => (Signal::SIGINT, None),
@@ -220,7 +226,7 @@ async fn wait_for_stop(
     } else {
         tracing::info!("{sig} received: stopping");
     }
-    Ok((sig, reboot))
+    (sig, reboot)
 }
 
 /// Step 6: persists the clock every 10 minutes.
