@@ -74,6 +74,18 @@ impl Drop for Job {
     }
 }
 
+/// An API job publishes its result (`installed`, `failed`) just before it releases the install
+/// lock: an upload sent as soon as a client sees that result waits for the release (at most a
+/// second) instead of getting a 409 from a job that has already ended.
+async fn previous_job_released(ctx: &ApiCtx) {
+    for _ in 0..50 {
+        if !ctx.active.load(Ordering::SeqCst) || ctx.progress.get().state.in_progress() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `POST /update[?no_reboot=1&allow_downgrade=1&force=1]`.
 pub async fn post(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<Bytes>> {
     match accept(req, &ctx).await {
@@ -83,6 +95,7 @@ pub async fn post(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<Byt
 }
 
 async fn accept(req: Request<Incoming>, ctx: &Arc<ApiCtx>) -> Result<Value, Answer> {
+    previous_job_released(ctx).await;
     let job = Job::start(ctx)?;
     let limit = ctx.cfg.max_bundle_bytes;
     let declared = req
