@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bundle::{self, CreateOptions, Expect};
 use crate::config::{BackendKind, Config};
-use crate::install::{self, InstallOptions, Progress};
+use crate::install::{self, Progress, VerifyOptions};
 use crate::lifecycle::Slots;
 use crate::slots::{self, Slot};
 use crate::{fsutil, status};
@@ -24,7 +24,7 @@ both takes the environment's value (as systemd's Environment= over EnvironmentFi
 reads its --config the same way."
 )]
 pub struct Cli {
-    /// Env file (systemd EnvironmentFile format) with SUPERVISOR_* variables. A variable also
+    /// Env file (systemd `EnvironmentFile` format) with SUPERVISOR_* variables. A variable also
     /// set in the environment takes the environment's value.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -92,7 +92,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// Build a signed bundle from a root filesystem image (and optionally the slot boot
-    /// partition image). `created` is SOURCE_DATE_EPOCH when set, for reproducible bundles.
+    /// partition image). `created` is `SOURCE_DATE_EPOCH` when set, for reproducible bundles.
     Create {
         /// Root filesystem image.
         #[arg(long)]
@@ -106,7 +106,7 @@ pub enum BundleCmd {
         /// Release version of the image (compared with the device's to refuse downgrades).
         #[arg(long)]
         version: String,
-        /// Compatible board (SUPERVISOR_BOARD on the device), e.g. rpi4.
+        /// Compatible board (`SUPERVISOR_BOARD` on the device), e.g. rpi4.
         #[arg(long)]
         board: String,
         /// Bundle file to write (replaced atomically if it exists).
@@ -125,10 +125,10 @@ pub enum BundleCmd {
     Verify {
         /// Bundle file to check.
         bundle: PathBuf,
-        /// Public key (default: SUPERVISOR_PUBLIC_KEY).
+        /// Public key (default: `SUPERVISOR_PUBLIC_KEY`).
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Board to check against (default: SUPERVISOR_BOARD, `rpi4` when unset).
+        /// Board to check against (default: `SUPERVISOR_BOARD`, `rpi4` when unset).
         #[arg(long)]
         board: Option<String>,
         /// For a delta bundle: the base root image (or a slot device) to rebuild the images
@@ -145,18 +145,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     }
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Run => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .context("unable to start the async runtime")?;
-            let r = rt.block_on(crate::run::run(cfg));
-            // An install still running in a blocking thread must not hold up the stop: it is
-            // abandoned like a power cut, which the next start cleans up.
-            rt.shutdown_timeout(std::time::Duration::from_secs(2));
-            r
-        }
+        Command::Run => cmd_run(cfg),
         Command::Status { json } => {
             let v = status::full(&cfg, &slots_of(&cfg))?;
             if json {
@@ -178,17 +167,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             println!("slot {booted} committed");
             Ok(())
         }
-        Command::MarkBad { slot } => {
-            let slots = slots_of(&cfg);
-            let booted = slots.backend.booted()?.slot;
-            let slot = slot.unwrap_or(booted);
-            slots.mark_bad(slot, "marked bad by hand")?;
-            println!("slot {slot} marked bad");
-            if slot == booted {
-                println!("the next boot uses slot {}", slot.other());
-            }
-            Ok(())
-        }
+        Command::MarkBad { slot } => cmd_mark_bad(&cfg, slot),
         Command::Rollback { force, no_reboot } => {
             let slots = slots_of(&cfg);
             let next = slots.rollback(force)?;
@@ -219,112 +198,176 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             out,
             level,
             delta_from,
-        }) => {
-            let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(v) => Some(v),
-                Err(std::env::VarError::NotPresent) => None,
-                Err(std::env::VarError::NotUnicode(v)) => {
-                    bail!("SOURCE_DATE_EPOCH={v:?} is not a Unix time")
-                }
-            };
-            let m = bundle::create(&CreateOptions {
-                image: &image,
-                boot_image: boot_image.as_deref(),
-                key: &key,
-                version: &version,
-                compatible: &board,
-                out: &out,
-                level,
-                created: bundle::created_time(epoch.as_deref())?,
-                delta_from: delta_from.as_deref(),
-            })?;
-            println!(
-                "{}: format {}, version {} for {}, image {} bytes, payload {} bytes",
-                out.display(),
-                m.format,
-                m.version,
-                m.compatible,
-                m.image_size,
-                m.payload_size
-            );
-            if let Some((size, sha)) = m.boot_image() {
-                println!("boot image {size} bytes, sha256 {sha}");
-            }
-            if let Some((size, sha)) = m.delta_base() {
-                println!("delta from base image {size} bytes, sha256 {sha}");
-            }
-            Ok(())
-        }
+        }) => cmd_bundle_create(&CreateArgs {
+            image: &image,
+            boot_image: boot_image.as_deref(),
+            key: &key,
+            version: &version,
+            board: &board,
+            out: &out,
+            level,
+            delta_from: delta_from.as_deref(),
+        }),
         Command::Bundle(BundleCmd::Verify {
             bundle,
             key,
             board,
             base,
-        }) => {
-            let key_path = key
-                .or(cfg.public_key.clone())
-                .context("no public key: pass --key or set SUPERVISOR_PUBLIC_KEY")?;
-            let vk = bundle::load_verifying_key(&key_path)?;
-            let (board_from, board) = match board {
-                Some(b) => ("--board asks for", b),
-                None => ("SUPERVISOR_BOARD is", cfg.board.clone()),
-            };
-            let mut vb = bundle::verify(
-                &bundle,
-                &Expect {
-                    key: &vk,
-                    board: &board,
-                    board_from,
-                    current_version: None,
-                    allow_downgrade: true,
-                    downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
-                },
-            )?;
-            let delta = vb.manifest.delta_base().is_some();
-            match (&base, delta) {
-                (Some(b), true) => vb.check_base(b, "--base")?,
-                (Some(_), false) => bail!(
-                    "--base is only for delta bundles; {} is a full bundle",
-                    bundle.display()
-                ),
-                (None, _) => {}
-            }
-            if !delta || base.is_some() {
-                bundle::check_images(&vb)?;
-            }
-            println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
-            if delta && base.is_none() {
-                println!("delta: images not rebuilt (pass --base IMAGE to check them)");
-            }
-            println!(
-                "root image: {} bytes, sha256 {}",
-                vb.manifest.image_size, vb.manifest.image_sha256
-            );
-            match vb.manifest.boot_image() {
-                Some((size, sha)) => println!("boot image: {size} bytes, sha256 {sha}"),
-                None => println!("boot image: none (root only, kernel unchanged)"),
-            }
-            println!("bundle OK");
-            Ok(())
-        }
-        Command::EmulateBoot => {
-            if cfg.slot_backend != BackendKind::File {
-                bail!("emulate-boot only works with SUPERVISOR_SLOT_BACKEND=file");
-            }
-            let st = slots::file::emulate_boot(&cfg.boot_dir.join("boot-state.json"))?;
-            let boot_id = fsutil::random_hex(16)?;
-            if let Some(dir) = cfg.boot_id_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            fsutil::atomic_write(&cfg.boot_id_path, boot_id.as_bytes())?;
-            println!(
-                "booted slot {}{}",
-                st.booted,
-                if st.tryboot { " (trial)" } else { "" }
-            );
-            Ok(())
-        }
+        }) => cmd_bundle_verify(&cfg, &bundle, key, board, base.as_deref()),
+        Command::EmulateBoot => cmd_emulate_boot(&cfg),
     }
+}
+
+/// `run`: the service, on a two-thread runtime.
+fn cmd_run(cfg: Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("unable to start the async runtime")?;
+    let r = rt.block_on(crate::run::run(cfg));
+    // An install still running in a blocking thread must not hold up the stop: it is
+    // abandoned like a power cut, which the next start cleans up.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    r
+}
+
+/// `mark-bad [SLOT]`.
+fn cmd_mark_bad(cfg: &Config, slot: Option<Slot>) -> Result<()> {
+    let slots = slots_of(cfg);
+    let booted = slots.backend.booted()?.slot;
+    let slot = slot.unwrap_or(booted);
+    slots.mark_bad(slot, "marked bad by hand")?;
+    println!("slot {slot} marked bad");
+    if slot == booted {
+        println!("the next boot uses slot {}", slot.other());
+    }
+    Ok(())
+}
+
+/// The arguments of `bundle create`.
+struct CreateArgs<'a> {
+    image: &'a Path,
+    boot_image: Option<&'a Path>,
+    key: &'a Path,
+    version: &'a str,
+    board: &'a str,
+    out: &'a Path,
+    level: i32,
+    delta_from: Option<&'a Path>,
+}
+
+/// `bundle create`: `created` is `SOURCE_DATE_EPOCH` when set, for reproducible bundles.
+fn cmd_bundle_create(a: &CreateArgs<'_>) -> Result<()> {
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            bail!("SOURCE_DATE_EPOCH=\"{}\" is not a Unix time", v.display())
+        }
+    };
+    let m = bundle::create(&CreateOptions {
+        image: a.image,
+        boot_image: a.boot_image,
+        key: a.key,
+        version: a.version,
+        compatible: a.board,
+        out: a.out,
+        level: a.level,
+        created: bundle::created_time(epoch.as_deref())?,
+        delta_from: a.delta_from,
+    })?;
+    println!(
+        "{}: format {}, version {} for {}, image {} bytes, payload {} bytes",
+        a.out.display(),
+        m.format,
+        m.version,
+        m.compatible,
+        m.image_size,
+        m.payload_size
+    );
+    if let Some((size, sha)) = m.boot_image() {
+        println!("boot image {size} bytes, sha256 {sha}");
+    }
+    if let Some((size, sha)) = m.delta_base() {
+        println!("delta from base image {size} bytes, sha256 {sha}");
+    }
+    Ok(())
+}
+
+/// `bundle verify`: every check an install makes of the bundle itself, on a build machine (no
+/// slots: the device-side checks are [`install::verify`]'s).
+fn cmd_bundle_verify(
+    cfg: &Config,
+    bundle: &Path,
+    key: Option<PathBuf>,
+    board: Option<String>,
+    base: Option<&Path>,
+) -> Result<()> {
+    let key_path = key
+        .or(cfg.public_key.clone())
+        .context("no public key: pass --key or set SUPERVISOR_PUBLIC_KEY")?;
+    let vk = bundle::load_verifying_key(&key_path)?;
+    let (board_from, board) = match board {
+        Some(b) => ("--board asks for", b),
+        None => ("SUPERVISOR_BOARD is", cfg.board.clone()),
+    };
+    let mut vb = bundle::verify(
+        bundle,
+        &Expect {
+            key: &vk,
+            board: &board,
+            board_from,
+            current_version: None,
+            allow_downgrade: true,
+            downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
+        },
+    )?;
+    let delta = vb.manifest.delta_base().is_some();
+    match (base, delta) {
+        (Some(b), true) => vb.check_base(b, "--base")?,
+        (Some(_), false) => bail!(
+            "--base is only for delta bundles; {} is a full bundle",
+            bundle.display()
+        ),
+        (None, _) => {}
+    }
+    if !delta || base.is_some() {
+        bundle::check_images(&vb)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&vb.manifest)?);
+    if delta && base.is_none() {
+        println!("delta: images not rebuilt (pass --base IMAGE to check them)");
+    }
+    println!(
+        "root image: {} bytes, sha256 {}",
+        vb.manifest.image_size, vb.manifest.image_sha256
+    );
+    match vb.manifest.boot_image() {
+        Some((size, sha)) => println!("boot image: {size} bytes, sha256 {sha}"),
+        None => println!("boot image: none (root only, kernel unchanged)"),
+    }
+    println!("bundle OK");
+    Ok(())
+}
+
+/// `emulate-boot`: a power-on of the `file` backend, with a new boot id.
+fn cmd_emulate_boot(cfg: &Config) -> Result<()> {
+    if cfg.slot_backend != BackendKind::File {
+        bail!("emulate-boot only works with SUPERVISOR_SLOT_BACKEND=file");
+    }
+    let st = slots::file::emulate_boot(&cfg.boot_dir.join("boot-state.json"))?;
+    let boot_id = fsutil::random_hex(16)?;
+    if let Some(dir) = cfg.boot_id_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    fsutil::atomic_write(&cfg.boot_id_path, boot_id.as_bytes())?;
+    println!(
+        "booted slot {}{}",
+        st.booted,
+        if st.tryboot { " (trial)" } else { "" }
+    );
+    Ok(())
 }
 
 /// `check-config`: problems on stdout, one per line; the last line says how it went.
@@ -379,9 +422,9 @@ fn cmd_install(cfg: &Config, source: &str, no_reboot: bool, allow_downgrade: boo
         cfg,
         &slots,
         Path::new(&path),
-        InstallOptions {
+        VerifyOptions {
             allow_downgrade,
-            ..InstallOptions::default()
+            ..VerifyOptions::default()
         },
         &progress,
     );

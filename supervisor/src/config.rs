@@ -223,6 +223,21 @@ impl Source {
         self.read.borrow_mut().insert(var.to_string());
         self.vars.get(var).cloned().filter(|v| !v.trim().is_empty())
     }
+    fn path(&self, var: &str, default: &str) -> PathBuf {
+        self.str(var, default).into()
+    }
+    fn opt_path(&self, var: &str) -> Option<PathBuf> {
+        self.get(var).map(PathBuf::from)
+    }
+    /// A size given in MiB, in bytes.
+    fn mib(&self, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+        self.num::<u64>(var, default)?
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| ConfigError::Invalid {
+                var,
+                message: "is too large".into(),
+            })
+    }
     fn str(&self, var: &str, default: &str) -> String {
         self.get(var).unwrap_or_else(|| default.to_string())
     }
@@ -248,6 +263,21 @@ impl Source {
     }
 }
 
+impl BackendKind {
+    /// `SUPERVISOR_SLOT_BACKEND`.
+    fn from_source(src: &Source) -> Result<BackendKind, ConfigError> {
+        match src.str("SUPERVISOR_SLOT_BACKEND", "file").as_str() {
+            "file" => Ok(BackendKind::File),
+            "uboot" => Ok(BackendKind::Uboot),
+            "rpi-tryboot" => Ok(BackendKind::RpiTryboot),
+            other => Err(ConfigError::Invalid {
+                var: "SUPERVISOR_SLOT_BACKEND",
+                message: format!("{other:?} is not one of file, uboot, rpi-tryboot"),
+            }),
+        }
+    }
+}
+
 impl Config {
     /// Loads the configuration from the environment and `file` (if any).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -257,21 +287,11 @@ impl Config {
     /// Validates every variable; the first bad one is the error.
     pub fn from_source(src: &Source) -> Result<Config, ConfigError> {
         let data_dir = PathBuf::from(src.str("SUPERVISOR_DATA_DIR", "/data/poshub"));
-        let slot_backend = match src.str("SUPERVISOR_SLOT_BACKEND", "file").as_str() {
-            "file" => BackendKind::File,
-            "uboot" => BackendKind::Uboot,
-            "rpi-tryboot" => BackendKind::RpiTryboot,
-            other => {
-                return Err(ConfigError::Invalid {
-                    var: "SUPERVISOR_SLOT_BACKEND",
-                    message: format!("{other:?} is not one of file, uboot, rpi-tryboot"),
-                })
-            }
-        };
+        let slot_backend = BackendKind::from_source(src)?;
         let secs = |var: &'static str, d: u64| src.num(var, d).map(Duration::from_secs);
         let millis = |var: &'static str, d: u64| src.num(var, d).map(Duration::from_millis);
         let cfg = Config {
-            hub_bin: src.str("SUPERVISOR_HUB_BIN", "/usr/bin/poshub").into(),
+            hub_bin: src.path("SUPERVISOR_HUB_BIN", "/usr/bin/poshub"),
             hub_args: src
                 .str(
                     "SUPERVISOR_HUB_ARGS",
@@ -282,35 +302,30 @@ impl Config {
                 .collect(),
             hub_health_url: src.str("SUPERVISOR_HUB_HEALTH_URL", "http://127.0.0.1:8766/health"),
             hub_db: src
-                .get("SUPERVISOR_HUB_DB")
-                .map(PathBuf::from)
+                .opt_path("SUPERVISOR_HUB_DB")
                 .unwrap_or_else(|| data_dir.join("hub.redb")),
             hub_user: src.get("SUPERVISOR_HUB_USER"),
             slot_backend,
-            slot_a_device: src.str("SUPERVISOR_SLOT_A_DEVICE", "/dev/mmcblk0p2").into(),
-            slot_b_device: src.str("SUPERVISOR_SLOT_B_DEVICE", "/dev/mmcblk0p3").into(),
-            slot_a_boot_device: src.get("SUPERVISOR_SLOT_A_BOOT_DEVICE").map(PathBuf::from),
-            slot_b_boot_device: src.get("SUPERVISOR_SLOT_B_BOOT_DEVICE").map(PathBuf::from),
-            boot_dir: src.str("SUPERVISOR_BOOT_DIR", "/boot/firmware").into(),
-            tryboot_dt_dir: src
-                .str(
-                    "SUPERVISOR_TRYBOOT_DT_DIR",
-                    "/proc/device-tree/chosen/bootloader",
-                )
-                .into(),
+            slot_a_device: src.path("SUPERVISOR_SLOT_A_DEVICE", "/dev/mmcblk0p2"),
+            slot_b_device: src.path("SUPERVISOR_SLOT_B_DEVICE", "/dev/mmcblk0p3"),
+            slot_a_boot_device: src.opt_path("SUPERVISOR_SLOT_A_BOOT_DEVICE"),
+            slot_b_boot_device: src.opt_path("SUPERVISOR_SLOT_B_BOOT_DEVICE"),
+            boot_dir: src.path("SUPERVISOR_BOOT_DIR", "/boot/firmware"),
+            tryboot_dt_dir: src.path(
+                "SUPERVISOR_TRYBOOT_DT_DIR",
+                "/proc/device-tree/chosen/bootloader",
+            ),
             tryboot_part_a: src.num("SUPERVISOR_TRYBOOT_PART_A", 2)?,
             tryboot_part_b: src.num("SUPERVISOR_TRYBOOT_PART_B", 3)?,
             tryboot_mailbox_cmd: src.str(
                 "SUPERVISOR_TRYBOOT_MAILBOX_CMD",
                 "vcmailbox 0x00038064 4 0 1",
             ),
-            tryboot_firmware_driver: src
-                .str(
-                    "SUPERVISOR_TRYBOOT_FIRMWARE_DRIVER",
-                    "/sys/bus/platform/drivers/raspberrypi-firmware",
-                )
-                .into(),
-            cmdline_path: src.str("SUPERVISOR_CMDLINE", "/proc/cmdline").into(),
+            tryboot_firmware_driver: src.path(
+                "SUPERVISOR_TRYBOOT_FIRMWARE_DRIVER",
+                "/sys/bus/platform/drivers/raspberrypi-firmware",
+            ),
+            cmdline_path: src.path("SUPERVISOR_CMDLINE", "/proc/cmdline"),
             fw_printenv: src.str("SUPERVISOR_FW_PRINTENV", "fw_printenv"),
             fw_setenv: src.str("SUPERVISOR_FW_SETENV", "fw_setenv"),
             uboot_attempts: src.num("SUPERVISOR_UBOOT_ATTEMPTS", 3)?,
@@ -319,7 +334,7 @@ impl Config {
             api_bind: parse_bind(&src.str("SUPERVISOR_API_BIND", DEFAULT_API_BIND))?,
             api_body_timeout: secs("SUPERVISOR_API_BODY_TIMEOUT_S", 60)?,
             api_token: src.get("SUPERVISOR_API_TOKEN"),
-            max_bundle_bytes: src.num::<u64>("SUPERVISOR_MAX_BUNDLE_MB", 2048)? * 1024 * 1024,
+            max_bundle_bytes: src.mib("SUPERVISOR_MAX_BUNDLE_MB", 2048)?,
             health_window: secs("SUPERVISOR_HEALTH_WINDOW_S", 60)?,
             health_interval: millis("SUPERVISOR_HEALTH_INTERVAL_MS", 2000)?,
             health_timeout: millis("SUPERVISOR_HEALTH_TIMEOUT_MS", 2000)?,
@@ -329,49 +344,47 @@ impl Config {
             restart_backoff_min: millis("SUPERVISOR_RESTART_BACKOFF_MIN_MS", 1000)?,
             restart_backoff_max: millis("SUPERVISOR_RESTART_BACKOFF_MAX_MS", 30_000)?,
             board: src.str("SUPERVISOR_BOARD", "rpi4"),
-            public_key: src.get("SUPERVISOR_PUBLIC_KEY").map(PathBuf::from),
-            ca_file: src.get("SUPERVISOR_CA_FILE").map(PathBuf::from),
-            os_version_file: src
-                .str("SUPERVISOR_OS_VERSION_FILE", "/etc/poshub-version")
-                .into(),
-            boot_id_path: src
-                .str("SUPERVISOR_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id")
-                .into(),
-            min_free_bytes: src.num::<u64>("SUPERVISOR_MIN_FREE_MB", 64)? * 1024 * 1024,
+            public_key: src.opt_path("SUPERVISOR_PUBLIC_KEY"),
+            ca_file: src.opt_path("SUPERVISOR_CA_FILE"),
+            os_version_file: src.path("SUPERVISOR_OS_VERSION_FILE", "/etc/poshub-version"),
+            boot_id_path: src.path("SUPERVISOR_BOOT_ID_FILE", "/proc/sys/kernel/random/boot_id"),
+            min_free_bytes: src.mib("SUPERVISOR_MIN_FREE_MB", 64)?,
             clock_set: src.bool("SUPERVISOR_CLOCK_SET", true)?,
             backup_interval: secs("SUPERVISOR_BACKUP_INTERVAL_S", 3600)?,
             backup_keep_hourly: src.num("SUPERVISOR_BACKUP_KEEP_HOURLY", 24)?,
             backup_keep_daily: src.num("SUPERVISOR_BACKUP_KEEP_DAILY", 7)?,
-            backup_min_free_bytes: src.num::<u64>("SUPERVISOR_BACKUP_MIN_FREE_MB", 128)?
-                * 1024
-                * 1024,
+            backup_min_free_bytes: src.mib("SUPERVISOR_BACKUP_MIN_FREE_MB", 128)?,
             test_pause_at: src.get("SUPERVISOR_TEST_PAUSE_AT"),
-            provision_status: src
-                .str(
-                    "SUPERVISOR_PROVISION_STATUS",
-                    "/run/poshub/provision.status",
-                )
-                .into(),
+            provision_status: src.path(
+                "SUPERVISOR_PROVISION_STATUS",
+                "/run/poshub/provision.status",
+            ),
             data_dir,
         };
-        cfg.check_devices()?;
-        if cfg.health_interval.is_zero() {
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The checks across settings (devices, health timings), after each was parsed.
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.check_devices()?;
+        if self.health_interval.is_zero() {
             return Err(ConfigError::Invalid {
                 var: "SUPERVISOR_HEALTH_INTERVAL_MS",
                 message: "must be above 0".into(),
             });
         }
-        if cfg.trial_timeout <= cfg.health_window {
+        if self.trial_timeout <= self.health_window {
             return Err(ConfigError::Invalid {
                 var: "SUPERVISOR_TRIAL_TIMEOUT_S",
                 message: format!(
                     "{}s must be longer than SUPERVISOR_HEALTH_WINDOW_S ({}s), or no trial could pass",
-                    cfg.trial_timeout.as_secs(),
-                    cfg.health_window.as_secs()
+                    self.trial_timeout.as_secs(),
+                    self.health_window.as_secs()
                 ),
             });
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// The supervisor's own state directory inside the data dir.
@@ -417,18 +430,18 @@ impl Config {
     }
 
     /// The boot partition device of `slot`, if boot devices are configured.
-    pub fn slot_boot_device(&self, slot: crate::slots::Slot) -> Option<&Path> {
+    pub fn slot_boot_device(&self, slot: crate::types::Slot) -> Option<&Path> {
         match slot {
-            crate::slots::Slot::A => self.slot_a_boot_device.as_deref(),
-            crate::slots::Slot::B => self.slot_b_boot_device.as_deref(),
+            crate::types::Slot::A => self.slot_a_boot_device.as_deref(),
+            crate::types::Slot::B => self.slot_b_boot_device.as_deref(),
         }
     }
 
     /// The device (or test file) that holds `slot`.
-    pub fn slot_device(&self, slot: crate::slots::Slot) -> &Path {
+    pub fn slot_device(&self, slot: crate::types::Slot) -> &Path {
         match slot {
-            crate::slots::Slot::A => &self.slot_a_device,
-            crate::slots::Slot::B => &self.slot_b_device,
+            crate::types::Slot::A => &self.slot_a_device,
+            crate::types::Slot::B => &self.slot_b_device,
         }
     }
 }
@@ -482,14 +495,14 @@ mod tests {
             Config::load(Some(&p))
         };
         let none = load("SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n").unwrap();
-        assert_eq!(none.slot_boot_device(crate::slots::Slot::A), None);
+        assert_eq!(none.slot_boot_device(crate::types::Slot::A), None);
         let both = load(
             "SUPERVISOR_SLOT_A_DEVICE=/ra\nSUPERVISOR_SLOT_B_DEVICE=/rb\n\
              SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\nSUPERVISOR_SLOT_B_BOOT_DEVICE=/bb\n",
         )
         .unwrap();
         assert_eq!(
-            both.slot_boot_device(crate::slots::Slot::B),
+            both.slot_boot_device(crate::types::Slot::B),
             Some(Path::new("/bb"))
         );
         let err = load("SUPERVISOR_SLOT_A_BOOT_DEVICE=/ba\n")

@@ -119,8 +119,7 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Moves `src` into `dir` as `<name>.<unix time>` (`.1`, `.2`, ... when that name is taken),
@@ -141,7 +140,7 @@ pub fn move_aside(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
                 fsync_dir(dir)?;
                 return Ok(dest);
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }

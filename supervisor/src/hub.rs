@@ -14,25 +14,13 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, HttpUrl};
 use crate::notify::{Notifier, CHILD_ENV_REMOVE};
+pub use crate::types::HubState;
 
-/// How long the hub gets to exit after the forwarded signal before SIGKILL (SPEC §2.7 gives it
-/// 5 s).
+/// How long the hub gets to exit after the forwarded signal before SIGKILL (the hub itself stops
+/// within 5 s, `docs/storage.md`).
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// A hub that stayed up this long resets the restart backoff.
 pub const STABLE_AFTER: Duration = Duration::from_secs(60);
-
-/// What the supervisor knows about the hub right now.
-#[derive(Debug, Clone, Default)]
-pub struct HubState {
-    pub pid: Option<u32>,
-    pub healthy: bool,
-    /// Start of the current unbroken run of passing health checks.
-    pub healthy_since: Option<Instant>,
-    /// Hub exits so far (each one is followed by a restart).
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-    pub last_error: Option<String>,
-}
 
 /// Runs the hub until `stop` carries a signal; returns after the child is gone.
 pub async fn supervise(
@@ -51,13 +39,7 @@ pub async fn supervise(
             return;
         }
     };
-    let mut interval = cfg.health_interval;
-    if let Some(wd) = notifier.watchdog_period() {
-        interval = interval.min(wd / 3).max(Duration::from_millis(50));
-    }
-    let probe_timeout = cfg
-        .health_timeout
-        .min(interval.max(Duration::from_millis(200)));
+    let (interval, probe_timeout) = probe_timings(&cfg, &notifier);
     let floor = cfg.restart_backoff_min.max(Duration::from_millis(10));
     let ceiling = cfg.restart_backoff_max.max(floor);
     let mut backoff = floor;
@@ -72,11 +54,7 @@ pub async fn supervise(
                 let pid = child.id();
                 tracing::info!(pid, "hub started");
                 notifier.status("hub starting");
-                state_tx.send_modify(|s| {
-                    s.pid = pid;
-                    s.healthy = false;
-                    s.healthy_since = None;
-                });
+                set_pid(&state_tx, pid);
                 let ended = run_child(
                     &mut child,
                     &url,
@@ -91,11 +69,7 @@ pub async fn supervise(
                 .await;
                 if let Some(sig) = ended {
                     stop_child(&mut child, sig).await;
-                    state_tx.send_modify(|s| {
-                        s.pid = None;
-                        s.healthy = false;
-                        s.healthy_since = None;
-                    });
+                    set_pid(&state_tx, None);
                     return;
                 }
             }
@@ -116,11 +90,33 @@ pub async fn supervise(
             backoff.as_millis()
         ));
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(ceiling);
     }
+}
+
+/// How often the hub's health is probed (at least three times per systemd watchdog period),
+/// and how long one probe may take.
+fn probe_timings(cfg: &Config, notifier: &Notifier) -> (Duration, Duration) {
+    let mut interval = cfg.health_interval;
+    if let Some(wd) = notifier.watchdog_period() {
+        interval = interval.min(wd / 3).max(Duration::from_millis(50));
+    }
+    let probe_timeout = cfg
+        .health_timeout
+        .min(interval.max(Duration::from_millis(200)));
+    (interval, probe_timeout)
+}
+
+/// A hub process started (`Some`) or gone (`None`): not healthy until a probe says so.
+fn set_pid(state_tx: &watch::Sender<HubState>, pid: Option<u32>) {
+    state_tx.send_modify(|s| {
+        s.pid = pid;
+        s.healthy = false;
+        s.healthy_since = None;
+    });
 }
 
 fn spawn(cfg: &Config, os_version: Option<&str>) -> std::io::Result<Child> {
@@ -154,14 +150,11 @@ fn spawn(cfg: &Config, os_version: Option<&str>) -> std::io::Result<Child> {
     }
     if let Some(user) = &cfg.hub_user {
         if nix::unistd::geteuid().is_root() {
-            match nix::unistd::User::from_name(user) {
-                Ok(Some(u)) => {
-                    give_hub_its_files(cfg, u.uid, u.gid);
-                    cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-                }
-                _ => tracing::warn!(
-                    "SUPERVISOR_HUB_USER {user:?} not found; running the hub as root"
-                ),
+            if let Ok(Some(u)) = nix::unistd::User::from_name(user) {
+                give_hub_its_files(cfg, u.uid, u.gid);
+                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            } else {
+                tracing::warn!("SUPERVISOR_HUB_USER {user:?} not found; running the hub as root");
             }
         }
     }
@@ -273,15 +266,14 @@ async fn run_child(
 async fn stop_child(child: &mut Child, sig: Signal) {
     if let Some(pid) = child.id() {
         tracing::info!(pid, "forwarding {sig} to the hub");
-        let _ = signal::kill(Pid::from_raw(pid as i32), sig);
+        let _ = signal::kill(Pid::from_raw(pid.cast_signed()), sig);
         // A stopped (SIGSTOPped) hub cannot act on the signal: let it run again.
-        let _ = signal::kill(Pid::from_raw(pid as i32), Signal::SIGCONT);
+        let _ = signal::kill(Pid::from_raw(pid.cast_signed()), Signal::SIGCONT);
     }
-    match tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        Ok(Ok(s)) => tracing::info!("hub stopped: {s}"),
-        _ => {
-            tracing::warn!("hub did not stop within {STOP_GRACE:?}; killing it");
-            let _ = child.kill().await;
-        }
+    if let Ok(Ok(s)) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
+        tracing::info!("hub stopped: {s}");
+    } else {
+        tracing::warn!("hub did not stop within {STOP_GRACE:?}; killing it");
+        let _ = child.kill().await;
     }
 }

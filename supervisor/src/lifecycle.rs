@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::Config;
 use crate::fsutil::now_unix;
-use crate::slots::store::{SlotState, Store};
+use crate::slots::store::{SlotState, SlotStatus, Store, Trial};
 use crate::slots::{BootBackend, Slot};
 
 /// What this boot is, decided once at supervisor start.
@@ -80,83 +80,14 @@ impl Slots {
             .backend
             .booted()
             .context("unable to tell which slot booted")?;
-        let slot = booted.slot;
-        let boot_id = self.boot_id.clone();
-        let max_boots = self.max_boots;
-        let os_version = self.os_version.clone();
-        let uptime = std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .map(|secs| (secs * 1000.0) as u64);
-        let (decision, mark_bad) = self.store.update(|st| {
-            // 1. Adopt the factory slot the first time the supervisor sees it.
-            if st.slot(slot).state == SlotState::Unknown {
-                let info = st.slot_mut(slot);
-                info.state = SlotState::Good;
-                info.version = os_version.clone();
-                info.committed_at = Some(now_unix());
-                st.log(&boot_id, slot, "adopt", "first boot under the supervisor: slot adopted as good");
-            }
-            let new_boot = st.last_boot_id.as_deref() != Some(boot_id.as_str());
-            st.last_boot_id = Some(boot_id.clone());
-            // 2. A slot left half-written by a power cut is never bootable.
-            for s in [Slot::A, Slot::B] {
-                if st.slot(s).state == SlotState::Installing {
-                    let info = st.slot_mut(s);
-                    info.state = SlotState::Bad;
-                    info.reason = Some("install interrupted while writing".into());
-                    st.log(&boot_id, s, "install-interrupted", "image write did not finish; slot marked bad");
-                }
-            }
-            // 3. The trial, if any.
-            let Some(mut trial) = st.trial.clone() else {
-                if new_boot {
-                    st.log(&boot_id, slot, "boot", format!("normal boot of slot {slot}"));
-                }
-                return (BootDecision::Normal { slot }, None);
-            };
-            if trial.slot == slot {
-                if new_boot && !trial.boot_ids.contains(&boot_id) {
-                    trial.attempts += 1;
-                    trial.boot_ids.push(boot_id.clone());
-                    trial.boot_started_uptime_ms = uptime;
-                    st.log(&boot_id, slot, "trial-boot", format!("trial boot attempt {} of {max_boots}", trial.attempts));
-                }
-                if trial.attempts > max_boots {
-                    let reason = format!(
-                        "trial boot attempts exhausted ({} boots without reaching the health window)",
-                        trial.attempts
-                    );
-                    fail(st, &boot_id, slot, &reason);
-                    return (BootDecision::TrialExhausted { slot, reason }, Some(slot));
-                }
-                let attempt = trial.attempts.max(1);
-                let started = *trial.boot_started_uptime_ms.get_or_insert(uptime.unwrap_or(0));
-                let elapsed = std::time::Duration::from_millis(
-                    uptime.unwrap_or(started).saturating_sub(started),
-                );
-                st.trial = Some(trial);
-                return (
-                    BootDecision::Trial {
-                        slot,
-                        attempt,
-                        elapsed,
-                    },
-                    None,
-                );
-            }
-            if trial.armed_boot_id == boot_id {
-                // Armed in this boot (install --no-reboot, or a supervisor restart): pending.
-                return (BootDecision::Normal { slot }, None);
-            }
-            let reason = if trial.attempts == 0 {
-                format!("trial of slot {} never started: slot {slot} booted instead (interrupted before the reboot, or the bootloader refused the slot)", trial.slot)
-            } else {
-                format!("trial of slot {} did not finish: slot {slot} booted again after {} attempt(s) (watchdog reset, crash or power loss during the trial)", trial.slot, trial.attempts)
-            };
-            fail(st, &boot_id, trial.slot, &reason);
-            (BootDecision::Normal { slot }, Some(trial.slot))
-        })?;
+        let facts = BootFacts {
+            slot: booted.slot,
+            boot_id: self.boot_id.clone(),
+            max_boots: self.max_boots,
+            os_version: self.os_version.clone(),
+            uptime: uptime_ms(),
+        };
+        let (decision, mark_bad) = self.store.update(|st| decide(st, &facts))?;
         if let Some(bad) = mark_bad {
             self.backend
                 .mark_bad(bad)
@@ -236,7 +167,7 @@ impl Slots {
     }
 }
 
-fn fail(st: &mut crate::slots::store::SlotStatus, boot_id: &str, slot: Slot, reason: &str) {
+fn fail(st: &mut SlotStatus, boot_id: &str, slot: Slot, reason: &str) {
     let info = st.slot_mut(slot);
     info.state = SlotState::Bad;
     info.reason = Some(reason.to_string());
@@ -244,4 +175,123 @@ fn fail(st: &mut crate::slots::store::SlotStatus, boot_id: &str, slot: Slot, rea
         st.trial = None;
     }
     st.log(boot_id, slot, "mark-bad", reason);
+}
+
+/// What [`Slots::on_boot`] decides from, besides the store.
+struct BootFacts {
+    slot: Slot,
+    boot_id: String,
+    max_boots: u32,
+    os_version: Option<String>,
+    /// Milliseconds since the kernel started, if known.
+    uptime: Option<u64>,
+}
+
+// /proc/uptime is a small positive number of seconds (`as` saturates anyway).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn uptime_ms() -> Option<u64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|secs| (secs * 1000.0) as u64)
+}
+
+/// The store's side of [`Slots::on_boot`]: the decision, and the slot the bootloader must then
+/// mark bad, if any.
+fn decide(st: &mut SlotStatus, f: &BootFacts) -> (BootDecision, Option<Slot>) {
+    let (slot, boot_id) = (f.slot, f.boot_id.as_str());
+    // 1. Adopt the factory slot the first time the supervisor sees it.
+    if st.slot(slot).state == SlotState::Unknown {
+        let info = st.slot_mut(slot);
+        info.state = SlotState::Good;
+        info.version.clone_from(&f.os_version);
+        info.committed_at = Some(now_unix());
+        st.log(
+            boot_id,
+            slot,
+            "adopt",
+            "first boot under the supervisor: slot adopted as good",
+        );
+    }
+    let new_boot = st.last_boot_id.as_deref() != Some(boot_id);
+    st.last_boot_id = Some(boot_id.to_string());
+    // 2. A slot left half-written by a power cut is never bootable.
+    for s in [Slot::A, Slot::B] {
+        if st.slot(s).state == SlotState::Installing {
+            let info = st.slot_mut(s);
+            info.state = SlotState::Bad;
+            info.reason = Some("install interrupted while writing".into());
+            st.log(
+                boot_id,
+                s,
+                "install-interrupted",
+                "image write did not finish; slot marked bad",
+            );
+        }
+    }
+    // 3. The trial, if any.
+    let Some(trial) = st.trial.clone() else {
+        if new_boot {
+            st.log(boot_id, slot, "boot", format!("normal boot of slot {slot}"));
+        }
+        return (BootDecision::Normal { slot }, None);
+    };
+    if trial.slot == slot {
+        return trial_boot(st, f, trial, new_boot);
+    }
+    if trial.armed_boot_id == boot_id {
+        // Armed in this boot (install --no-reboot, or a supervisor restart): pending.
+        return (BootDecision::Normal { slot }, None);
+    }
+    let reason = if trial.attempts == 0 {
+        format!("trial of slot {} never started: slot {slot} booted instead (interrupted before the reboot, or the bootloader refused the slot)", trial.slot)
+    } else {
+        format!("trial of slot {} did not finish: slot {slot} booted again after {} attempt(s) (watchdog reset, crash or power loss during the trial)", trial.slot, trial.attempts)
+    };
+    fail(st, boot_id, trial.slot, &reason);
+    (BootDecision::Normal { slot }, Some(trial.slot))
+}
+
+/// The booted slot is the trial's: count this boot's attempt; fail the trial past its attempts.
+fn trial_boot(
+    st: &mut SlotStatus,
+    f: &BootFacts,
+    mut trial: Trial,
+    new_boot: bool,
+) -> (BootDecision, Option<Slot>) {
+    let (slot, boot_id, max_boots, uptime) = (f.slot, f.boot_id.as_str(), f.max_boots, f.uptime);
+    if new_boot && !trial.boot_ids.iter().any(|b| b == boot_id) {
+        trial.attempts += 1;
+        trial.boot_ids.push(boot_id.to_string());
+        trial.boot_started_uptime_ms = uptime;
+        st.log(
+            boot_id,
+            slot,
+            "trial-boot",
+            format!("trial boot attempt {} of {max_boots}", trial.attempts),
+        );
+    }
+    if trial.attempts > max_boots {
+        let reason = format!(
+            "trial boot attempts exhausted ({} boots without reaching the health window)",
+            trial.attempts
+        );
+        fail(st, boot_id, slot, &reason);
+        return (BootDecision::TrialExhausted { slot, reason }, Some(slot));
+    }
+    let attempt = trial.attempts.max(1);
+    let started = *trial
+        .boot_started_uptime_ms
+        .get_or_insert(uptime.unwrap_or(0));
+    let elapsed =
+        std::time::Duration::from_millis(uptime.unwrap_or(started).saturating_sub(started));
+    st.trial = Some(trial);
+    (
+        BootDecision::Trial {
+            slot,
+            attempt,
+            elapsed,
+        },
+        None,
+    )
 }

@@ -20,27 +20,27 @@ impl Notifier {
     }
     /// `READY=1` with a status line.
     pub fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        Self::send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
     /// `WATCHDOG=1`.
     pub fn watchdog(&self) {
-        self.send(&[NotifyState::Watchdog]);
+        Self::send(&[NotifyState::Watchdog]);
     }
     /// `STATUS=...`.
     pub fn status(&self, status: &str) {
-        self.send(&[NotifyState::Status(status)]);
+        Self::send(&[NotifyState::Status(status)]);
     }
     /// `EXTEND_TIMEOUT_USEC=`: a slow step of start or stop (a backup of a large database)
     /// needs `d` more before systemd's start or stop timeout fires.
     pub fn extend_timeout(&self, d: Duration) {
         let usec = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-        self.send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+        Self::send(&[NotifyState::ExtendTimeoutUsec(usec)]);
     }
     /// `STOPPING=1`.
     pub fn stopping(&self) {
-        self.send(&[NotifyState::Stopping]);
+        Self::send(&[NotifyState::Stopping]);
     }
-    fn send(&self, states: &[NotifyState<'_>]) {
+    fn send(states: &[NotifyState<'_>]) {
         if let Err(e) = sd_notify::notify(states) {
             tracing::debug!("sd_notify failed: {e}");
         }

@@ -1,4 +1,5 @@
-//! Start-up recovery checks (SPEC §7.1), run before the hub starts, in this fixed order:
+//! Start-up recovery checks (`docs/backups.md`, "How restore works"), run before the hub
+//! starts, in this fixed order:
 //!
 //! 1. `data-dir`: the data directory is writable (write, fsync, rename, read back).
 //! 2. `free-space`: free space on the data partition is above `SUPERVISOR_MIN_FREE_MB`.
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+pub use crate::dbcheck::check_redb;
 use crate::fsutil::{self, now_unix, TMP_SUFFIX};
 
 /// Outcome of one check.
@@ -104,8 +106,8 @@ fn check_data_dir(cfg: &Config) -> (Outcome, String) {
     let probe = dir.join("write-probe");
     let payload = format!("probe {}", now_unix());
     let r = std::fs::create_dir_all(&dir)
-        .and_then(|_| fsutil::atomic_write(&probe, payload.as_bytes()))
-        .and_then(|_| std::fs::read_to_string(&probe))
+        .and_then(|()| fsutil::atomic_write(&probe, payload.as_bytes()))
+        .and_then(|()| std::fs::read_to_string(&probe))
         .and_then(|back| {
             let _ = std::fs::remove_file(&probe);
             if back == payload {
@@ -170,15 +172,15 @@ fn check_clock(cfg: &Config) -> (Outcome, String) {
         ),
         Some(last) => {
             let behind = last - now;
-            if !cfg.clock_set {
-                (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last} and SUPERVISOR_CLOCK_SET=false"))
-            } else {
+            if cfg.clock_set {
                 let ts =
                     nix::sys::time::TimeSpec::from_duration(std::time::Duration::from_secs(last));
                 match nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
                     Ok(()) => (Outcome::Repaired, format!("clock was {behind}s behind the last persisted timestamp; set forward to {last}")),
                     Err(e) => (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last}; setting it failed: {e}")),
                 }
+            } else {
+                (Outcome::Failed, format!("clock is {behind}s behind the last persisted timestamp {last} and SUPERVISOR_CLOCK_SET=false"))
             }
         }
     };
@@ -186,22 +188,6 @@ fn check_clock(cfg: &Config) -> (Outcome, String) {
         tracing::warn!("unable to persist the clock: {e}");
     }
     result
-}
-
-/// Opens a redb file and runs its integrity check: Ok(true) clean, Ok(false) repaired.
-pub fn check_redb(path: &Path) -> Result<bool, String> {
-    let path = path.to_path_buf();
-    std::panic::catch_unwind(move || {
-        let mut db = redb::Database::builder()
-            .set_cache_size(16 * 1024 * 1024)
-            .open(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => "in-use".to_string(),
-                other => other.to_string(),
-            })?;
-        db.check_integrity().map_err(|e| e.to_string())
-    })
-    .unwrap_or_else(|_| Err("redb panicked while reading the file".into()))
 }
 
 fn check_database(cfg: &Config) -> (Outcome, String) {
@@ -226,8 +212,7 @@ fn check_database(cfg: &Config) -> (Outcome, String) {
     let corrupt_dir = cfg.data_dir.join("corrupt");
     let name = db
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "hub.redb".into());
+        .map_or_else(|| "hub.redb".into(), |n| n.to_string_lossy().into_owned());
     let aside = match fsutil::move_aside(db, &corrupt_dir, &name) {
         Ok(p) => p,
         Err(e) => {
@@ -285,7 +270,7 @@ fn clean_leftovers(cfg: &Config) -> (Outcome, String) {
         let Ok(rd) = std::fs::read_dir(&dir) else {
             continue;
         };
-        for e in rd.filter_map(|e| e.ok()) {
+        for e in rd.filter_map(std::result::Result::ok) {
             let name = e.file_name().to_string_lossy().into_owned();
             let ours = name.ends_with(TMP_SUFFIX)
                 || (spool && (name.ends_with(".partial") || name.ends_with(".poshub")));

@@ -14,59 +14,33 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{self, ApiCtx};
 use crate::backup;
 use crate::config::Config;
-use crate::hub::{self, HubState};
+use crate::hub;
 use crate::install::Progress;
 use crate::lifecycle::{BootDecision, Slots};
 use crate::notify::Notifier;
 use crate::recovery;
 use crate::slots::{self, Slot};
-
-/// Why the supervisor is going down to reboot.
-#[derive(Debug, Clone)]
-pub struct RebootRequest {
-    /// Ask the bootloader for the one-shot trial boot.
-    pub trial: bool,
-    pub reason: String,
-}
+use crate::types::{HubState, RebootRequest};
 
 /// Runs the service until a signal or a reboot request.
 pub async fn run(cfg: Config) -> Result<()> {
     let notifier = Notifier;
     // 0. One supervisor per data dir: a second one would start a second hub on the same files.
     let _run_lock = take_run_lock(&cfg)?;
+    // SIGTERM/SIGINT are caught from here on, so a stop that arrives while the supervisor
+    // starts (systemd, a test that stops it as soon as the hub answers) is a clean stop at step 8
+    // rather than the signal's default action killing it before its handlers exist.
+    let mut stop_signals = (
+        signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("SIGINT handler")?,
+    );
     // 1. Recovery checks, before the hub can touch its files.
-    notifier.status("running recovery checks");
-    let c = cfg.clone();
-    let report = tokio::task::spawn_blocking(move || recovery::run_checks(&c))
-        .await
-        .context("recovery checks panicked")?;
-    let failed = report
-        .checks
-        .iter()
-        .filter(|c| c.result == recovery::Outcome::Failed)
-        .count();
+    let failed = recovery_checks(&cfg, &notifier).await?;
 
     // 2. What this boot is: normal, trial, or a trial that has used up its attempts.
     let slots = Slots::new(&cfg, slots::backend_from_config(&cfg));
-    let s2 = slots.clone();
-    let decision = match tokio::task::spawn_blocking(move || s2.on_boot())
-        .await
-        .context("slot bookkeeping panicked")?
-    {
-        Ok(d) => Some(d),
-        Err(e) => {
-            tracing::error!("slot bookkeeping failed: {e:#}; running the hub anyway");
-            None
-        }
-    };
     let (reboot_tx, mut reboot_rx) = mpsc::channel::<RebootRequest>(4);
-    if let Some(BootDecision::TrialExhausted { slot, reason }) = &decision {
-        tracing::error!("trial of slot {slot} failed: {reason}; rebooting");
-        let _ = reboot_tx.try_send(RebootRequest {
-            trial: false,
-            reason: reason.clone(),
-        });
-    }
+    let decision = boot_decision(&slots, &reboot_tx).await?;
 
     // An install that a power cut or kill stopped is reported as interrupted before the hub
     // starts (tests take a running hub as "the supervisor has started").
@@ -76,89 +50,41 @@ pub async fn run(cfg: Config) -> Result<()> {
     // 3. The hub, under health supervision.
     let (stop_tx, stop_rx) = watch::channel::<Option<Signal>>(None);
     let (hub_tx, hub_rx) = watch::channel(HubState::default());
-    let s3 = slots.clone();
-    let os_version = tokio::task::spawn_blocking(move || s3.os_version())
-        .await
-        .unwrap_or_default();
-    let hub_task = tokio::spawn(hub::supervise(
-        cfg.clone(),
-        os_version,
-        notifier.clone(),
-        hub_tx,
-        stop_rx,
-    ));
+    let hub_task = start_hub(&cfg, &slots, &notifier, hub_tx, stop_rx).await;
 
     // 4. The update API.
-    // Without a token or a port the hub still runs; only remote updates are unavailable.
-    let api_task = match api::load_or_create_token(&cfg) {
-        Err(e) => {
-            tracing::error!("update API not available: no API token: {e:#}");
-            None
-        }
-        Ok(token) => {
-            let api_ctx = Arc::new(ApiCtx {
-                cfg: cfg.clone(),
-                slots: slots.clone(),
-                progress: progress.clone(),
-                reboot_tx: reboot_tx.clone(),
-                token,
-                hub: hub_rx.clone(),
-                active: AtomicBool::new(false),
-            });
-            Some(tokio::spawn(api::listen::serve_all(api_ctx)))
-        }
+    let api_ctx = ApiCtx {
+        cfg: cfg.clone(),
+        slots: slots.clone(),
+        progress: progress.clone(),
+        reboot_tx: reboot_tx.clone(),
+        token: String::new(),
+        hub: hub_rx.clone(),
+        active: AtomicBool::new(false),
     };
+    let api_task = start_api(api_ctx);
 
     // 5. The trial monitor: commit after the health window, or fail and roll back.
-    let trial_task = if let Some(BootDecision::Trial {
-        slot,
-        attempt,
-        elapsed,
-    }) = decision
-    {
-        tracing::info!(%slot, attempt, "trial boot: committing after {:?} of health", cfg.health_window);
-        Some(tokio::spawn(trial_monitor(
-            cfg.clone(),
-            slots.clone(),
-            slot,
-            elapsed,
-            hub_rx.clone(),
-            reboot_tx.clone(),
-            notifier.clone(),
-        )))
-    } else {
-        None
-    };
+    let trial_task = start_trial_monitor(
+        &cfg,
+        &slots,
+        decision.as_ref(),
+        &hub_rx,
+        &reboot_tx,
+        &notifier,
+    );
     if failed > 0 {
         tracing::warn!("{failed} recovery check(s) failed; see `poshub-supervisor status`");
     }
 
     // 6. Keep the persisted clock moving forward (RTC-less clock check).
-    let clock_cfg = cfg.clone();
-    let clock_task = tokio::spawn(async move {
-        let mut t = tokio::time::interval(Duration::from_secs(600));
-        loop {
-            t.tick().await;
-            let c = clock_cfg.clone();
-            let _ = tokio::task::spawn_blocking(move || recovery::persist_clock(&c)).await;
-        }
-    });
+    let clock_task = tokio::spawn(persist_clock(cfg.clone()));
 
     // 7. Backups of the hub database on a schedule (hourly by default).
     let backup_task = tokio::spawn(backup::schedule(cfg.clone(), hub_rx.clone()));
 
     // 8. Wait for a stop signal or a reboot request.
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let (sig, reboot) = tokio::select! {
-        _ = term.recv() => (Signal::SIGTERM, None),
-        _ = int.recv() => (Signal::SIGINT, None),
-        Some(r) = reboot_rx.recv() => (Signal::SIGTERM, Some(r)),
-    };
-    match &reboot {
-        Some(r) => tracing::info!("stopping the hub to reboot: {}", r.reason),
-        None => tracing::info!("{sig} received: stopping"),
-    }
+    let (sig, reboot) = wait_for_stop(&mut stop_signals, &mut reboot_rx).await;
     notifier.stopping();
 
     // 9. Stop: forward the signal to the hub, wait for it, back up the closed database, record
@@ -172,15 +98,156 @@ pub async fn run(cfg: Config) -> Result<()> {
     backup_task.abort();
     stop_backup(&cfg, &notifier).await;
     recovery::mark_clean_stop(&cfg);
-    if let Some(r) = reboot {
-        tracing::warn!("rebooting: {}", r.reason);
-        let backend = slots.backend.clone();
-        tokio::task::spawn_blocking(move || backend.reboot(r.trial))
-            .await
-            .context("reboot task panicked")?
-            .context("reboot failed")?;
-        tracing::info!("reboot requested from the emulated bootloader; exiting");
+    match reboot {
+        Some(r) => reboot_now(&slots, r).await,
+        None => Ok(()),
     }
+}
+
+/// Step 1: the recovery checks; returns how many failed.
+async fn recovery_checks(cfg: &Config, notifier: &Notifier) -> Result<usize> {
+    notifier.status("running recovery checks");
+    let c = cfg.clone();
+    let report = tokio::task::spawn_blocking(move || recovery::run_checks(&c))
+        .await
+        .context("recovery checks panicked")?;
+    Ok(report
+        .checks
+        .iter()
+        .filter(|c| c.result == recovery::Outcome::Failed)
+        .count())
+}
+
+/// Step 2: the slot bookkeeping of this boot. A trial that used up its attempts asks for a
+/// reboot at once; a bookkeeping failure is logged and the hub runs anyway (`None`).
+async fn boot_decision(
+    slots: &Slots,
+    reboot_tx: &mpsc::Sender<RebootRequest>,
+) -> Result<Option<BootDecision>> {
+    let s2 = slots.clone();
+    let decision = match tokio::task::spawn_blocking(move || s2.on_boot())
+        .await
+        .context("slot bookkeeping panicked")?
+    {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!("slot bookkeeping failed: {e:#}; running the hub anyway");
+            None
+        }
+    };
+    if let Some(BootDecision::TrialExhausted { slot, reason }) = &decision {
+        tracing::error!("trial of slot {slot} failed: {reason}; rebooting");
+        let _ = reboot_tx.try_send(RebootRequest {
+            trial: false,
+            reason: reason.clone(),
+        });
+    }
+    Ok(decision)
+}
+
+/// Step 3: the hub under health supervision (it gets the running OS version); stops when
+/// `stop_rx` carries a signal.
+async fn start_hub(
+    cfg: &Config,
+    slots: &Slots,
+    notifier: &Notifier,
+    hub_tx: watch::Sender<HubState>,
+    stop_rx: watch::Receiver<Option<Signal>>,
+) -> tokio::task::JoinHandle<()> {
+    let s3 = slots.clone();
+    let os_version = tokio::task::spawn_blocking(move || s3.os_version())
+        .await
+        .unwrap_or_default();
+    tokio::spawn(hub::supervise(
+        cfg.clone(),
+        os_version,
+        notifier.clone(),
+        hub_tx,
+        stop_rx,
+    ))
+}
+
+/// Step 4: the update API with its token. Without a token or a port the hub still runs; only
+/// remote updates are unavailable.
+fn start_api(mut ctx: ApiCtx) -> Option<tokio::task::JoinHandle<()>> {
+    match api::load_or_create_token(&ctx.cfg) {
+        Err(e) => {
+            tracing::error!("update API not available: no API token: {e:#}");
+            None
+        }
+        Ok(token) => {
+            ctx.token = token;
+            Some(tokio::spawn(api::listen::serve_all(Arc::new(ctx))))
+        }
+    }
+}
+
+/// Step 5: on a trial boot, the monitor that commits the slot or rolls it back.
+fn start_trial_monitor(
+    cfg: &Config,
+    slots: &Slots,
+    decision: Option<&BootDecision>,
+    hub_rx: &watch::Receiver<HubState>,
+    reboot_tx: &mpsc::Sender<RebootRequest>,
+    notifier: &Notifier,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Some(&BootDecision::Trial {
+        slot,
+        attempt,
+        elapsed,
+    }) = decision
+    else {
+        return None;
+    };
+    tracing::info!(%slot, attempt, "trial boot: committing after {:?} of health", cfg.health_window);
+    Some(tokio::spawn(trial_monitor(
+        cfg.clone(),
+        slots.clone(),
+        slot,
+        elapsed,
+        hub_rx.clone(),
+        reboot_tx.clone(),
+        notifier.clone(),
+    )))
+}
+
+/// Step 8: waits for SIGTERM, SIGINT or a reboot request (which stops the hub with SIGTERM).
+async fn wait_for_stop(
+    (term, int): &mut (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    reboot_rx: &mut mpsc::Receiver<RebootRequest>,
+) -> (Signal, Option<RebootRequest>) {
+    let (sig, reboot) = tokio::select! {
+        _ = term.recv() => (Signal::SIGTERM, None),
+        _ = int.recv() => (Signal::SIGINT, None),
+        Some(r) = reboot_rx.recv() => (Signal::SIGTERM, Some(r)),
+    };
+    if let Some(r) = &reboot {
+        tracing::info!("stopping the hub to reboot: {}", r.reason);
+    } else {
+        tracing::info!("{sig} received: stopping");
+    }
+    (sig, reboot)
+}
+
+/// Step 6: persists the clock every 10 minutes.
+async fn persist_clock(cfg: Config) {
+    let mut t = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        t.tick().await;
+        let c = cfg.clone();
+        let _ = tokio::task::spawn_blocking(move || recovery::persist_clock(&c)).await;
+    }
+}
+
+/// Step 9's end: the reboot asked for (returns only with an emulated bootloader).
+async fn reboot_now(slots: &Slots, r: RebootRequest) -> Result<()> {
+    tracing::warn!("rebooting: {}", r.reason);
+    let backend = slots.backend.clone();
+    tokio::task::spawn_blocking(move || backend.reboot(r.trial))
+        .await
+        .context("reboot task panicked")?
+        .context("reboot failed")?;
+    tracing::info!("reboot requested from the emulated bootloader; exiting");
     Ok(())
 }
 
@@ -194,7 +261,7 @@ async fn stop_backup(cfg: &Config, notifier: &Notifier) {
         notifier.extend_timeout(Duration::from_secs(30));
         tokio::select! {
             _ = &mut work => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
 }
@@ -204,7 +271,7 @@ async fn stop_backup(cfg: &Config, notifier: &Notifier) {
 /// supervisor holds it.
 fn take_run_lock(cfg: &Config) -> Result<Option<nix::fcntl::Flock<std::fs::File>>> {
     let dir = cfg.state_dir();
-    let opened = std::fs::create_dir_all(&dir).and_then(|_| {
+    let opened = std::fs::create_dir_all(&dir).and_then(|()| {
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -244,7 +311,8 @@ pub async fn trial_monitor(
         .unwrap_or_else(Instant::now);
     let base_restarts = hub.borrow().restarts;
     let window = cfg.health_window;
-    let mut last_status = Instant::now() - Duration::from_secs(60);
+    // The first status line is due at once (`None`: no `Instant` arithmetic that could fail).
+    let mut last_status: Option<Instant> = None;
     loop {
         let s = hub.borrow_and_update().clone();
         let healthy_for = s.healthy_since.map(|t| t.elapsed()).unwrap_or_default();
@@ -292,8 +360,8 @@ pub async fn trial_monitor(
                 .await;
             return;
         }
-        if last_status.elapsed() >= Duration::from_secs(5) {
-            last_status = Instant::now();
+        if last_status.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            last_status = Some(Instant::now());
             notifier.status(&format!(
                 "trial of slot {slot}: hub healthy for {}/{}s",
                 healthy_for.as_secs(),

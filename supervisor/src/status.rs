@@ -25,8 +25,8 @@ pub fn slots_view(slots: &Slots) -> Result<Value> {
         "booted": booted.as_ref().ok().map(|b| b.slot),
         "osVersion": slots.os_version(),
         "bootloaderTrialFlag": booted.as_ref().ok().map(|b| b.trial_flag),
-        "bootloaderError": booted.as_ref().err().map(|e| e.to_string())
-            .or_else(|| primary.as_ref().err().map(|e| e.to_string())),
+        "bootloaderError": booted.as_ref().err().map(std::string::ToString::to_string)
+            .or_else(|| primary.as_ref().err().map(std::string::ToString::to_string)),
         "default": primary.ok().flatten(),
         "slots": {"A": st.a, "B": st.b},
         "trial": st.trial,
@@ -64,6 +64,7 @@ fn provisioning(path: &std::path::Path) -> Value {
 }
 
 /// `backup: newest NAME, AGE old (N kept, SIZE)` and the last attempt when it did not succeed.
+#[allow(clippy::cast_precision_loss)] // sizes shown in MiB to one decimal
 fn render_backup(out: &mut String, b: &Value) {
     let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / 1_048_576.0;
     match b["newest"].as_object() {
@@ -101,6 +102,7 @@ fn render_backup(out: &mut String, b: &Value) {
 }
 
 /// `42s`, `17 min`, `5.2 h`, `3.1 days`.
+#[allow(clippy::cast_precision_loss)] // shown to one decimal
 fn age(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
@@ -110,14 +112,18 @@ fn age(s: u64) -> String {
     }
 }
 
-/// Human-readable rendering of [`full`].
-pub fn render(v: &Value) -> String {
-    let mut out = String::new();
-    let s = |v: &Value| match v {
+/// A JSON value as `status` prints it: `-` for null, strings without quotes.
+fn s(v: &Value) -> String {
+    match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// Human-readable rendering of [`full`].
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
     let _ = writeln!(
         out,
         "backend: {}   booted: {}   default: {}   os version: {}",
@@ -129,6 +135,28 @@ pub fn render(v: &Value) -> String {
     if !v["bootloaderError"].is_null() {
         let _ = writeln!(out, "bootloader error: {}", s(&v["bootloaderError"]));
     }
+    render_slots(&mut out, v);
+    if let Some(u) = v["update"].as_object() {
+        let _ = writeln!(out, "{}", update_line(u, &s));
+    }
+    if let Some(lines) = v["provisioning"]["lines"].as_array() {
+        let ok = v["provisioning"]["ok"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "provisioning: {}",
+            if ok { "ok" } else { "FAILED (see below)" }
+        );
+        for l in lines {
+            let _ = writeln!(out, "  {}", s(l));
+        }
+    }
+    render_backup(&mut out, &v["backup"]);
+    render_recovery_and_journal(&mut out, v);
+    out
+}
+
+/// The slots and the trial.
+fn render_slots(out: &mut String, v: &Value) {
     for slot in ["A", "B"] {
         let i = &v["slots"][slot];
         let _ = writeln!(
@@ -155,21 +183,10 @@ pub fn render(v: &Value) -> String {
             s(&t["attempts"])
         );
     }
-    if let Some(u) = v["update"].as_object() {
-        let _ = writeln!(out, "{}", update_line(u, &s));
-    }
-    if let Some(lines) = v["provisioning"]["lines"].as_array() {
-        let ok = v["provisioning"]["ok"].as_bool().unwrap_or(false);
-        let _ = writeln!(
-            out,
-            "provisioning: {}",
-            if ok { "ok" } else { "FAILED (see below)" }
-        );
-        for l in lines {
-            let _ = writeln!(out, "  {}", s(l));
-        }
-    }
-    render_backup(&mut out, &v["backup"]);
+}
+
+/// The recovery checks of this start, then the slot journal.
+fn render_recovery_and_journal(out: &mut String, v: &Value) {
     let _ = writeln!(out, "recovery checks:");
     if let Some(checks) = v["recovery"]["checks"].as_array() {
         for c in checks {
@@ -198,13 +215,12 @@ pub fn render(v: &Value) -> String {
             );
         }
     }
-    out
 }
 
 /// One line for the last update: its state and version, the phase and percentage only while
 /// it runs (or where it stopped), and the error or rollback reason.
 fn update_line(u: &serde_json::Map<String, Value>, s: &dyn Fn(&Value) -> String) -> String {
-    let field = |k: &str| u.get(k).map(s).unwrap_or_else(|| "-".into());
+    let field = |k: &str| u.get(k).map_or_else(|| "-".into(), s);
     let state = field("state");
     let mut line = format!("update: {state}");
     if state != "idle" {

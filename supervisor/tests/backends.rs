@@ -27,7 +27,7 @@ fn read_env(rig: &Rig) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What RAUC's U-Boot script does: first slot in BOOT_ORDER with attempts left, decrement, boot.
+/// What RAUC's U-Boot script does: first slot in `BOOT_ORDER` with attempts left, decrement, boot.
 fn uboot_power_on(rig: &Rig, n: usize) -> String {
     let mut env = read_env(rig);
     let order = env["BOOT_ORDER"].clone();
@@ -38,7 +38,10 @@ fn uboot_power_on(rig: &Rig, n: usize) -> String {
         .to_string();
     let left = env[&format!("BOOT_{slot}_LEFT")].parse::<u32>().unwrap() - 1;
     env.insert(format!("BOOT_{slot}_LEFT"), left.to_string());
-    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let text: String = env
+        .iter()
+        .flat_map(|(k, v)| [k.as_str(), "=", v.as_str(), "\n"])
+        .collect();
     std::fs::write(rig.path("uboot.env"), text).unwrap();
     std::fs::write(
         rig.path("proc/cmdline"),
@@ -57,6 +60,7 @@ fn run_until(rig: &Rig, cond: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one story of boots, read top to bottom
 fn uboot_install_trial_commit_then_failed_trial_rolls_back() {
     let mut rig = Rig::new();
     let envf = rig.path("uboot.env");
@@ -171,9 +175,9 @@ fn firmware_power_on(rig: &Rig, n: usize) -> (u32, bool) {
             section = if l == "[tryboot]" { "tryboot" } else { "all" };
         } else if let Some(v) = l.strip_prefix("boot_partition=") {
             if section == "tryboot" {
-                tb = v.parse().unwrap()
+                tb = v.parse().unwrap();
             } else {
-                all = v.parse().unwrap()
+                all = v.parse().unwrap();
             }
         }
     }

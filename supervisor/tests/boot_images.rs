@@ -4,14 +4,6 @@
 
 mod common;
 use common::*;
-use sha2::{Digest, Sha256};
-
-fn hex_sha(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
 
 /// Slot A, slot B, boot A, boot B, slot store, bootloader state.
 fn snapshot(rig: &Rig) -> Vec<Option<Vec<u8>>> {
@@ -61,7 +53,7 @@ fn bundle_with_boot_image_verifies_and_shows_it() {
     let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = format!("boot image: 30000 bytes, sha256 {}", hex_sha(&boot));
+    let line = format!("boot image: 30000 bytes, sha256 {}", sha256_hex(&boot));
     assert!(text.contains("\"format\": 2"), "{text}");
     assert!(text.contains(&line) && text.contains("bundle OK"), "{text}");
     // A root-only bundle says so.
@@ -219,7 +211,7 @@ fn boot_image_not_matching_the_signed_manifest_leaves_the_slot_bad() {
     );
     let b = v2_root_and_boot(&rig);
     resign(&rig, &b, |m| {
-        m["boot_image_sha256"] = hex_sha(b"another kernel").into();
+        m["boot_image_sha256"] = sha256_hex(b"another kernel").into();
     });
     // `bundle verify` decompresses and finds it (issue 14.5); the install finds it while writing.
     let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);

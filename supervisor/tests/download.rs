@@ -41,7 +41,7 @@ fn test_ca() -> (String, Arc<rustls::ServerConfig>) {
 
 /// Serves `body` at `/b.poshub` over TLS for up to `n` connections (then the thread ends).
 /// Honours `Range: bytes=N-` (206). With `cut`, the first response sends half the body and
-/// closes the TCP connection without a TLS close_notify, like a dropped link. Returns the port
+/// closes the TCP connection without a TLS `close_notify`, like a dropped link. Returns the port
 /// and the request heads received.
 fn serve_tls(
     body: Vec<u8>,
@@ -77,7 +77,7 @@ fn serve_tls(
                 .find_map(|l| l.strip_prefix("range: bytes="))
                 .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok());
             let len = body.len();
-            let (status, extra, part) = match from {
+            let (status, extra, sent) = match from {
                 _ if !head.starts_with("get /b.poshub ") => {
                     ("404 Not Found", String::new(), &[][..])
                 }
@@ -91,15 +91,15 @@ fn serve_tls(
             let _ = write!(
                 s,
                 "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n",
-                part.len()
+                sent.len()
             );
             if cut && i == 0 {
-                let _ = s.write_all(&part[..part.len() / 2]);
+                let _ = s.write_all(&sent[..sent.len() / 2]);
                 let _ = s.flush();
                 let _ = s.sock.shutdown(Shutdown::Both);
                 continue;
             }
-            let _ = s.write_all(part);
+            let _ = s.write_all(sent);
             s.conn.send_close_notify();
             let _ = s.flush();
         }
@@ -131,7 +131,7 @@ fn noise(len: usize) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            x as u8
+            x.to_le_bytes()[0]
         })
         .collect()
 }
@@ -181,7 +181,7 @@ fn https_download_cut_half_way_resumes_with_a_range_request() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// The test CA is trusted only through SUPERVISOR_CA_FILE: without it the same server is
+/// The test CA is trusted only through `SUPERVISOR_CA_FILE`: without it the same server is
 /// refused (certificate verification is on), nothing is installed and no request is sent.
 #[test]
 fn https_download_refuses_a_server_the_device_does_not_trust() {

@@ -1,4 +1,4 @@
-//! The update API (SPEC §7.6), hyper HTTP/1 on the addresses and interfaces of
+//! The update API (`docs/updates.md` §6), hyper HTTP/1 on the addresses and interfaces of
 //! `SUPERVISOR_API_BIND` (see [`listen`]), port `SUPERVISOR_API_PORT`, every route behind
 //! `Authorization: Bearer <token>`:
 //! - `GET /slots`: booted slot, OS version, bootloader default, per-slot status, trial, hub health.
@@ -26,10 +26,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::fsutil;
-use crate::hub::HubState;
 use crate::install::Progress;
 use crate::lifecycle::Slots;
-use crate::run::RebootRequest;
+use crate::types::{HubState, RebootRequest};
 
 pub mod listen;
 mod update;
@@ -94,7 +93,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ApiCtx>) {
     }
 }
 
-fn reply(code: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+fn reply(code: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -126,14 +125,14 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<Bytes
     if !authorized(&req, &ctx.token) {
         return reply(
             StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or wrong bearer token"}),
+            &json!({"error": "missing or wrong bearer token"}),
         );
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/slots") => slots_json(&ctx).await,
         (&Method::GET, "/update/status") => update::status(ctx).await,
         (&Method::POST, "/update") => update::post(req, ctx).await,
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "no such route"})),
+        _ => reply(StatusCode::NOT_FOUND, &json!({"error": "no such route"})),
     }
 }
 
@@ -144,15 +143,15 @@ async fn slots_json(ctx: &ApiCtx) -> Response<Full<Bytes>> {
     match r {
         Ok(Ok(mut v)) => {
             v["hub"] = json!({"healthy": hub.healthy, "pid": hub.pid, "restarts": hub.restarts, "lastError": hub.last_error, "lastExit": hub.last_exit});
-            reply(StatusCode::OK, v)
+            reply(StatusCode::OK, &v)
         }
         Ok(Err(e)) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": format!("{e:#}")}),
+            &json!({"error": format!("{e:#}")}),
         ),
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": e.to_string()}),
+            &json!({"error": e.to_string()}),
         ),
     }
 }

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -19,12 +18,14 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::{flag, reply, ApiCtx};
-use crate::bundle::{self, Manifest};
+use crate::bundle;
 use crate::fsutil;
-use crate::install::{self, InstallLock, InstallOptions, LockError, UpdateStatus};
+use crate::install::{
+    self, InstallLock, LockError, UpdateState, UpdateStatus, Verified, VerifyError, VerifyOptions,
+};
 use crate::lifecycle::Slots;
-use crate::run::RebootRequest;
 use crate::slots::store::SlotState;
+use crate::types::RebootRequest;
 
 type Answer = (StatusCode, String);
 
@@ -45,7 +46,9 @@ impl Job {
                  see GET /update/status"
                     .to_string(),
             ),
-            other => (StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            other @ LockError::Open { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
+            }
         })?;
         ctx.active.store(true, Ordering::SeqCst);
         Ok(Job {
@@ -56,7 +59,7 @@ impl Job {
 
     fn fail(&self, msg: &str) {
         self.ctx.progress.set(true, |s| {
-            s.state = "failed".into();
+            s.state = UpdateState::Failed;
             s.error = Some(msg.to_string());
         });
     }
@@ -64,25 +67,35 @@ impl Job {
 
 impl Drop for Job {
     fn drop(&mut self) {
-        if matches!(
-            self.ctx.progress.get().state.as_str(),
-            "receiving" | "installing"
-        ) {
+        if self.ctx.progress.get().state.in_progress() {
             self.fail("the update ended without a result (internal error)");
         }
         self.ctx.active.store(false, Ordering::SeqCst);
     }
 }
 
+/// An API job publishes its result (`installed`, `failed`) just before it releases the install
+/// lock: an upload sent as soon as a client sees that result waits for the release (at most a
+/// second) instead of getting a 409 from a job that has already ended.
+async fn previous_job_released(ctx: &ApiCtx) {
+    for _ in 0..50 {
+        if !ctx.active.load(Ordering::SeqCst) || ctx.progress.get().state.in_progress() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `POST /update[?no_reboot=1&allow_downgrade=1&force=1]`.
 pub async fn post(req: Request<Incoming>, ctx: Arc<ApiCtx>) -> Response<Full<Bytes>> {
     match accept(req, &ctx).await {
-        Ok(v) => reply(StatusCode::ACCEPTED, v),
-        Err((code, msg)) => reply(code, json!({"error": msg})),
+        Ok(v) => reply(StatusCode::ACCEPTED, &v),
+        Err((code, msg)) => reply(code, &json!({"error": msg})),
     }
 }
 
 async fn accept(req: Request<Incoming>, ctx: &Arc<ApiCtx>) -> Result<Value, Answer> {
+    previous_job_released(ctx).await;
     let job = Job::start(ctx)?;
     let limit = ctx.cfg.max_bundle_bytes;
     let declared = req
@@ -104,7 +117,7 @@ async fn accept(req: Request<Incoming>, ctx: &Arc<ApiCtx>) -> Result<Value, Answ
     blocking(move || trial_in_progress(&slots)).await?;
     ctx.progress.set(true, |s| {
         *s = UpdateStatus {
-            state: "receiving".into(),
+            state: UpdateState::Receiving,
             bytes_total: declared.unwrap_or(0),
             ..Default::default()
         }
@@ -113,20 +126,29 @@ async fn accept(req: Request<Incoming>, ctx: &Arc<ApiCtx>) -> Result<Value, Answ
     let path = receive(req.into_body(), ctx)
         .await
         .inspect_err(|(_, m)| job.fail(m))?;
-    // 3. Verify before accepting: signature, board, version; the booted version needs `force`.
+    // 3. Verify before accepting (`install::verify`: signature, board, version, a delta's base);
+    //    the booted version needs `force`. The install gets the verified bundle.
+    let opts = VerifyOptions {
+        allow_downgrade,
+        downgrade_flag: bundle::API_DOWNGRADE_FLAG,
+        refuse_same_version: !force,
+    };
     let (c, p) = (ctx.clone(), path.clone());
-    let checked = blocking(move || check_bundle(&c, &p, allow_downgrade, force)).await;
-    let manifest = match checked {
-        Ok(m) => m,
+    let checked =
+        blocking(move || install::verify(&c.cfg, &c.slots, &p, opts).map_err(|e| refusal(&e)))
+            .await;
+    let verified = match checked {
+        Ok(v) => v,
         Err((code, msg)) => {
             let _ = std::fs::remove_file(&path);
             job.fail(&msg);
             return Err((code, msg));
         }
     };
+    let version = verified.bundle.manifest.version.clone();
     // 4. Install in the background, holding the lock; the client follows GET /update/status.
-    tokio::spawn(install_in_background(job, path, allow_downgrade, no_reboot));
-    Ok(json!({"status": "installing", "version": manifest.version, "noReboot": no_reboot}))
+    tokio::spawn(install_in_background(job, path, verified, no_reboot));
+    Ok(json!({"status": "installing", "version": version, "noReboot": no_reboot}))
 }
 
 /// Runs a blocking check; a panic is a 500.
@@ -158,70 +180,26 @@ fn trial_in_progress(slots: &Slots) -> Result<(), Answer> {
     }
 }
 
-fn check_bundle(
-    ctx: &ApiCtx,
-    path: &std::path::Path,
-    allow_downgrade: bool,
-    force: bool,
-) -> Result<Manifest, Answer> {
-    let refused = |e: anyhow::Error| (StatusCode::BAD_REQUEST, format!("bundle refused: {e:#}"));
-    let key_path = ctx
-        .cfg
-        .public_key
-        .as_deref()
-        .context("SUPERVISOR_PUBLIC_KEY is not set")
-        .map_err(refused)?;
-    let key = bundle::load_verifying_key(key_path).map_err(|e| refused(e.into()))?;
-    let booted = ctx.slots.backend.booted().map_err(internal)?.slot;
-    let current = ctx.slots.current_version(booted).map_err(internal)?;
-    let mut vb = bundle::verify(
-        path,
-        &bundle::Expect {
-            key: &key,
-            board: &ctx.cfg.board,
-            board_from: bundle::BOARD_OF_DEVICE,
-            current_version: current.as_deref(),
-            allow_downgrade,
-            downgrade_flag: bundle::API_DOWNGRADE_FLAG,
-        },
-    )
-    .map_err(|e| refused(e.into()))?;
-    // Re-sending the running version would overwrite the fallback slot with a copy of it.
-    if !force && current.as_deref() == Some(vb.manifest.version.as_str()) {
-        return Err((
-            StatusCode::CONFLICT,
-            format!(
-                "version {} is already running in slot {booted}: installing it again would \
-                 overwrite the fallback slot {}; add ?force=1 to do it anyway",
-                vb.manifest.version,
-                booted.other()
-            ),
-        ));
+/// The answer to a bundle that [`install::verify`] did not accept: a bad bundle is 400 with its
+/// reason; a delta for another base, the running version again or a trial are 409; a fault of
+/// this box (no key, unreadable key, disk or bootloader error) is 500, and logged.
+fn refusal(e: &VerifyError) -> Answer {
+    if e.is_box_fault() {
+        tracing::error!("update refused by a fault of this device: {e}");
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
-    // A delta is rebuilt from the booted slot: refused before the 202 when that is not its base.
-    let device = ctx.cfg.slot_device(booted).to_path_buf();
-    vb.check_base(&device, &format!("booted slot {booted}"))
-        .map_err(|e| (StatusCode::CONFLICT, format!("bundle refused: {e}")))?;
-    Ok(vb.manifest)
+    match e {
+        VerifyError::Bundle(_) => (StatusCode::BAD_REQUEST, format!("bundle refused: {e}")),
+        VerifyError::WrongBase(_) => (StatusCode::CONFLICT, format!("bundle refused: {e}")),
+        _ => (StatusCode::CONFLICT, e.to_string()),
+    }
 }
 
-async fn install_in_background(job: Job, path: PathBuf, allow_downgrade: bool, no_reboot: bool) {
+async fn install_in_background(job: Job, path: PathBuf, verified: Verified, no_reboot: bool) {
     let ctx = job.ctx.clone();
-    let (c, p) = (ctx.clone(), path.clone());
+    let c = ctx.clone();
     let r = tokio::task::spawn_blocking(move || {
-        let r = install::install_holding(
-            &job.lock,
-            &c.cfg,
-            &c.slots,
-            &p,
-            InstallOptions {
-                allow_downgrade,
-                downgrade_flag: bundle::API_DOWNGRADE_FLAG,
-                // check_bundle hashed the booted slot against a delta's base before the 202.
-                base_checked: true,
-            },
-            &c.progress,
-        );
+        let r = install::install_verified(&job.lock, &c.cfg, &c.slots, verified, &c.progress);
         drop(job);
         r
     })
@@ -305,10 +283,10 @@ async fn receive(mut body: Incoming, ctx: &ApiCtx) -> Result<PathBuf, Answer> {
 pub async fn status(ctx: Arc<ApiCtx>) -> Response<Full<Bytes>> {
     let r = tokio::task::spawn_blocking(move || status_view(&ctx)).await;
     match r {
-        Ok(v) => reply(StatusCode::OK, v),
+        Ok(v) => reply(StatusCode::OK, &v),
         Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": e.to_string()}),
+            &json!({"error": e.to_string()}),
         ),
     }
 }
@@ -322,16 +300,15 @@ fn status_view(ctx: &ApiCtx) -> Value {
         if let Ok(Some(disk)) = fsutil::read_json::<UpdateStatus>(&path) {
             st = disk;
         }
-        if matches!(st.state.as_str(), "receiving" | "installing") {
-            match InstallLock::try_take(&ctx.cfg) {
-                Err(LockError::Busy) => source = "cli",
-                _ => {
-                    let phase = st.phase.clone().unwrap_or_else(|| "receive".into());
-                    st.state = "interrupted".into();
-                    st.error = Some(format!(
-                        "the install stopped during phase {phase} (its process ended)"
-                    ));
-                }
+        if st.state.in_progress() {
+            if let Err(LockError::Busy) = InstallLock::try_take(&ctx.cfg) {
+                source = "cli";
+            } else {
+                let phase = st.phase.clone().unwrap_or_else(|| "receive".into());
+                st.state = UpdateState::Interrupted;
+                st.error = Some(format!(
+                    "the install stopped during phase {phase} (its process ended)"
+                ));
             }
         }
     }
@@ -339,11 +316,11 @@ fn status_view(ctx: &ApiCtx) -> Value {
     // Once the trial has ended, the state itself says how (as `status` on the command line).
     match outcome.as_ref().and_then(|o| o["state"].as_str()) {
         Some("committed") => {
-            st.state = "committed".into();
+            st.state = UpdateState::Committed;
             st.error = None;
         }
         Some("rolled-back") => {
-            st.state = "rolled-back".into();
+            st.state = UpdateState::RolledBack;
             st.error = outcome
                 .as_ref()
                 .and_then(|o| o["reason"].as_str())
@@ -361,7 +338,10 @@ fn status_view(ctx: &ApiCtx) -> Value {
 /// (the trial boot runs), `committed`, or `rolled-back` with the reason; `None` before an
 /// install finished or once the slot was written over.
 fn trial_outcome(slots: &Slots, st: &UpdateStatus) -> Option<Value> {
-    if !matches!(st.state.as_str(), "installed" | "committed" | "rolled-back") {
+    if !matches!(
+        st.state,
+        UpdateState::Installed | UpdateState::Committed | UpdateState::RolledBack
+    ) {
         return None;
     }
     let (target, version) = (st.target?, st.version.clone()?);

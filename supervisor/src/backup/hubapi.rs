@@ -1,4 +1,5 @@
-//! Asks the running hub for a consistent copy of its database (`POST /admin/backup`, SPEC §3).
+//! Asks the running hub for a consistent copy of its database (`POST /admin/backup`,
+//! `docs/http-api.md`; `docs/backups.md`).
 //!
 //! Only the hub can copy its open database consistently (it copies between two commits); the
 //! supervisor then gives the copy its own name. The call is blocking (plain HTTP/1.1 over a

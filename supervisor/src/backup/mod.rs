@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::fsutil::{self, now_unix};
-use crate::hub::HubState;
+use crate::types::HubState;
 use hubapi::HubError;
 pub use retention::Trigger;
 
@@ -78,11 +78,11 @@ pub fn list(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
         return Vec::new();
     };
     let mut v: Vec<_> = rd
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "redb"))
         .filter_map(|p| {
-            let m = p.metadata().ok().filter(|m| m.is_file())?;
+            let m = p.metadata().ok().filter(std::fs::Metadata::is_file)?;
             Some((p, m.modified().ok()?, m.len()))
         })
         .collect();
@@ -137,12 +137,12 @@ pub fn take(cfg: &Config, trigger: Trigger) -> Attempt {
         detail,
         path,
         bytes,
-        millis: started.elapsed().as_millis() as u64,
+        millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     let t = trigger.as_str();
     match a.result {
         BackupResult::Ok => {
-            tracing::info!(trigger = t, ms = a.millis, "backup taken: {}", a.detail)
+            tracing::info!(trigger = t, ms = a.millis, "backup taken: {}", a.detail);
         }
         BackupResult::Skipped => tracing::warn!(trigger = t, "backup skipped: {}", a.detail),
         BackupResult::Failed => tracing::error!(trigger = t, "backup failed: {}", a.detail),
@@ -159,12 +159,11 @@ enum Outcome {
 }
 
 fn attempt(cfg: &Config, trigger: Trigger) -> Result<(PathBuf, u64), Outcome> {
-    let db_bytes = match std::fs::metadata(&cfg.hub_db) {
-        Ok(m) => m.len(),
-        Err(_) => {
-            let why = format!("no database at {} yet", cfg.hub_db.display());
-            return Err(Outcome::Skipped(why));
-        }
+    let db_bytes = if let Ok(m) = std::fs::metadata(&cfg.hub_db) {
+        m.len()
+    } else {
+        let why = format!("no database at {} yet", cfg.hub_db.display());
+        return Err(Outcome::Skipped(why));
     };
     let dir = dir(cfg);
     ensure_dir(&dir).map_err(Outcome::Failed)?;
@@ -191,7 +190,7 @@ fn remove_stale_partials(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in rd.filter_map(|e| e.ok()) {
+    for e in rd.filter_map(std::result::Result::ok) {
         let p = e.path();
         let stale = e
             .metadata()
@@ -226,7 +225,7 @@ pub fn in_progress(lock: &Path) -> bool {
 fn lock(cfg: &Config) -> Option<nix::fcntl::Flock<std::fs::File>> {
     let path = lock_path(cfg);
     let f = std::fs::create_dir_all(cfg.state_dir())
-        .and_then(|_| {
+        .and_then(|()| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -318,7 +317,7 @@ fn copy_and_check(src: &Path, tmp: &Path, dest: &Path) -> Result<u64, String> {
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     // Only a copy that passes counts (redb may finish a repair of an unclean file here: the
     // copy then holds the last committed state).
-    crate::recovery::check_redb(tmp)
+    crate::dbcheck::check_redb(tmp)
         .map_err(|e| format!("the copy fails the integrity check: {e}"))?;
     std::fs::rename(tmp, dest).map_err(|e| format!("rename to {}: {e}", dest.display()))?;
     if let Some(d) = dest.parent() {

@@ -18,7 +18,7 @@ pub const PREFIX: &str = "backup-";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
-    /// The hourly (SUPERVISOR_BACKUP_INTERVAL_S) schedule.
+    /// The hourly (`SUPERVISOR_BACKUP_INTERVAL_S`) schedule.
     Scheduled,
     /// Just before an update is written to the other slot.
     PreUpdate,
@@ -46,7 +46,7 @@ pub fn file_name(unix: u64, trigger: Trigger) -> String {
 pub fn stamp(unix: u64) -> String {
     let days = unix / 86_400;
     let secs = unix % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX / 2));
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         secs / 3600,
@@ -56,6 +56,7 @@ pub fn stamp(unix: u64) -> String {
 }
 
 /// The time in a supervisor backup's file name; `None` for any other name.
+#[allow(clippy::many_single_char_names)] // y, mo, d, h, mi: the fields of the time stamp
 pub fn parse_time(name: &str) -> Option<u64> {
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(".redb")?;
     let s = rest.get(..16)?;
@@ -74,7 +75,12 @@ pub fn parse_time(name: &str) -> Option<u64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    let days = days_from_civil(y as i64, mo as u32, d as u32);
+    // Each field has at most 4 digits and the month and day are range-checked above.
+    let days = days_from_civil(
+        i64::try_from(y).ok()?,
+        u32::try_from(mo).ok()?,
+        u32::try_from(d).ok()?,
+    );
     u64::try_from(days)
         .ok()
         .map(|d| d * 86_400 + h * 3600 + mi * 60 + se)
@@ -111,6 +117,8 @@ pub fn to_delete(backups: &[(String, u64)], hourly: usize, daily: usize) -> Vec<
 }
 
 // Howard Hinnant's civil calendar algorithms (proleptic Gregorian, days since 1970-01-01).
+// The day (1..=31) and month (1..=12) are in range by construction.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);

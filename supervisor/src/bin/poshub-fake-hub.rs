@@ -41,8 +41,7 @@ async fn main() {
     {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+            .map_or(0, |d| d.as_millis());
         let _ = writeln!(f, "start {ms}");
     }
     if std::env::var_os("NOTIFY_SOCKET").is_some() {

@@ -223,7 +223,9 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     {
         let mut out = File::create(&out_tmp).map_err(io_err(&out_tmp))?;
         out.write_all(MAGIC).map_err(io_err(&out_tmp))?;
-        out.write_all(&(mjson.len() as u32).to_le_bytes())
+        let mlen = u32::try_from(mjson.len())
+            .map_err(|_| BundleError::BadManifest("manifest too large".into()))?;
+        out.write_all(&mlen.to_le_bytes())
             .map_err(io_err(&out_tmp))?;
         out.write_all(&mjson).map_err(io_err(&out_tmp))?;
         out.write_all(&sig.to_bytes()).map_err(io_err(&out_tmp))?;

@@ -43,6 +43,8 @@ struct Rolling {
 }
 
 impl Rolling {
+    // A block is at most `BLOCK` (4 KiB) bytes: its length and positions fit a u32.
+    #[allow(clippy::cast_possible_truncation)]
     fn new(block: &[u8]) -> Rolling {
         let (mut a, mut b) = (0u32, 0u32);
         let n = block.len() as u32;
@@ -53,6 +55,7 @@ impl Rolling {
         Rolling { a, b }
     }
 
+    #[allow(clippy::cast_possible_truncation)] // BLOCK is 4096
     fn roll(&mut self, out: u8, inn: u8) {
         self.a = self
             .a
@@ -93,7 +96,8 @@ impl<W: Write> Emitter<'_, W> {
         while !data.is_empty() {
             let n = data.len().min(MAX_LITERAL as usize);
             self.out.write_all(&[OP_LITERAL])?;
-            self.out.write_all(&(n as u32).to_le_bytes())?;
+            let len = u32::try_from(n).expect("n <= MAX_LITERAL, a u32");
+            self.out.write_all(&len.to_le_bytes())?;
             self.out.write_all(&data[..n])?;
             self.stats.literal += n as u64;
             data = &data[n..];
@@ -256,7 +260,8 @@ impl<R: Read> Read for DeltaReader<R> {
                             "delta literal cut short",
                         ));
                     }
-                    self.op = Op::Literal(rem - n as u32);
+                    // n <= want <= rem, a u32.
+                    self.op = Op::Literal(rem - u32::try_from(n).unwrap_or(rem));
                     return Ok(n);
                 }
                 Op::Copy { offset, len } => {

@@ -1,6 +1,9 @@
 //! Delta payloads: round trips over shifted, changed and appended content, the size of a
 //! small change, and refusals of damaged ops streams and of a wrong base.
 
+// Test data: the byte generator truncates on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 use super::delta::{encode, DeltaReader, BLOCK};
 use super::*;
 use std::path::Path;

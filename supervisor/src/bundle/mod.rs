@@ -38,7 +38,8 @@ pub const MAGIC: &[u8; 8] = b"POSHUBB1";
 pub const SIGN_CONTEXT: &[u8] = b"poshub-bundle-v1\0";
 /// Largest manifest accepted (it is a few hundred bytes in practice).
 pub const MAX_MANIFEST: u32 = 64 * 1024;
-const HEADER: u64 = 8 + 4;
+const HEADER_LEN: usize = 8 + 4;
+const HEADER: u64 = HEADER_LEN as u64;
 /// Manifest format of a root-only bundle.
 pub const FORMAT_ROOT: u32 = 1;
 /// Manifest format of a bundle that also carries the slot boot partition image.
@@ -115,11 +116,11 @@ impl Manifest {
             }
             FORMAT_ROOT if has_boot => Err("format 1 cannot carry boot_image_* fields".into()),
             FORMAT_ROOT => Ok(()),
-            FORMAT_BOOT => check_pair(2, "boot_image", self.boot_image_size, &self.boot_image_sha256),
+            FORMAT_BOOT => check_pair(2, "boot_image", self.boot_image_size, self.boot_image_sha256.as_deref()),
             FORMAT_DELTA => {
-                check_pair(3, "delta_base", self.delta_base_size, &self.delta_base_sha256)?;
+                check_pair(3, "delta_base", self.delta_base_size, self.delta_base_sha256.as_deref())?;
                 if has_boot {
-                    check_pair(3, "boot_image", self.boot_image_size, &self.boot_image_sha256)?;
+                    check_pair(3, "boot_image", self.boot_image_size, self.boot_image_sha256.as_deref())?;
                 }
                 Ok(())
             }
@@ -131,13 +132,8 @@ impl Manifest {
 }
 
 /// `<what>_size` and `<what>_sha256`, both required by `format`.
-fn check_pair(
-    format: u32,
-    what: &str,
-    size: Option<u64>,
-    sha: &Option<String>,
-) -> Result<(), String> {
-    let Some(sha) = sha.as_deref() else {
+fn check_pair(format: u32, what: &str, size: Option<u64>, sha: Option<&str>) -> Result<(), String> {
+    let Some(sha) = sha else {
         return Err(format!("format {format} requires {what}_sha256"));
     };
     if size.is_none() {
@@ -353,14 +349,6 @@ impl VerifiedBundle {
         Ok(Box::new(delta::DeltaReader::new(payload, base, base_size)))
     }
 
-    /// For a delta: rebuilds from `base`, which the caller has already checked with
-    /// [`VerifiedBundle::check_base`] for this bundle (in the same install job).
-    pub fn use_checked_base(&mut self, base: &Path) {
-        if self.manifest.delta_base().is_some() {
-            self.base = Some(base.to_path_buf());
-        }
-    }
-
     /// For a delta: checks that the first bytes of `base` (the booted slot's device on a
     /// device) are the base image the manifest names, and remembers `base` for
     /// [`VerifiedBundle::image_reader`]. `what` names `base` in the refusal. A full bundle
@@ -417,7 +405,7 @@ pub struct Expect<'a> {
 pub fn read_manifest(path: &Path, key: &VerifyingKey) -> Result<(Manifest, u64), BundleError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let len = f.metadata().map_err(io_err(path))?.len();
-    let mut head = [0u8; HEADER as usize];
+    let mut head = [0u8; HEADER_LEN];
     f.read_exact(&mut head).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => BundleError::Truncated("no header".into()),
         _ => BundleError::Io {

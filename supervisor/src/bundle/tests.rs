@@ -1,3 +1,10 @@
+// Test data: byte generators truncate on purpose, and small fixtures live on the stack.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::many_single_char_names,
+    clippy::large_stack_arrays
+)]
+
 use super::*;
 use std::cmp::Ordering::*;
 use std::path::{Path, PathBuf};
@@ -77,7 +84,7 @@ fn corrupted_bundles(with_boot: bool) {
     };
     for _ in 0..200 {
         let mut b = bytes.clone();
-        for _ in 0..(next() % 4 + 1) {
+        for _ in 0..=(next() % 4) {
             let i = (next() % b.len() as u64) as usize;
             let v = (next() % 255 + 1) as u8;
             b[i] ^= v;

@@ -68,9 +68,7 @@ pub(super) fn same_file(a: &Path, b: &Path) -> bool {
 
 fn is_block_device(f: &File) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    f.metadata()
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false)
+    f.metadata().is_ok_and(|m| m.file_type().is_block_device())
 }
 
 #[cfg(test)]
@@ -78,7 +76,7 @@ mod tests {
     use super::*;
 
     fn ext4_head(label: &[u8]) -> Vec<u8> {
-        let mut h = vec![0u8; EXT4_LABEL_END as usize];
+        let mut h = vec![0u8; usize::try_from(EXT4_LABEL_END).unwrap()];
         h[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]);
         h[1024 + 120..1024 + 120 + label.len()].copy_from_slice(label);
         h

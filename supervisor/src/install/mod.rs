@@ -6,20 +6,23 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::bundle::{self, Expect, Manifest, VerifiedBundle};
+use crate::bundle::Manifest;
 use crate::config::Config;
 use crate::fsutil::{self, now_unix};
 use crate::lifecycle::Slots;
 use crate::slots::store::SlotState;
 use crate::slots::Slot;
 
+mod arm;
 mod device;
 mod progress;
+mod verify;
 mod write;
 use device::{open_target, same_file};
-pub use progress::{Progress, UpdateStatus};
+pub use progress::{Progress, UpdateState, UpdateStatus};
+pub use verify::{verify, Verified, VerifyError, VerifyOptions};
 
 /// Install phases, in order (the names `SUPERVISOR_TEST_PAUSE_AT` accepts).
 /// The `boot-*` phases only run for a bundle that carries a boot image (format 2).
@@ -37,25 +40,13 @@ pub const PHASES: &[&str] = &[
     "reboot",
 ];
 
-/// Options of [`install`].
-#[derive(Debug, Clone, Copy)]
-pub struct InstallOptions {
-    pub allow_downgrade: bool,
-    /// How the operator allows a downgrade where this install came from, for the refusal's
-    /// hint: [`bundle::CLI_DOWNGRADE_FLAG`] (the default) or the API's query parameter.
-    pub downgrade_flag: &'static str,
-    /// The caller has just hashed the booted slot against this bundle's delta base (the update
-    /// API does, to refuse a wrong base before its 202). The root slots are read-only, so the
-    /// install does not read the whole base a second time before rebuilding from it.
-    pub base_checked: bool,
-}
-
-impl Default for InstallOptions {
+impl Default for VerifyOptions {
+    /// The command line's: no downgrade, the running version may be installed again.
     fn default() -> Self {
-        InstallOptions {
+        VerifyOptions {
             allow_downgrade: false,
-            downgrade_flag: bundle::CLI_DOWNGRADE_FLAG,
-            base_checked: false,
+            downgrade_flag: crate::bundle::CLI_DOWNGRADE_FLAG,
+            refuse_same_version: false,
         }
     }
 }
@@ -79,42 +70,61 @@ pub fn pause_point(cfg: &Config, phase: &str) {
     }
 }
 
-/// Verifies `bundle_path` and installs it into the inactive slot, armed for a one-shot trial.
+/// Verifies `bundle_path` and installs it into the inactive slot, armed for a one-shot trial
+/// (the command line's install: it takes the install lock itself).
 pub fn install(
     cfg: &Config,
     slots: &Slots,
     bundle_path: &Path,
-    opts: InstallOptions,
+    opts: VerifyOptions,
     progress: &Progress,
 ) -> Result<InstallOutcome> {
-    let lock = InstallLock::try_take(cfg)?;
-    install_holding(&lock, cfg, slots, bundle_path, opts, progress)
+    let _lock = InstallLock::try_take(cfg)?;
+    run(cfg, slots, Bundle::Unchecked(bundle_path, opts), progress)
 }
 
-/// [`install`] for a caller that already holds the install lock (the update API takes it before
-/// receiving the upload, so a command-line install cannot start in between).
-pub fn install_holding(
+/// Installs a bundle that [`verify`] has just accepted, for a caller that already holds the
+/// install lock (the update API takes it before receiving the upload, so a command-line install
+/// cannot start in between, and verifies before its 202: the bundle is not verified twice).
+pub fn install_verified(
     _lock: &InstallLock,
     cfg: &Config,
     slots: &Slots,
-    bundle_path: &Path,
-    opts: InstallOptions,
+    verified: Verified,
+    progress: &Progress,
+) -> Result<InstallOutcome> {
+    run(cfg, slots, Bundle::Checked(Box::new(verified)), progress)
+}
+
+/// What an install starts from.
+enum Bundle<'a> {
+    /// A path, verified at the `verify` phase.
+    Unchecked(&'a Path, VerifyOptions),
+    /// Already verified, under the same install lock.
+    Checked(Box<Verified>),
+}
+
+/// The whole install, its status kept in `progress`: `installing`, then `installed` or `failed`.
+fn run(
+    cfg: &Config,
+    slots: &Slots,
+    bundle: Bundle<'_>,
     progress: &Progress,
 ) -> Result<InstallOutcome> {
     progress.set(true, |s| {
         *s = UpdateStatus {
-            state: "installing".into(),
+            state: UpdateState::Installing,
             ..Default::default()
         }
     });
-    let r = install_locked(cfg, slots, bundle_path, opts, progress);
+    let r = phases(cfg, slots, bundle, progress);
     match &r {
         Ok(o) => progress.set(true, |s| {
-            s.state = "installed".into();
+            s.state = UpdateState::Installed;
             s.target = Some(o.target);
         }),
         Err(e) => progress.set(true, |s| {
-            s.state = "failed".into();
+            s.state = UpdateState::Failed;
             s.error = Some(format!("{e:#}"));
         }),
     }
@@ -158,12 +168,19 @@ impl InstallLock {
 
 /// The checked bundle and the opened devices of the slot it goes to.
 struct Target {
-    vb: VerifiedBundle,
+    vb: crate::bundle::VerifiedBundle,
     booted: Slot,
     slot: Slot,
     device: PathBuf,
-    dev: File,
+    /// The root device, open until `sync` closes it.
+    dev: Option<File>,
     boot: Option<BootTarget>,
+}
+
+impl Target {
+    fn image_size(&self) -> u64 {
+        self.vb.manifest.image_size
+    }
 }
 
 /// The target slot's boot partition, for a bundle with a boot image.
@@ -174,33 +191,19 @@ struct BootTarget {
     sha: String,
 }
 
-fn install_locked(
+/// The phases of `docs/updates.md` §3 and §5, in order, each a function named after it.
+fn phases(
     cfg: &Config,
     slots: &Slots,
-    bundle_path: &Path,
-    opts: InstallOptions,
+    bundle: Bundle<'_>,
     progress: &Progress,
 ) -> Result<InstallOutcome> {
-    // 1. verify: signature, board, version, payload checksum. Nothing is written before this.
-    progress.phase("verify");
-    pause_point(cfg, "verify");
-    let t = check_and_open(cfg, slots, bundle_path, opts)?;
-    let m = &t.vb.manifest;
-    let boot_size = t.boot.as_ref().map_or(0, |b| b.size);
-    progress.set(true, |s| {
-        s.version = Some(m.version.clone());
-        s.target = Some(t.slot);
-        s.bytes_total = m.image_size + boot_size;
-    });
-
-    // 2. prepare: record the slot as being written, make sure the bootloader cannot pick it.
-    progress.phase("prepare");
-    pause_point(cfg, "prepare");
-    open_slot(slots, &t)?;
+    let t = verify_phase(cfg, slots, bundle, progress)?;
+    prepare(cfg, slots, progress, &t)?;
     // From here on the slot holds (or may hold) a partial image: any failure marks it bad with
     // the real reason, never leaving it `installing` for the next start to call "interrupted".
     let slot = t.slot;
-    write::write_and_arm(cfg, slots, progress, t).map_err(|e| {
+    after_prepare(cfg, slots, progress, t).map_err(|e| {
         let why = format!("{e:#}");
         if let Err(me) = mark_failed(slots, slot, &why) {
             tracing::error!("unable to mark slot {slot} bad after a failed install: {me:#}");
@@ -211,47 +214,69 @@ fn install_locked(
     })
 }
 
-/// Step 1: every check of the bundle, the trial, and the target devices (opened now, so a
-/// device that cannot take the bundle refuses it before anything is written).
-fn check_and_open(
+/// Phases 2 (bootloader part) to 8, once the store records the target as `installing`.
+fn after_prepare(
     cfg: &Config,
     slots: &Slots,
-    bundle_path: &Path,
-    opts: InstallOptions,
+    progress: &Progress,
+    mut t: Target,
+) -> Result<InstallOutcome> {
+    slots.backend.prepare_install(t.slot, t.booted)?;
+    let mut reader = write::write(cfg, progress, &mut t)?;
+    write::sync(cfg, progress, &mut t)?;
+    write::readback(cfg, progress, &t)?;
+    let (slot, image_size) = (t.slot, t.image_size());
+    if let Some(b) = t.boot.as_mut() {
+        write::boot_write(cfg, progress, &mut reader, b, slot, image_size)?;
+        write::boot_sync(cfg, progress, b, slot)?;
+        write::boot_readback(cfg, progress, b, slot)?;
+    }
+    write::payload_end(&mut reader)?;
+    arm::mark(cfg, slots, progress, &t)?;
+    arm::arm(cfg, slots, progress, &t)?;
+    arm::reboot(cfg, progress);
+    Ok(InstallOutcome {
+        target: t.slot,
+        manifest: t.vb.manifest,
+    })
+}
+
+/// Enters `phase`: recorded in the status, and the test pause point before its work.
+fn enter(cfg: &Config, progress: &Progress, phase: &str) {
+    progress.phase(phase);
+    pause_point(cfg, phase);
+}
+
+/// Phase 1, `verify`: the bundle (unless the caller verified it under the same lock), a backup
+/// of the hub database, the target devices (opened now, so a device that cannot take the bundle
+/// refuses it before anything is written). Nothing is written to the slots.
+fn verify_phase(
+    cfg: &Config,
+    slots: &Slots,
+    bundle: Bundle<'_>,
+    progress: &Progress,
 ) -> Result<Target> {
-    let key_path = cfg
-        .public_key
-        .as_deref()
-        .context("SUPERVISOR_PUBLIC_KEY is not set: cannot verify bundles")?;
-    let key = bundle::load_verifying_key(key_path)?;
-    let booted = slots.backend.booted()?.slot;
-    let status = slots.store.load()?;
-    if let Some(t) = status.trial.as_ref().filter(|t| t.slot == booted) {
-        bail!(
-            "a trial of slot {} is in progress: wait for its commit or roll back first",
-            t.slot
-        );
-    }
-    let mut vb = bundle::verify(
-        bundle_path,
-        &Expect {
-            key: &key,
-            board: &cfg.board,
-            board_from: bundle::BOARD_OF_DEVICE,
-            current_version: slots.current_version(booted)?.as_deref(),
-            allow_downgrade: opts.allow_downgrade,
-            downgrade_flag: opts.downgrade_flag,
-        },
-    )?;
-    // A delta is rebuilt from the booted slot: its content must be the named base.
-    let base = cfg.slot_device(booted);
-    if opts.base_checked {
-        vb.use_checked_base(base);
-    } else {
-        vb.check_base(base, &format!("booted slot {booted}"))?;
-    }
+    enter(cfg, progress, "verify");
+    let Verified { bundle: vb, booted } = match bundle {
+        Bundle::Checked(v) => *v,
+        Bundle::Unchecked(path, opts) => verify(cfg, slots, path, opts)?,
+    };
     // A backup of the hub database before anything is written (never blocks the update).
     crate::backup::take(cfg, crate::backup::Trigger::PreUpdate);
+    let t = open_targets(cfg, vb, booted)?;
+    let m = &t.vb.manifest;
+    let boot_size = t.boot.as_ref().map_or(0, |b| b.size);
+    progress.set(true, |s| {
+        s.version = Some(m.version.clone());
+        s.target = Some(t.slot);
+        s.bytes_total = m.image_size + boot_size;
+    });
+    Ok(t)
+}
+
+/// Opens the other slot's root device and, for a bundle with a boot image, its boot device,
+/// refusing a device that is the booted slot's.
+fn open_targets(cfg: &Config, vb: crate::bundle::VerifiedBundle, booted: Slot) -> Result<Target> {
     let m = &vb.manifest;
     let target = booted.other();
     let device = cfg.slot_device(target).to_path_buf();
@@ -262,7 +287,27 @@ fn check_and_open(
         );
     }
     let dev = open_target(&device, m.image_size, &format!("slot {target}"))?;
-    let boot = match (m.boot_image(), cfg.slot_boot_device(target)) {
+    let boot = open_boot_target(cfg, m, booted, &device)?;
+    Ok(Target {
+        vb,
+        booted,
+        slot: target,
+        device,
+        dev: Some(dev),
+        boot,
+    })
+}
+
+/// The target's boot device, for a bundle with a boot image; `None` without one (a root-only
+/// bundle on a device with boot devices keeps the target's kernel, and says so).
+fn open_boot_target(
+    cfg: &Config,
+    m: &Manifest,
+    booted: Slot,
+    device: &Path,
+) -> Result<Option<BootTarget>> {
+    let target = booted.other();
+    match (m.boot_image(), cfg.slot_boot_device(target)) {
         (Some(_), None) => bail!(
             "bundle {} carries a boot partition image (kernel) but this device has no slot boot \
              devices configured (SUPERVISOR_SLOT_A_BOOT_DEVICE, SUPERVISOR_SLOT_B_BOOT_DEVICE): \
@@ -276,14 +321,14 @@ fn check_and_open(
                 m.version,
                 m.format
             );
-            None
+            Ok(None)
         }
-        (None, None) => None,
+        (None, None) => Ok(None),
         (Some((size, sha)), Some(d)) => {
             let booted_boot = cfg.slot_boot_device(booted);
             if booted_boot.is_some_and(|b| same_file(d, b))
                 || same_file(d, cfg.slot_device(booted))
-                || same_file(d, &device)
+                || same_file(d, device)
             {
                 bail!(
                     "slot {target} boot device {} is the booted slot's boot or root device, or \
@@ -291,34 +336,28 @@ fn check_and_open(
                     d.display()
                 );
             }
-            Some(BootTarget {
+            Ok(Some(BootTarget {
                 path: d.to_path_buf(),
                 dev: open_target(d, size, &format!("slot {target} boot device"))?,
                 size,
                 sha: sha.to_string(),
-            })
+            }))
         }
-    };
-    Ok(Target {
-        vb,
-        booted,
-        slot: target,
-        device,
-        dev,
-        boot,
-    })
+    }
 }
 
-/// Step 2: the store records the target as `installing` (the running slot adopted as good
-/// if this is its first update).
-fn open_slot(slots: &Slots, t: &Target) -> Result<()> {
+/// Phase 2, `prepare` (store part): the store records the target as `installing` (the running
+/// slot adopted as good if this is its first update). The bootloader part follows in
+/// [`after_prepare`], where a failure marks the slot bad.
+fn prepare(cfg: &Config, slots: &Slots, progress: &Progress, t: &Target) -> Result<()> {
+    enter(cfg, progress, "prepare");
     let (booted, target, version) = (t.booted, t.slot, t.vb.manifest.version.clone());
     let running_version = slots.current_version(booted)?;
     slots.store.update(|st| {
         if st.slot(booted).state == SlotState::Unknown {
             let info = st.slot_mut(booted);
             info.state = SlotState::Good;
-            info.version = running_version.clone();
+            info.version.clone_from(&running_version);
             info.committed_at = Some(now_unix());
             st.log(
                 &slots.boot_id,

@@ -11,12 +11,42 @@ use crate::fsutil::{self, now_unix};
 use crate::slots::store::{SlotState, SlotStatus, Store};
 use crate::slots::Slot;
 
+/// Where an update stands (`state` of `GET /update/status`, `docs/updates.md` §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateState {
+    /// Never updated.
+    #[default]
+    Idle,
+    /// The upload's body is arriving.
+    Receiving,
+    /// An install runs (`phase` says where).
+    Installing,
+    /// Written, verified and armed for the trial.
+    Installed,
+    /// Refused or failed (`error` says why).
+    Failed,
+    /// The process doing the install died (power loss, kill, restart).
+    Interrupted,
+    /// The trial of the installed update ended with a commit.
+    Committed,
+    /// The trial of the installed update failed (`error` says why).
+    RolledBack,
+}
+
+impl UpdateState {
+    /// An update in progress (`receiving` or `installing`): never outlives its process.
+    pub fn in_progress(self) -> bool {
+        matches!(self, UpdateState::Receiving | UpdateState::Installing)
+    }
+}
+
 /// Progress of the current or last update, as `GET /update/status` and `status` show it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateStatus {
-    /// idle, receiving, installing, installed, failed, interrupted; once the trial of an
-    /// installed update has ended: committed or rolled-back (see [`UpdateStatus::settled`]).
-    pub state: String,
+    /// Once the trial of an installed update has ended: committed or rolled-back (see
+    /// [`UpdateStatus::settled`]).
+    pub state: UpdateState,
     pub phase: Option<String>,
     pub version: Option<String>,
     pub target: Option<Slot>,
@@ -37,18 +67,18 @@ impl UpdateStatus {
             return self;
         };
         let on_trial = slots.trial.as_ref().is_some_and(|t| t.slot == target);
-        if self.state != "installed" || on_trial {
+        if self.state != UpdateState::Installed || on_trial {
             return self;
         }
         let info = slots.slot(target);
         match info.state {
             SlotState::Good => {
-                self.state = "committed".into();
+                self.state = UpdateState::Committed;
                 self.error = None;
             }
             SlotState::Bad => {
-                self.state = "rolled-back".into();
-                self.error = info.reason.clone();
+                self.state = UpdateState::RolledBack;
+                self.error.clone_from(&info.reason);
             }
             _ => {}
         }
@@ -67,13 +97,7 @@ impl Progress {
     /// Progress persisted in `state_dir`.
     pub fn new(state_dir: &Path) -> Progress {
         let path = state_dir.join("update-status.json");
-        let inner = fsutil::read_json(&path)
-            .ok()
-            .flatten()
-            .unwrap_or(UpdateStatus {
-                state: "idle".into(),
-                ..Default::default()
-            });
+        let inner = fsutil::read_json(&path).ok().flatten().unwrap_or_default();
         Progress {
             path,
             store: Store::new(state_dir),
@@ -118,10 +142,10 @@ impl Progress {
     /// reported as interrupted (the slot bookkeeping itself is repaired by `Slots::on_boot`).
     pub fn mark_interrupted(&self) {
         let cur = self.raw();
-        if matches!(cur.state.as_str(), "receiving" | "installing") {
+        if cur.state.in_progress() {
             let phase = cur.phase.clone().unwrap_or_else(|| "receive".into());
             self.set(true, |s| {
-                s.state = "interrupted".into();
+                s.state = UpdateState::Interrupted;
                 s.error = Some(format!(
                     "the supervisor stopped during phase {phase} (power loss, kill or restart)"
                 ));
@@ -132,5 +156,31 @@ impl Progress {
     pub(super) fn phase(&self, phase: &str) {
         tracing::info!(phase, "install phase");
         self.set(true, |s| s.phase = Some(phase.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UpdateState;
+
+    /// `state` keeps the strings `GET /update/status`, `status --json` and fleet tools read
+    /// (`docs/updates.md` §6), and reads back what earlier versions wrote.
+    #[test]
+    fn update_states_are_the_documented_strings() {
+        let all = [
+            (UpdateState::Idle, "idle"),
+            (UpdateState::Receiving, "receiving"),
+            (UpdateState::Installing, "installing"),
+            (UpdateState::Installed, "installed"),
+            (UpdateState::Failed, "failed"),
+            (UpdateState::Interrupted, "interrupted"),
+            (UpdateState::Committed, "committed"),
+            (UpdateState::RolledBack, "rolled-back"),
+        ];
+        for (state, text) in all {
+            assert_eq!(serde_json::to_value(state).unwrap(), text);
+            let back: UpdateState = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(back, state);
+        }
     }
 }

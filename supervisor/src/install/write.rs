@@ -1,6 +1,6 @@
-//! Install steps 2 (bootloader part) to 7, run once the slot store records the target as
-//! `installing`: make the slot unbootable, stream the images, sync, read back, mark, arm. Any
-//! error returned from here makes the caller mark the slot bad with that error as the reason.
+//! Install phases 3 to 5c (`docs/updates.md` §3): `write`, `sync` and `readback` of the root
+//! image, then `boot-write`, `boot-sync` and `boot-readback` of the boot image. Any error
+//! returned from here makes the caller mark the slot bad with that error as the reason.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -9,42 +9,23 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::device::{foreign_slot_label, read_back, EXT4_LABEL_END};
-use super::{pause_point, BootTarget, InstallOutcome, Progress, Target};
+use super::{enter, pause_point, BootTarget, Progress, Target};
 use crate::bundle;
 use crate::config::Config;
-use crate::fsutil::{self, now_unix};
-use crate::lifecycle::Slots;
-use crate::slots::store::{SlotState, Trial};
+use crate::fsutil;
+use crate::slots::Slot;
 
-/// Steps 2 (bootloader) to 7 for an opened target.
-pub(super) fn write_and_arm(
-    cfg: &Config,
-    slots: &Slots,
-    progress: &Progress,
-    t: Target,
-) -> Result<InstallOutcome> {
-    let Target {
-        vb,
-        booted,
-        slot: target,
-        device,
-        mut dev,
-        mut boot,
-    } = t;
-    let m = vb.manifest.clone();
-    slots.backend.prepare_install(target, booted)?;
+/// The decompressed images (root, then boot), read once from the payload.
+pub(super) type Images = Box<dyn Read + Send>;
 
-    // 3. write: stream the decompressed root image into the slot, hashing what goes out.
+/// Phase 3, `write`: stream the decompressed root image (a delta: rebuilt from the booted
+/// slot) into the target, hashing what goes out. Returns the images' reader, at the boot image.
+pub(super) fn write(cfg: &Config, progress: &Progress, t: &mut Target) -> Result<Images> {
     progress.phase("write");
-    let mut reader = vb.image_reader()?;
-    let written = stream_image(
-        cfg,
-        progress,
-        &mut reader,
-        &mut dev,
-        (m.image_size, 0),
-        "write",
-    )?;
+    let m = &t.vb.manifest;
+    let mut reader = t.vb.image_reader()?;
+    let dev = t.dev.as_mut().context("slot device already closed")?;
+    let written = stream_image(cfg, progress, &mut reader, dev, (m.image_size, 0), "write")?;
     if written != (m.image_size, m.image_sha256.clone()) {
         bail!(
             "decompressed root image does not match the manifest ({} bytes, sha256 {}; the \
@@ -55,98 +36,40 @@ pub(super) fn write_and_arm(
             m.image_sha256
         );
     }
-
-    // 4. sync: the image is on the medium before anything points at it.
-    progress.phase("sync");
-    pause_point(cfg, "sync");
-    dev.sync_all()
-        .with_context(|| format!("unable to fsync slot {target} ({})", device.display()))?;
-    drop(dev);
-
-    // 5. readback: read what the medium holds and compare with the signed checksum.
-    progress.phase("readback");
-    pause_point(cfg, "readback");
-    if read_back(&device, m.image_size)? != m.image_sha256 {
-        bail!("slot {target} read-back checksum mismatch: the medium may be failing");
-    }
-
-    // 5a-c. boot-write, boot-sync, boot-readback: the same for the slot's boot partition. The
-    // slot is still `installing` (unbootable) until both images are verified.
-    if let Some(b) = boot.as_mut() {
-        write_boot(cfg, progress, &mut reader, b, target, m.image_size)?;
-    }
-    drop(boot);
-    // Nothing may follow the images in the payload.
-    let mut extra = [0u8; 1];
-    if reader.read(&mut extra).map_err(bundle::payload_error)? != 0 {
-        bail!("bundle payload holds more than the manifest's images");
-    }
-
-    // 6. mark: the store records the new content and the armed trial (before the bootloader).
-    progress.phase("mark");
-    pause_point(cfg, "mark");
-    slots.store.update(|st| {
-        let info = st.slot_mut(target);
-        info.state = SlotState::Trying;
-        info.sha256 = Some(m.image_sha256.clone());
-        info.size = Some(m.image_size);
-        info.installed_at = Some(now_unix());
-        info.install_count += 1;
-        if let Some((size, sha)) = m.boot_image() {
-            st.log(
-                &slots.boot_id,
-                target,
-                "install-boot",
-                format!("boot partition written and verified ({size} bytes, sha256 {sha})"),
-            );
-        }
-        st.trial = Some(Trial {
-            slot: target,
-            previous: booted,
-            version: Some(m.version.clone()),
-            armed_at: now_unix(),
-            armed_boot_id: slots.boot_id.clone(),
-            attempts: 0,
-            boot_ids: Vec::new(),
-            boot_started_uptime_ms: None,
-        });
-        st.log(
-            &slots.boot_id,
-            target,
-            "install",
-            format!(
-                "version {} written and verified{}; armed for one trial boot",
-                m.version,
-                if m.delta_base().is_some() {
-                    format!(" (rebuilt from a delta against slot {booted})")
-                } else {
-                    String::new()
-                }
-            ),
-        );
-    })?;
-
-    // 7. arm: the bootloader tries the slot once at the next boot.
-    progress.phase("arm");
-    pause_point(cfg, "arm");
-    slots.backend.arm_trial(target, booted)?;
-
-    // 8. reboot (done by the caller, after stopping the hub).
-    progress.phase("reboot");
-    pause_point(cfg, "reboot");
-    Ok(InstallOutcome {
-        target,
-        manifest: m,
-    })
+    Ok(reader)
 }
 
-/// Steps 5a-c: the boot image, after refusing one built for the other slot.
-fn write_boot(
+/// Phase 4, `sync`: the image is on the medium before anything points at it.
+pub(super) fn sync(cfg: &Config, progress: &Progress, t: &mut Target) -> Result<()> {
+    enter(cfg, progress, "sync");
+    if let Some(dev) = t.dev.take() {
+        dev.sync_all()
+            .with_context(|| format!("unable to fsync slot {} ({})", t.slot, t.device.display()))?;
+    }
+    Ok(())
+}
+
+/// Phase 5, `readback`: read what the medium holds and compare with the signed checksum.
+pub(super) fn readback(cfg: &Config, progress: &Progress, t: &Target) -> Result<()> {
+    enter(cfg, progress, "readback");
+    let m = &t.vb.manifest;
+    if read_back(&t.device, m.image_size)? != m.image_sha256 {
+        bail!(
+            "slot {} read-back checksum mismatch: the medium may be failing",
+            t.slot
+        );
+    }
+    Ok(())
+}
+
+/// Phase 5a, `boot-write`: the boot image, after refusing one built for the other slot. The
+/// slot is still `installing` (unbootable) until both images are verified.
+pub(super) fn boot_write(
     cfg: &Config,
     progress: &Progress,
-    reader: &mut impl Read,
+    reader: &mut Images,
     b: &mut BootTarget,
-    target: crate::slots::Slot,
+    target: Slot,
     offset: u64,
 ) -> Result<()> {
     progress.phase("boot-write");
@@ -173,20 +96,46 @@ fn write_boot(
     if written != (b.size, b.sha.clone()) {
         bail!("decompressed boot image does not match the manifest");
     }
-    progress.phase("boot-sync");
-    pause_point(cfg, "boot-sync");
+    Ok(())
+}
+
+/// Phase 5b, `boot-sync`: fsync the boot device.
+pub(super) fn boot_sync(
+    cfg: &Config,
+    progress: &Progress,
+    b: &BootTarget,
+    target: Slot,
+) -> Result<()> {
+    enter(cfg, progress, "boot-sync");
     b.dev.sync_all().with_context(|| {
         format!(
             "unable to fsync slot {target}'s boot device ({})",
             b.path.display()
         )
-    })?;
-    progress.phase("boot-readback");
-    pause_point(cfg, "boot-readback");
+    })
+}
+
+/// Phase 5c, `boot-readback`: re-read the boot device and compare with the signed checksum.
+pub(super) fn boot_readback(
+    cfg: &Config,
+    progress: &Progress,
+    b: &BootTarget,
+    target: Slot,
+) -> Result<()> {
+    enter(cfg, progress, "boot-readback");
     if read_back(&b.path, b.size)? != b.sha {
         bail!(
             "slot {target} boot partition read-back checksum mismatch: the medium may be failing"
         );
+    }
+    Ok(())
+}
+
+/// After the images: nothing may follow them in the payload.
+pub(super) fn payload_end(reader: &mut Images) -> Result<()> {
+    let mut extra = [0u8; 1];
+    if reader.read(&mut extra).map_err(bundle::payload_error)? != 0 {
+        bail!("bundle payload holds more than the manifest's images");
     }
     Ok(())
 }

@@ -68,15 +68,12 @@ fn load(path: &Path) -> Result<FileBootState, SlotError> {
 /// Emulates a power-on: the one-shot trial slot is consumed if armed, else the default boots.
 pub fn emulate_boot(path: &Path) -> Result<FileBootState, SlotError> {
     let mut st = load(path)?;
-    match st.try_next.take() {
-        Some(s) => {
-            st.booted = s;
-            st.tryboot = true;
-        }
-        None => {
-            st.booted = st.primary;
-            st.tryboot = false;
-        }
+    if let Some(s) = st.try_next.take() {
+        st.booted = s;
+        st.tryboot = true;
+    } else {
+        st.booted = st.primary;
+        st.tryboot = false;
     }
     fsutil::write_json(path, &st).map_err(|e| SlotError::io(path, e))?;
     Ok(st)

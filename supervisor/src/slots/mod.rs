@@ -8,54 +8,13 @@ pub mod store;
 pub mod tryboot;
 pub mod uboot;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::{BackendKind, Config};
-
-/// One of the two root-filesystem slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-pub enum Slot {
-    A,
-    B,
-}
-
-impl Slot {
-    /// The slot that is not `self`.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
-    /// "A" or "B".
-    pub fn name(self) -> &'static str {
-        match self {
-            Slot::A => "A",
-            Slot::B => "B",
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Slot {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Slot, String> {
-        match s.trim() {
-            "A" | "a" => Ok(Slot::A),
-            "B" | "b" => Ok(Slot::B),
-            other => Err(format!("{other:?} is not a slot (A or B)")),
-        }
-    }
-}
+pub use crate::types::Slot;
 
 /// What the bootloader says about the running system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

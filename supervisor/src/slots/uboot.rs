@@ -179,7 +179,7 @@ mod tests {
         }
     }
 
-    /// A fake fw_printenv/fw_setenv pair storing `NAME=value` lines in a file.
+    /// A fake `fw_printenv/fw_setenv` pair storing `NAME=value` lines in a file.
     fn fake_tools(dir: &std::path::Path) -> (String, String, PathBuf) {
         let store = dir.join("uboot.env");
         std::fs::write(&store, "BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n").unwrap();

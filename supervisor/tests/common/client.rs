@@ -41,7 +41,7 @@ pub fn parse_response(resp: &[u8]) -> (u16, serde_json::Value) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (
         code,
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null),

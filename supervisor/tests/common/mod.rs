@@ -3,6 +3,14 @@
 //! binary against it. Every wait is bounded.
 
 #![allow(dead_code)]
+// Test helpers: fixture byte patterns truncate on purpose, and request and env-file text is
+// built with `format!` for readability.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::format_push_string,
+    clippy::format_collect
+)]
 
 pub mod client;
 
@@ -207,7 +215,7 @@ impl Rig {
     /// Starts a supervisor command in the background (its stderr goes to `log-<name>`). The
     /// supervisor is killed and reaped when the returned guard drops (a failing test included)
     /// and dies with the test thread that started it; its hub follows it (the supervisor starts
-    /// the hub with PR_SET_PDEATHSIG).
+    /// the hub with `PR_SET_PDEATHSIG`).
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let log = std::fs::File::create(self.path(&format!("log-{}", args[0]))).unwrap();
         let mut c = self.command(args);
@@ -302,7 +310,7 @@ impl Rig {
             "3",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
         if let Some(boot) = boot {
             let bimg = self.path(&format!("{name}.boot.img"));
