@@ -156,6 +156,11 @@ class Box:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
         self.proc = None
+        # The runner exits at once; its supervisor and hub finish their clean stop (a stop
+        # backup, the last journal entry) after it. Wait for them: the box is off only then.
+        end = time.monotonic() + 30
+        while sh("ip", "netns", "pids", self.ns, check=False).stdout.strip() and time.monotonic() < end:
+            time.sleep(0.2)
 
     def wire_bytes(self):
         """(bytes sent to the box, bytes it sent) on its cable, from the bridge port's counters."""

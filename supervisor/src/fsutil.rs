@@ -26,10 +26,19 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The directory `path` is in: `.` for a bare file name (whose `parent()` is empty, which
+/// cannot be opened to fsync).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a power cut at any moment leaves the old or the new
 /// content: write a temp file, fsync it, rename it over, fsync the directory.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let tmp = tmp_path(path);
     {
@@ -48,7 +57,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// [`atomic_write`] for secrets: the file is created with mode 0600 before any byte is written.
 pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let tmp = tmp_path(path);
     let _ = fs::remove_file(&tmp);

@@ -1,14 +1,22 @@
 //! Logging: journald (tracing-journald) when running under systemd, plain text on stderr
-//! otherwise. Level from `SUPERVISOR_LOG_LEVEL` (or `RUST_LOG`), default `info`.
+//! otherwise. Level from `SUPERVISOR_LOG_LEVEL` in the environment, else in the `--config`
+//! file (the environment wins, as for every setting), else `RUST_LOG`, default `info`.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; call once, early.
-pub fn init() {
+/// Installs the global subscriber; call once, early. `config` is the `--config` file, read here
+/// for `SUPERVISOR_LOG_LEVEL` alone (an unreadable file is reported later by the command).
+pub fn init(config: Option<&std::path::Path>) {
+    let from_file = || {
+        config
+            .and_then(|p| crate::config::parse_env_file(p).ok())
+            .and_then(|mut vars| vars.remove("SUPERVISOR_LOG_LEVEL"))
+    };
     let filter = std::env::var("SUPERVISOR_LOG_LEVEL")
         .ok()
+        .or_else(from_file)
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));

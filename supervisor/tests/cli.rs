@@ -167,6 +167,22 @@ fn keygen_refusals_are_in_words_and_never_overwrite() {
     assert!(!rig.path("keys/half.key").exists());
 }
 
+/// `keygen --out NAME` with no directory part writes the pair into the current directory and
+/// succeeds (it used to write both files, then fail with "NAME.pub: No such file or directory"
+/// when it fsynced the empty parent path).
+#[test]
+fn keygen_with_a_bare_name_writes_into_the_current_directory() {
+    let rig = Rig::new();
+    let out = rig
+        .command(&["keygen", "--out", "bare"])
+        .current_dir(rig.path("keys"))
+        .output()
+        .unwrap();
+    println!("keygen --out bare: {}", stderr(&out).trim());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(rig.path("keys/bare.key").is_file() && rig.path("keys/bare.pub").is_file());
+}
+
 /// Issue 14.7: `status` reports the outcome of the trial that followed an install, not
 /// "installed ... 100%" forever.
 #[test]
