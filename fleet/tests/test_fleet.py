@@ -395,6 +395,9 @@ class Suite:
             json.dump(doc, fh)
         nohash.start()
         check(f.wait_ready(60), "box02 did not come back after its slot store was edited")
+        now = nohash.slots()
+        check(not any("sha256" in s for s in (now.get("slots") or {}).values()),
+              "box02 still records a hash after the edit: %s" % now.get("slots"))
         wire = {b.name: b.wire_bytes()[0] for b in (nohash, hashed)}
         rc, out, wall = self.playbook("update.yml", "-l", "%s,%s" % (nohash.name, hashed.name),
                                       "-e", "bundle=" + full, "-e", "delta=" + delta,
