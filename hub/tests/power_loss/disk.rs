@@ -180,25 +180,33 @@ impl Replay {
     /// The medium after a cut before op `k`: only what was synced (`rng` None), or that plus a
     /// random subset of the sectors written since the last sync (set_len kept or not likewise).
     pub fn image_at(&mut self, k: usize, rng: Option<&mut Rng>) -> Vec<u8> {
+        self.image_and_kept(k, rng).0
+    }
+
+    /// `image_at`, and how many unsynced sectors (or set_len) the cut kept.
+    pub fn image_and_kept(&mut self, k: usize, rng: Option<&mut Rng>) -> (Vec<u8>, usize) {
         self.advance(k);
         let mut img = self.durable.clone();
-        let Some(rng) = rng else { return img };
+        let mut kept = 0;
+        let Some(rng) = rng else { return (img, kept) };
         for op in &self.ops[self.synced_to..k] {
             match op {
                 Op::Write { offset, data } => {
                     for (i, chunk) in data.chunks(SECTOR).enumerate() {
                         if rng.coin() {
                             apply_write(&mut img, offset + (i * SECTOR) as u64, chunk);
+                            kept += 1;
                         }
                     }
                 }
                 other => {
                     if rng.coin() {
                         apply(&mut img, other);
+                        kept += 1;
                     }
                 }
             }
         }
-        img
+        (img, kept)
     }
 }
