@@ -65,7 +65,10 @@ fn signed_bundle(k: &Keys, manifest: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
     let mut m: serde_json::Value = serde_json::from_slice(manifest).ok()?;
     let obj = m.as_object_mut()?;
     obj.insert("payload_size".into(), payload.len().into());
-    obj.insert("payload_sha256".into(), hex(&Sha256::digest(payload)).into());
+    obj.insert(
+        "payload_sha256".into(),
+        hex(&Sha256::digest(payload)).into(),
+    );
     let mjson = serde_json::to_vec(&m).ok()?;
     let mut signed = bundle::SIGN_CONTEXT.to_vec();
     signed.extend_from_slice(&mjson);

@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
     let route = ROUTES[data[1] as usize % ROUTES.len()];
     let rest = String::from_utf8_lossy(&data[2..]);
     let (tail, body) = rest.split_once('\n').unwrap_or((&rest, ""));
-    let target: String = route.chars().chain(tail.chars().filter_map(target_char)).collect();
+    let target: String = route
+        .chars()
+        .chain(tail.chars().filter_map(target_char))
+        .collect();
     let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -12,9 +12,9 @@
 //! in the random-subset mode, default 3000), `POWER_LOSS_SECS` (time budget of that mode,
 //! default 90), `POWER_LOSS_SEED`.
 
-mod common;
 #[path = "power_loss/check.rs"]
 mod check;
+mod common;
 #[path = "power_loss/disk.rs"]
 mod disk;
 
@@ -84,9 +84,11 @@ async fn terminal(ws: SocketAddr, id: String, rounds: u64, disk: RecordingDisk) 
         t.send(json!({"type": "LEASE_ACQUIRE", "posReference": p}))
             .await;
         for base in 0..MAX_VERSION {
-            t.send(json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base,
-                "snapshot": snapshot(&p, "draft", None)}))
-                .await;
+            t.send(
+                json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base,
+                "snapshot": snapshot(&p, "draft", None)}),
+            )
+            .await;
         }
         let mut answers = 1 + MAX_VERSION;
         if r % 2 == 0 {
@@ -95,9 +97,11 @@ async fn terminal(ws: SocketAddr, id: String, rounds: u64, disk: RecordingDisk) 
             answers += 1;
         }
         if r % 3 == 0 {
-            t.send(json!({"type": "KITCHEN_TICKET", "ticketId": format!("{p}-k"), "station": "kds",
-                "posReference": p, "lines": [{"name": "Burger", "quantity": 2}]}))
-                .await;
+            t.send(
+                json!({"type": "KITCHEN_TICKET", "ticketId": format!("{p}-k"), "station": "kds",
+                "posReference": p, "lines": [{"name": "Burger", "quantity": 2}]}),
+            )
+            .await;
             answers += 1;
         }
         for _ in 0..answers {
@@ -140,9 +144,18 @@ async fn record(disk: &RecordingDisk, rounds: u64, lie: bool) -> Recording {
     if lie {
         disk.start_lying();
     }
-    let hub = server::start_on_store(cfg, store).await.expect("hub starts");
+    let hub = server::start_on_store(cfg, store)
+        .await
+        .expect("hub starts");
     let tasks: Vec<_> = (0..TERMINALS)
-        .map(|i| tokio::spawn(terminal(hub.ws_addr, format!("till-{i}"), rounds, disk.clone())))
+        .map(|i| {
+            tokio::spawn(terminal(
+                hub.ws_addr,
+                format!("till-{i}"),
+                rounds,
+                disk.clone(),
+            ))
+        })
         .collect();
     let mut acks = Vec::new();
     for t in tasks {
@@ -308,9 +321,15 @@ async fn acknowledged_writes_survive_a_power_cut_at_every_io_operation() {
         cuts2 += 1;
     }
     let end = ops.len();
-    let final_found = check_image(dir.path(), end, &replay.image_at(end, None), &cutter.want, &rec)
-        .expect("the complete run")
-        .expect("a database");
+    let final_found = check_image(
+        dir.path(),
+        end,
+        &replay.image_at(end, None),
+        &cutter.want,
+        &rec,
+    )
+    .expect("the complete run")
+    .expect("a database");
     println!(
         "power cuts: {} acknowledgements, {} I/O operations ({syncs} syncs) recorded in {:.1?}; \
          synced-only: {} cuts (one per sync, covering all {} op indices) in {:.1?}, {repaired} \

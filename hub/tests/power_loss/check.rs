@@ -14,11 +14,7 @@ use redb::{ReadableDatabase, ReadableTable};
 #[derive(Debug, Clone)]
 pub enum Ack {
     /// `ORDER_ACK`: this version of the order is durable, written as event `seq`.
-    Order {
-        p: String,
-        version: u64,
-        seq: u64,
-    },
+    Order { p: String, version: u64, seq: u64 },
     /// `LEASE_GRANTED` to `terminal`.
     Lease { p: String, terminal: String },
     /// `TICKET_NUMBER` `number` for `businessDate/orderType` (the `ticket_sequences` key).
@@ -111,12 +107,20 @@ fn read_and_compare(store: &Store, want: &Expect, max_version: u64) -> Result<Fo
     found.orders = orders.len();
     for (p, &(v, seq)) in &want.orders {
         match orders.get(p) {
-            None => return Err(format!("lost acknowledged order {p} (version {v}, seq {seq})")),
+            None => {
+                return Err(format!(
+                    "lost acknowledged order {p} (version {v}, seq {seq})"
+                ))
+            }
             Some(&(have, _)) if have < v => {
-                return Err(format!("lost acknowledged version {v} of {p}: found {have}"))
+                return Err(format!(
+                    "lost acknowledged version {v} of {p}: found {have}"
+                ))
             }
             Some(&(have, have_seq)) if have == v && have_seq != seq => {
-                return Err(format!("{p} v{v} has seq {have_seq}, acknowledged as {seq}"))
+                return Err(format!(
+                    "{p} v{v} has seq {have_seq}, acknowledged as {seq}"
+                ))
             }
             _ => {}
         }
@@ -133,7 +137,10 @@ fn read_and_compare(store: &Store, want: &Expect, max_version: u64) -> Result<Fo
         .collect();
     for (p, t) in &want.leases {
         if leases.get(p) != Some(t) {
-            return Err(format!("lost the lease on {p} granted to {t}: {:?}", leases.get(p)));
+            return Err(format!(
+                "lost the lease on {p} granted to {t}: {:?}",
+                leases.get(p)
+            ));
         }
     }
     // 3. Ticket numbers never go back (a repeat would follow).
@@ -141,7 +148,9 @@ fn read_and_compare(store: &Store, want: &Expect, max_version: u64) -> Result<Fo
     for (k, &n) in &want.tickets {
         let have = found.tickets.get(k).copied().unwrap_or(0);
         if have < n {
-            return Err(format!("ticket counter {k} is {have}, but {n} was handed out"));
+            return Err(format!(
+                "ticket counter {k} is {have}, but {n} was handed out"
+            ));
         }
     }
     check_log(store, want, &mut found)?;
@@ -180,7 +189,9 @@ fn check_log(store: &Store, want: &Expect, found: &mut Found) -> Result<(), Stri
     let pending = r.open_table(PENDING).map_err(|x| e(&x))?;
     for (p, &(v, seq)) in &want.orders {
         if pending.get(seq).map_err(|x| e(&x))?.is_none() {
-            return Err(format!("{p} v{v} (seq {seq}) is missing from the upstream queue"));
+            return Err(format!(
+                "{p} v{v} (seq {seq}) is missing from the upstream queue"
+            ));
         }
     }
     found.pending = pending.iter().map_err(|x| e(&x))?.count();
