@@ -6,7 +6,7 @@
 # Installs what it needs (a C++ compiler for libFuzzer, the nightly toolchain, cargo-fuzz);
 # idempotent. Time: the first build of the fuzz crate with sanitizers takes about as long as a
 # clean release build of the workspace (41 min on a heavily shared 2-core machine, seconds when
-# fuzz/target is cached); the runs about 3 minutes in all.
+# fuzz/target is cached); the runs 95 s in all (measured, same machine).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export DEBIAN_FRONTEND=noninteractive
