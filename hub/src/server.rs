@@ -94,11 +94,17 @@ pub struct RunningHub {
 
 /// Opens everything and starts serving; returns once both ports accept connections.
 pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
-    let cfg = Arc::new(cfg);
-    let data_dir = cfg.data_dir();
     // 1. Database (repaired if the last run crashed).
     let store = Store::open(&cfg.db_path, cfg.db_cache_bytes)
         .with_context(|| format!("unable to open database {}", cfg.db_path.display()))?;
+    start_on_store(cfg, store).await
+}
+
+/// `start` on a database that is already open, e.g. one on a test's storage backend that can
+/// simulate a power cut (`hub/tests/power_loss.rs`).
+pub async fn start_on_store(cfg: Config, store: Store) -> anyhow::Result<RunningHub> {
+    let cfg = Arc::new(cfg);
+    let data_dir = cfg.data_dir();
     if cfg.demo {
         crate::demo::seed(&store).context("unable to seed the demo floor plan")?;
     }

@@ -2,6 +2,7 @@
 //! queries used by the HTTP API and catch-up. All writes go through the engine's single writer
 //! thread (see `engine`), which commits many terminals' changes per durable transaction.
 
+pub mod backend;
 pub mod kitchen;
 pub mod records;
 pub mod upstream;
@@ -83,6 +84,8 @@ struct Shared {
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     cache_bytes: usize,
+    /// Set when the database runs on a caller-supplied backend (tests), not on `path`.
+    backend: Option<backend::Opener>,
 }
 
 /// One stored order as the HTTP API shows it.
@@ -123,11 +126,30 @@ impl Store {
     /// Opens (or creates) the database, repairing it after a crash, and creates every table so
     /// readers never see a missing one.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
+        Self::open_with(path, cache_bytes, None)
+    }
+
+    /// `open` on the storage `backend` makes instead of the file at `path` (which then only
+    /// names the directory whose free space is watched). The power-loss tests run the engine on
+    /// a backend that can drop what was not synced.
+    pub fn open_on_backend(
+        path: &Path,
+        cache_bytes: usize,
+        backend: backend::Opener,
+    ) -> Result<Store, StoreError> {
+        Self::open_with(path, cache_bytes, Some(backend))
+    }
+
+    fn open_with(
+        path: &Path,
+        cache_bytes: usize,
+        backend: Option<backend::Opener>,
+    ) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Db(redb::StorageError::Io(e).into()))?;
         }
-        let db = open_file(path, cache_bytes)?;
+        let db = open_file(path, cache_bytes, backend.as_ref())?;
         let mut txn = db.begin_write()?;
         txn.set_quick_repair(true);
         {
@@ -161,6 +183,7 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 path: path.to_path_buf(),
                 cache_bytes,
+                backend,
             }),
         })
     }
@@ -212,7 +235,11 @@ impl Store {
                 }
             }
         }
-        let db = open_file(&self.shared.path, self.shared.cache_bytes)?;
+        let db = open_file(
+            &self.shared.path,
+            self.shared.cache_bytes,
+            self.shared.backend.as_ref(),
+        )?;
         *slot = Some(Arc::new(db));
         Ok(())
     }
@@ -377,9 +404,17 @@ impl Store {
     }
 }
 
-/// Opens (or creates) the file with a Pi-sized page cache; redb repairs it if needed.
-fn open_file(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
-    Ok(Database::builder()
-        .set_cache_size(cache_bytes)
-        .create(path)?)
+/// Opens (or creates) the file (or the given backend) with a Pi-sized page cache; redb repairs
+/// it if needed.
+fn open_file(
+    path: &Path,
+    cache_bytes: usize,
+    backend: Option<&backend::Opener>,
+) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(cache_bytes);
+    Ok(match backend {
+        Some(b) => builder.create_with_backend(b.open().map_err(redb::StorageError::Io)?)?,
+        None => builder.create(path)?,
+    })
 }
