@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{Engine, Out, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::store::records::*;
 use crate::store::*;
 

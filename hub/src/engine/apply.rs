@@ -9,7 +9,7 @@ use redb::ReadableTable;
 use serde_json::{json, Value};
 
 use super::{Cmd, Engine, Out, Session, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::protocol::inbound::{FloorPlanMsg, OrderSnapshotMsg, TableId, TableUpdateMsg};
 use crate::protocol::{outbound, Inbound};
 use crate::store::records::*;

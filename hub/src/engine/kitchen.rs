@@ -10,7 +10,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use serde_json::{json, Value};
 
 use super::{Engine, Out, Session, Tx};
-use crate::print::escpos;
+use crate::printer::escpos;
 use crate::protocol::kitchen::{KitchenStatusMsg, KitchenTicketMsg};
 use crate::protocol::outbound;
 use crate::station::{self, Station};
@@ -107,7 +107,7 @@ impl Engine {
         t.last_seq = seq;
         tx.k.tickets.insert(id, enc(&t).as_slice())?;
         // 3. Its print job, in the same transaction, keyed by seq so each printer prints in order.
-        if crate::print::printer_for(&self.cfg, m.station).is_some() {
+        if crate::config::printers::printer_for(&self.cfg, m.station).is_some() {
             let job = PrintJobRec {
                 ticket_id: id.to_string(),
                 bytes: escpos::render(id, &t),

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{Engine, Out, Session, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::protocol::{outbound, TableId};
 use crate::store::records::*;
 use crate::store::StoreError;

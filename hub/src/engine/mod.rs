@@ -16,6 +16,7 @@ pub mod inventory;
 mod kitchen;
 mod locks;
 mod maintenance;
+pub mod outbox;
 mod registry;
 pub mod storage;
 mod upstream;
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::auth::Role;
 use crate::config::Config;
-use crate::net::outbox::{Frame, Outbox, Utf8Bytes};
+use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
 use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
@@ -129,7 +130,7 @@ pub struct EngineStats {
     /// Times a lagging terminal was switched back to catch-up from its cursor.
     pub lag_resyncs: AtomicU64,
     /// Print spoolers: queue depth, printer state, printed and failed counts per station.
-    pub print: crate::print::PrintStats,
+    pub print: crate::printer::PrintStats,
     /// Whether the database can be written, and the free space under it.
     pub storage: storage::StorageHealth,
 }

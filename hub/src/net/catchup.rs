@@ -7,9 +7,9 @@ use futures_util::{Sink, SinkExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::context::Hub;
 use crate::engine::now_ms;
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::store::{EventChunk, Store, StoreError};
 
 /// Bytes of events per `EVENTS_BULK` frame: small enough that many terminals catching up at

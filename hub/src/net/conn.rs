@@ -16,13 +16,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::catchup;
-use super::outbox::{Frame, Outbox, OutboxRx};
 use crate::auth::Role;
 use crate::config::AuthMode;
+use crate::context::Hub;
+use crate::engine::outbox::{Frame, Outbox, OutboxRx};
 use crate::engine::{now_ms, Cmd, Session};
 use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
 use crate::protocol::{outbound, parse, Inbound, ProtoError};
-use crate::server::Hub;
 
 /// Requests of one terminal that may wait in the engine at once.
 const MAX_IN_FLIGHT: usize = 256;

@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::{PrinterConfig, PrinterState};
+use crate::context::Hub;
 use crate::engine::{now_ms, Cmd};
-use crate::server::Hub;
 use crate::station::Station;
 
 /// First wait after a failed attempt.

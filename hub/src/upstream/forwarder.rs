@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{record, DrainAsk, DrainReport, State, UpstreamError};
+use crate::context::Hub;
 use crate::engine::{now_ms, UpstreamCmd};
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::store::upstream::DueGroup;
 
 /// Full rounds run back to back before the loop waits for the next tick again.
@@ -100,7 +100,7 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
                 // A wrong CLOUD_BRIDGE_TOKEN is not the events' fault: no retry spent.
                 let e = format!("cloud bridge refused the token: {msg}");
                 tracing::warn!("{e}");
-                up.set_state(hub, State::Failing, None, Some(e.clone()));
+                up.set_state(&hub.engine, State::Failing, None, Some(e.clone()));
                 report.error = Some(e);
                 return (report, false);
             }
@@ -143,18 +143,18 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
             .await
             {
                 report.forwarded += n;
-                up.set_state(hub, State::Ok, Some(now_ms()), None);
+                up.set_state(&hub.engine, State::Ok, Some(now_ms()), None);
             }
         }
         if let Some(e) = auth_error {
             tracing::warn!("{e}");
-            up.set_state(hub, State::Failing, None, Some(e.clone()));
+            up.set_state(&hub.engine, State::Failing, None, Some(e.clone()));
             report.error = Some(e);
         }
         if stop {
             if report.error.is_some() {
                 let e = report.error.clone();
-                up.set_state(hub, State::Failing, None, e);
+                up.set_state(&hub.engine, State::Failing, None, e);
             }
             return (report, false);
         }
@@ -187,7 +187,8 @@ async fn fail(hub: &Arc<Hub>, report: &mut DrainReport, seqs: Vec<u64>, e: &Upst
     } else {
         report.failed += n;
         report.error = Some(msg.clone());
-        hub.upstream.set_state(hub, State::Failing, None, Some(msg));
+        hub.upstream
+            .set_state(&hub.engine, State::Failing, None, Some(msg));
     }
 }
 

@@ -2,6 +2,8 @@
 //! systemd `EnvironmentFile` format. Every value is validated up front so the hub never starts
 //! half-configured; a bad value yields one line naming the variable.
 
+pub mod printers;
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -115,7 +117,7 @@ pub struct Config {
     /// `--demo`: open auth and a sample floor plan.
     pub demo: bool,
     /// Station printers (`HUB_PRINTERS`, e.g. `kds=192.0.2.10:9100,bds=192.0.2.11:9100`).
-    pub printers: Vec<crate::print::PrinterConfig>,
+    pub printers: Vec<printers::PrinterConfig>,
     /// Longest wait between attempts to reach an offline printer (`HUB_PRINT_RETRY_MAX_MS`).
     pub print_retry_max: Duration,
     /// How long a printer may take to accept and acknowledge one ticket before it is reported
@@ -434,7 +436,7 @@ impl Config {
                 "a number of bytes",
             )?,
             demo,
-            printers: crate::print::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
+            printers: printers::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
             print_retry_max: vars.millis("HUB_PRINT_RETRY_MAX_MS", 5_000, 10)?,
             print_timeout: vars.millis("HUB_PRINT_TIMEOUT_MS", 10_000, 10)?,
             print_stall_max: vars.millis("HUB_PRINT_STALL_MAX_MS", 300_000, 10)?,
