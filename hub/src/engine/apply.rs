@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use redb::ReadableTable;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Cmd, Engine, Out, Session, Tx};
 use crate::engine::outbox::Frame;
@@ -96,16 +96,16 @@ impl Engine {
                 },
             ));
         }
-        let ok = json!({
-            "type": "AUTH_OK",
-            "terminalId": s.terminal_id,
-            "uid": outbound::raw(&s.uid_json),
-            "role": s.role.as_str(),
-            "name": s.name,
-            "realm": {"tenantId": self.cfg.tenant_id, "storeId": self.cfg.store_id},
-            "hubVersion": crate::VERSION,
-            "seq": self.seq,
-            "serverTime": self.now_ms,
+        let ok = outbound::auth_ok(&outbound::AuthOk {
+            terminal_id: &s.terminal_id,
+            uid_json: &s.uid_json,
+            role: s.role.as_str(),
+            name: &s.name,
+            tenant_id: &self.cfg.tenant_id,
+            store_id: &self.cfg.store_id,
+            hub_version: crate::VERSION,
+            seq: self.seq,
+            server_time: self.now_ms,
         });
         self.out.push(Out::To(
             s.outbox.clone(),
@@ -158,8 +158,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         if let Some(l) = self.leases.get(p) {
             if l.terminal_id != s.terminal_id && l.expires_ms > self.now_ms {
-                let msg = json!({"type": "LEASE_DENIED", "posReference": p,
-                    "holder": {"terminalId": l.terminal_id, "name": l.name}, "expiresAt": l.expires_ms});
+                let msg = outbound::lease_denied(p, &l.terminal_id, &l.name, l.expires_ms);
                 self.reply(s, outbound::reply(msg, r));
                 return Ok(());
             }
@@ -174,7 +173,7 @@ impl Engine {
         };
         tx.leases.insert(p, enc(&rec).as_slice())?;
         self.dirty = true;
-        let msg = json!({"type": "LEASE_GRANTED", "posReference": p, "expiresAt": rec.expires_ms, "ttlMs": ttl});
+        let msg = outbound::lease_granted(p, rec.expires_ms, ttl);
         self.leases.insert(p.to_string(), rec);
         self.reply(s, outbound::reply(msg, r));
         Ok(())
@@ -192,15 +191,13 @@ impl Engine {
         match self.leases.get_mut(p) {
             Some(l) if l.terminal_id == s.terminal_id => {
                 l.expires_ms = now + ttl;
-                let msg =
-                    json!({"type": "LEASE_RENEWED", "posReference": p, "expiresAt": l.expires_ms});
+                let msg = outbound::lease_renewed(p, l.expires_ms);
                 tx.leases.insert(p, enc(&*l).as_slice())?;
                 self.dirty = true;
                 self.reply(s, outbound::reply(msg, r));
             }
             _ => {
-                let msg =
-                    json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "not_holder"});
+                let msg = outbound::lease_revoked(p, "not_holder");
                 self.reply(s, outbound::reply(msg, r));
             }
         }
@@ -223,10 +220,7 @@ impl Engine {
             tx.leases.remove(p)?;
             self.dirty = true;
         }
-        self.reply(
-            s,
-            outbound::reply(json!({"type": "LEASE_RELEASED", "posReference": p}), r),
-        );
+        self.reply(s, outbound::reply(outbound::lease_released(p), r));
         Ok(())
     }
 
@@ -276,7 +270,7 @@ impl Engine {
             let snap = stored
                 .as_ref()
                 .map_or(Value::Null, |o| outbound::raw(&o.snapshot_json));
-            let msg = json!({"type": "CONFLICT", "posReference": p, "currentVersion": current, "snapshot": snap});
+            let msg = outbound::conflict(p, current, snap);
             self.reply(s, outbound::reply(msg, r));
             return Ok(());
         }
@@ -373,9 +367,7 @@ impl Engine {
         };
         tx.tables.insert(key, enc(&rec).as_slice())?;
         self.append(tx, "table_update", p, terminal, false, None, |seq, ts| {
-            json!({"type": "TABLE_UPDATED", "tableId": outbound::raw(id_json), "status": status,
-                "posReference": p, "terminalId": terminal, "seq": seq, "ts": ts})
-            .to_string()
+            outbound::table_updated(id_json, status, p, terminal, seq, ts)
         })?;
         Ok(())
     }
@@ -414,15 +406,24 @@ impl Engine {
         };
         tx.floors
             .insert(m.floor_id.key.as_str(), enc(&rec).as_slice())?;
-        let seq = self.append(tx, "floor_plan", None, &s.terminal_id, false, Some(s.conn_id), |seq, ts| {
-            let mut v = json!({"type": "FLOOR_PLAN_CHANGED", "floorId": outbound::raw(&rec.floor_id_json),
-                "tables": outbound::raw(&rec.tables_json), "terminalId": rec.terminal_id, "seq": seq, "ts": ts});
-            if let Some(l) = &rec.layout_mode_json {
-                v["layoutMode"] = outbound::raw(l);
-            }
-            v.to_string()
-        })?;
-        let ack = json!({"type": "FLOOR_PLAN_SAVED", "floorId": outbound::raw(&m.floor_id.json), "seq": seq});
+        let seq = self.append(
+            tx,
+            "floor_plan",
+            None,
+            &s.terminal_id,
+            false,
+            Some(s.conn_id),
+            |seq, ts| {
+                let plan = outbound::FloorPlan {
+                    floor_id_json: &rec.floor_id_json,
+                    tables_json: &rec.tables_json,
+                    layout_mode_json: rec.layout_mode_json.as_deref(),
+                    terminal_id: &rec.terminal_id,
+                };
+                outbound::floor_plan_changed(&plan, seq, ts)
+            },
+        )?;
+        let ack = outbound::floor_plan_saved(&m.floor_id.json, seq);
         self.reply(s, outbound::reply(ack, r));
         Ok(())
     }
@@ -444,7 +445,7 @@ impl Engine {
             + 1;
         tx.tickets.insert(key.as_str(), n)?;
         self.dirty = true;
-        let msg = json!({"type": "TICKET_NUMBER", "orderType": order_type, "number": n, "businessDate": date});
+        let msg = outbound::ticket_number(order_type, n, &date);
         self.reply(s, outbound::reply(msg, r));
         Ok(())
     }

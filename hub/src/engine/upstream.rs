@@ -5,7 +5,7 @@
 
 use rand::Rng;
 use redb::ReadableTable;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{Engine, Tx};
@@ -371,8 +371,7 @@ impl Engine {
             _ => {
                 let seq =
                     self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
-                        json!({"type": "CLOUD_EVENT", "event": ev, "seq": seq, "ts": ts})
-                            .to_string()
+                        outbound::cloud_event(&ev, seq, ts)
                     })?;
                 AppliedRec {
                     pos_reference: String::new(),

@@ -207,10 +207,7 @@ async fn read_loop<St>(
         let rid = parsed.request_id;
         hub.metrics.received(parsed.msg.type_name());
         match (parsed.msg, session.as_ref()) {
-            (Inbound::Ping, _) => ob.text(outbound::reply(
-                serde_json::json!({"type": "PONG"}),
-                rid.as_ref(),
-            )),
+            (Inbound::Ping, _) => ob.text(outbound::reply(outbound::pong(), rid.as_ref())),
             (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
                 Ok((s, cursor)) => {
                     tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
