@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backups;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod config_check;
 pub mod context;

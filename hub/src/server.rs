@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{HubKey, Verifier};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config};
 use crate::context::Hub;
 use crate::engine::{now_ms, Cmd, Engine};
@@ -34,6 +35,12 @@ pub struct RunningHub {
 
 /// Opens everything and starts serving; returns once both ports accept connections.
 pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// `start`, with the engine on `clock` instead of the system clock (tests step a
+/// `ManualClock` to expire leases, locks and grace periods without waiting).
+pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningHub> {
     let cfg = Arc::new(cfg);
     let data_dir = cfg.data_dir();
     // 1. Database (repaired if the last run crashed).
@@ -68,6 +75,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
         store.clone(),
         tokio::runtime::Handle::current(),
         metrics.clone(),
+        clock,
     )
     .context("unable to start the engine")?;
     // 4. Listeners.

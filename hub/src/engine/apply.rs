@@ -135,10 +135,13 @@ impl Engine {
         if self.reg.is_connected(&s.terminal_id) {
             return; // replaced by a newer connection of the same terminal
         }
-        // Leases and locks stay with the terminal for the grace period.
-        self.disconnected.insert(s.terminal_id.clone(), conn_id);
-        let tx = self.tx.clone();
+        // Leases and locks stay with the terminal for the grace period. It ends at the first of
+        // the timer below and the lease tick that sees the engine clock past `ends`.
         let grace = self.cfg.grace;
+        let ends = self.now_ms + grace.as_millis() as u64;
+        self.disconnected
+            .insert(s.terminal_id.clone(), (conn_id, ends));
+        let tx = self.tx.clone();
         let terminal_id = s.terminal_id.clone();
         self.rt.spawn(async move {
             tokio::time::sleep(grace).await;

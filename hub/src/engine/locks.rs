@@ -152,9 +152,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Revokes every lease past its expiry and tells the holder.
+    /// Revokes every lease past its expiry and tells the holder; ends the grace periods that
+    /// are over by the engine clock.
     pub(super) fn lease_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         let now = self.now_ms;
+        let graces_over: Vec<(String, u64)> = self
+            .disconnected
+            .iter()
+            .filter(|(_, &(_, ends))| ends <= now)
+            .map(|(t, &(c, _))| (t.clone(), c))
+            .collect();
+        for (terminal, conn_id) in graces_over {
+            self.grace_expired(tx, &terminal, conn_id)?;
+        }
         let expired: Vec<String> = self
             .leases
             .iter()
@@ -207,7 +217,11 @@ impl Engine {
         terminal: &str,
         conn_id: u64,
     ) -> Result<(), StoreError> {
-        if self.disconnected.get(terminal) != Some(&conn_id) || self.reg.is_connected(terminal) {
+        match self.disconnected.get(terminal) {
+            Some(&(c, ends)) if c == conn_id && ends <= self.now_ms => {}
+            _ => return Ok(()),
+        }
+        if self.reg.is_connected(terminal) {
             return Ok(());
         }
         self.disconnected.remove(terminal);

@@ -32,6 +32,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::auth::Role;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
 use crate::protocol::Inbound;
@@ -228,12 +229,15 @@ pub struct Engine {
     window: Arc<EventWindow>,
     seq: u64,
     now_ms: u64,
+    /// Where `now_ms` comes from (the system clock, or a test's `ManualClock`).
+    clock: Arc<dyn Clock>,
     dirty: bool,
     leases: HashMap<String, LeaseRec>,
     locks: HashMap<String, LockRec>,
     reg: Registry,
-    /// Terminals that disconnected and whose grace period runs: terminal -> conn id.
-    disconnected: HashMap<String, u64>,
+    /// Terminals that disconnected and whose grace period runs: terminal -> (conn id, the
+    /// engine time the grace period ends).
+    disconnected: HashMap<String, (u64, u64)>,
     out: Vec<Out>,
     /// Who asked for something in this batch (told about a failed commit).
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
@@ -253,10 +257,7 @@ pub struct Engine {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now_ms()
 }
 
 impl Engine {
@@ -266,6 +267,7 @@ impl Engine {
         store: Store,
         rt: tokio::runtime::Handle,
         metrics: Arc<crate::metrics::Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(EngineStats::default());
@@ -290,7 +292,8 @@ impl Engine {
             stats: stats.clone(),
             window: window.clone(),
             seq,
-            now_ms: now_ms(),
+            now_ms: clock.now_ms(),
+            clock,
             dirty: false,
             leases,
             locks,
@@ -343,7 +346,7 @@ impl Engine {
     /// Applies, commits and delivers one batch; returns true on shutdown.
     fn process(&mut self, batch: &mut Vec<Cmd>) -> bool {
         let started = Instant::now();
-        self.now_ms = now_ms();
+        self.now_ms = self.clock.now_ms();
         self.dirty = false;
         let n = batch.len();
         if !self.writable() {
