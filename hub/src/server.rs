@@ -50,17 +50,7 @@ pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Res
         crate::demo::seed(&store).context("unable to seed the demo floor plan")?;
     }
     // 2. Keys: the hub's own signing key and the admin token, created on first start.
-    let hub_key =
-        HubKey::load_or_create(&data_dir).context("unable to load the hub signing key")?;
-    let verifier = Verifier::new(
-        cfg.cluster_public_key_pem.as_deref(),
-        Some(&hub_key),
-        &cfg.tenant_id,
-        &cfg.store_id,
-    )
-    .context("unable to set up token verification")?;
-    let admin_token = crate::auth::admin_token(cfg.admin_token.as_deref(), &data_dir)
-        .context("unable to set up the admin token")?;
+    let (verifier, admin_token) = load_keys(&cfg, &data_dir)?;
     if cfg.auth_mode == AuthMode::Open {
         tracing::warn!(
             "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
@@ -79,22 +69,7 @@ pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Res
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
-    let ws_listener = TcpListener::bind((cfg.bind, cfg.ws_port))
-        .await
-        .with_context(|| {
-            format!(
-                "unable to listen on {}:{} (HUB_PORT)",
-                cfg.bind, cfg.ws_port
-            )
-        })?;
-    let http_listener = TcpListener::bind((cfg.bind, cfg.http_port))
-        .await
-        .with_context(|| {
-            format!(
-                "unable to listen on {}:{} (HUB_HTTP_PORT)",
-                cfg.bind, cfg.http_port
-            )
-        })?;
+    let (ws_listener, http_listener) = bind(&cfg).await?;
     let ws_addr = ws_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -132,15 +107,7 @@ pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Res
     crate::print::spooler::spawn_all(&hub);
     crate::upstream::spawn(&hub, done_tx.clone());
     // 6. Periodic work.
-    spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
-    spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
-    spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);
-    let retention = cfg.event_retention;
-    spawn_tick(&hub, Duration::from_secs(3600).min(retention), move || {
-        Cmd::Compact {
-            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
-        }
-    });
+    spawn_ticks(&hub, &cfg);
     tracing::info!(%ws_addr, %http_addr, db = %cfg.db_path.display(), realm = %format!("{}/{}", cfg.tenant_id, cfg.store_id),
         auth = cfg.auth_mode.as_str(), version = crate::VERSION, "poshub ready");
     Ok(RunningHub {
@@ -152,6 +119,55 @@ pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Res
         engine_thread: Some(engine_thread),
         mdns,
     })
+}
+
+/// The token verifier (cluster key and the hub's own key) and the admin token.
+fn load_keys(cfg: &Config, data_dir: &std::path::Path) -> anyhow::Result<(Verifier, String)> {
+    let hub_key = HubKey::load_or_create(data_dir).context("unable to load the hub signing key")?;
+    let verifier = Verifier::new(
+        cfg.cluster_public_key_pem.as_deref(),
+        Some(&hub_key),
+        &cfg.tenant_id,
+        &cfg.store_id,
+    )
+    .context("unable to set up token verification")?;
+    let admin_token = crate::auth::admin_token(cfg.admin_token.as_deref(), data_dir)
+        .context("unable to set up the admin token")?;
+    Ok((verifier, admin_token))
+}
+
+/// Binds the WebSocket and the HTTP listener.
+async fn bind(cfg: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let ws_listener = TcpListener::bind((cfg.bind, cfg.ws_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_PORT)",
+                cfg.bind, cfg.ws_port
+            )
+        })?;
+    let http_listener = TcpListener::bind((cfg.bind, cfg.http_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_HTTP_PORT)",
+                cfg.bind, cfg.http_port
+            )
+        })?;
+    Ok((ws_listener, http_listener))
+}
+
+/// The engine's periodic commands: lease and lock expiry, status broadcast, compaction.
+fn spawn_ticks(hub: &Arc<Hub>, cfg: &Config) {
+    spawn_tick(hub, cfg.heartbeat, || Cmd::LeaseTick);
+    spawn_tick(hub, cfg.table_lock_tick, || Cmd::LockTick);
+    spawn_tick(hub, cfg.status_interval, || Cmd::StatusTick);
+    let retention = cfg.event_retention;
+    spawn_tick(hub, Duration::from_secs(3600).min(retention), move || {
+        Cmd::Compact {
+            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
+        }
+    });
 }
 
 fn spawn_tick(hub: &Arc<Hub>, every: Duration, make: impl Fn() -> Cmd + Send + 'static) {

@@ -1,5 +1,5 @@
-//! Table locks (one terminal edits a table at a time, managers may force), and the periodic
-//! work on leases and locks: expiry ticks and the end of a disconnected terminal's grace.
+//! Table locks: one terminal edits a table at a time, managers may force; unrenewed locks
+//! expire on the lock tick by the engine clock.
 
 use serde_json::{json, Value};
 
@@ -10,7 +10,7 @@ use crate::store::records::*;
 use crate::store::StoreError;
 
 impl Engine {
-    fn locks_json(&self) -> Value {
+    pub(super) fn locks_json(&self) -> Value {
         let mut locks: Vec<&LockRec> = self.locks.values().collect();
         locks.sort_by(|a, b| a.table_id_json.cmp(&b.table_id_json));
         Value::Array(
@@ -25,7 +25,7 @@ impl Engine {
     }
 
     /// Appends a `TABLE_LOCKS_STATE` event with every current lock.
-    fn locks_state(
+    pub(super) fn locks_state(
         &mut self,
         tx: &mut Tx,
         terminal: &str,
@@ -152,39 +152,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Revokes every lease past its expiry and tells the holder; ends the grace periods that
-    /// are over by the engine clock.
-    pub(super) fn lease_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
-        let now = self.now_ms;
-        let graces_over: Vec<(String, u64)> = self
-            .disconnected
-            .iter()
-            .filter(|(_, &(_, ends))| ends <= now)
-            .map(|(t, &(c, _))| (t.clone(), c))
-            .collect();
-        for (terminal, conn_id) in graces_over {
-            self.grace_expired(tx, &terminal, conn_id)?;
-        }
-        let expired: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.expires_ms <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for p in expired {
-            if let Some(l) = self.leases.remove(&p) {
-                tx.leases.remove(p.as_str())?;
-                self.dirty = true;
-                if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
-                    let msg = outbound::lease_revoked(&p, "expired");
-                    self.out
-                        .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Removes every table lock past its expiry, tells the holder and everyone else.
     pub(super) fn lock_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         let now = self.now_ms;
@@ -208,55 +175,5 @@ impl Engine {
             }
         }
         self.locks_state(tx, "hub", None)
-    }
-
-    /// The grace period of a terminal that did not come back: its leases and locks go.
-    pub(super) fn grace_expired(
-        &mut self,
-        tx: &mut Tx,
-        terminal: &str,
-        conn_id: u64,
-    ) -> Result<(), StoreError> {
-        match self.disconnected.get(terminal) {
-            Some(&(c, ends)) if c == conn_id && ends <= self.now_ms => {}
-            _ => return Ok(()),
-        }
-        if self.reg.is_connected(terminal) {
-            return Ok(());
-        }
-        self.disconnected.remove(terminal);
-        let leases: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.terminal_id == terminal)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for p in &leases {
-            self.leases.remove(p);
-            tx.leases.remove(p.as_str())?;
-            self.dirty = true;
-        }
-        let locks: Vec<String> = self
-            .locks
-            .iter()
-            .filter(|(_, l)| l.terminal_id == terminal)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &locks {
-            self.locks.remove(k);
-            tx.locks.remove(k.as_str())?;
-        }
-        if !leases.is_empty() || !locks.is_empty() {
-            tracing::info!(
-                terminal,
-                leases = leases.len(),
-                locks = locks.len(),
-                "grace period over; released"
-            );
-        }
-        if !locks.is_empty() {
-            self.locks_state(tx, "hub", None)?;
-        }
-        Ok(())
     }
 }

@@ -14,11 +14,15 @@ mod binding;
 mod deliver;
 pub mod inventory;
 mod kitchen;
+mod leases;
 mod locks;
 mod maintenance;
+mod orders;
 pub mod outbox;
 mod registry;
+mod sessions;
 pub mod storage;
+mod tables;
 mod upstream;
 pub mod window;
 
@@ -40,8 +44,8 @@ use crate::store::records::*;
 use crate::store::*;
 
 pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
-pub use apply::business_date;
 pub use registry::{Limits, Registry};
+pub use tables::business_date;
 pub use upstream::UpstreamCmd;
 pub use window::EventWindow;
 
@@ -394,28 +398,7 @@ impl Engine {
         })();
         match result {
             Ok(()) => {
-                let st = &self.stats;
-                if self.dirty {
-                    st.commits.fetch_add(1, Ordering::Relaxed);
-                    st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
-                    st.commit_us_total
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    st.last_batch.store(n, Ordering::Relaxed);
-                    st.max_batch.fetch_max(n, Ordering::Relaxed);
-                }
-                st.head_seq.store(self.seq, Ordering::Relaxed);
-                st.leases.store(self.leases.len(), Ordering::Relaxed);
-                st.table_locks.store(self.locks.len(), Ordering::Relaxed);
-                if self.dirty {
-                    self.metrics.commit_batch.observe(n as f64);
-                    self.metrics
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                self.metrics.head_seq.set(self.seq);
-                self.metrics.leases.set(self.leases.len() as i64);
-                self.metrics.table_locks.set(self.locks.len() as i64);
-                self.metrics.terminals.set(self.reg.len() as i64);
+                self.record_batch(n, started);
                 self.deliver();
                 self.upstream_waiters.resolve();
                 for p in self.probes.drain(..) {
@@ -442,6 +425,32 @@ impl Engine {
         self.joined.clear();
         drop(permits);
         stop
+    }
+
+    /// Counts a committed batch in the engine's stats and the process metrics.
+    fn record_batch(&self, n: usize, started: Instant) {
+        let st = &self.stats;
+        if self.dirty {
+            st.commits.fetch_add(1, Ordering::Relaxed);
+            st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
+            st.commit_us_total
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            st.last_batch.store(n, Ordering::Relaxed);
+            st.max_batch.fetch_max(n, Ordering::Relaxed);
+        }
+        st.head_seq.store(self.seq, Ordering::Relaxed);
+        st.leases.store(self.leases.len(), Ordering::Relaxed);
+        st.table_locks.store(self.locks.len(), Ordering::Relaxed);
+        if self.dirty {
+            self.metrics.commit_batch.observe(n as f64);
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.metrics.head_seq.set(self.seq);
+        self.metrics.leases.set(self.leases.len() as i64);
+        self.metrics.table_locks.set(self.locks.len() as i64);
+        self.metrics.terminals.set(self.reg.len() as i64);
     }
 
     /// Appends an event in the current transaction and schedules its broadcast.
@@ -517,7 +526,7 @@ impl Engine {
     }
 
     /// A lagging terminal drained its queue: catch it up from where its queue stopped.
-    fn resume(&mut self, conn_id: u64) {
+    pub(super) fn resume(&mut self, conn_id: u64) {
         if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
             self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
             self.metrics.lag_resyncs.inc();
@@ -529,40 +538,5 @@ impl Engine {
                 },
             ));
         }
-    }
-
-    fn command(&mut self, tx: &mut Tx, cmd: Cmd) -> Result<(), StoreError> {
-        match cmd {
-            Cmd::Connected {
-                session,
-                cursor,
-                request_id,
-            } => return self.connected(tx, session, cursor, request_id),
-            Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
-            Cmd::GraceExpired {
-                terminal_id,
-                conn_id,
-            } => return self.grace_expired(tx, &terminal_id, conn_id),
-            Cmd::Resume { conn_id } => self.resume(conn_id),
-            Cmd::LeaseTick => return self.lease_tick(tx),
-            Cmd::LockTick => return self.lock_tick(tx),
-            Cmd::StatusTick => self.status_tick(tx)?,
-            Cmd::Probe(p) => {
-                tx.meta.insert(META_LAST_TS, self.now_ms)?;
-                self.probes.push(p);
-            }
-            Cmd::Compact { cutoff_ms } => {
-                self.compact_kitchen(tx, cutoff_ms)?;
-                return self.compact(tx, cutoff_ms);
-            }
-            Cmd::Printed { station, key, done } => {
-                self.printed(tx, station, key)?;
-                self.probes.push(done);
-            }
-            Cmd::Upstream(c) => return self.upstream(tx, c),
-            Cmd::Admin(a) => return self.admin(tx, a),
-            Cmd::Request { .. } | Cmd::Shutdown => {}
-        }
-        Ok(())
     }
 }

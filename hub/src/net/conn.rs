@@ -19,7 +19,7 @@ use super::catchup;
 use crate::auth::Role;
 use crate::config::AuthMode;
 use crate::context::Hub;
-use crate::engine::outbox::{Frame, Outbox, OutboxRx};
+use crate::engine::outbox::{Frame, Outbox, OutboxRx, Utf8Bytes};
 use crate::engine::{now_ms, Cmd, Session};
 use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
 use crate::protocol::{outbound, parse, Inbound, ProtoError};
@@ -143,58 +143,17 @@ async fn read_loop<St>(
                 return pending_forever().await;
             }
         };
-        let text = match next {
-            None | Some(Ok(Message::Close(_))) => return,
-            Some(Err(WsError::Capacity(_))) => {
-                ob.push(Frame::Close {
-                    code: 1009,
-                    reason: "frame larger than 256 KiB",
-                });
-                return pending_forever().await;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(conn_id, error = %e, "websocket read failed");
-                // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
-                // socket; a socket that is already gone has nobody to tell.
-                let Some((code, reason)) = violation_close(&e) else {
-                    return;
-                };
-                ob.push(Frame::Close { code, reason });
-                return pending_forever().await;
-            }
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                ob.text(outbound::error(
-                    "unsupported_frame",
-                    "binary frames are not supported; send JSON text frames",
-                    None,
-                ));
-                continue;
-            }
-            Some(Ok(_)) => continue, // ping/pong/raw frames: handled by the protocol layer
+        let text = match frame_text(conn_id, next, ob) {
+            Ok(t) => t,
+            Err(Flow::Skip) => continue,
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
         };
-        match limit.check() {
-            Ok(true) => {}
-            Ok(false) => {
-                let now = Instant::now();
-                if warned_at.is_none_or(|w| now.duration_since(w) > Duration::from_millis(500)) {
-                    warned_at = Some(now);
-                    ob.text(outbound::error(
-                        "rate_limited",
-                        "too many messages; slow down",
-                        None,
-                    ));
-                }
-                continue;
-            }
-            Err(()) => {
-                tracing::warn!(conn_id, "closing a flooding connection");
-                ob.push(Frame::Close {
-                    code: 1008,
-                    reason: "rate limit exceeded",
-                });
-                return pending_forever().await;
-            }
+        match rate_check(&mut limit, &mut warned_at, conn_id, ob) {
+            Ok(()) => {}
+            Err(Flow::Skip) => continue,
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
         }
         let parsed = match parse(text.as_str()) {
             Ok(p) => p,
@@ -204,69 +163,167 @@ async fn read_loop<St>(
                 continue;
             }
         };
-        let rid = parsed.request_id;
-        hub.metrics.received(parsed.msg.type_name());
-        match (parsed.msg, session.as_ref()) {
-            (Inbound::Ping, _) => ob.text(outbound::reply(outbound::pong(), rid.as_ref())),
-            (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
-                Ok((s, cursor)) => {
-                    tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
-                    *session = Some(s.clone());
-                    hub.engine.send(Cmd::Connected {
-                        session: s,
-                        cursor,
-                        request_id: rid,
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(
-                        conn_id,
-                        reason = e.code,
-                        "authentication refused: {}",
-                        e.message
-                    );
-                    ob.text(outbound::auth_fail(e.code, &e.message, rid.as_ref()));
-                    ob.push(Frame::Close {
-                        code: 4003,
-                        reason: "authentication failed",
-                    });
-                    return pending_forever().await;
-                }
-            },
-            (_, None) => ob.text(outbound::error(
-                "not_authenticated",
-                "send AUTH first",
-                rid.as_ref(),
-            )),
-            (Inbound::Auth(_), Some(_)) => ob.text(outbound::error(
-                "already_authenticated",
-                "this socket is already authenticated",
-                rid.as_ref(),
-            )),
-            (msg, Some(s)) => {
-                // Backpressure: a terminal that does not read its replies stops being read.
-                while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
-                    ob.drained.notified().await;
-                }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let cmd = Cmd::Request {
-                    session: s.clone(),
-                    request_id: rid.clone(),
-                    msg,
-                    permit: Some(permit),
-                };
-                if !hub.engine.send(cmd) {
-                    ob.text(outbound::error(
-                        "shutting_down",
-                        "the hub is shutting down",
-                        rid.as_ref(),
-                    ));
-                }
+        match dispatch(hub, conn_id, ob, session, &permits, parsed).await {
+            Ok(()) | Err(Flow::Skip) => {}
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
+        }
+    }
+}
+
+/// Why the read loop does not go on with a frame.
+enum Flow {
+    /// Read the next frame.
+    Skip,
+    /// The socket is gone: stop reading.
+    End,
+    /// A close frame is queued: stop reading and wait for the writer to send it.
+    Hold,
+}
+
+/// The text of one read result, or what to do instead (close frames for violations).
+fn frame_text(
+    conn_id: u64,
+    next: Option<Result<Message, WsError>>,
+    ob: &Outbox,
+) -> Result<Utf8Bytes, Flow> {
+    match next {
+        None | Some(Ok(Message::Close(_))) => Err(Flow::End),
+        Some(Err(WsError::Capacity(_))) => {
+            ob.push(Frame::Close {
+                code: 1009,
+                reason: "frame larger than 256 KiB",
+            });
+            Err(Flow::Hold)
+        }
+        Some(Err(e)) => {
+            tracing::debug!(conn_id, error = %e, "websocket read failed");
+            // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
+            // socket; a socket that is already gone has nobody to tell.
+            let Some((code, reason)) = violation_close(&e) else {
+                return Err(Flow::End);
+            };
+            ob.push(Frame::Close { code, reason });
+            Err(Flow::Hold)
+        }
+        Some(Ok(Message::Text(t))) => Ok(t),
+        Some(Ok(Message::Binary(_))) => {
+            ob.text(outbound::error(
+                "unsupported_frame",
+                "binary frames are not supported; send JSON text frames",
+                None,
+            ));
+            Err(Flow::Skip)
+        }
+        Some(Ok(_)) => Err(Flow::Skip), // ping/pong/raw frames: handled by the protocol layer
+    }
+}
+
+/// Applies the rate limit: a warning at most every 500 ms, a close when flooding goes on.
+fn rate_check(
+    limit: &mut RateLimit,
+    warned_at: &mut Option<Instant>,
+    conn_id: u64,
+    ob: &Outbox,
+) -> Result<(), Flow> {
+    match limit.check() {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let now = Instant::now();
+            if warned_at.is_none_or(|w| now.duration_since(w) > Duration::from_millis(500)) {
+                *warned_at = Some(now);
+                ob.text(outbound::error(
+                    "rate_limited",
+                    "too many messages; slow down",
+                    None,
+                ));
+            }
+            Err(Flow::Skip)
+        }
+        Err(()) => {
+            tracing::warn!(conn_id, "closing a flooding connection");
+            ob.push(Frame::Close {
+                code: 1008,
+                reason: "rate limit exceeded",
+            });
+            Err(Flow::Hold)
+        }
+    }
+}
+
+/// Acts on one parsed message: `PING`, `AUTH` before a session, and every other request sent
+/// on to the engine (with backpressure on a terminal that does not read its replies).
+async fn dispatch(
+    hub: &Arc<Hub>,
+    conn_id: u64,
+    ob: &Arc<Outbox>,
+    session: &mut Option<Arc<Session>>,
+    permits: &Arc<Semaphore>,
+    parsed: crate::protocol::Parsed,
+) -> Result<(), Flow> {
+    let rid = parsed.request_id;
+    hub.metrics.received(parsed.msg.type_name());
+    match (parsed.msg, session.as_ref()) {
+        (Inbound::Ping, _) => ob.text(outbound::reply(outbound::pong(), rid.as_ref())),
+        (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
+            Ok((s, cursor)) => {
+                tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
+                *session = Some(s.clone());
+                hub.engine.send(Cmd::Connected {
+                    session: s,
+                    cursor,
+                    request_id: rid,
+                });
+            }
+            Err(e) => {
+                tracing::info!(
+                    conn_id,
+                    reason = e.code,
+                    "authentication refused: {}",
+                    e.message
+                );
+                ob.text(outbound::auth_fail(e.code, &e.message, rid.as_ref()));
+                ob.push(Frame::Close {
+                    code: 4003,
+                    reason: "authentication failed",
+                });
+                return Err(Flow::Hold);
+            }
+        },
+        (_, None) => ob.text(outbound::error(
+            "not_authenticated",
+            "send AUTH first",
+            rid.as_ref(),
+        )),
+        (Inbound::Auth(_), Some(_)) => ob.text(outbound::error(
+            "already_authenticated",
+            "this socket is already authenticated",
+            rid.as_ref(),
+        )),
+        (msg, Some(s)) => {
+            // Backpressure: a terminal that does not read its replies stops being read.
+            while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
+                ob.drained.notified().await;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Err(Flow::End);
+            };
+            let cmd = Cmd::Request {
+                session: s.clone(),
+                request_id: rid.clone(),
+                msg,
+                permit: Some(permit),
+            };
+            if !hub.engine.send(cmd) {
+                ob.text(outbound::error(
+                    "shutting_down",
+                    "the hub is shutting down",
+                    rid.as_ref(),
+                ));
             }
         }
     }
+    Ok(())
 }
 
 /// The close code and reason for a read error that the peer should be told about: 1007 for
