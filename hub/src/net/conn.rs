@@ -341,25 +341,49 @@ fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Sends a close frame, gives the peer a moment to answer it, then lets the socket go.
+async fn send_close<Si>(sink: &mut Si, code: u16, reason: &'static str)
+where
+    Si: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Lets the writer finish sending a close frame; the select in `serve` ends with it.
 async fn pending_forever() {
     std::future::pending::<()>().await
 }
 
-async fn authenticate(
-    hub: &Hub,
-    conn_id: u64,
-    ob: &Arc<Outbox>,
-    m: AuthMsg,
-) -> Result<(Arc<Session>, Option<u64>), ProtoError> {
-    let (subject, uid, role, token_name) = match hub.cfg.auth_mode {
+/// Who an `AUTH` says it is, once its credential is checked.
+struct Who {
+    /// A JWT's `sub` (None in open mode and for Odoo sessions).
+    subject: Option<String>,
+    uid: Value,
+    role: Role,
+    name: Option<String>,
+}
+
+/// Checks the credential of an `AUTH` as `HUB_AUTH_MODE` asks: none (open), a JWT, or an Odoo
+/// session (odoo mode also takes JWTs).
+async fn identify(hub: &Hub, m: &AuthMsg) -> Result<Who, ProtoError> {
+    Ok(match hub.cfg.auth_mode {
         AuthMode::Open => {
             let role = m
                 .role
                 .as_deref()
                 .and_then(Role::parse)
                 .unwrap_or(Role::Cashier);
-            (None, Value::Null, role, None)
+            Who {
+                subject: None,
+                uid: Value::Null,
+                role,
+                name: None,
+            }
         }
         AuthMode::Token | AuthMode::Odoo => {
             let token = m
@@ -371,7 +395,12 @@ async fn authenticate(
                 && !crate::upstream::session_cache::looks_like_jwt(token)
             {
                 let id = crate::upstream::session_cache::validate(hub, token).await?;
-                (None, id.uid, id.role, id.name)
+                Who {
+                    subject: None,
+                    uid: id.uid,
+                    role: id.role,
+                    name: id.name,
+                }
             } else {
                 let Some(v) = hub.verifier.as_ref() else {
                     return Err(ProtoError::new(
@@ -382,10 +411,29 @@ async fn authenticate(
                 let id = v
                     .verify(token)
                     .map_err(|e| ProtoError::new(e.reason(), e.to_string()))?;
-                (Some(id.subject), id.uid, id.role, id.name)
+                Who {
+                    subject: Some(id.subject),
+                    uid: id.uid,
+                    role: id.role,
+                    name: id.name,
+                }
             }
         }
-    };
+    })
+}
+
+async fn authenticate(
+    hub: &Hub,
+    conn_id: u64,
+    ob: &Arc<Outbox>,
+    m: AuthMsg,
+) -> Result<(Arc<Session>, Option<u64>), ProtoError> {
+    let Who {
+        subject,
+        uid,
+        role,
+        name: token_name,
+    } = identify(hub, &m).await?;
     let terminal_id = m
         .terminal_id
         .or_else(|| subject.clone())
@@ -471,33 +519,15 @@ async fn write_loop<Si>(
                 }
                 Frame::CatchUp { after, to } => {
                     resume_asked = false;
-                    match catchup::replay(
-                        hub,
-                        &mut sink,
-                        after,
-                        to,
-                        ob.stations.load(Ordering::Relaxed),
-                    )
-                    .await
-                    {
-                        Ok(()) => {
-                            delivered = delivered.max(to);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
+                    let stations = ob.stations.load(Ordering::Relaxed);
+                    let r = catchup::replay(hub, &mut sink, after, to, stations).await;
+                    if r.is_ok() {
+                        delivered = delivered.max(to);
                     }
+                    r
                 }
                 Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
-                Frame::Close { code, reason } => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    // Give the peer a moment to answer the close, then drop the socket.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return;
-                }
+                Frame::Close { code, reason } => return send_close(&mut sink, code, reason).await,
             };
             if let Err(e) = r {
                 tracing::debug!(conn_id, error = %e, "websocket write failed");
