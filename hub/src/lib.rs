@@ -6,8 +6,10 @@ pub mod auth;
 pub mod backups;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod config_check;
+pub mod context;
 pub mod demo;
 pub mod engine;
 pub mod fsutil;
@@ -18,10 +20,12 @@ pub mod net;
 pub mod ops;
 pub mod pages;
 pub mod print;
+pub mod printer;
 pub mod protocol;
 pub mod server;
 pub mod station;
 pub mod store;
+pub mod uplink;
 pub mod upstream;
 
 /// The hub's version, reported in `AUTH_OK`, `/health` and mDNS.

@@ -169,93 +169,8 @@ impl Metrics {
             .iter()
             .map(|t| (*t, m.messages_out.get_or_create(&label(t)).clone()))
             .collect();
-        r.register(
-            "messages_in",
-            "Messages received from terminals, by type",
-            m.messages_in.clone(),
-        );
-        r.register(
-            "messages_out",
-            "Messages sent to terminals, by type",
-            m.messages_out.clone(),
-        );
-        r.register(
-            "commit_batch_size",
-            "Commands applied per durable commit",
-            m.commit_batch.clone(),
-        );
-        r.register(
-            "commit_duration_seconds",
-            "Time to apply and fsync one batch",
-            m.commit_seconds.clone(),
-        );
-        r.register(
-            "broadcast_latency_seconds",
-            "From the durable commit of an event to its write on a terminal's socket",
-            m.broadcast_seconds.clone(),
-        );
-        r.register(
-            "terminals_connected",
-            "Authenticated terminals connected now",
-            m.terminals.clone(),
-        );
-        r.register("leases_active", "Order leases held", m.leases.clone());
-        r.register(
-            "table_locks_active",
-            "Table locks held",
-            m.table_locks.clone(),
-        );
-        r.register(
-            "events_pending",
-            "Events waiting to be forwarded upstream",
-            m.pending.clone(),
-        );
-        r.register(
-            "events_forwarded",
-            "Events forwarded upstream since the database was created",
-            m.forwarded.clone(),
-        );
-        r.register(
-            "events_dead_lettered",
-            "Events the forwarder gave up on",
-            m.dead.clone(),
-        );
-        r.register("db_size_bytes", "Size of the redb file", m.db_bytes.clone());
-        r.register(
-            "db_free_bytes",
-            "Free bytes on the database's file system",
-            m.db_free_bytes.clone(),
-        );
-        r.register(
-            "storage_full",
-            "Writes refused or discarded because the file system is full (below HUB_MIN_FREE_MB or ENOSPC)",
-            m.storage_full.clone(),
-        );
-        r.register(
-            "storage_errors",
-            "Writes refused or discarded because of another storage failure",
-            m.storage_errors.clone(),
-        );
-        r.register(
-            "event_seq",
-            "Sequence number of the newest event",
-            m.head_seq.clone(),
-        );
-        r.register(
-            "upstream_state",
-            "Upstream forwarding: 0 disabled, 1 idle, 2 ok, 3 failing",
-            m.upstream_state.clone(),
-        );
-        r.register(
-            "upstream_last_success_timestamp_seconds",
-            "When the upstream last accepted an event (Unix time; 0 = never since start)",
-            m.upstream_last_success.clone(),
-        );
-        r.register(
-            "lag_resyncs",
-            "Times a terminal fell behind and was caught up from its cursor",
-            m.lag_resyncs.clone(),
-        );
+        m.register_traffic(&mut r);
+        m.register_state(&mut r);
         let catchups = Family::<SourceLabel, Counter>::default();
         let catchups_memory = catchups
             .get_or_create(&SourceLabel { source: "memory" })
@@ -276,6 +191,105 @@ impl Metrics {
             out_by_type,
             ..m
         }
+    }
+
+    /// Registers the traffic and engine metrics (messages, commits, broadcast, holders).
+    fn register_traffic(&self, r: &mut Registry) {
+        r.register(
+            "messages_in",
+            "Messages received from terminals, by type",
+            self.messages_in.clone(),
+        );
+        r.register(
+            "messages_out",
+            "Messages sent to terminals, by type",
+            self.messages_out.clone(),
+        );
+        r.register(
+            "commit_batch_size",
+            "Commands applied per durable commit",
+            self.commit_batch.clone(),
+        );
+        r.register(
+            "commit_duration_seconds",
+            "Time to apply and fsync one batch",
+            self.commit_seconds.clone(),
+        );
+        r.register(
+            "broadcast_latency_seconds",
+            "From the durable commit of an event to its write on a terminal's socket",
+            self.broadcast_seconds.clone(),
+        );
+        r.register(
+            "terminals_connected",
+            "Authenticated terminals connected now",
+            self.terminals.clone(),
+        );
+        r.register("leases_active", "Order leases held", self.leases.clone());
+        r.register(
+            "table_locks_active",
+            "Table locks held",
+            self.table_locks.clone(),
+        );
+    }
+
+    /// Registers the state metrics (upstream queue, database, sequence, resyncs).
+    fn register_state(&self, r: &mut Registry) {
+        r.register(
+            "events_pending",
+            "Events waiting to be forwarded upstream",
+            self.pending.clone(),
+        );
+        r.register(
+            "events_forwarded",
+            "Events forwarded upstream since the database was created",
+            self.forwarded.clone(),
+        );
+        r.register(
+            "events_dead_lettered",
+            "Events the forwarder gave up on",
+            self.dead.clone(),
+        );
+        r.register(
+            "db_size_bytes",
+            "Size of the redb file",
+            self.db_bytes.clone(),
+        );
+        r.register(
+            "db_free_bytes",
+            "Free bytes on the database's file system",
+            self.db_free_bytes.clone(),
+        );
+        r.register(
+        "storage_full",
+        "Writes refused or discarded because the file system is full (below HUB_MIN_FREE_MB or ENOSPC)",
+        self.storage_full.clone(),
+    );
+        r.register(
+            "storage_errors",
+            "Writes refused or discarded because of another storage failure",
+            self.storage_errors.clone(),
+        );
+        r.register(
+            "event_seq",
+            "Sequence number of the newest event",
+            self.head_seq.clone(),
+        );
+        r.register(
+            "upstream_state",
+            "Upstream forwarding: 0 disabled, 1 idle, 2 ok, 3 failing",
+            self.upstream_state.clone(),
+        );
+        r.register(
+            "upstream_last_success_timestamp_seconds",
+            "When the upstream last accepted an event (Unix time; 0 = never since start)",
+            self.upstream_last_success.clone(),
+        );
+        r.register(
+            "lag_resyncs",
+            "Times a terminal fell behind and was caught up from its cursor",
+            self.lag_resyncs.clone(),
+        );
     }
 
     /// Counts an outgoing frame by the `type` at the start of its JSON text.

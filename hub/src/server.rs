@@ -14,71 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::{HubKey, Verifier};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config};
-use crate::engine::{now_ms, Cmd, Engine, EngineHandle};
+use crate::context::Hub;
+use crate::engine::{now_ms, Cmd, Engine};
 use crate::net::http::{self, Port};
 use crate::store::Store;
-
-/// What every connection shares.
-pub struct Hub {
-    pub cfg: Arc<Config>,
-    pub store: Store,
-    pub engine: EngineHandle,
-    pub verifier: Option<Verifier>,
-    pub started: Instant,
-    pub next_conn: AtomicU64,
-    pub shutdown: watch::Receiver<bool>,
-    pub admin_token: String,
-    /// Upstream clients, status and drain requests (SPEC §6).
-    pub upstream: crate::upstream::Shared,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Open WebSocket connections; shutdown waits for them to send their close frames.
-    pub sockets: Arc<SocketCount>,
-    /// Catch-up reads of the event log running at once.
-    pub catchup_slots: tokio::sync::Semaphore,
-}
-
-/// Counts live WebSocket tasks so shutdown can wait for them (they outlive their HTTP request).
-#[derive(Default)]
-pub struct SocketCount {
-    live: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-/// Held by one WebSocket task; dropping it counts the socket as closed. It does not borrow the
-/// hub, so the task can let go of the hub (and its database) first: once shutdown sees no live
-/// socket, no socket task holds the database any more.
-pub struct SocketGuard(Arc<SocketCount>);
-
-impl SocketCount {
-    pub fn enter(self: &Arc<Self>) -> SocketGuard {
-        self.live.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        SocketGuard(self.clone())
-    }
-
-    async fn all_closed(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.live.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        if self
-            .0
-            .live
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
 
 /// A hub that is up: its bound addresses, and the way to stop it.
 pub struct RunningHub {
@@ -94,32 +35,32 @@ pub struct RunningHub {
 
 /// Opens everything and starts serving; returns once both ports accept connections.
 pub async fn start(cfg: Config) -> anyhow::Result<RunningHub> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// `start`, with the engine on `clock` instead of the system clock (tests step a
+/// `ManualClock` to expire leases, locks and grace periods without waiting).
+pub async fn start_with_clock(cfg: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningHub> {
     // 1. Database (repaired if the last run crashed).
     let store = Store::open(&cfg.db_path, cfg.db_cache_bytes)
         .with_context(|| format!("unable to open database {}", cfg.db_path.display()))?;
-    start_on_store(cfg, store).await
+    start_on_store(cfg, store, clock).await
 }
 
 /// `start` on a database that is already open, e.g. one on a test's storage backend that can
 /// simulate a power cut (`hub/tests/power_loss.rs`).
-pub async fn start_on_store(cfg: Config, store: Store) -> anyhow::Result<RunningHub> {
+pub async fn start_on_store(
+    cfg: Config,
+    store: Store,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<RunningHub> {
     let cfg = Arc::new(cfg);
     let data_dir = cfg.data_dir();
     if cfg.demo {
         crate::demo::seed(&store).context("unable to seed the demo floor plan")?;
     }
     // 2. Keys: the hub's own signing key and the admin token, created on first start.
-    let hub_key =
-        HubKey::load_or_create(&data_dir).context("unable to load the hub signing key")?;
-    let verifier = Verifier::new(
-        cfg.cluster_public_key_pem.as_deref(),
-        Some(&hub_key),
-        &cfg.tenant_id,
-        &cfg.store_id,
-    )
-    .context("unable to set up token verification")?;
-    let admin_token = crate::auth::admin_token(cfg.admin_token.as_deref(), &data_dir)
-        .context("unable to set up the admin token")?;
+    let (verifier, admin_token) = load_keys(&cfg, &data_dir)?;
     if cfg.auth_mode == AuthMode::Open {
         tracing::warn!(
             "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
@@ -134,25 +75,11 @@ pub async fn start_on_store(cfg: Config, store: Store) -> anyhow::Result<Running
         store.clone(),
         tokio::runtime::Handle::current(),
         metrics.clone(),
+        clock,
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
-    let ws_listener = TcpListener::bind((cfg.bind, cfg.ws_port))
-        .await
-        .with_context(|| {
-            format!(
-                "unable to listen on {}:{} (HUB_PORT)",
-                cfg.bind, cfg.ws_port
-            )
-        })?;
-    let http_listener = TcpListener::bind((cfg.bind, cfg.http_port))
-        .await
-        .with_context(|| {
-            format!(
-                "unable to listen on {}:{} (HUB_HTTP_PORT)",
-                cfg.bind, cfg.http_port
-            )
-        })?;
+    let (ws_listener, http_listener) = bind(&cfg).await?;
     let ws_addr = ws_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -190,15 +117,7 @@ pub async fn start_on_store(cfg: Config, store: Store) -> anyhow::Result<Running
     crate::print::spooler::spawn_all(&hub);
     crate::upstream::spawn(&hub, done_tx.clone());
     // 6. Periodic work.
-    spawn_tick(&hub, cfg.heartbeat, || Cmd::LeaseTick);
-    spawn_tick(&hub, cfg.table_lock_tick, || Cmd::LockTick);
-    spawn_tick(&hub, cfg.status_interval, || Cmd::StatusTick);
-    let retention = cfg.event_retention;
-    spawn_tick(&hub, Duration::from_secs(3600).min(retention), move || {
-        Cmd::Compact {
-            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
-        }
-    });
+    spawn_ticks(&hub, &cfg);
     tracing::info!(%ws_addr, %http_addr, db = %cfg.db_path.display(), realm = %format!("{}/{}", cfg.tenant_id, cfg.store_id),
         auth = cfg.auth_mode.as_str(), version = crate::VERSION, "poshub ready");
     Ok(RunningHub {
@@ -210,6 +129,55 @@ pub async fn start_on_store(cfg: Config, store: Store) -> anyhow::Result<Running
         engine_thread: Some(engine_thread),
         mdns,
     })
+}
+
+/// The token verifier (cluster key and the hub's own key) and the admin token.
+fn load_keys(cfg: &Config, data_dir: &std::path::Path) -> anyhow::Result<(Verifier, String)> {
+    let hub_key = HubKey::load_or_create(data_dir).context("unable to load the hub signing key")?;
+    let verifier = Verifier::new(
+        cfg.cluster_public_key_pem.as_deref(),
+        Some(&hub_key),
+        &cfg.tenant_id,
+        &cfg.store_id,
+    )
+    .context("unable to set up token verification")?;
+    let admin_token = crate::auth::admin_token(cfg.admin_token.as_deref(), data_dir)
+        .context("unable to set up the admin token")?;
+    Ok((verifier, admin_token))
+}
+
+/// Binds the WebSocket and the HTTP listener.
+async fn bind(cfg: &Config) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let ws_listener = TcpListener::bind((cfg.bind, cfg.ws_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_PORT)",
+                cfg.bind, cfg.ws_port
+            )
+        })?;
+    let http_listener = TcpListener::bind((cfg.bind, cfg.http_port))
+        .await
+        .with_context(|| {
+            format!(
+                "unable to listen on {}:{} (HUB_HTTP_PORT)",
+                cfg.bind, cfg.http_port
+            )
+        })?;
+    Ok((ws_listener, http_listener))
+}
+
+/// The engine's periodic commands: lease and lock expiry, status broadcast, compaction.
+fn spawn_ticks(hub: &Arc<Hub>, cfg: &Config) {
+    spawn_tick(hub, cfg.heartbeat, || Cmd::LeaseTick);
+    spawn_tick(hub, cfg.table_lock_tick, || Cmd::LockTick);
+    spawn_tick(hub, cfg.status_interval, || Cmd::StatusTick);
+    let retention = cfg.event_retention;
+    spawn_tick(hub, Duration::from_secs(3600).min(retention), move || {
+        Cmd::Compact {
+            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
+        }
+    });
 }
 
 fn spawn_tick(hub: &Arc<Hub>, every: Duration, make: impl Fn() -> Cmd + Send + 'static) {

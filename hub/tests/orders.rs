@@ -2,7 +2,11 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use common::*;
+use poshub::clock::ManualClock;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,11 +159,16 @@ async fn ticket_numbers_count_per_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_renew_release_expire_and_survive_a_short_disconnect() {
-    let hub = TestHub::start(&[
-        ("HUB_LEASE_TTL_MS", "600"),
-        ("HUB_HEARTBEAT_MS", "100"),
-        ("HUB_GRACE_MS", "400"),
-    ])
+    // The engine runs on a stepped clock: leases and grace periods end when the test says so.
+    let clock = Arc::new(ManualClock::new());
+    let hub = TestHub::start_with_clock(
+        &[
+            ("HUB_LEASE_TTL_MS", "600"),
+            ("HUB_HEARTBEAT_MS", "100"),
+            ("HUB_GRACE_MS", "400"),
+        ],
+        clock.clone(),
+    )
     .await;
     let mut a = hub.term("A").await;
     let mut b = hub.term("B").await;
@@ -176,6 +185,7 @@ async fn leases_renew_release_expire_and_survive_a_short_disconnect() {
     assert_eq!(b.lease("L-1").await["type"], "LEASE_GRANTED");
 
     // Without heartbeats the lease expires and the holder is told.
+    clock.advance(Duration::from_millis(600));
     let revoked = b.recv_type("LEASE_REVOKED").await;
     assert_eq!(revoked["reason"], "expired");
     assert_eq!(a.lease("L-1").await["type"], "LEASE_GRANTED");
@@ -190,10 +200,20 @@ async fn leases_renew_release_expire_and_survive_a_short_disconnect() {
         .await;
     assert_eq!(a.recv_type("LEASE_RENEWED").await["posReference"], "L-2");
 
-    // After the grace period a gone terminal's leases are released.
+    // After the grace period a gone terminal's leases are released (the grace, 400 ms, ends
+    // before the lease would expire, 600 ms).
     a.lease("L-3").await;
     drop(a);
-    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    assert_eq!(b.lease("L-3").await["type"], "LEASE_GRANTED");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_get(hub.http, "/health").await.1["terminals"] != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "A never went");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.lease("L-3").await["type"], "LEASE_DENIED");
+    clock.advance(Duration::from_millis(450));
+    while b.lease("L-3").await["type"] != "LEASE_GRANTED" {
+        assert!(tokio::time::Instant::now() < deadline, "L-3 never released");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     hub.stop().await;
 }

@@ -28,6 +28,7 @@ use check::{verify, Ack, Acked, Expect, Found};
 use common::fake_printer::FakePrinter;
 use common::*;
 use disk::{RecordingDisk, Replay, Rng};
+use poshub::clock::SystemClock;
 use poshub::config::{Config, Vars};
 use poshub::server;
 use poshub::store::Store;
@@ -144,7 +145,7 @@ async fn record(disk: &RecordingDisk, rounds: u64, lie: bool) -> Recording {
     if lie {
         disk.start_lying();
     }
-    let hub = server::start_on_store(cfg, store)
+    let hub = server::start_on_store(cfg, store, std::sync::Arc::new(SystemClock))
         .await
         .expect("hub starts");
     let tasks: Vec<_> = (0..TERMINALS)

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use redb::ReadableTableMetadata;
-use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{Engine, Out, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
+use crate::protocol::outbound;
 use crate::store::records::*;
 use crate::store::*;
 
@@ -84,8 +84,7 @@ impl Engine {
                 for (p, l) in std::mem::take(&mut self.leases) {
                     tx.leases.remove(p.as_str())?;
                     if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
-                        let msg =
-                            json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "reset"});
+                        let msg = outbound::lease_revoked(&p, "reset");
                         self.out
                             .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
                     }

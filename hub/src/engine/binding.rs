@@ -11,7 +11,7 @@ use redb::ReadableTable;
 use serde_json::Value;
 
 use super::{Engine, Out, Session, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::protocol::outbound;
 use crate::store::StoreError;
 

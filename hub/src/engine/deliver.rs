@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Engine, Limits, Out};
-use crate::net::outbox::{Broadcast, Frame};
+use crate::engine::outbox::{Broadcast, Frame};
 use crate::store::StoreError;
 
 impl Engine {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use redb::ReadableTable;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Engine, Session, Tx};
 use crate::protocol::kitchen::InventoryAdjustMsg;
@@ -104,8 +104,7 @@ impl Engine {
                     .as_ref()
                     .map_or(0, |rec| PnCounter::from(rec).level());
                 outbound::reply(
-                    json!({"type": "INVENTORY_ACK", "productId": outbound::raw(&m.product.json),
-                        "level": level, "seq": a.seq, "duplicate": true}),
+                    outbound::inventory_ack(&m.product.json, level, a.seq, true),
                     r,
                 )
             } else {
@@ -136,10 +135,14 @@ impl Engine {
             true,
             Some(s.conn_id),
             |seq, ts| {
-                json!({"type": "INVENTORY_UPDATED", "productId": outbound::raw(&pid),
-                    "level": level, "delta": m.delta, "eventId": m.event_id,
-                    "terminalId": terminal, "seq": seq, "ts": ts})
-                .to_string()
+                let change = outbound::InventoryChange {
+                    product_id_json: &pid,
+                    level,
+                    delta: m.delta,
+                    event_id: &m.event_id,
+                    terminal_id: &terminal,
+                };
+                outbound::inventory_updated(&change, seq, ts)
             },
         )?;
         rec.p = counter.p;
@@ -154,8 +157,7 @@ impl Engine {
         };
         tx.k.inv_applied
             .insert(m.event_id.as_str(), enc(&applied).as_slice())?;
-        let ack = json!({"type": "INVENTORY_ACK", "productId": outbound::raw(&pid),
-            "level": level, "seq": seq});
+        let ack = outbound::inventory_ack(&pid, level, seq, false);
         self.reply(s, outbound::reply(ack, r));
         Ok(())
     }

@@ -7,10 +7,10 @@
 use std::sync::atomic::Ordering;
 
 use redb::{ReadableTable, Table, WriteTransaction};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Engine, Out, Session, Tx};
-use crate::print::escpos;
+use crate::printer::escpos;
 use crate::protocol::kitchen::{KitchenStatusMsg, KitchenTicketMsg};
 use crate::protocol::outbound;
 use crate::station::{self, Station};
@@ -46,22 +46,29 @@ impl<'t> KitchenTx<'t> {
     }
 }
 
+/// A stored ticket as the messages about it show it.
+fn view<'a>(id: &'a str, t: &'a TicketRec) -> outbound::Ticket<'a> {
+    outbound::Ticket {
+        id,
+        station: &t.station,
+        pos_reference: &t.pos_reference,
+        table_json: t.table_json.as_deref(),
+        lines_json: &t.lines_json,
+        status: &t.status,
+        terminal_id: &t.terminal_id,
+    }
+}
+
 /// The `KITCHEN_TICKET_CREATED` message (also the stored event).
 fn created_message(id: &str, t: &TicketRec, seq: u64, ts: u64) -> String {
-    json!({"type": "KITCHEN_TICKET_CREATED", "ticketId": id, "station": t.station,
-        "posReference": t.pos_reference, "tableId": t.table_json.as_deref().map(outbound::raw),
-        "lines": outbound::raw(&t.lines_json), "status": t.status, "terminalId": t.terminal_id,
-        "seq": seq, "ts": ts})
-    .to_string()
+    outbound::kitchen_ticket_created(&view(id, t), seq, ts)
 }
 
 fn ticket_ack(id: &str, t: &TicketRec, duplicate: bool, r: Option<&Value>) -> String {
-    let mut v = json!({"type": "KITCHEN_TICKET_ACK", "ticketId": id, "station": t.station,
-        "status": t.status, "seq": t.last_seq});
-    if duplicate {
-        v["duplicate"] = Value::Bool(true);
-    }
-    outbound::reply(v, r)
+    outbound::reply(
+        outbound::kitchen_ticket_ack(&view(id, t), t.last_seq, duplicate),
+        r,
+    )
 }
 
 impl Engine {
@@ -107,7 +114,7 @@ impl Engine {
         t.last_seq = seq;
         tx.k.tickets.insert(id, enc(&t).as_slice())?;
         // 3. Its print job, in the same transaction, keyed by seq so each printer prints in order.
-        if crate::print::printer_for(&self.cfg, m.station).is_some() {
+        if crate::config::printers::printer_for(&self.cfg, m.station).is_some() {
             let job = PrintJobRec {
                 ticket_id: id.to_string(),
                 bytes: escpos::render(id, &t),
@@ -153,10 +160,14 @@ impl Engine {
             Some(s.conn_id),
             scope,
             |seq, ts| {
-                json!({"type": "KITCHEN_TICKET_UPDATED", "ticketId": id, "station": t.station,
-                    "posReference": t.pos_reference, "status": t.status, "terminalId": terminal,
-                    "seq": seq, "ts": ts})
-                .to_string()
+                outbound::kitchen_ticket_updated(
+                    &outbound::Ticket {
+                        terminal_id: &terminal,
+                        ..view(id, &t)
+                    },
+                    seq,
+                    ts,
+                )
             },
         )?;
         t.last_seq = seq;
@@ -241,8 +252,7 @@ impl Engine {
 
     pub(super) fn subscribe(&mut self, s: &Session, mask: u8, r: Option<&Value>) {
         s.outbox.stations.store(mask, Ordering::Relaxed);
-        let msg =
-            json!({"type": "SUBSCRIBED", "stations": station::names_of(mask), "seq": self.seq});
+        let msg = outbound::subscribed(&station::names_of(mask), self.seq);
         self.reply(s, outbound::reply(msg, r));
     }
 }

@@ -1,16 +1,16 @@
-//! Table locks (one terminal edits a table at a time, managers may force), and the periodic
-//! work on leases and locks: expiry ticks and the end of a disconnected terminal's grace.
+//! Table locks: one terminal edits a table at a time, managers may force; unrenewed locks
+//! expire on the lock tick by the engine clock.
 
 use serde_json::{json, Value};
 
 use super::{Engine, Out, Session, Tx};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::protocol::{outbound, TableId};
 use crate::store::records::*;
 use crate::store::StoreError;
 
 impl Engine {
-    fn locks_json(&self) -> Value {
+    pub(super) fn locks_json(&self) -> Value {
         let mut locks: Vec<&LockRec> = self.locks.values().collect();
         locks.sort_by(|a, b| a.table_id_json.cmp(&b.table_id_json));
         Value::Array(
@@ -25,7 +25,7 @@ impl Engine {
     }
 
     /// Appends a `TABLE_LOCKS_STATE` event with every current lock.
-    fn locks_state(
+    pub(super) fn locks_state(
         &mut self,
         tx: &mut Tx,
         terminal: &str,
@@ -39,10 +39,7 @@ impl Engine {
             terminal,
             false,
             exclude,
-            |seq, ts| {
-                json!({"type": "TABLE_LOCKS_STATE", "locks": locks, "seq": seq, "ts": ts})
-                    .to_string()
-            },
+            |seq, ts| outbound::table_locks_state(&locks, seq, ts),
         )?;
         Ok(())
     }
@@ -67,14 +64,18 @@ impl Engine {
         if let Some(l) = self.locks.get(&t.key) {
             let other = l.terminal_id != s.terminal_id && l.expires_ms > self.now_ms;
             if other && !force {
-                let msg = json!({"type": "TABLE_LOCK_DENIED", "tableId": outbound::raw(&t.json),
-                    "holder": {"terminalId": l.terminal_id, "uid": outbound::raw(&l.uid_json),
-                        "userName": l.user_name, "expiresAt": l.expires_ms}});
+                let holder = outbound::LockHolder {
+                    terminal_id: &l.terminal_id,
+                    uid_json: &l.uid_json,
+                    user_name: &l.user_name,
+                    expires_at: l.expires_ms,
+                };
+                let msg = outbound::table_lock_denied(&t.json, &holder);
                 self.reply(s, outbound::reply(msg, r));
                 return Ok(());
             }
             if other {
-                let revoked = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&t.json), "reason": "forced"});
+                let revoked = outbound::table_lock_revoked(&t.json, "forced");
                 if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
                     self.out.push(Out::To(
                         holder.outbox.clone(),
@@ -91,7 +92,7 @@ impl Engine {
             expires_ms: self.now_ms + self.cfg.table_lock_ttl.as_millis() as u64,
         };
         tx.locks.insert(t.key.as_str(), enc(&rec).as_slice())?;
-        let granted = json!({"type": "TABLE_LOCK_GRANTED", "tableId": outbound::raw(&t.json), "expiresAt": rec.expires_ms});
+        let granted = outbound::table_lock_granted(&t.json, rec.expires_ms);
         self.locks.insert(t.key.clone(), rec);
         self.reply(s, outbound::reply(granted, r));
         self.locks_state(tx, &s.terminal_id, Some(s.conn_id))
@@ -110,11 +111,11 @@ impl Engine {
                 l.expires_ms = expires;
                 tx.locks.insert(t.key.as_str(), enc(&*l).as_slice())?;
                 self.dirty = true;
-                let msg = json!({"type": "TABLE_LOCK_GRANTED", "tableId": outbound::raw(&t.json), "expiresAt": expires});
+                let msg = outbound::table_lock_granted(&t.json, expires);
                 self.reply(s, outbound::reply(msg, r));
             }
             _ => {
-                let msg = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&t.json), "reason": "not_holder"});
+                let msg = outbound::table_lock_revoked(&t.json, "not_holder");
                 self.reply(s, outbound::reply(msg, r));
             }
         }
@@ -146,33 +147,8 @@ impl Engine {
         let id = t.json.clone();
         let terminal = s.terminal_id.clone();
         self.append(tx, "table_lock", None, &terminal, false, None, |seq, ts| {
-            json!({"type": "TABLE_LOCK_RELEASED", "tableId": outbound::raw(&id), "terminalId": terminal, "seq": seq, "ts": ts})
-                .to_string()
+            outbound::table_lock_released(&id, &terminal, seq, ts)
         })?;
-        Ok(())
-    }
-
-    /// Revokes every lease past its expiry and tells the holder.
-    pub(super) fn lease_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
-        let now = self.now_ms;
-        let expired: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.expires_ms <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for p in expired {
-            if let Some(l) = self.leases.remove(&p) {
-                tx.leases.remove(p.as_str())?;
-                self.dirty = true;
-                if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
-                    let msg =
-                        json!({"type": "LEASE_REVOKED", "posReference": p, "reason": "expired"});
-                    self.out
-                        .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
-                }
-            }
-        }
         Ok(())
     }
 
@@ -192,58 +168,12 @@ impl Engine {
             if let Some(l) = self.locks.remove(&key) {
                 tx.locks.remove(key.as_str())?;
                 if let Some(holder) = self.reg.by_terminal(&l.terminal_id) {
-                    let msg = json!({"type": "TABLE_LOCK_REVOKED", "tableId": outbound::raw(&l.table_id_json), "reason": "expired"});
+                    let msg = outbound::table_lock_revoked(&l.table_id_json, "expired");
                     self.out
                         .push(Out::To(holder.outbox.clone(), Frame::text(msg.to_string())));
                 }
             }
         }
         self.locks_state(tx, "hub", None)
-    }
-
-    /// The grace period of a terminal that did not come back: its leases and locks go.
-    pub(super) fn grace_expired(
-        &mut self,
-        tx: &mut Tx,
-        terminal: &str,
-        conn_id: u64,
-    ) -> Result<(), StoreError> {
-        if self.disconnected.get(terminal) != Some(&conn_id) || self.reg.is_connected(terminal) {
-            return Ok(());
-        }
-        self.disconnected.remove(terminal);
-        let leases: Vec<String> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.terminal_id == terminal)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for p in &leases {
-            self.leases.remove(p);
-            tx.leases.remove(p.as_str())?;
-            self.dirty = true;
-        }
-        let locks: Vec<String> = self
-            .locks
-            .iter()
-            .filter(|(_, l)| l.terminal_id == terminal)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &locks {
-            self.locks.remove(k);
-            tx.locks.remove(k.as_str())?;
-        }
-        if !leases.is_empty() || !locks.is_empty() {
-            tracing::info!(
-                terminal,
-                leases = leases.len(),
-                locks = locks.len(),
-                "grace period over; released"
-            );
-        }
-        if !locks.is_empty() {
-            self.locks_state(tx, "hub", None)?;
-        }
-        Ok(())
     }
 }

@@ -10,14 +10,14 @@ use crate::store::*;
 impl Engine {
     pub(super) fn status_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         use redb::ReadableTableMetadata;
-        let msg = serde_json::json!({
-            "type": "SYNC_STATUS",
-            "terminals": self.reg.len(),
-            "pendingEvents": tx.pending.len()?,
-            "deadLetters": tx.dead.len()?,
-            "upstream": {"state": self.upstream_state, "lastSuccessAt": self.upstream_last_ok},
-            "seq": self.seq,
-        });
+        let msg = crate::protocol::outbound::sync_status(
+            self.reg.len(),
+            tx.pending.len()?,
+            tx.dead.len()?,
+            self.upstream_state,
+            self.upstream_last_ok,
+            self.seq,
+        );
         self.out.push(Out::All(msg.to_string().into()));
         Ok(())
     }

@@ -14,10 +14,15 @@ mod binding;
 mod deliver;
 pub mod inventory;
 mod kitchen;
+mod leases;
 mod locks;
 mod maintenance;
+mod orders;
+pub mod outbox;
 mod registry;
+mod sessions;
 pub mod storage;
+mod tables;
 mod upstream;
 pub mod window;
 
@@ -31,15 +36,16 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::auth::Role;
+use crate::clock::Clock;
 use crate::config::Config;
-use crate::net::outbox::{Frame, Outbox, Utf8Bytes};
+use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
 use crate::protocol::Inbound;
 use crate::store::records::*;
 use crate::store::*;
 
 pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
-pub use apply::business_date;
 pub use registry::{Limits, Registry};
+pub use tables::business_date;
 pub use upstream::UpstreamCmd;
 pub use window::EventWindow;
 
@@ -129,7 +135,7 @@ pub struct EngineStats {
     /// Times a lagging terminal was switched back to catch-up from its cursor.
     pub lag_resyncs: AtomicU64,
     /// Print spoolers: queue depth, printer state, printed and failed counts per station.
-    pub print: crate::print::PrintStats,
+    pub print: crate::printer::PrintStats,
     /// Whether the database can be written, and the free space under it.
     pub storage: storage::StorageHealth,
 }
@@ -227,12 +233,15 @@ pub struct Engine {
     window: Arc<EventWindow>,
     seq: u64,
     now_ms: u64,
+    /// Where `now_ms` comes from (the system clock, or a test's `ManualClock`).
+    clock: Arc<dyn Clock>,
     dirty: bool,
     leases: HashMap<String, LeaseRec>,
     locks: HashMap<String, LockRec>,
     reg: Registry,
-    /// Terminals that disconnected and whose grace period runs: terminal -> conn id.
-    disconnected: HashMap<String, u64>,
+    /// Terminals that disconnected and whose grace period runs: terminal -> (conn id, the
+    /// engine time the grace period ends).
+    disconnected: HashMap<String, (u64, u64)>,
     out: Vec<Out>,
     /// Who asked for something in this batch (told about a failed commit).
     askers: Vec<(Arc<Outbox>, Option<Value>)>,
@@ -252,10 +261,7 @@ pub struct Engine {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::SystemClock.now_ms()
 }
 
 impl Engine {
@@ -265,6 +271,7 @@ impl Engine {
         store: Store,
         rt: tokio::runtime::Handle,
         metrics: Arc<crate::metrics::Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<(EngineHandle, std::thread::JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(EngineStats::default());
@@ -289,7 +296,8 @@ impl Engine {
             stats: stats.clone(),
             window: window.clone(),
             seq,
-            now_ms: now_ms(),
+            now_ms: clock.now_ms(),
+            clock,
             dirty: false,
             leases,
             locks,
@@ -342,7 +350,7 @@ impl Engine {
     /// Applies, commits and delivers one batch; returns true on shutdown.
     fn process(&mut self, batch: &mut Vec<Cmd>) -> bool {
         let started = Instant::now();
-        self.now_ms = now_ms();
+        self.now_ms = self.clock.now_ms();
         self.dirty = false;
         let n = batch.len();
         if !self.writable() {
@@ -390,28 +398,7 @@ impl Engine {
         })();
         match result {
             Ok(()) => {
-                let st = &self.stats;
-                if self.dirty {
-                    st.commits.fetch_add(1, Ordering::Relaxed);
-                    st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
-                    st.commit_us_total
-                        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    st.last_batch.store(n, Ordering::Relaxed);
-                    st.max_batch.fetch_max(n, Ordering::Relaxed);
-                }
-                st.head_seq.store(self.seq, Ordering::Relaxed);
-                st.leases.store(self.leases.len(), Ordering::Relaxed);
-                st.table_locks.store(self.locks.len(), Ordering::Relaxed);
-                if self.dirty {
-                    self.metrics.commit_batch.observe(n as f64);
-                    self.metrics
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                }
-                self.metrics.head_seq.set(self.seq);
-                self.metrics.leases.set(self.leases.len() as i64);
-                self.metrics.table_locks.set(self.locks.len() as i64);
-                self.metrics.terminals.set(self.reg.len() as i64);
+                self.record_batch(n, started);
                 self.deliver();
                 self.upstream_waiters.resolve();
                 for p in self.probes.drain(..) {
@@ -438,6 +425,32 @@ impl Engine {
         self.joined.clear();
         drop(permits);
         stop
+    }
+
+    /// Counts a committed batch in the engine's stats and the process metrics.
+    fn record_batch(&self, n: usize, started: Instant) {
+        let st = &self.stats;
+        if self.dirty {
+            st.commits.fetch_add(1, Ordering::Relaxed);
+            st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
+            st.commit_us_total
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            st.last_batch.store(n, Ordering::Relaxed);
+            st.max_batch.fetch_max(n, Ordering::Relaxed);
+        }
+        st.head_seq.store(self.seq, Ordering::Relaxed);
+        st.leases.store(self.leases.len(), Ordering::Relaxed);
+        st.table_locks.store(self.locks.len(), Ordering::Relaxed);
+        if self.dirty {
+            self.metrics.commit_batch.observe(n as f64);
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        self.metrics.head_seq.set(self.seq);
+        self.metrics.leases.set(self.leases.len() as i64);
+        self.metrics.table_locks.set(self.locks.len() as i64);
+        self.metrics.terminals.set(self.reg.len() as i64);
     }
 
     /// Appends an event in the current transaction and schedules its broadcast.
@@ -513,7 +526,7 @@ impl Engine {
     }
 
     /// A lagging terminal drained its queue: catch it up from where its queue stopped.
-    fn resume(&mut self, conn_id: u64) {
+    pub(super) fn resume(&mut self, conn_id: u64) {
         if let Some((ob, after)) = self.reg.resume(conn_id, self.seq) {
             self.stats.lag_resyncs.fetch_add(1, Ordering::Relaxed);
             self.metrics.lag_resyncs.inc();
@@ -525,40 +538,5 @@ impl Engine {
                 },
             ));
         }
-    }
-
-    fn command(&mut self, tx: &mut Tx, cmd: Cmd) -> Result<(), StoreError> {
-        match cmd {
-            Cmd::Connected {
-                session,
-                cursor,
-                request_id,
-            } => return self.connected(tx, session, cursor, request_id),
-            Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
-            Cmd::GraceExpired {
-                terminal_id,
-                conn_id,
-            } => return self.grace_expired(tx, &terminal_id, conn_id),
-            Cmd::Resume { conn_id } => self.resume(conn_id),
-            Cmd::LeaseTick => return self.lease_tick(tx),
-            Cmd::LockTick => return self.lock_tick(tx),
-            Cmd::StatusTick => self.status_tick(tx)?,
-            Cmd::Probe(p) => {
-                tx.meta.insert(META_LAST_TS, self.now_ms)?;
-                self.probes.push(p);
-            }
-            Cmd::Compact { cutoff_ms } => {
-                self.compact_kitchen(tx, cutoff_ms)?;
-                return self.compact(tx, cutoff_ms);
-            }
-            Cmd::Printed { station, key, done } => {
-                self.printed(tx, station, key)?;
-                self.probes.push(done);
-            }
-            Cmd::Upstream(c) => return self.upstream(tx, c),
-            Cmd::Admin(a) => return self.admin(tx, a),
-            Cmd::Request { .. } | Cmd::Shutdown => {}
-        }
-        Ok(())
     }
 }

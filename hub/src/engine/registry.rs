@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::Session;
-use crate::net::outbox::{Broadcast, Outbox};
+use crate::engine::outbox::{Broadcast, Outbox};
 
 /// How much one terminal's queue may hold before it is switched to catch-up.
 pub struct Limits {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::binding::ReadOnlyClaim;
 use super::{AdminCmd, Cmd, Engine, Out, Session};
-use crate::net::outbox::Frame;
+use crate::engine::outbox::Frame;
 use crate::protocol::{outbound, Inbound};
 use crate::store::StoreError;
 

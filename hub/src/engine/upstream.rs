@@ -5,7 +5,7 @@
 
 use rand::Rng;
 use redb::ReadableTable;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{Engine, Tx};
@@ -112,24 +112,7 @@ pub fn backoff_ms(base_ms: u64, attempts: u32) -> u64 {
 impl Engine {
     pub(super) fn upstream(&mut self, tx: &mut Tx, cmd: UpstreamCmd) -> Result<(), StoreError> {
         match cmd {
-            UpstreamCmd::Forwarded { seqs, done } => {
-                let mut n = 0u64;
-                for s in seqs {
-                    if tx.pending.remove(s)?.is_some() {
-                        n += 1;
-                    }
-                }
-                if n > 0 {
-                    let total = tx.meta.get(META_FORWARDED)?.map(|g| g.value()).unwrap_or(0);
-                    tx.meta.insert(META_FORWARDED, total + n)?;
-                    self.dirty = true;
-                }
-                self.upstream_last_ok = Some(self.now_ms);
-                self.upstream_state = "ok";
-                if let Some(d) = done {
-                    self.upstream_waiters.done.push(d);
-                }
-            }
+            UpstreamCmd::Forwarded { seqs, done } => self.forwarded(tx, seqs, done)?,
             UpstreamCmd::Failed {
                 seqs,
                 error,
@@ -161,29 +144,7 @@ impl Engine {
                     self.dirty = true;
                 }
             }
-            UpstreamCmd::RegisterAdd { name, done } => {
-                let id = tx
-                    .meta
-                    .get(META_REGISTER_ID)?
-                    .map(|g| g.value())
-                    .unwrap_or(0)
-                    + 1;
-                tx.meta.insert(META_REGISTER_ID, id)?;
-                let rec = RegisterRec {
-                    name,
-                    state: "pending_create".into(),
-                    odoo_id: None,
-                    attempts: 0,
-                    next_attempt_ms: 0,
-                    last_error: None,
-                    created_ms: self.now_ms,
-                };
-                tx.registers.insert(id, enc(&rec).as_slice())?;
-                self.dirty = true;
-                self.upstream_waiters
-                    .registered
-                    .push((done, id, rec.clone()));
-            }
+            UpstreamCmd::RegisterAdd { name, done } => self.register_add(tx, name, done)?,
             UpstreamCmd::RegisterPushed { id, odoo_id, done } => {
                 self.upstream_waiters.done.extend(done);
                 if let Some(mut rec) = self.register(tx, id)? {
@@ -197,20 +158,7 @@ impl Engine {
                 }
             }
             UpstreamCmd::RegisterFailed { id, error, done } => {
-                self.upstream_waiters.done.extend(done);
-                if let Some(mut rec) = self.register(tx, id)? {
-                    rec.attempts += 1;
-                    rec.last_error = Some(error);
-                    if rec.attempts >= REGISTER_MAX_TRIES {
-                        rec.state = "sync_error".into();
-                        rec.next_attempt_ms = 0;
-                    } else {
-                        let base = self.cfg.forward_interval.as_millis() as u64;
-                        rec.next_attempt_ms = self.now_ms + backoff_ms(base, rec.attempts);
-                    }
-                    tx.registers.insert(id, enc(&rec).as_slice())?;
-                    self.dirty = true;
-                }
+                self.register_failed(tx, id, error, done)?
             }
             UpstreamCmd::BridgeApply {
                 events,
@@ -226,6 +174,88 @@ impl Engine {
                     self.upstream_waiters.done.push(d);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Events the upstream accepted: off the pending queue, counted, upstream marked ok.
+    fn forwarded(
+        &mut self,
+        tx: &mut Tx,
+        seqs: Vec<u64>,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Result<(), StoreError> {
+        let mut n = 0u64;
+        for s in seqs {
+            if tx.pending.remove(s)?.is_some() {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            let total = tx.meta.get(META_FORWARDED)?.map(|g| g.value()).unwrap_or(0);
+            tx.meta.insert(META_FORWARDED, total + n)?;
+            self.dirty = true;
+        }
+        self.upstream_last_ok = Some(self.now_ms);
+        self.upstream_state = "ok";
+        if let Some(d) = done {
+            self.upstream_waiters.done.push(d);
+        }
+        Ok(())
+    }
+
+    /// A new register to create in Odoo, numbered from `META_REGISTER_ID`.
+    fn register_add(
+        &mut self,
+        tx: &mut Tx,
+        name: String,
+        done: RegisterReply,
+    ) -> Result<(), StoreError> {
+        let id = tx
+            .meta
+            .get(META_REGISTER_ID)?
+            .map(|g| g.value())
+            .unwrap_or(0)
+            + 1;
+        tx.meta.insert(META_REGISTER_ID, id)?;
+        let rec = RegisterRec {
+            name,
+            state: "pending_create".into(),
+            odoo_id: None,
+            attempts: 0,
+            next_attempt_ms: 0,
+            last_error: None,
+            created_ms: self.now_ms,
+        };
+        tx.registers.insert(id, enc(&rec).as_slice())?;
+        self.dirty = true;
+        self.upstream_waiters
+            .registered
+            .push((done, id, rec.clone()));
+        Ok(())
+    }
+
+    /// A failed register push: retried with backoff, `sync_error` after `REGISTER_MAX_TRIES`.
+    fn register_failed(
+        &mut self,
+        tx: &mut Tx,
+        id: u64,
+        error: String,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Result<(), StoreError> {
+        self.upstream_waiters.done.extend(done);
+        if let Some(mut rec) = self.register(tx, id)? {
+            rec.attempts += 1;
+            rec.last_error = Some(error);
+            if rec.attempts >= REGISTER_MAX_TRIES {
+                rec.state = "sync_error".into();
+                rec.next_attempt_ms = 0;
+            } else {
+                let base = self.cfg.forward_interval.as_millis() as u64;
+                rec.next_attempt_ms = self.now_ms + backoff_ms(base, rec.attempts);
+            }
+            tx.registers.insert(id, enc(&rec).as_slice())?;
+            self.dirty = true;
         }
         Ok(())
     }
@@ -371,8 +401,7 @@ impl Engine {
             _ => {
                 let seq =
                     self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
-                        json!({"type": "CLOUD_EVENT", "event": ev, "seq": seq, "ts": ts})
-                            .to_string()
+                        outbound::cloud_event(&ev, seq, ts)
                     })?;
                 AppliedRec {
                     pos_reference: String::new(),

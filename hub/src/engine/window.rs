@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::net::outbox::Utf8Bytes;
+use crate::engine::outbox::Utf8Bytes;
 
 struct Slot {
     seq: u64,

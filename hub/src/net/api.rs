@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::http::{json_response, Body};
+use crate::context::Hub;
 use crate::engine::{AdminCmd, Cmd, EngineView};
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::store::StoreError;
 
 /// How many backups the hub keeps beside its database (the supervisor restores the newest).

@@ -7,9 +7,9 @@ use futures_util::{Sink, SinkExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::context::Hub;
 use crate::engine::now_ms;
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::store::{EventChunk, Store, StoreError};
 
 /// Bytes of events per `EVENTS_BULK` frame: small enough that many terminals catching up at
@@ -126,9 +126,7 @@ where
         "cursor_too_old"
     };
     sink.feed(Message::Text(
-        json!({"type": "RESYNC_REQUIRED", "reason": reason, "cursor": after, "seq": to})
-            .to_string()
-            .into(),
+        outbound::resync_required(reason, after, to).into(),
     ))
     .await?;
     let store = hub.store.clone();
@@ -168,6 +166,13 @@ fn state_message(store: &Store, seq: u64, stations: u8) -> Result<String, StoreE
         })
         .collect();
     let (kitchen, inventory) = super::kitchen::state_fields(store, stations, day_ago)?;
-    Ok(json!({"type": "STATE", "orders": orders, "tables": tables, "tableLocks": locks, "floorPlans": floors,
-        "kitchenTickets": kitchen, "inventory": inventory, "seq": seq}).to_string())
+    Ok(outbound::state(&outbound::State {
+        orders,
+        tables,
+        table_locks: locks,
+        floor_plans: floors,
+        kitchen_tickets: kitchen,
+        inventory,
+        seq,
+    }))
 }

@@ -16,13 +16,13 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::catchup;
-use super::outbox::{Frame, Outbox, OutboxRx};
 use crate::auth::Role;
 use crate::config::AuthMode;
+use crate::context::Hub;
+use crate::engine::outbox::{Frame, Outbox, OutboxRx, Utf8Bytes};
 use crate::engine::{now_ms, Cmd, Session};
 use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
 use crate::protocol::{outbound, parse, Inbound, ProtoError};
-use crate::server::Hub;
 
 /// Requests of one terminal that may wait in the engine at once.
 const MAX_IN_FLIGHT: usize = 256;
@@ -143,58 +143,17 @@ async fn read_loop<St>(
                 return pending_forever().await;
             }
         };
-        let text = match next {
-            None | Some(Ok(Message::Close(_))) => return,
-            Some(Err(WsError::Capacity(_))) => {
-                ob.push(Frame::Close {
-                    code: 1009,
-                    reason: "frame larger than 256 KiB",
-                });
-                return pending_forever().await;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(conn_id, error = %e, "websocket read failed");
-                // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
-                // socket; a socket that is already gone has nobody to tell.
-                let Some((code, reason)) = violation_close(&e) else {
-                    return;
-                };
-                ob.push(Frame::Close { code, reason });
-                return pending_forever().await;
-            }
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                ob.text(outbound::error(
-                    "unsupported_frame",
-                    "binary frames are not supported; send JSON text frames",
-                    None,
-                ));
-                continue;
-            }
-            Some(Ok(_)) => continue, // ping/pong/raw frames: handled by the protocol layer
+        let text = match frame_text(conn_id, next, ob) {
+            Ok(t) => t,
+            Err(Flow::Skip) => continue,
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
         };
-        match limit.check() {
-            Ok(true) => {}
-            Ok(false) => {
-                let now = Instant::now();
-                if warned_at.is_none_or(|w| now.duration_since(w) > Duration::from_millis(500)) {
-                    warned_at = Some(now);
-                    ob.text(outbound::error(
-                        "rate_limited",
-                        "too many messages; slow down",
-                        None,
-                    ));
-                }
-                continue;
-            }
-            Err(()) => {
-                tracing::warn!(conn_id, "closing a flooding connection");
-                ob.push(Frame::Close {
-                    code: 1008,
-                    reason: "rate limit exceeded",
-                });
-                return pending_forever().await;
-            }
+        match rate_check(&mut limit, &mut warned_at, conn_id, ob) {
+            Ok(()) => {}
+            Err(Flow::Skip) => continue,
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
         }
         let parsed = match parse(text.as_str()) {
             Ok(p) => p,
@@ -204,72 +163,167 @@ async fn read_loop<St>(
                 continue;
             }
         };
-        let rid = parsed.request_id;
-        hub.metrics.received(parsed.msg.type_name());
-        match (parsed.msg, session.as_ref()) {
-            (Inbound::Ping, _) => ob.text(outbound::reply(
-                serde_json::json!({"type": "PONG"}),
-                rid.as_ref(),
-            )),
-            (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
-                Ok((s, cursor)) => {
-                    tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
-                    *session = Some(s.clone());
-                    hub.engine.send(Cmd::Connected {
-                        session: s,
-                        cursor,
-                        request_id: rid,
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(
-                        conn_id,
-                        reason = e.code,
-                        "authentication refused: {}",
-                        e.message
-                    );
-                    ob.text(outbound::auth_fail(e.code, &e.message, rid.as_ref()));
-                    ob.push(Frame::Close {
-                        code: 4003,
-                        reason: "authentication failed",
-                    });
-                    return pending_forever().await;
-                }
-            },
-            (_, None) => ob.text(outbound::error(
-                "not_authenticated",
-                "send AUTH first",
-                rid.as_ref(),
-            )),
-            (Inbound::Auth(_), Some(_)) => ob.text(outbound::error(
-                "already_authenticated",
-                "this socket is already authenticated",
-                rid.as_ref(),
-            )),
-            (msg, Some(s)) => {
-                // Backpressure: a terminal that does not read its replies stops being read.
-                while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
-                    ob.drained.notified().await;
-                }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let cmd = Cmd::Request {
-                    session: s.clone(),
-                    request_id: rid.clone(),
-                    msg,
-                    permit: Some(permit),
-                };
-                if !hub.engine.send(cmd) {
-                    ob.text(outbound::error(
-                        "shutting_down",
-                        "the hub is shutting down",
-                        rid.as_ref(),
-                    ));
-                }
+        match dispatch(hub, conn_id, ob, session, &permits, parsed).await {
+            Ok(()) | Err(Flow::Skip) => {}
+            Err(Flow::End) => return,
+            Err(Flow::Hold) => return pending_forever().await,
+        }
+    }
+}
+
+/// Why the read loop does not go on with a frame.
+enum Flow {
+    /// Read the next frame.
+    Skip,
+    /// The socket is gone: stop reading.
+    End,
+    /// A close frame is queued: stop reading and wait for the writer to send it.
+    Hold,
+}
+
+/// The text of one read result, or what to do instead (close frames for violations).
+fn frame_text(
+    conn_id: u64,
+    next: Option<Result<Message, WsError>>,
+    ob: &Outbox,
+) -> Result<Utf8Bytes, Flow> {
+    match next {
+        None | Some(Ok(Message::Close(_))) => Err(Flow::End),
+        Some(Err(WsError::Capacity(_))) => {
+            ob.push(Frame::Close {
+                code: 1009,
+                reason: "frame larger than 256 KiB",
+            });
+            Err(Flow::Hold)
+        }
+        Some(Err(e)) => {
+            tracing::debug!(conn_id, error = %e, "websocket read failed");
+            // RFC 6455 §7.1.7: a violation is answered with a close frame, not a dropped
+            // socket; a socket that is already gone has nobody to tell.
+            let Some((code, reason)) = violation_close(&e) else {
+                return Err(Flow::End);
+            };
+            ob.push(Frame::Close { code, reason });
+            Err(Flow::Hold)
+        }
+        Some(Ok(Message::Text(t))) => Ok(t),
+        Some(Ok(Message::Binary(_))) => {
+            ob.text(outbound::error(
+                "unsupported_frame",
+                "binary frames are not supported; send JSON text frames",
+                None,
+            ));
+            Err(Flow::Skip)
+        }
+        Some(Ok(_)) => Err(Flow::Skip), // ping/pong/raw frames: handled by the protocol layer
+    }
+}
+
+/// Applies the rate limit: a warning at most every 500 ms, a close when flooding goes on.
+fn rate_check(
+    limit: &mut RateLimit,
+    warned_at: &mut Option<Instant>,
+    conn_id: u64,
+    ob: &Outbox,
+) -> Result<(), Flow> {
+    match limit.check() {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let now = Instant::now();
+            if warned_at.is_none_or(|w| now.duration_since(w) > Duration::from_millis(500)) {
+                *warned_at = Some(now);
+                ob.text(outbound::error(
+                    "rate_limited",
+                    "too many messages; slow down",
+                    None,
+                ));
+            }
+            Err(Flow::Skip)
+        }
+        Err(()) => {
+            tracing::warn!(conn_id, "closing a flooding connection");
+            ob.push(Frame::Close {
+                code: 1008,
+                reason: "rate limit exceeded",
+            });
+            Err(Flow::Hold)
+        }
+    }
+}
+
+/// Acts on one parsed message: `PING`, `AUTH` before a session, and every other request sent
+/// on to the engine (with backpressure on a terminal that does not read its replies).
+async fn dispatch(
+    hub: &Arc<Hub>,
+    conn_id: u64,
+    ob: &Arc<Outbox>,
+    session: &mut Option<Arc<Session>>,
+    permits: &Arc<Semaphore>,
+    parsed: crate::protocol::Parsed,
+) -> Result<(), Flow> {
+    let rid = parsed.request_id;
+    hub.metrics.received(parsed.msg.type_name());
+    match (parsed.msg, session.as_ref()) {
+        (Inbound::Ping, _) => ob.text(outbound::reply(outbound::pong(), rid.as_ref())),
+        (Inbound::Auth(m), None) => match authenticate(hub, conn_id, ob, m).await {
+            Ok((s, cursor)) => {
+                tracing::info!(conn_id, terminal = %s.terminal_id, role = s.role.as_str(), "terminal authenticated");
+                *session = Some(s.clone());
+                hub.engine.send(Cmd::Connected {
+                    session: s,
+                    cursor,
+                    request_id: rid,
+                });
+            }
+            Err(e) => {
+                tracing::info!(
+                    conn_id,
+                    reason = e.code,
+                    "authentication refused: {}",
+                    e.message
+                );
+                ob.text(outbound::auth_fail(e.code, &e.message, rid.as_ref()));
+                ob.push(Frame::Close {
+                    code: 4003,
+                    reason: "authentication failed",
+                });
+                return Err(Flow::Hold);
+            }
+        },
+        (_, None) => ob.text(outbound::error(
+            "not_authenticated",
+            "send AUTH first",
+            rid.as_ref(),
+        )),
+        (Inbound::Auth(_), Some(_)) => ob.text(outbound::error(
+            "already_authenticated",
+            "this socket is already authenticated",
+            rid.as_ref(),
+        )),
+        (msg, Some(s)) => {
+            // Backpressure: a terminal that does not read its replies stops being read.
+            while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
+                ob.drained.notified().await;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return Err(Flow::End);
+            };
+            let cmd = Cmd::Request {
+                session: s.clone(),
+                request_id: rid.clone(),
+                msg,
+                permit: Some(permit),
+            };
+            if !hub.engine.send(cmd) {
+                ob.text(outbound::error(
+                    "shutting_down",
+                    "the hub is shutting down",
+                    rid.as_ref(),
+                ));
             }
         }
     }
+    Ok(())
 }
 
 /// The close code and reason for a read error that the peer should be told about: 1007 for
@@ -287,25 +341,49 @@ fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
+/// Sends a close frame, gives the peer a moment to answer it, then lets the socket go.
+async fn send_close<Si>(sink: &mut Si, code: u16, reason: &'static str)
+where
+    Si: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Lets the writer finish sending a close frame; the select in `serve` ends with it.
 async fn pending_forever() {
     std::future::pending::<()>().await
 }
 
-async fn authenticate(
-    hub: &Hub,
-    conn_id: u64,
-    ob: &Arc<Outbox>,
-    m: AuthMsg,
-) -> Result<(Arc<Session>, Option<u64>), ProtoError> {
-    let (subject, uid, role, token_name) = match hub.cfg.auth_mode {
+/// Who an `AUTH` says it is, once its credential is checked.
+struct Who {
+    /// A JWT's `sub` (None in open mode and for Odoo sessions).
+    subject: Option<String>,
+    uid: Value,
+    role: Role,
+    name: Option<String>,
+}
+
+/// Checks the credential of an `AUTH` as `HUB_AUTH_MODE` asks: none (open), a JWT, or an Odoo
+/// session (odoo mode also takes JWTs).
+async fn identify(hub: &Hub, m: &AuthMsg) -> Result<Who, ProtoError> {
+    Ok(match hub.cfg.auth_mode {
         AuthMode::Open => {
             let role = m
                 .role
                 .as_deref()
                 .and_then(Role::parse)
                 .unwrap_or(Role::Cashier);
-            (None, Value::Null, role, None)
+            Who {
+                subject: None,
+                uid: Value::Null,
+                role,
+                name: None,
+            }
         }
         AuthMode::Token | AuthMode::Odoo => {
             let token = m
@@ -317,7 +395,12 @@ async fn authenticate(
                 && !crate::upstream::session_cache::looks_like_jwt(token)
             {
                 let id = crate::upstream::session_cache::validate(hub, token).await?;
-                (None, id.uid, id.role, id.name)
+                Who {
+                    subject: None,
+                    uid: id.uid,
+                    role: id.role,
+                    name: id.name,
+                }
             } else {
                 let Some(v) = hub.verifier.as_ref() else {
                     return Err(ProtoError::new(
@@ -328,10 +411,29 @@ async fn authenticate(
                 let id = v
                     .verify(token)
                     .map_err(|e| ProtoError::new(e.reason(), e.to_string()))?;
-                (Some(id.subject), id.uid, id.role, id.name)
+                Who {
+                    subject: Some(id.subject),
+                    uid: id.uid,
+                    role: id.role,
+                    name: id.name,
+                }
             }
         }
-    };
+    })
+}
+
+async fn authenticate(
+    hub: &Hub,
+    conn_id: u64,
+    ob: &Arc<Outbox>,
+    m: AuthMsg,
+) -> Result<(Arc<Session>, Option<u64>), ProtoError> {
+    let Who {
+        subject,
+        uid,
+        role,
+        name: token_name,
+    } = identify(hub, &m).await?;
     let terminal_id = m
         .terminal_id
         .or_else(|| subject.clone())
@@ -417,33 +519,15 @@ async fn write_loop<Si>(
                 }
                 Frame::CatchUp { after, to } => {
                     resume_asked = false;
-                    match catchup::replay(
-                        hub,
-                        &mut sink,
-                        after,
-                        to,
-                        ob.stations.load(Ordering::Relaxed),
-                    )
-                    .await
-                    {
-                        Ok(()) => {
-                            delivered = delivered.max(to);
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
+                    let stations = ob.stations.load(Ordering::Relaxed);
+                    let r = catchup::replay(hub, &mut sink, after, to, stations).await;
+                    if r.is_ok() {
+                        delivered = delivered.max(to);
                     }
+                    r
                 }
                 Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
-                Frame::Close { code, reason } => {
-                    let frame = CloseFrame {
-                        code: CloseCode::from(code),
-                        reason: reason.into(),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    // Give the peer a moment to answer the close, then drop the socket.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    return;
-                }
+                Frame::Close { code, reason } => return send_close(&mut sink, code, reason).await,
             };
             if let Err(e) = r {
                 tracing::debug!(conn_id, error = %e, "websocket write failed");

@@ -17,8 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::api;
+use crate::context::Hub;
 use crate::protocol::outbound;
-use crate::server::Hub;
 
 pub type Body = Full<Bytes>;
 
@@ -111,8 +111,8 @@ async fn route(hub: Arc<Hub>, port: Port, req: Request<Incoming>) -> Response<Bo
         );
     }
     let path = req.uri().path().to_string();
-    if crate::upstream::admin::owns(&path) {
-        return crate::upstream::admin::handle(hub, req).await;
+    if super::upstream_admin::owns(&path) {
+        return super::upstream_admin::handle(hub, req).await;
     }
     let query = req.uri().query().map(str::to_string);
     let q = query.as_deref();

@@ -7,9 +7,9 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::http::{error, json_response, Body};
+use crate::context::Hub;
 use crate::engine::inventory::PnCounter;
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::station::{self, Station};
 use crate::store::kitchen::{InventoryRec, TicketRec};
 use crate::store::{Store, StoreError};

@@ -1,9 +1,9 @@
-//! Network side of the hub: HTTP routes and WebSocket upgrade, terminal connections, per-terminal
-//! outgoing queues, and catch-up replay.
+//! Network side of the hub: HTTP routes and WebSocket upgrade, terminal connections and
+//! catch-up replay. The per-terminal outgoing queues are the engine's (`engine::outbox`).
 
 pub mod api;
 pub mod catchup;
 pub mod conn;
 pub mod http;
 pub mod kitchen;
-pub mod outbox;
+pub mod upstream_admin;

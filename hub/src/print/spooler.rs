@@ -15,8 +15,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::{PrinterConfig, PrinterState};
+use crate::context::Hub;
 use crate::engine::{now_ms, Cmd};
-use crate::server::Hub;
 use crate::station::Station;
 
 /// First wait after a failed attempt.
@@ -125,28 +125,9 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
         };
         match result {
             Ok(()) => {
-                // 3. Record it durably before anything else is sent. A failed commit is
-                // retried as a commit: sending the ticket again would print it twice.
-                let mut recorded = record_printed(&hub, station, key).await;
-                while let Some(Err(e)) = &recorded {
-                    tracing::error!(station = %p.station, error = %e, "cannot record a printed ticket; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(hub.cfg.print_retry_max);
-                    recorded = record_printed(&hub, station, key).await;
-                }
-                match recorded {
-                    Some(Ok(())) => {
-                        if matches!(st.state(), PrinterState::Offline | PrinterState::Stalled) {
-                            tracing::info!(station = %p.station, addr = %p.addr, "printer is back");
-                        }
-                        st.set_state(PrinterState::Printing);
-                        st.printed.fetch_add(1, Ordering::Relaxed);
-                        st.last_printed_ms.store(now_ms(), Ordering::Relaxed);
-                        st.set_error(None);
-                        backoff = MIN_BACKOFF;
-                        tracing::debug!(station = %p.station, ticket = %job.ticket_id, "ticket printed");
-                    }
-                    _ => return, // the engine stopped
+                // 3. Record it durably before anything else is sent.
+                if !confirm_printed(&hub, &p, key, &job.ticket_id, &mut backoff).await {
+                    return; // the engine stopped
                 }
             }
             Err(e) => {
@@ -165,6 +146,39 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
             }
         }
     }
+}
+
+/// Records a printed job durably (its removal from the queue) and counts it. A failed commit
+/// is retried as a commit: sending the ticket again would print it twice. False when the
+/// engine has stopped.
+async fn confirm_printed(
+    hub: &Hub,
+    p: &PrinterConfig,
+    key: u64,
+    ticket_id: &str,
+    backoff: &mut Duration,
+) -> bool {
+    let st = hub.engine.stats.print.station(p.station);
+    let mut recorded = record_printed(hub, p.station, key).await;
+    while let Some(Err(e)) = &recorded {
+        tracing::error!(station = %p.station, error = %e, "cannot record a printed ticket; retrying");
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(hub.cfg.print_retry_max);
+        recorded = record_printed(hub, p.station, key).await;
+    }
+    if !matches!(recorded, Some(Ok(()))) {
+        return false;
+    }
+    if matches!(st.state(), PrinterState::Offline | PrinterState::Stalled) {
+        tracing::info!(station = %p.station, addr = %p.addr, "printer is back");
+    }
+    st.set_state(PrinterState::Printing);
+    st.printed.fetch_add(1, Ordering::Relaxed);
+    st.last_printed_ms.store(now_ms(), Ordering::Relaxed);
+    st.set_error(None);
+    *backoff = MIN_BACKOFF;
+    tracing::debug!(station = %p.station, ticket = %ticket_id, "ticket printed");
+    true
 }
 
 /// Asks the engine to drop a printed job; None when the engine is gone.

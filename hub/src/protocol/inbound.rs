@@ -1,19 +1,15 @@
-//! Parsing of terminal messages (SPEC §2): one JSON object per text frame, dispatched on `type`.
-//! Every failure becomes a `ProtoError` with a stable code and a message naming the problem, so
-//! a terminal with a bug gets told what is wrong and the socket stays open.
-
-use std::borrow::Cow;
+//! The messages a terminal may send (SPEC §2) and the parsers of the order, lease, table and
+//! ticket-number ones; `super::parse` dispatches a frame on its `type` to them (the kitchen and
+//! inventory ones are in `super::kitchen`). Every failure becomes a `ProtoError` with a stable
+//! code and a message naming the problem, so a terminal with a bug gets told what is wrong and
+//! the socket stays open.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// Longest identifier (posReference, terminalId, tableId, ...) the hub accepts.
-pub const MAX_ID_LEN: usize = 128;
-/// Deepest nesting of arrays and objects a frame may have, counting the frame itself. Far
-/// below serde_json's recursion limit (128) so that everything accepted reads back intact,
-/// also wrapped in the replies, `STATE` and the upstream envelopes (a few levels each).
-pub const MAX_DEPTH: usize = 64;
+use super::fields::{check_id, fields, invalid};
+pub use super::fields::{nesting_depth, table_key_of, ProtoError, TableId, MAX_DEPTH, MAX_ID_LEN};
 
 /// A message a terminal may send.
 #[derive(Debug)]
@@ -72,24 +68,6 @@ pub struct Parsed {
     pub msg: Inbound,
 }
 
-/// Why a frame was refused; becomes `ERROR {code, message, requestId}`.
-#[derive(Debug, Clone)]
-pub struct ProtoError {
-    pub code: &'static str,
-    pub message: String,
-    pub request_id: Option<Value>,
-}
-
-impl ProtoError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        ProtoError {
-            code,
-            message: message.into(),
-            request_id: None,
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthMsg {
@@ -135,51 +113,6 @@ pub struct FloorPlanMsg {
     pub floor_id: TableId,
     pub tables: Box<RawValue>,
     pub layout_mode: Option<Box<RawValue>>,
-}
-
-/// A table (or floor) id: a string or an integer, kept as sent and keyed canonically.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TableId {
-    /// The JSON text as the terminal sent it (`5` or `"T5"`).
-    pub json: String,
-    /// The key it is stored under (`5`, `T5`).
-    pub key: String,
-}
-
-impl TableId {
-    pub(crate) fn from_value(field: &str, v: &Value) -> Result<TableId, String> {
-        match v {
-            Value::String(s) if !s.is_empty() && s.len() <= MAX_ID_LEN => Ok(TableId {
-                json: v.to_string(),
-                key: s.clone(),
-            }),
-            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(TableId {
-                json: n.to_string(),
-                key: n.to_string(),
-            }),
-            _ => Err(format!(
-                "`{field}` must be a non-empty string or an integer"
-            )),
-        }
-    }
-}
-
-/// The canonical key of a stored table id's JSON text (`"T5"` -> `T5`, `5` -> `5`).
-pub fn table_key_of(json: &str) -> String {
-    match serde_json::from_str::<Value>(json) {
-        Ok(Value::String(s)) => s,
-        _ => json.to_string(),
-    }
-}
-
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    /// Borrowed when the frame has it verbatim, owned when it was written with escapes
-    /// (`"\u0050ING"` is `"PING"`): dispatch is on the decoded string.
-    #[serde(rename = "type", borrow)]
-    ty: Option<Cow<'a, str>>,
-    #[serde(rename = "requestId", default)]
-    request_id: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -250,148 +183,41 @@ pub const ORDER_STATES: [&str; 4] = ["draft", "sent", "paid", "cancelled"];
 /// Order types that draw ticket numbers.
 pub const TICKET_ORDER_TYPES: [&str; 3] = ["takeout", "delivery", "dine_in"];
 
-pub(super) fn invalid(msg: impl Into<String>) -> ProtoError {
-    ProtoError::new("invalid_message", msg)
-}
-
-pub(super) fn fields<'a, T: Deserialize<'a>>(ty: &str, text: &'a str) -> Result<T, ProtoError> {
-    serde_json::from_str(text).map_err(|e| {
-        // serde's wording ("missing field `x`", "invalid type: ...") is precise; drop the
-        // line/column noise, which is always 1:N for a single-line frame.
-        let m = e.to_string();
-        let m = m.split(" at line ").next().unwrap_or(&m).to_string();
-        invalid(format!("{ty}: {m}"))
-    })
-}
-
-pub(super) fn check_id(field: &str, v: &str) -> Result<(), ProtoError> {
-    if v.is_empty() || v.len() > MAX_ID_LEN || v.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "`{field}` must be 1-{MAX_ID_LEN} characters without control characters"
-        )));
+/// `TICKET_NUMBER_REQUEST {orderType}`: one of `TICKET_ORDER_TYPES`.
+pub(super) fn ticket_number_request(text: &str) -> Result<Inbound, ProtoError> {
+    let m: RawTicket = fields("TICKET_NUMBER_REQUEST", text)?;
+    if TICKET_ORDER_TYPES.contains(&m.order_type.as_str()) {
+        Ok(Inbound::TicketNumberRequest(m.order_type))
+    } else {
+        Err(invalid(format!(
+            "`orderType` must be one of {}",
+            TICKET_ORDER_TYPES.join(", ")
+        )))
     }
-    Ok(())
 }
 
-fn pos_ref(ty: &str, text: &str) -> Result<String, ProtoError> {
+/// `AUTH {token | odooSession, ...}`: which credential counts is the connection's business.
+pub(super) fn auth(text: &str) -> Result<AuthMsg, ProtoError> {
+    fields("AUTH", text)
+}
+
+/// `SYNC_REQUEST {cursor}`.
+pub(super) fn sync_request(text: &str) -> Result<u64, ProtoError> {
+    fields::<RawSync>("SYNC_REQUEST", text).map(|m| m.cursor)
+}
+
+pub(super) fn pos_ref(ty: &str, text: &str) -> Result<String, ProtoError> {
     let m: PosRefMsg = fields(ty, text)?;
     check_id("posReference", &m.pos_reference)?;
     Ok(m.pos_reference)
 }
 
-fn table_id(ty: &str, text: &str) -> Result<TableId, ProtoError> {
+pub(super) fn table_id(ty: &str, text: &str) -> Result<TableId, ProtoError> {
     let m: TableIdMsg = fields(ty, text)?;
     TableId::from_value("tableId", &m.table_id).map_err(invalid)
 }
 
-/// Parses one text frame.
-pub fn parse(text: &str) -> Result<Parsed, ProtoError> {
-    let env: Envelope = serde_json::from_str(text).map_err(|e| {
-        let code = if e.is_data() {
-            "invalid_message"
-        } else {
-            "invalid_json"
-        };
-        let m = e.to_string();
-        ProtoError::new(
-            code,
-            format!(
-                "frame is not a JSON object: {}",
-                m.split(" at line ").next().unwrap_or(&m)
-            ),
-        )
-    })?;
-    let request_id = env.request_id;
-    let with_id = |mut e: ProtoError| {
-        e.request_id = request_id.clone();
-        e
-    };
-    let Some(ty) = env.ty else {
-        return Err(with_id(invalid("missing field `type`")));
-    };
-    let depth = nesting_depth(text);
-    if depth > MAX_DEPTH {
-        return Err(with_id(ProtoError::new(
-            "too_deep",
-            format!(
-                "JSON nested {depth} levels deep; the limit is {MAX_DEPTH} levels, the frame itself counting as one"
-            ),
-        )));
-    }
-    let ty = ty.as_ref();
-    let msg = match ty {
-        "PING" => Ok(Inbound::Ping),
-        "AUTH" => fields(ty, text).map(Inbound::Auth),
-        "LEASE_ACQUIRE" => pos_ref(ty, text).map(Inbound::LeaseAcquire),
-        "LEASE_HEARTBEAT" => pos_ref(ty, text).map(Inbound::LeaseHeartbeat),
-        "LEASE_RELEASE" => pos_ref(ty, text).map(Inbound::LeaseRelease),
-        "ORDER_SNAPSHOT" => order_snapshot(text).map(Inbound::OrderSnapshot),
-        "TABLE_UPDATE" => table_update(text).map(Inbound::TableUpdate),
-        "TABLE_LOCK_ACQUIRE" => table_id(ty, text).map(Inbound::TableLockAcquire),
-        "TABLE_LOCK_HEARTBEAT" => table_id(ty, text).map(Inbound::TableLockHeartbeat),
-        "TABLE_LOCK_RELEASE" => table_id(ty, text).map(Inbound::TableLockRelease),
-        "TABLE_LOCK_FORCE_ACQUIRE" => table_id(ty, text).map(Inbound::TableLockForceAcquire),
-        "FLOOR_PLAN_UPDATE" => floor_plan(text).map(Inbound::FloorPlanUpdate),
-        "TICKET_NUMBER_REQUEST" => fields::<RawTicket>(ty, text).and_then(|m| {
-            if TICKET_ORDER_TYPES.contains(&m.order_type.as_str()) {
-                Ok(Inbound::TicketNumberRequest(m.order_type))
-            } else {
-                Err(invalid(format!(
-                    "`orderType` must be one of {}",
-                    TICKET_ORDER_TYPES.join(", ")
-                )))
-            }
-        }),
-        "SYNC_REQUEST" => fields::<RawSync>(ty, text).map(|m| Inbound::SyncRequest(m.cursor)),
-        "KITCHEN_TICKET" => super::kitchen::kitchen_ticket(text).map(Inbound::KitchenTicket),
-        "KITCHEN_TICKET_STATUS" => {
-            super::kitchen::kitchen_status(text).map(Inbound::KitchenTicketStatus)
-        }
-        "INVENTORY_ADJUST" => super::kitchen::inventory_adjust(text).map(Inbound::InventoryAdjust),
-        "SUBSCRIBE" => super::kitchen::subscribe(text).map(Inbound::Subscribe),
-        other => {
-            let shown: String = other.chars().take(64).collect();
-            Err(ProtoError::new(
-                "unknown_type",
-                format!("unknown message type {shown:?}"),
-            ))
-        }
-    };
-    match msg {
-        Ok(msg) => Ok(Parsed { request_id, msg }),
-        Err(e) => Err(with_id(e)),
-    }
-}
-
-/// Deepest nesting of arrays and objects in the JSON text `text` (brackets inside strings do
-/// not count). One pass over the bytes, no recursion: any depth is measured safely.
-pub fn nesting_depth(text: &str) -> usize {
-    let (mut depth, mut max) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
-fn order_snapshot(text: &str) -> Result<OrderSnapshotMsg, ProtoError> {
+pub(super) fn order_snapshot(text: &str) -> Result<OrderSnapshotMsg, ProtoError> {
     let m: RawOrderSnapshot = fields("ORDER_SNAPSHOT", text)?;
     check_id("posReference", &m.pos_reference)?;
     if let Some(id) = &m.event_id {
@@ -433,7 +259,7 @@ fn order_snapshot(text: &str) -> Result<OrderSnapshotMsg, ProtoError> {
     })
 }
 
-fn table_update(text: &str) -> Result<TableUpdateMsg, ProtoError> {
+pub(super) fn table_update(text: &str) -> Result<TableUpdateMsg, ProtoError> {
     let m: RawTableUpdate = fields("TABLE_UPDATE", text)?;
     let table = TableId::from_value("tableId", &m.table_id).map_err(invalid)?;
     if m.status.is_empty() || m.status.len() > 32 {
@@ -449,7 +275,7 @@ fn table_update(text: &str) -> Result<TableUpdateMsg, ProtoError> {
     })
 }
 
-fn floor_plan(text: &str) -> Result<FloorPlanMsg, ProtoError> {
+pub(super) fn floor_plan(text: &str) -> Result<FloorPlanMsg, ProtoError> {
     let m: RawFloorPlan = fields("FLOOR_PLAN_UPDATE", text)?;
     let floor_id = TableId::from_value("floorId", &m.floor_id).map_err(invalid)?;
     if !m.tables.get().trim_start().starts_with('[') {
@@ -465,6 +291,7 @@ fn floor_plan(text: &str) -> Result<FloorPlanMsg, ProtoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::parse;
 
     fn code(text: &str) -> &'static str {
         parse(text).map(|_| "ok").unwrap_or_else(|e| e.code)

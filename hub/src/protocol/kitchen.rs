@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::inbound::{check_id, fields, invalid, ProtoError, TableId};
+use super::fields::{check_id, fields, invalid, ProtoError, TableId};
 use crate::station::{self, Station};
 
 /// Most lines one kitchen ticket may carry.

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::{record, DrainAsk, DrainReport, State, UpstreamError};
+use crate::context::Hub;
 use crate::engine::{now_ms, UpstreamCmd};
 use crate::protocol::outbound;
-use crate::server::Hub;
 use crate::store::upstream::DueGroup;
 
 /// Full rounds run back to back before the loop waits for the next tick again.
@@ -88,28 +88,8 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
     }
     let full = groups.len() >= batch;
     // 1. The cloud bridge takes the whole batch in one idempotent call.
-    if let Some(bridge) = &up.bridge {
-        let events: Vec<Value> = groups
-            .iter()
-            .flat_map(|g| g.events.iter())
-            .map(|e| bridge_event(hub, e.seq, &e.event))
-            .collect();
-        match bridge.ingest(&events).await {
-            Ok(()) => {}
-            Err(UpstreamError::Auth(msg)) => {
-                // A wrong CLOUD_BRIDGE_TOKEN is not the events' fault: no retry spent.
-                let e = format!("cloud bridge refused the token: {msg}");
-                tracing::warn!("{e}");
-                up.set_state(hub, State::Failing, None, Some(e.clone()));
-                report.error = Some(e);
-                return (report, false);
-            }
-            Err(e) => {
-                let seqs: Vec<u64> = groups.iter().flat_map(seqs_of).collect();
-                fail(hub, &mut report, seqs, &e).await;
-                return (report, false);
-            }
-        }
+    if !to_bridge(hub, &groups, &mut report).await {
+        return (report, false);
     }
     // 2. Odoo, a few orders at a time (each order is one group, so an order's updates stay
     // in sequence); a transient failure ends the round (Odoo is down or struggling: the other
@@ -143,23 +123,53 @@ async fn drain_round(hub: &Arc<Hub>, force: bool) -> (DrainReport, bool) {
             .await
             {
                 report.forwarded += n;
-                up.set_state(hub, State::Ok, Some(now_ms()), None);
+                up.set_state(&hub.engine, State::Ok, Some(now_ms()), None);
             }
         }
         if let Some(e) = auth_error {
             tracing::warn!("{e}");
-            up.set_state(hub, State::Failing, None, Some(e.clone()));
+            up.set_state(&hub.engine, State::Failing, None, Some(e.clone()));
             report.error = Some(e);
         }
         if stop {
             if report.error.is_some() {
                 let e = report.error.clone();
-                up.set_state(hub, State::Failing, None, e);
+                up.set_state(&hub.engine, State::Failing, None, e);
             }
             return (report, false);
         }
     }
     (report, full)
+}
+
+/// Sends the batch to the cloud bridge, if there is one; false when it failed (the round ends).
+async fn to_bridge(hub: &Arc<Hub>, groups: &[DueGroup], report: &mut DrainReport) -> bool {
+    let Some(bridge) = &hub.upstream.bridge else {
+        return true;
+    };
+    let events: Vec<Value> = groups
+        .iter()
+        .flat_map(|g| g.events.iter())
+        .map(|e| bridge_event(hub, e.seq, &e.event))
+        .collect();
+    match bridge.ingest(&events).await {
+        Ok(()) => {}
+        Err(UpstreamError::Auth(msg)) => {
+            // A wrong CLOUD_BRIDGE_TOKEN is not the events' fault: no retry spent.
+            let e = format!("cloud bridge refused the token: {msg}");
+            tracing::warn!("{e}");
+            hub.upstream
+                .set_state(&hub.engine, State::Failing, None, Some(e.clone()));
+            report.error = Some(e);
+            return false;
+        }
+        Err(e) => {
+            let seqs: Vec<u64> = groups.iter().flat_map(seqs_of).collect();
+            fail(hub, report, seqs, &e).await;
+            return false;
+        }
+    }
+    true
 }
 
 /// Sends one group to Odoo (when there is an Odoo and the group is an order).
@@ -187,7 +197,8 @@ async fn fail(hub: &Arc<Hub>, report: &mut DrainReport, seqs: Vec<u64>, e: &Upst
     } else {
         report.failed += n;
         report.error = Some(msg.clone());
-        hub.upstream.set_state(hub, State::Failing, None, Some(msg));
+        hub.upstream
+            .set_state(&hub.engine, State::Failing, None, Some(msg));
     }
 }
 

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::odoo::OdooClient;
 use super::UpstreamError;
+use crate::context::Hub;
 use crate::engine::{now_ms, UpstreamCmd};
-use crate::server::Hub;
 
 /// many2one fields cloned from the template.
 pub const MANY2ONE: &[&str] = &[

@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::odoo::SessionCheck;
 use crate::auth::{Identity, Role};
+use crate::context::Hub;
 use crate::engine::{now_ms, Cmd, UpstreamCmd};
 use crate::protocol::ProtoError;
-use crate::server::Hub;
 use crate::store::upstream::SessionRec;
 
 /// True when a token has the shape of a JWT (three base64url parts), so it goes to the JWT

@@ -7,6 +7,7 @@ pub mod fake_printer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use poshub::clock::{Clock, SystemClock};
 use poshub::config::{Config, Vars};
 use poshub::server::{self, RunningHub};
 
@@ -60,9 +62,26 @@ impl TestHub {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestHub {
+        Self::start_in_with_clock(dir, extra, Arc::new(SystemClock)).await
+    }
+
+    /// A hub whose engine runs on `clock` (a `ManualClock` the test steps to expire leases,
+    /// locks and grace periods without waiting for them).
+    pub async fn start_with_clock(extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestHub {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_with_clock(dir, extra, clock).await
+    }
+
+    async fn start_in_with_clock(
+        dir: tempfile::TempDir,
+        extra: &[(&str, &str)],
+        clock: Arc<dyn Clock>,
+    ) -> TestHub {
         let cfg = Config::from_vars(&Vars::from_map(vars(dir.path(), extra)), false)
             .expect("valid config");
-        let running = server::start(cfg).await.expect("hub starts");
+        let running = server::start_with_clock(cfg, clock)
+            .await
+            .expect("hub starts");
         TestHub {
             ws: running.ws_addr,
             http: running.http_addr,

@@ -51,15 +51,58 @@ fn seq_of(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// What one terminal's reader and writer share.
+#[derive(Clone)]
+struct Shared {
+    /// (seq, received_us) of every ORDER_UPDATED from others.
+    received: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// When each write still waiting for its ack was sent, oldest first.
+    sent_times: Arc<Mutex<VecDeque<u64>>>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    /// Writes the writer may still have in flight (and lease grants before the start).
+    window: Arc<Semaphore>,
+    errors: Arc<AtomicU64>,
+}
+
+/// The run's switches: go (every terminal connected), stop writing, close the sockets.
+#[derive(Clone)]
+struct Control {
+    start: Instant,
+    go: tokio::sync::watch::Receiver<bool>,
+    stop: Arc<AtomicBool>,
+    /// Set once every owed broadcast has arrived (or the drain deadline passed).
+    closing: Arc<AtomicBool>,
+}
+
+impl Control {
+    fn us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Waits until the drain is over.
+    async fn closed(&self) {
+        while !self.closing.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+type Reader = (
+    Arc<Mutex<Vec<(u64, u64)>>>,
+    Arc<Mutex<Vec<Write>>>,
+    tokio::task::JoinHandle<()>,
+);
+
 pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result<RunResult> {
-    let start = Instant::now();
-    let us = move || start.elapsed().as_micros() as u64;
-    let stop = Arc::new(AtomicBool::new(false));
-    // Set once every owed broadcast has arrived (or the drain deadline passed): then sockets close.
-    let closing = Arc::new(AtomicBool::new(false));
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let ctl = Control {
+        start: Instant::now(),
+        go: go_rx,
+        stop: Arc::new(AtomicBool::new(false)),
+        closing: Arc::new(AtomicBool::new(false)),
+    };
     let errors = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::new();
+    let mut readers: Vec<Reader> = Vec::new();
     let mut writer_tasks = Vec::new();
     let warmup = Duration::from_secs(1);
     let per_writer_rate = if args.rate == 0 {
@@ -70,189 +113,46 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
 
     for t in 0..args.terminals {
         let id = format!("bench-{t}");
-        let (mut ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .with_context(|| format!("connect {url}"))?;
-        ws.send(Message::Text(
-            format!(r#"{{"type":"AUTH","terminalId":"{id}","name":"{id}"}}"#).into(),
-        ))
-        .await?;
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.as_str().contains("AUTH_OK") => {}
-            other => bail!("{id}: no AUTH_OK (is the hub in open auth mode?): {other:?}"),
-        }
-        let (mut sink, mut stream) = ws.split();
+        let ws = connect(url, &id).await?;
+        let (mut sink, stream) = ws.split();
         let is_writer = t < args.writers;
-        let received = Arc::new(Mutex::new(Vec::<(u64, u64)>::with_capacity(1 << 16)));
-        let sent_times = Arc::new(Mutex::new(VecDeque::<u64>::new()));
-        let writes = Arc::new(Mutex::new(Vec::<Write>::new()));
-        let window = Arc::new(Semaphore::new(if is_writer { 0 } else { 1 }));
+        let sh = Shared {
+            received: Arc::new(Mutex::new(Vec::with_capacity(1 << 16))),
+            sent_times: Arc::new(Mutex::new(VecDeque::new())),
+            writes: Arc::new(Mutex::new(Vec::new())),
+            window: Arc::new(Semaphore::new(if is_writer { 0 } else { 1 })),
+            errors: errors.clone(),
+        };
         // Reader: broadcasts from others, and for writers the acks of their own writes.
-        {
-            let (received, sent_times, writes, window, errors) = (
-                received.clone(),
-                sent_times.clone(),
-                writes.clone(),
-                window.clone(),
-                errors.clone(),
-            );
-            let own_id = id.clone();
-            readers.push((
-                received.clone(),
-                writes.clone(),
-                tokio::spawn(async move {
-                    while let Some(Ok(m)) = stream.next().await {
-                        let Message::Text(text) = m else { continue };
-                        let s = text.as_str();
-                        if s.starts_with(r#"{"type":"ORDER_UPDATED""#) {
-                            if let Some(seq) = seq_of(s) {
-                                received.lock().map(|mut r| r.push((seq, us()))).ok();
-                            }
-                        } else if s.starts_with(r#"{"type":"EVENTS_BULK""#) {
-                            // A terminal that fell behind is caught up in bulk: those events
-                            // are delivered too (late, and the latency figures show it).
-                            let now = us();
-                            let seqs = bulk_order_seqs(s, &own_id);
-                            received
-                                .lock()
-                                .map(|mut r| r.extend(seqs.into_iter().map(|q| (q, now))))
-                                .ok();
-                        } else if s.starts_with(r#"{"type":"ORDER_ACK""#) {
-                            let now = us();
-                            let sent = sent_times
-                                .lock()
-                                .ok()
-                                .and_then(|mut q| q.pop_front())
-                                .unwrap_or(now);
-                            if let Some(seq) = seq_of(s) {
-                                writes
-                                    .lock()
-                                    .map(|mut w| {
-                                        w.push(Write {
-                                            seq,
-                                            sent_us: sent,
-                                            acked_us: now,
-                                        })
-                                    })
-                                    .ok();
-                            }
-                            window.add_permits(1);
-                        } else if s.starts_with(r#"{"type":"LEASE_GRANTED""#) {
-                            window.add_permits(1);
-                        } else if s.starts_with(r#"{"type":"ERROR""#)
-                            || s.starts_with(r#"{"type":"CONFLICT""#)
-                        {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            sent_times.lock().map(|mut q| q.pop_front()).ok();
-                            window.add_permits(1);
-                        }
-                    }
-                }),
-            ));
-        }
+        let task = tokio::spawn(read_frames(stream, id.clone(), ctl.clone(), sh.clone()));
+        readers.push((sh.received.clone(), sh.writes.clone(), task));
         if is_writer {
-            let stop = stop.clone();
-            let closing = closing.clone();
-            let window_size = args.window;
-            let mut go = go_rx.clone();
+            let (ctl, window) = (ctl.clone(), args.window);
             writer_tasks.push(tokio::spawn(async move {
-                go.wait_for(|g| *g).await?;
-                let refs: Vec<String> = (0..ORDERS_PER_WRITER).map(|i| format!("{id}-order-{i}")).collect();
-                let snaps: Vec<String> = refs.iter().map(|p| snapshot(p)).collect();
-                for p in &refs {
-                    sink.send(Message::Text(format!(r#"{{"type":"LEASE_ACQUIRE","posReference":"{p}"}}"#).into())).await?;
-                }
-                // All leases granted before the clock starts.
-                let granted = window.acquire_many(ORDERS_PER_WRITER as u32).await?;
-                granted.forget();
-                window.add_permits(window_size);
-                let mut versions = [0u64; ORDERS_PER_WRITER];
-                let mut tick = (per_writer_rate > 0.0).then(|| {
-                    let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / per_writer_rate));
-                    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                    i
-                });
-                let mut k = 0usize;
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(t) = tick.as_mut() {
-                        t.tick().await;
-                    }
-                    let permit = window.acquire().await?;
-                    permit.forget();
-                    let i = k % ORDERS_PER_WRITER;
-                    k += 1;
-                    let msg = format!(
-                        r#"{{"type":"ORDER_SNAPSHOT","posReference":"{}","baseVersion":{},"snapshot":{}}}"#,
-                        refs[i], versions[i], snaps[i]
-                    );
-                    versions[i] += 1;
-                    sent_times.lock().map(|mut q| q.push_back(us())).ok();
-                    sink.feed(Message::Text(msg.into())).await?;
-                    if window.available_permits() == 0 || tick.is_some() {
-                        sink.flush().await?;
-                    }
-                }
-                sink.flush().await?;
+                write_orders(&mut sink, &id, &ctl, &sh, window, per_writer_rate).await?;
                 // A writer is a terminal too: keep receiving until the drain is over.
-                while !closing.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                ctl.closed().await;
                 let _ = sink.close().await;
                 anyhow::Ok(())
             }));
         } else {
             // Keep the sink alive until the drain is over so the socket stays open.
-            let closing = closing.clone();
+            let ctl = ctl.clone();
             tokio::spawn(async move {
-                while !closing.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                ctl.closed().await;
                 let _ = sink.close().await;
             });
         }
     }
     // Every terminal is connected: start the writers, warm up, then measure.
-    let load_started = us();
+    let load_started = ctl.us();
     let _ = go_tx.send(true);
     let measure_from_us = load_started + warmup.as_micros() as u64;
     let measure_to_us = measure_from_us + duration.as_micros() as u64;
     tokio::time::sleep(warmup + duration).await;
-    stop.store(true, Ordering::Relaxed);
-    // Every acknowledged write is owed to every other terminal: wait (bounded, 10 s) until the
-    // broadcasts still queued or being caught up have arrived, so "delivered" counts broadcasts
-    // that never arrive, not ones that were late at the cut-off.
-    type Reader = (
-        Arc<Mutex<Vec<(u64, u64)>>>,
-        Arc<Mutex<Vec<Write>>>,
-        tokio::task::JoinHandle<()>,
-    );
-    let owed = |readers: &Vec<Reader>| -> (usize, usize) {
-        let (mut acked, mut got) = (0, 0);
-        for (r, w, _) in readers {
-            acked += w.lock().map(|w| w.len()).unwrap_or(0);
-            got += r.lock().map(|r| r.len()).unwrap_or(0);
-        }
-        (acked * (readers.len() - 1), got)
-    };
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let drain_started = tokio::time::Instant::now();
-    loop {
-        let (want, got) = owed(&readers);
-        if got >= want {
-            break;
-        }
-        if tokio::time::Instant::now() >= drain_deadline {
-            eprintln!(
-                "bench: {} broadcasts still missing {:.1} s after the load ended",
-                want - got,
-                drain_started.elapsed().as_secs_f64() + 0.5
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    closing.store(true, Ordering::Relaxed);
+    ctl.stop.store(true, Ordering::Relaxed);
+    wait_for_broadcasts(&readers).await;
+    ctl.closing.store(true, Ordering::Relaxed);
     for w in writer_tasks {
         w.await.context("writer task")??;
     }
@@ -270,6 +170,164 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
         measure_to_us,
         errors: errors.load(Ordering::Relaxed),
     })
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects one terminal and authenticates it (the hub must be in open auth mode).
+async fn connect(url: &str, id: &str) -> anyhow::Result<Ws> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    ws.send(Message::Text(
+        format!(r#"{{"type":"AUTH","terminalId":"{id}","name":"{id}"}}"#).into(),
+    ))
+    .await?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.as_str().contains("AUTH_OK") => Ok(ws),
+        other => bail!("{id}: no AUTH_OK (is the hub in open auth mode?): {other:?}"),
+    }
+}
+
+/// One terminal's reader: records every broadcast, and for a writer its acks (which open the
+/// window for the next write).
+async fn read_frames<St>(mut stream: St, own_id: String, ctl: Control, sh: Shared)
+where
+    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(m)) = stream.next().await {
+        let Message::Text(text) = m else { continue };
+        let s = text.as_str();
+        if s.starts_with(r#"{"type":"ORDER_UPDATED""#) {
+            if let Some(seq) = seq_of(s) {
+                sh.received.lock().map(|mut r| r.push((seq, ctl.us()))).ok();
+            }
+        } else if s.starts_with(r#"{"type":"EVENTS_BULK""#) {
+            // A terminal that fell behind is caught up in bulk: those events are delivered
+            // too (late, and the latency figures show it).
+            let now = ctl.us();
+            let seqs = bulk_order_seqs(s, &own_id);
+            sh.received
+                .lock()
+                .map(|mut r| r.extend(seqs.into_iter().map(|q| (q, now))))
+                .ok();
+        } else if s.starts_with(r#"{"type":"ORDER_ACK""#) {
+            let now = ctl.us();
+            let sent = sh
+                .sent_times
+                .lock()
+                .ok()
+                .and_then(|mut q| q.pop_front())
+                .unwrap_or(now);
+            if let Some(seq) = seq_of(s) {
+                let w = Write {
+                    seq,
+                    sent_us: sent,
+                    acked_us: now,
+                };
+                sh.writes.lock().map(|mut ws| ws.push(w)).ok();
+            }
+            sh.window.add_permits(1);
+        } else if s.starts_with(r#"{"type":"LEASE_GRANTED""#) {
+            sh.window.add_permits(1);
+        } else if s.starts_with(r#"{"type":"ERROR""#) || s.starts_with(r#"{"type":"CONFLICT""#) {
+            sh.errors.fetch_add(1, Ordering::Relaxed);
+            sh.sent_times.lock().map(|mut q| q.pop_front()).ok();
+            sh.window.add_permits(1);
+        }
+    }
+}
+
+/// One writer: leases its orders, then writes them in turn until told to stop, pipelined up
+/// to `window_size` unacknowledged writes (or paced at `rate` writes per second).
+async fn write_orders<Si>(
+    sink: &mut Si,
+    id: &str,
+    ctl: &Control,
+    sh: &Shared,
+    window_size: usize,
+    rate: f64,
+) -> anyhow::Result<()>
+where
+    Si: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let mut go = ctl.go.clone();
+    go.wait_for(|g| *g).await?;
+    let refs: Vec<String> = (0..ORDERS_PER_WRITER)
+        .map(|i| format!("{id}-order-{i}"))
+        .collect();
+    let snaps: Vec<String> = refs.iter().map(|p| snapshot(p)).collect();
+    for p in &refs {
+        sink.send(Message::Text(
+            format!(r#"{{"type":"LEASE_ACQUIRE","posReference":"{p}"}}"#).into(),
+        ))
+        .await?;
+    }
+    // All leases granted before the clock starts.
+    let granted = sh.window.acquire_many(ORDERS_PER_WRITER as u32).await?;
+    granted.forget();
+    sh.window.add_permits(window_size);
+    let mut versions = [0u64; ORDERS_PER_WRITER];
+    let mut tick = (rate > 0.0).then(|| {
+        let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
+    let mut k = 0usize;
+    while !ctl.stop.load(Ordering::Relaxed) {
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        let permit = sh.window.acquire().await?;
+        permit.forget();
+        let i = k % ORDERS_PER_WRITER;
+        k += 1;
+        let msg = format!(
+            r#"{{"type":"ORDER_SNAPSHOT","posReference":"{}","baseVersion":{},"snapshot":{}}}"#,
+            refs[i], versions[i], snaps[i]
+        );
+        versions[i] += 1;
+        sh.sent_times.lock().map(|mut q| q.push_back(ctl.us())).ok();
+        sink.feed(Message::Text(msg.into())).await?;
+        if sh.window.available_permits() == 0 || tick.is_some() {
+            sink.flush().await?;
+        }
+    }
+    sink.flush().await?;
+    Ok(())
+}
+
+/// Every acknowledged write is owed to every other terminal: waits (bounded, 10 s) until the
+/// broadcasts still queued or being caught up have arrived, so "delivered" counts broadcasts
+/// that never arrive, not ones that were late at the cut-off.
+async fn wait_for_broadcasts(readers: &[Reader]) {
+    let owed = || -> (usize, usize) {
+        let (mut acked, mut got) = (0, 0);
+        for (r, w, _) in readers {
+            acked += w.lock().map(|w| w.len()).unwrap_or(0);
+            got += r.lock().map(|r| r.len()).unwrap_or(0);
+        }
+        (acked * (readers.len() - 1), got)
+    };
+    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drain_started = tokio::time::Instant::now();
+    loop {
+        let (want, got) = owed();
+        if got >= want {
+            break;
+        }
+        if tokio::time::Instant::now() >= drain_deadline {
+            eprintln!(
+                "bench: {} broadcasts still missing {:.1} s after the load ended",
+                want - got,
+                drain_started.elapsed().as_secs_f64() + 0.5
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The seqs of the ORDER_UPDATED events inside an EVENTS_BULK frame, except the terminal's own

@@ -58,6 +58,15 @@ pub fn print(
     let ack_lat: Vec<u64> = measured.values().map(|(s, a)| a - s).collect();
     println!("{}", line("write -> ORDER_ACK (includes fsync)", ack_lat));
 
+    print_fanout(args, r, &measured, acked);
+    print_hub_side(before, after, window_s, hub_cpu_pct, rss_kb);
+    if r.errors > 0 {
+        println!("errors/conflicts                             {}", r.errors);
+    }
+}
+
+/// Fan-out and end-to-end latency of the measured writes, and how many broadcasts arrived.
+fn print_fanout(args: &Args, r: &RunResult, measured: &HashMap<u64, (u64, u64)>, acked: u64) {
     // The first moment any terminal saw an event (its writer's ack or the earliest broadcast)
     // stands for its append; fan-out is how long the others took after that.
     let mut first: HashMap<u64, u64> = measured
@@ -113,6 +122,16 @@ pub fn print(
             delivered as f64 * 100.0 / expected as f64
         }
     );
+}
+
+/// What the hub's own metrics say: broadcast latency, commits, catch-ups, memory and CPU.
+fn print_hub_side(
+    before: &Scrape,
+    after: &Scrape,
+    window_s: f64,
+    hub_cpu_pct: Option<f64>,
+    rss_kb: Option<u64>,
+) {
     let (b50, b99) = (
         after.broadcast_quantile(before, 0.5),
         after.broadcast_quantile(before, 0.99),
@@ -145,8 +164,5 @@ pub fn print(
     }
     if let Some(pct) = hub_cpu_pct {
         println!("hub CPU                                      {pct:.0}% of one core (whole run)");
-    }
-    if r.errors > 0 {
-        println!("errors/conflicts                             {}", r.errors);
     }
 }

@@ -2,6 +2,8 @@
 //! systemd `EnvironmentFile` format. Every value is validated up front so the hub never starts
 //! half-configured; a bad value yields one line naming the variable.
 
+pub mod printers;
+
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -115,7 +117,7 @@ pub struct Config {
     /// `--demo`: open auth and a sample floor plan.
     pub demo: bool,
     /// Station printers (`HUB_PRINTERS`, e.g. `kds=192.0.2.10:9100,bds=192.0.2.11:9100`).
-    pub printers: Vec<crate::print::PrinterConfig>,
+    pub printers: Vec<printers::PrinterConfig>,
     /// Longest wait between attempts to reach an offline printer (`HUB_PRINT_RETRY_MAX_MS`).
     pub print_retry_max: Duration,
     /// How long a printer may take to accept and acknowledge one ticket before it is reported
@@ -312,28 +314,87 @@ fn url(vars: &Vars, key: &str) -> Result<Option<String>, ConfigError> {
     }
 }
 
+/// `HUB_AUTH_MODE` (`demo` forces open).
+fn auth_mode_of(vars: &Vars, demo: bool) -> Result<AuthMode, ConfigError> {
+    Ok(match vars.string("HUB_AUTH_MODE", "token").as_str() {
+        _ if demo => AuthMode::Open,
+        "token" => AuthMode::Token,
+        "odoo" => AuthMode::Odoo,
+        "open" => AuthMode::Open,
+        other => {
+            return Err(ConfigError::new(
+                "HUB_AUTH_MODE",
+                format!("{other:?} is not one of token, odoo, open"),
+            ))
+        }
+    })
+}
+
+/// `CLUSTER_PUBLIC_KEY_BASE64`, decoded to PEM.
+fn cluster_key_of(vars: &Vars) -> Result<Option<String>, ConfigError> {
+    Ok(match vars.get("CLUSTER_PUBLIC_KEY_BASE64") {
+        None => None,
+        Some(b64) => Some(
+            crate::auth::decode_cluster_key(b64)
+                .map_err(|e| ConfigError::new("CLUSTER_PUBLIC_KEY_BASE64", e.to_string()))?,
+        ),
+    })
+}
+
+/// `HUB_LOG_FORMAT`.
+fn log_format_of(vars: &Vars) -> Result<LogFormat, ConfigError> {
+    Ok(match vars.string("HUB_LOG_FORMAT", "auto").as_str() {
+        "auto" => LogFormat::Auto,
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        "journald" => LogFormat::Journald,
+        other => {
+            return Err(ConfigError::new(
+                "HUB_LOG_FORMAT",
+                format!("{other:?} is not one of auto, text, json, journald"),
+            ))
+        }
+    })
+}
+
+/// `HUB_LOG_LEVEL`, checked as a tracing filter.
+fn log_level_of(vars: &Vars) -> Result<String, ConfigError> {
+    let log_level = vars.string("HUB_LOG_LEVEL", "info");
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(ConfigError::new(
+            "HUB_LOG_LEVEL",
+            format!("{log_level:?} is not a log level"),
+        ));
+    }
+    Ok(log_level)
+}
+
+/// `HUB_FORWARD_BATCH_SIZE` (1-1000) and `HUB_RATE_LIMIT_PER_SEC` (at least 1).
+fn batch_and_rate_of(vars: &Vars) -> Result<(usize, u32), ConfigError> {
+    let forward_batch_size: usize =
+        vars.parse("HUB_FORWARD_BATCH_SIZE", 20, "a positive number")?;
+    if forward_batch_size == 0 || forward_batch_size > 1000 {
+        return Err(ConfigError::new(
+            "HUB_FORWARD_BATCH_SIZE",
+            "must be between 1 and 1000",
+        ));
+    }
+    let rate_limit_per_sec: u32 =
+        vars.parse("HUB_RATE_LIMIT_PER_SEC", 5000, "a positive number")?;
+    if rate_limit_per_sec == 0 {
+        return Err(ConfigError::new(
+            "HUB_RATE_LIMIT_PER_SEC",
+            "must be at least 1",
+        ));
+    }
+    Ok((forward_batch_size, rate_limit_per_sec))
+}
+
 impl Config {
     /// Validates every variable of SPEC §1; `demo` forces open auth.
     pub fn from_vars(vars: &Vars, demo: bool) -> Result<Config, ConfigError> {
-        let auth_mode = match vars.string("HUB_AUTH_MODE", "token").as_str() {
-            _ if demo => AuthMode::Open,
-            "token" => AuthMode::Token,
-            "odoo" => AuthMode::Odoo,
-            "open" => AuthMode::Open,
-            other => {
-                return Err(ConfigError::new(
-                    "HUB_AUTH_MODE",
-                    format!("{other:?} is not one of token, odoo, open"),
-                ))
-            }
-        };
-        let cluster_public_key_pem = match vars.get("CLUSTER_PUBLIC_KEY_BASE64") {
-            None => None,
-            Some(b64) => Some(
-                crate::auth::decode_cluster_key(b64)
-                    .map_err(|e| ConfigError::new("CLUSTER_PUBLIC_KEY_BASE64", e.to_string()))?,
-            ),
-        };
+        let auth_mode = auth_mode_of(vars, demo)?;
+        let cluster_public_key_pem = cluster_key_of(vars)?;
         let odoo_url = url(vars, "ODOO_URL")?;
         if auth_mode == AuthMode::Odoo && odoo_url.is_none() {
             return Err(ConfigError::new(
@@ -341,41 +402,9 @@ impl Config {
                 "\"odoo\" needs ODOO_URL (the Odoo that checks the sessions)",
             ));
         }
-        let log_format = match vars.string("HUB_LOG_FORMAT", "auto").as_str() {
-            "auto" => LogFormat::Auto,
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            "journald" => LogFormat::Journald,
-            other => {
-                return Err(ConfigError::new(
-                    "HUB_LOG_FORMAT",
-                    format!("{other:?} is not one of auto, text, json, journald"),
-                ))
-            }
-        };
-        let log_level = vars.string("HUB_LOG_LEVEL", "info");
-        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            return Err(ConfigError::new(
-                "HUB_LOG_LEVEL",
-                format!("{log_level:?} is not a log level"),
-            ));
-        }
-        let forward_batch_size: usize =
-            vars.parse("HUB_FORWARD_BATCH_SIZE", 20, "a positive number")?;
-        if forward_batch_size == 0 || forward_batch_size > 1000 {
-            return Err(ConfigError::new(
-                "HUB_FORWARD_BATCH_SIZE",
-                "must be between 1 and 1000",
-            ));
-        }
-        let rate_limit_per_sec: u32 =
-            vars.parse("HUB_RATE_LIMIT_PER_SEC", 5000, "a positive number")?;
-        if rate_limit_per_sec == 0 {
-            return Err(ConfigError::new(
-                "HUB_RATE_LIMIT_PER_SEC",
-                "must be at least 1",
-            ));
-        }
+        let log_format = log_format_of(vars)?;
+        let log_level = log_level_of(vars)?;
+        let (forward_batch_size, rate_limit_per_sec) = batch_and_rate_of(vars)?;
         let db_path = PathBuf::from(vars.string("HUB_DB_PATH", "./hub.redb"));
         if db_path.file_name().is_none() {
             return Err(ConfigError::new("HUB_DB_PATH", "must name a file"));
@@ -434,7 +463,7 @@ impl Config {
                 "a number of bytes",
             )?,
             demo,
-            printers: crate::print::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
+            printers: printers::parse_printers("HUB_PRINTERS", vars.get("HUB_PRINTERS"))?,
             print_retry_max: vars.millis("HUB_PRINT_RETRY_MAX_MS", 5_000, 10)?,
             print_timeout: vars.millis("HUB_PRINT_TIMEOUT_MS", 10_000, 10)?,
             print_stall_max: vars.millis("HUB_PRINT_STALL_MAX_MS", 300_000, 10)?,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Notify};
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::engine::Limits;
+use super::Limits;
 
 /// Bytes of queued frames that have left the event window (so only queues keep them alive)
 /// beyond which a terminal is switched to catch-up: a queue never grows past about the window

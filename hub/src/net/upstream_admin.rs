@@ -11,9 +11,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use super::http::{json_response, Body};
+use crate::context::Hub;
 use crate::engine::{Cmd, UpstreamCmd};
-use crate::net::http::{json_response, Body};
-use crate::server::Hub;
 use crate::store::upstream::RegisterRec;
 
 const PATHS: &[&str] = &[
@@ -30,7 +30,7 @@ pub fn owns(path: &str) -> bool {
 
 /// The admin token check, the same as on the hub's own admin routes.
 pub fn authorized(hub: &Hub, req: &Request<Incoming>) -> bool {
-    crate::net::api::is_admin(req.headers(), &hub.admin_token)
+    super::api::is_admin(req.headers(), &hub.admin_token)
 }
 
 fn err(status: StatusCode, msg: &str) -> Response<Body> {

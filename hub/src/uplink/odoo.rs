@@ -63,46 +63,9 @@ pub fn map_order(snapshot: &Value) -> Result<Value, String> {
         .iter()
         .enumerate()
     {
-        let Some(l) = l.as_object() else {
-            return Err(format!("lines[{i}] is not an object"));
-        };
-        if l.get("isVoided") == Some(&Value::Bool(true)) {
-            continue;
+        if let Some(m) = map_line(i, l)? {
+            lines.push(m);
         }
-        let mut m = Map::new();
-        for (k, v) in l {
-            if !LINE_MAPPED.contains(&k.as_str()) {
-                m.insert(k.clone(), v.clone());
-            }
-        }
-        let product = l.get("productId").unwrap_or(&Value::Null);
-        m.insert(
-            "product_id".into(),
-            json!(as_int(product)
-                .ok_or_else(|| format!("lines[{i}].productId {product} is not an integer"))?),
-        );
-        m.insert("qty".into(), l.get("quantity").cloned().unwrap_or(json!(0)));
-        m.insert(
-            "price_unit".into(),
-            l.get("unitPrice").cloned().unwrap_or(json!(0)),
-        );
-        let mut taxes = Vec::new();
-        for t in l
-            .get("taxIds")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            taxes.push(
-                as_int(t).ok_or_else(|| format!("lines[{i}].taxIds: {t} is not an integer"))?,
-            );
-        }
-        m.insert("tax_ids".into(), json!(taxes));
-        m.insert(
-            "client_line_id".into(),
-            l.get("id").cloned().unwrap_or(Value::Null),
-        );
-        lines.push(Value::Object(m));
     }
     out.insert("lines".into(), Value::Array(lines));
     let totals = s.get("totals");
@@ -123,6 +86,48 @@ pub fn map_order(snapshot: &Value) -> Result<Value, String> {
         s.get("paymentLines").cloned().unwrap_or(json!([])),
     );
     Ok(Value::Object(out))
+}
+
+/// One order line as Odoo's `lines` take it; None for a voided line.
+fn map_line(i: usize, l: &Value) -> Result<Option<Value>, String> {
+    let Some(l) = l.as_object() else {
+        return Err(format!("lines[{i}] is not an object"));
+    };
+    if l.get("isVoided") == Some(&Value::Bool(true)) {
+        return Ok(None);
+    }
+    let mut m = Map::new();
+    for (k, v) in l {
+        if !LINE_MAPPED.contains(&k.as_str()) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    let product = l.get("productId").unwrap_or(&Value::Null);
+    m.insert(
+        "product_id".into(),
+        json!(as_int(product)
+            .ok_or_else(|| format!("lines[{i}].productId {product} is not an integer"))?),
+    );
+    m.insert("qty".into(), l.get("quantity").cloned().unwrap_or(json!(0)));
+    m.insert(
+        "price_unit".into(),
+        l.get("unitPrice").cloned().unwrap_or(json!(0)),
+    );
+    let mut taxes = Vec::new();
+    for t in l
+        .get("taxIds")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        taxes.push(as_int(t).ok_or_else(|| format!("lines[{i}].taxIds: {t} is not an integer"))?);
+    }
+    m.insert("tax_ids".into(), json!(taxes));
+    m.insert(
+        "client_line_id".into(),
+        l.get("id").cloned().unwrap_or(Value::Null),
+    );
+    Ok(Some(Value::Object(m)))
 }
 
 /// Largest integer a float holds exactly (2^53); a whole float beyond it is not taken as an
