@@ -14,7 +14,7 @@ static CONN: Mutex<Option<Ws>> = Mutex::new(None);
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data).into_owned();
-    let _ = poshub::protocol::inbound::parse(&text);
+    let _ = poshub::protocol::parse(&text);
     let h = hub();
     let prev = CONN.lock().unwrap_or_else(|e| e.into_inner()).take();
     let kept = h.rt.block_on(async {

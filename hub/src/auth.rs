@@ -1,6 +1,7 @@
-//! Terminal authentication (SPEC §2.1): cloud-signed cluster JWTs verified offline, tokens the
-//! hub signs with its own Ed25519 key (created beside the database on first start), realm checks
-//! and roles. Odoo session validation lives with the upstream code.
+//! Terminal authentication (docs/protocol.md "Authentication and identity"): cloud-signed cluster
+//! JWTs verified offline, tokens the hub signs with its own Ed25519 key (created beside the
+//! database on first start), realm checks and roles. Odoo session validation lives with the
+//! upstream code.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! The `poshub` command line (SPEC §4).
+//! The `poshub` command line (`poshub --help`; its HTTP calls: docs/http-api.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

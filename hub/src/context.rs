@@ -24,7 +24,7 @@ pub struct Hub {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Receiver<bool>,
     pub admin_token: String,
-    /// Upstream clients, status and drain requests (SPEC §6).
+    /// Upstream clients, status and drain requests (docs/upstream.md).
     pub upstream: crate::uplink::Shared,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Open WebSocket connections; shutdown waits for them to send their close frames.

@@ -1,7 +1,7 @@
-//! DNS-SD advertisement (SPEC §5): `_poshub._tcp` on the WebSocket port, instance name
-//! `POS Hub - <host> (<storeId>/<tenantId>)`, TXT `tenantId`, `storeId`, `version`, `httpPort`.
-//! A box that boots before its network is up gets ENODEV from the responder; it retries in the
-//! background until multicast works, and never stops the hub for it.
+//! DNS-SD advertisement (docs/configuration.md "HUB_MDNS_ENABLED"): `_poshub._tcp` on the WebSocket
+//! port, instance name `POS Hub - <host> (<storeId>/<tenantId>)`, TXT `tenantId`, `storeId`,
+//! `version`, `httpPort`. A box that boots before its network is up gets ENODEV from the responder;
+//! it retries in the background until multicast works, and never stops the hub for it.
 
 use std::time::Duration;
 

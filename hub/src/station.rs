@@ -1,4 +1,4 @@
-//! Kitchen stations (SPEC §2.5): `kds` (kitchen display) and `bds` (bar display). A station
+//! Kitchen stations (docs/kitchen.md): `kds` (kitchen display) and `bds` (bar display). A station
 //! scopes kitchen-ticket events, selects a network printer and names a print queue. Terminals
 //! subscribe to stations with a bit mask kept on their outbox, so the live fan-out (engine
 //! thread) and the catch-up replay (connection task) filter with the same rule.

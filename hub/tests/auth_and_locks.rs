@@ -287,10 +287,10 @@ fn assert_mismatch(r: Result<Term, (serde_json::Value, Option<u16>)>, what: &str
     }
 }
 
-/// SPEC §2.1: a token's subject is its identity. A token cannot name another subject's
-/// terminal (nor kick it off with 4000, nor write what it leased); a device token may name a
-/// terminal, which is then bound to the device while in use (connected, in its grace period,
-/// holding a lease or a lock), also across a restart.
+/// docs/protocol.md "Authentication and identity": a token's subject is its identity. A token
+/// cannot name another subject's terminal (nor kick it off with 4000, nor write what it leased); a
+/// device token may name a terminal, which is then bound to the device while in use (connected, in
+/// its grace period, holding a lease or a lock), also across a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_acts_only_as_its_subject() {
     let hub = TestHub::start(&[("HUB_AUTH_MODE", "token"), ("HUB_GRACE_MS", "300")]).await;

@@ -1,5 +1,6 @@
-//! Bad input (SPEC §2.7): clear errors, the socket stays open, oversize frames close with 1009,
-//! floods are limited then closed with 1008, and the hub keeps serving everyone else.
+//! Bad input (docs/protocol.md "Limits"): clear errors, the socket stays open, oversize frames
+//! close with 1009, floods are limited then closed with 1008, and the hub keeps serving everyone
+//! else.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC §3 and the CLI commands that act on a running hub.
+//! The HTTP API of docs/http-api.md and the CLI commands that act on a running hub.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Inventory PN-counters (SPEC §2.5): adjustments from several terminals all count, a resent
+//! Inventory PN-counters (docs/kitchen.md): adjustments from several terminals all count, a resent
 //! eventId counts once, the level survives `kill -9`, `INVENTORY_UPDATED` is broadcast with a
 //! seq and the event waits for upstream like every other. Property tests: the level is the same
 //! whatever the order and duplication of the adjustments, both for the pure counter and through

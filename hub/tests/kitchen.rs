@@ -1,5 +1,5 @@
-//! Kitchen and bar tickets over real WebSockets (SPEC §2.5): stored, acknowledged, broadcast to
-//! the station's displays only, idempotent on ticketId, part of catch-up with the same station
+//! Kitchen and bar tickets over real WebSockets (docs/kitchen.md): stored, acknowledged, broadcast
+//! to the station's displays only, idempotent on ticketId, part of catch-up with the same station
 //! filter, visible in `GET /kitchen-tickets`, and still there after a restart.
 
 mod common;

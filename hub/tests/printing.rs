@@ -1,4 +1,4 @@
-//! ESC/POS printing against a fake network printer on loopback (SPEC §2.5): every ticket is
+//! ESC/POS printing against a fake network printer on loopback (docs/kitchen.md): every ticket is
 //! printed, in order, with its header, lines, notes and cut; a printer that is off gets the
 //! queue when it comes back; a stalled printer gets one copy, not one per retry, and does not
 //! hold up the hub; after `kill -9` of the real binary nothing is lost and nothing the printer

@@ -1,10 +1,10 @@
-//! A full disk (SPEC §2.7, §3), with the real binary and its database on a small tmpfs the test
-//! mounts: a write that does not fit is answered at once with `ERROR storage_full`, later writes
-//! too; reads, catch-up and HTTP keep working; `/health` answers 503 with `db: full` and the free
-//! bytes; a metric counts it; once space is back writes resume without a restart and nothing
-//! acknowledged is lost; SIGTERM stops the hub within 5 s while full. With the reserve
-//! (`HUB_MIN_FREE_MB`) writes are refused before the file system is full. Where a tmpfs cannot
-//! be mounted (not root), the tests say why and skip.
+//! A full disk (docs/storage.md "When the disk is full", docs/http-api.md), with the real binary
+//! and its database on a small tmpfs the test mounts: a write that does not fit is answered at once
+//! with `ERROR storage_full`, later writes too; reads, catch-up and HTTP keep working; `/health`
+//! answers 503 with `db: full` and the free bytes; a metric counts it; once space is back writes
+//! resume without a restart and nothing acknowledged is lost; SIGTERM stops the hub within 5 s
+//! while full. With the reserve (`HUB_MIN_FREE_MB`) writes are refused before the file system is
+//! full. Where a tmpfs cannot be mounted (not root), the tests say why and skip.
 
 mod common;
 

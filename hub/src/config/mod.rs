@@ -1,6 +1,6 @@
-//! Hub configuration (SPEC §1): environment variables, optionally pre-loaded from an env-file in
-//! systemd `EnvironmentFile` format. Every value is validated up front so the hub never starts
-//! half-configured; a bad value yields one line naming the variable.
+//! Hub configuration (docs/configuration.md): environment variables, optionally pre-loaded from an
+//! env-file in systemd `EnvironmentFile` format. Every value is validated up front so the hub never
+//! starts half-configured; a bad value yields one line naming the variable.
 
 pub mod printers;
 
@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How terminals prove who they are (SPEC §2.1).
+/// How terminals prove who they are (docs/protocol.md "Authentication and identity").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// Cluster JWTs and hub-issued tokens.
@@ -391,7 +391,7 @@ fn batch_and_rate_of(vars: &Vars) -> Result<(usize, u32), ConfigError> {
 }
 
 impl Config {
-    /// Validates every variable of SPEC §1; `demo` forces open auth.
+    /// Validates every variable of docs/configuration.md; `demo` forces open auth.
     pub fn from_vars(vars: &Vars, demo: bool) -> Result<Config, ConfigError> {
         let auth_mode = auth_mode_of(vars, demo)?;
         let cluster_public_key_pem = cluster_key_of(vars)?;

@@ -1,4 +1,4 @@
-//! Station printers in the configuration (`HUB_PRINTERS`, SPEC §2.5): which station prints
+//! Station printers in the configuration (`HUB_PRINTERS`, docs/kitchen.md): which station prints
 //! where. Parsed with the rest of `Config`; `print` starts one spooler per entry.
 
 use super::{Config, ConfigError};

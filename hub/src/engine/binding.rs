@@ -1,8 +1,8 @@
-//! Which token subject a terminal id belongs to (SPEC §2.1). A JWT's `sub` is the identity: a
-//! terminal token is its terminal, a device token names the terminal it runs. The first
-//! subject to take a terminal id is bound to it (table `terminal_subjects`, durable), and
-//! while that terminal is in use (connected, in its grace period, holding a lease or a table
-//! lock) no other subject may take it: no connection of another subject replaces it (4000)
+//! Which token subject a terminal id belongs to (docs/protocol.md "Authentication and identity"). A
+//! JWT's `sub` is the identity: a terminal token is its terminal, a device token names the terminal
+//! it runs. The first subject to take a terminal id is bound to it (table `terminal_subjects`,
+//! durable), and while that terminal is in use (connected, in its grace period, holding a lease or
+//! a table lock) no other subject may take it: no connection of another subject replaces it (4000)
 //! nor writes what it leased. An unused terminal id goes to the next subject that claims it,
 //! so a replaced device can take over its till's name once the old one is gone. Odoo sessions
 //! and open mode carry no subject and keep the plain rule (the terminalId given is used).

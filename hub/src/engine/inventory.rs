@@ -1,4 +1,4 @@
-//! Inventory counters (SPEC §2.5): one PN-counter per product. Each contributing terminal has
+//! Inventory counters (docs/kitchen.md): one PN-counter per product. Each contributing terminal has
 //! its own increment sum `P[t]` and decrement sum `N[t]`; the level is `ΣP − ΣN`. An adjustment
 //! is counted once per `eventId` (a durable set of applied ids, never compacted), so resends from
 //! a terminal's outbox do not count twice, and adjustments from several terminals all count

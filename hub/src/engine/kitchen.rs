@@ -1,5 +1,5 @@
-//! Kitchen and bar tickets in the engine (SPEC §2.5): a `KITCHEN_TICKET` is stored, appended as
-//! a `KITCHEN_TICKET_CREATED` event scoped to its station and, when the station has a printer,
+//! Kitchen and bar tickets in the engine (docs/kitchen.md): a `KITCHEN_TICKET` is stored, appended
+//! as a `KITCHEN_TICKET_CREATED` event scoped to its station and, when the station has a printer,
 //! rendered to ESC/POS and queued for it, all in the batch's one transaction; so a ticket is
 //! never acknowledged without its print job, nor printed without being stored. Status changes
 //! become `KITCHEN_TICKET_UPDATED`. The spooler reports a printed job back with `Cmd::Printed`.

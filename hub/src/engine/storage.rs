@@ -1,11 +1,11 @@
-//! A full or failing disk must not stop the hub (SPEC §2.7). Before each batch the writer checks
-//! the free space against `HUB_MIN_FREE_MB`; below it, and after a write that failed (ENOSPC or
-//! another I/O error), the engine serves in read-only mode: every write is answered at once with
-//! `ERROR storage_full` (or `storage_error`), while authentication, catch-up, subscriptions,
-//! `/status` and a stop keep working. redb latches the first I/O error and refuses everything
-//! after it, so recovery closes and reopens the database (which repairs it from its last durable
-//! commit: nothing acknowledged is lost). About once a second the writer checks whether space
-//! is back and, if so, resumes writing without a restart.
+//! A full or failing disk must not stop the hub (docs/storage.md "When the disk is full"). Before
+//! each batch the writer checks the free space against `HUB_MIN_FREE_MB`; below it, and after a
+//! write that failed (ENOSPC or another I/O error), the engine serves in read-only mode: every
+//! write is answered at once with `ERROR storage_full` (or `storage_error`), while authentication,
+//! catch-up, subscriptions, `/status` and a stop keep working. redb latches the first I/O error and
+//! refuses everything after it, so recovery closes and reopens the database (which repairs it from
+//! its last durable commit: nothing acknowledged is lost). About once a second the writer checks
+//! whether space is back and, if so, resumes writing without a restart.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! Engine side of the upstream work (SPEC §6): the forwarder, the Odoo session check, the
+//! Engine side of the upstream work (docs/upstream.md): the forwarder, the Odoo session check, the
 //! register push and the cloud bridge run as tokio tasks that do the network I/O and report
 //! outcomes here, where they are written in the batch's transaction like any terminal change.
 //! Backoff is computed here so the durable `next_attempt_ms` and the retry count move together.

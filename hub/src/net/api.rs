@@ -1,4 +1,4 @@
-//! The rest of the HTTP API (SPEC §3): status, events, tables, locks, ticket sequences,
+//! The rest of the HTTP API (docs/http-api.md): status, events, tables, locks, ticket sequences,
 //! Prometheus metrics, the admin calls behind the bearer token, and the two pages.
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Catch-up (SPEC §2.6): replays the event log to one terminal in `EVENTS_BULK` chunks, or, when
-//! its cursor lies outside what the hub retains, sends `RESYNC_REQUIRED` and a full `STATE`.
-//! Recent events come from the engine's in-memory window (`engine::window`); older ones are
-//! read on the blocking pool against a redb read snapshot; neither blocks the engine.
+//! Catch-up (docs/protocol.md "Sync and catch-up"): replays the event log to one terminal in
+//! `EVENTS_BULK` chunks, or, when its cursor lies outside what the hub retains, sends
+//! `RESYNC_REQUIRED` and a full `STATE`. Recent events come from the engine's in-memory window
+//! (`engine::window`); older ones are read on the blocking pool against a redb read snapshot;
+//! neither blocks the engine.
 
 use futures_util::{Sink, SinkExt};
 use serde_json::{json, Value};

@@ -438,8 +438,9 @@ async fn authenticate(
         .terminal_id
         .or_else(|| subject.clone())
         .ok_or_else(|| ProtoError::new("invalid_message", "AUTH needs a terminalId"))?;
-    // A JWT's subject is the identity (SPEC §2.1): the terminal itself, or the device that
-    // names its terminal. Whether that terminal is free for this subject is the engine's call.
+    // A JWT's subject is the identity (docs/protocol.md "Authentication and identity"): the
+    // terminal itself, or the device that names its terminal. Whether that terminal is free for
+    // this subject is the engine's call.
     if let Some(sub) = &subject {
         if terminal_id != *sub && m.device_id.as_deref() != Some(sub.as_str()) {
             return Err(ProtoError::new(

@@ -1,4 +1,4 @@
-//! The HTTP side (SPEC §3, the part the hub core needs): health, orders, CORS, and the
+//! The HTTP side (docs/http-api.md, the part the hub core needs): health, orders, CORS, and the
 //! WebSocket upgrade on both ports (any path on `HUB_PORT`, `/ws` on `HUB_HTTP_PORT`).
 
 use std::sync::atomic::Ordering;
@@ -22,7 +22,7 @@ use crate::protocol::outbound;
 
 pub type Body = Full<Bytes>;
 
-/// Largest frame or message a terminal may send (SPEC §2.7).
+/// Largest frame or message a terminal may send (docs/protocol.md "Limits").
 pub const MAX_FRAME: usize = 256 * 1024;
 
 /// Which listener a request came in on.
@@ -80,7 +80,7 @@ pub(super) fn error(status: StatusCode, msg: &str) -> Response<Body> {
 }
 
 /// Routes one request. Every answer but the WebSocket upgrade itself carries the CORS headers
-/// (SPEC §3), whichever route built it.
+/// (docs/http-api.md), whichever route built it.
 pub async fn handle(
     hub: Arc<Hub>,
     port: Port,

@@ -1,7 +1,7 @@
 //! Outside views of issue 7: `GET /kitchen-tickets?station=kds&status=new` and `GET /inventory`
-//! (SPEC §3), and the `kitchenTickets` / `inventory` fields of the catch-up `STATE` (SPEC §2.6),
-//! filtered by the terminal's stations like the events. HTTP reads run on the blocking pool
-//! against a redb read snapshot.
+//! (docs/http-api.md), and the `kitchenTickets` / `inventory` fields of the catch-up `STATE`
+//! (docs/protocol.md "Sync and catch-up"), filtered by the terminal's stations like the events.
+//! HTTP reads run on the blocking pool against a redb read snapshot.
 
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};

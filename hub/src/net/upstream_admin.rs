@@ -1,4 +1,4 @@
-//! Admin HTTP endpoints of the upstream (SPEC §3), behind `Authorization: Bearer
+//! Admin HTTP endpoints of the upstream (docs/http-api.md), behind `Authorization: Bearer
 //! HUB_ADMIN_TOKEN` (401 otherwise): `POST /admin/drain` (a drain round now, ignoring backoff),
 //! `GET /admin/dead-letters`, `POST /admin/dead-letters/requeue`, `GET /admin/registers` and
 //! `POST /admin/registers {name}`.

@@ -1,4 +1,4 @@
-//! Kitchen and bar printers (SPEC §2.5): the durable per-station spooler (`spooler`) and the
+//! Kitchen and bar printers (docs/kitchen.md): the durable per-station spooler (`spooler`) and the
 //! live state other parts read (configuration is `config::printers`, the ESC/POS rendering and
 //! the spoolers' counters are `printer`, below the engine that renders and counts): `/health` (`health_json`), `/metrics` (`metrics_text`) and the dashboard.
 //!

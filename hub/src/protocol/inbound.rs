@@ -1,5 +1,5 @@
-//! The messages a terminal may send (SPEC §2) and the parsers of the order, lease, table and
-//! ticket-number ones; `super::parse` dispatches a frame on its `type` to them (the kitchen and
+//! The messages a terminal may send (docs/protocol.md) and the parsers of the order, lease, table
+//! and ticket-number ones; `super::parse` dispatches a frame on its `type` to them (the kitchen and
 //! inventory ones are in `super::kitchen`). Every failure becomes a `ProtoError` with a stable
 //! code and a message naming the problem, so a terminal with a bug gets told what is wrong and
 //! the socket stays open.
@@ -178,7 +178,7 @@ struct RawSync {
     cursor: u64,
 }
 
-/// Order states of SPEC §2.3.
+/// Order states of `ORDER_SNAPSHOT` (docs/protocol.md "Orders").
 pub const ORDER_STATES: [&str; 4] = ["draft", "sent", "paid", "cancelled"];
 /// Order types that draw ticket numbers.
 pub const TICKET_ORDER_TYPES: [&str; 3] = ["takeout", "delivery", "dine_in"];

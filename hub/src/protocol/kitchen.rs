@@ -1,4 +1,4 @@
-//! Parsing of the kitchen and inventory messages (SPEC §2.5): `KITCHEN_TICKET`,
+//! Parsing of the kitchen and inventory messages (docs/kitchen.md): `KITCHEN_TICKET`,
 //! `KITCHEN_TICKET_STATUS`, `INVENTORY_ADJUST`, and `SUBSCRIBE {stations}` with which a display
 //! chooses the stations whose kitchen traffic it receives.
 

@@ -1,5 +1,5 @@
-//! The terminal wire protocol (SPEC §2): JSON text frames in, JSON text frames out. `parse`
-//! (below) is the one place that reads an inbound `type`; `outbound` is the one place that
+//! The terminal wire protocol (docs/protocol.md): JSON text frames in, JSON text frames out.
+//! `parse` (below) is the one place that reads an inbound `type`; `outbound` is the one place that
 //! writes one. The message index at the end of `docs/protocol.md` lists both directions, and
 //! `tests/protocol_index.rs` keeps it and this module in step.
 

@@ -26,7 +26,7 @@ pub const TABLE_LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tabl
 pub const FLOOR_PLANS: TableDefinition<&str, &[u8]> = TableDefinition::new("floor_plans");
 pub const TICKET_SEQ: TableDefinition<&str, u64> = TableDefinition::new("ticket_sequences");
 pub const EVENT_IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("applied_event_ids");
-/// terminalId -> the JWT subject it is bound to (SPEC §2.1).
+/// terminalId -> the JWT subject it is bound to (docs/protocol.md "Authentication and identity").
 pub const TERMINAL_SUBJECTS: TableDefinition<&str, &str> =
     TableDefinition::new("terminal_subjects");
 

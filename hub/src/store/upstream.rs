@@ -30,7 +30,7 @@ pub struct SessionRec {
     pub validated_ms: u64,
 }
 
-/// A register to create in Odoo (SPEC §6.4).
+/// A register to create in Odoo (docs/upstream.md "Register push").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterRec {
     pub name: String,

@@ -1,7 +1,7 @@
-//! The generic cloud bridge (SPEC §6.3), optional (`CLOUD_BRIDGE_URL`): pending events are
-//! pushed as one JSON array per batch to `POST {url}/events/ingest` (each with a stable
-//! `eventId`, so a resend is harmless), and `GET {url}/events?since=CURSOR` pulls what the cloud
-//! has for this store (online orders, say); the engine applies and rebroadcasts those and
+//! The generic cloud bridge (docs/upstream.md "Cloud bridge"), optional (`CLOUD_BRIDGE_URL`):
+//! pending events are pushed as one JSON array per batch to `POST {url}/events/ingest` (each with a
+//! stable `eventId`, so a resend is harmless), and `GET {url}/events?since=CURSOR` pulls what the
+//! cloud has for this store (online orders, say); the engine applies and rebroadcasts those and
 //! stores the new cursor in the same transaction, so a crash never skips or re-applies one.
 
 use reqwest::header::{HeaderValue, AUTHORIZATION};

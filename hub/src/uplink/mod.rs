@@ -1,4 +1,4 @@
-//! The hub's clients of the cloud (SPEC §6): the Odoo JSON-RPC client (`odoo`), the cloud
+//! The hub's clients of the cloud (docs/upstream.md): the Odoo JSON-RPC client (`odoo`), the cloud
 //! bridge client (`bridge`), and the upstream status they share with `/health`, `/status` and
 //! the engine (`Shared`). Nothing here runs by itself or knows the `Hub`: the tasks that drive
 //! these clients (forwarder, bridge pull, register push, session checks) are in `upstream`.

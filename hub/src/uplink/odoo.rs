@@ -1,10 +1,10 @@
-//! The Odoo adapter (SPEC §6.1): maps a terminal's order snapshot to Odoo's payload exactly as
-//! the table of seed 000 says, sends it to `/pos-react/api/orders/create` or `/update` (chosen by
-//! `odooId`), and keeps an authenticated session: `POST /web/session/authenticate` (JSON-RPC) once,
-//! then the `session_id` cookie on every call, re-authenticating once when Odoo says the session
-//! expired (HTTP 401/403 or a JSON-RPC "session expired" error). Every call has a connect and a
-//! total timeout. Also: checking a terminal's Odoo session (`/pos-react/api/session`) and the
-//! JSON-RPC `call_kw` used by the register push.
+//! The Odoo adapter (docs/upstream.md "The Odoo adapter"): maps a terminal's order snapshot to
+//! Odoo's payload exactly as the table of seed 000 says, sends it to `/pos-react/api/orders/create`
+//! or `/update` (chosen by `odooId`), and keeps an authenticated session:
+//! `POST /web/session/authenticate` (JSON-RPC) once, then the `session_id` cookie on every call,
+//! re-authenticating once when Odoo says the session expired (HTTP 401/403 or a JSON-RPC "session
+//! expired" error). Every call has a connect and a total timeout. Also: checking a terminal's Odoo
+//! session (`/pos-react/api/session`) and the JSON-RPC `call_kw` used by the register push.
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
-//! The cloud bridge pull (SPEC §6.3): fetch what the cloud has since the stored cursor
-//! (`uplink::bridge::BridgeClient`) and have the engine apply it and store the new cursor in
-//! the same transaction, so a crash never skips or re-applies an event.
+//! The cloud bridge pull (docs/upstream.md "Cloud bridge"): fetch what the cloud has since the
+//! stored cursor (`uplink::bridge::BridgeClient`) and have the engine apply it and store the new
+//! cursor in the same transaction, so a crash never skips or re-applies an event.
 
 pub use crate::uplink::bridge::BridgeClient;
 

@@ -1,7 +1,7 @@
-//! The forwarder (SPEC §6.2). Every `HUB_FORWARD_INTERVAL_MS`, or at once on `/admin/drain`,
-//! it reads up to `HUB_FORWARD_BATCH_SIZE` due groups of pending events (one group per order,
-//! oldest first; an order still backing off blocks its newer events), sends each to the cloud
-//! bridge and to Odoo, and records the outcome through the engine before it reads again:
+//! The forwarder (docs/upstream.md "The forwarder"). Every `HUB_FORWARD_INTERVAL_MS`, or at once on
+//! `/admin/drain`, it reads up to `HUB_FORWARD_BATCH_SIZE` due groups of pending events (one group
+//! per order, oldest first; an order still backing off blocks its newer events), sends each to the
+//! cloud bridge and to Odoo, and records the outcome through the engine before it reads again:
 //! success removes the pending rows, a transient failure bumps the retry count and sets a
 //! backoff, a permanent one (or the last retry) dead-letters. Pending snapshots of one order
 //! are coalesced: Odoo gets the order's newest stored snapshot once, which also makes an

@@ -1,6 +1,6 @@
-//! Upstream (SPEC §6): everything the hub sends to or fetches from the cloud. One tokio task
-//! (the forwarder loop) wakes every `HUB_FORWARD_INTERVAL_MS` or on `/admin/drain` and runs, in
-//! turn, the event drain to Odoo and the cloud bridge (`forwarder`), the cloud bridge pull
+//! Upstream (docs/upstream.md): everything the hub sends to or fetches from the cloud. One tokio
+//! task (the forwarder loop) wakes every `HUB_FORWARD_INTERVAL_MS` or on `/admin/drain` and runs,
+//! in turn, the event drain to Odoo and the cloud bridge (`forwarder`), the cloud bridge pull
 //! (`bridge`) and the register push (`registers`). It reads through `hub.store` and records
 //! every outcome through the engine (`Cmd::Upstream`), so all of its state is in redb and a
 //! restart resumes where it stopped. `session_cache` checks terminals' Odoo sessions for

@@ -1,10 +1,11 @@
-//! Register push (SPEC §6.4, seed 004): a register created on the hub (`POST /admin/registers`,
-//! `poshub registers add NAME`) waits as `pending_create` until Odoo has a `pos.config` for it.
-//! Through JSON-RPC `call_kw` the hub looks for a `pos.config` of that name (adopted if there
-//! is one, so a retry never creates it twice), else reads the first active one as a template,
-//! creates a clone (its many2one fields as ids, its many2many fields as `[(6, 0, ids)]`) under
-//! the new name, and stamps the returned id on the register (`synced`). A failure backs off;
-//! the fifth one leaves the register in `sync_error` with the error, until requeued.
+//! Register push (docs/upstream.md "Register push", seed 004): a register created on the hub
+//! (`POST /admin/registers`, `poshub registers add NAME`) waits as `pending_create` until Odoo has
+//! a `pos.config` for it. Through JSON-RPC `call_kw` the hub looks for a `pos.config` of that name
+//! (adopted if there is one, so a retry never creates it twice), else reads the first active one as
+//! a template, creates a clone (its many2one fields as ids, its many2many fields as
+//! `[(6, 0, ids)]`) under the new name, and stamps the returned id on the register (`synced`). A
+//! failure backs off; the fifth one leaves the register in `sync_error` with the error, until
+//! requeued.
 
 use serde_json::{json, Map, Value};
 

@@ -1,9 +1,10 @@
-//! Odoo sessions as terminal credentials (`HUB_AUTH_MODE=odoo`, SPEC §2.1): a token that is not
-//! a JWT is an Odoo session id, checked with `POST {ODOO_URL}/pos-react/api/session`. Every
-//! answer Odoo gives is recorded durably through the engine (keyed by the SHA-256 of the
-//! session id, never the id itself): a valid session is cached with who it belongs to, a
-//! refused one is forgotten at once. While Odoo cannot be reached, a session validated within
-//! `HUB_AUTH_OFFLINE_GRACE_MS` is let in from the cache, also after a hub restart.
+//! Odoo sessions as terminal credentials (`HUB_AUTH_MODE=odoo`, docs/protocol.md "Authentication
+//! and identity"): a token that is not a JWT is an Odoo session id, checked with
+//! `POST {ODOO_URL}/pos-react/api/session`. Every answer Odoo gives is recorded durably through the
+//! engine (keyed by the SHA-256 of the session id, never the id itself): a valid session is cached
+//! with who it belongs to, a refused one is forgotten at once. While Odoo cannot be reached, a
+//! session validated within `HUB_AUTH_OFFLINE_GRACE_MS` is let in from the cache, also after a hub
+//! restart.
 
 use std::time::Duration;
 

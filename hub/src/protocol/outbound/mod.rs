@@ -1,5 +1,5 @@
-//! Messages the hub sends to terminals (SPEC §2): one typed builder per message `type`, and
-//! the only place in the hub that names an outbound `type` (`tests/protocol_index.rs` checks
+//! Messages the hub sends to terminals (docs/protocol.md): one typed builder per message `type`,
+//! and the only place in the hub that names an outbound `type` (`tests/protocol_index.rs` checks
 //! this against the message index of `docs/protocol.md`). Builders return the message as a
 //! `Value` (a reply then gets its `requestId` from `reply`) or, for the stored and broadcast
 //! events, as JSON text built once and shared between every recipient. The hot path
@@ -27,7 +27,7 @@ pub fn reply(mut v: Value, request_id: Option<&Value>) -> String {
     v.to_string()
 }
 
-/// `ERROR`: a request was refused (`code` is one of SPEC §2's error codes).
+/// `ERROR`: a request was refused (`code` is one of docs/protocol.md's error codes).
 pub fn error(code: &str, message: &str, request_id: Option<&Value>) -> String {
     reply(
         json!({"type": "ERROR", "code": code, "message": message}),
