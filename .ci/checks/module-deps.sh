@@ -58,7 +58,7 @@ LAYERS = {
         ["hub", "recovery"],
         ["backup"],
         # single-purpose helpers
-        ["lifecycle", "bundle", "download", "notify", "http", "config_check", "dbcheck"],
+        ["lifecycle", "bundle", "download", "notify", "http", "config_check", "dbcheck", "logging"],
         # A/B slots, then the configuration they are named in
         ["slots"],
         ["config"],

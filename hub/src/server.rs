@@ -61,11 +61,6 @@ pub async fn start_on_store(
     }
     // 2. Keys: the hub's own signing key and the admin token, created on first start.
     let (verifier, admin_token) = load_keys(&cfg, &data_dir)?;
-    if cfg.auth_mode == AuthMode::Open {
-        tracing::warn!(
-            "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
-        );
-    }
     let upstream =
         crate::upstream::Shared::new(&cfg).context("unable to set up the upstream clients")?;
     // 3. The engine thread.
@@ -133,6 +128,11 @@ pub async fn start_on_store(
 
 /// The token verifier (cluster key and the hub's own key) and the admin token.
 fn load_keys(cfg: &Config, data_dir: &std::path::Path) -> anyhow::Result<(Verifier, String)> {
+    if cfg.auth_mode == AuthMode::Open {
+        tracing::warn!(
+            "HUB_AUTH_MODE=open: any terminal is accepted without a token; development only"
+        );
+    }
     let hub_key = HubKey::load_or_create(data_dir).context("unable to load the hub signing key")?;
     let verifier = Verifier::new(
         cfg.cluster_public_key_pem.as_deref(),
