@@ -46,6 +46,9 @@ pub async fn run(cfg: Config) -> Result<()> {
         .filter(|c| c.result == recovery::Outcome::Failed)
         .count();
 
+    // 1b. A replacement card (no database yet) gets the newest offsite copy first.
+    backup::offsite::restore::first_boot(&cfg, &notifier).await;
+
     // 2. What this boot is: normal, trial, or a trial that has used up its attempts.
     let slots = Slots::new(&cfg, slots::backend_from_config(&cfg));
     let s2 = slots.clone();
@@ -146,6 +149,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     // 7. Backups of the hub database on a schedule (hourly by default).
     let backup_task = tokio::spawn(backup::schedule(cfg.clone(), hub_rx.clone()));
+    let offsite_task = backup::offsite::start(&cfg, hub_rx.clone());
 
     // 8. Wait for a stop signal or a reboot request.
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -170,6 +174,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     clock_task.abort();
     backup_task.abort();
+    if let Some(t) = offsite_task {
+        t.abort();
+    }
     stop_backup(&cfg, &notifier).await;
     recovery::mark_clean_stop(&cfg);
     if let Some(r) = reboot {

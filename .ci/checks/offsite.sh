@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Offsite copies (issue 19, docs/backups.md "Offsite copies") against a real S3-compatible
+# server on loopback: s3s-fs from crates.io, built with its `binary` feature into
+# target/tools/ (once; about 4 minutes on 2 cores, then cached). s3s-fs 0.14.1 is the newest
+# release that builds with the pinned toolchain (0.17 needs rustc 1.96). Then the tests of
+# supervisor/tests/offsite.rs with the server required (without it they would skip).
+# Takes about 2 minutes once the tools are built.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=target/tools/s3s-fs
+if [[ ! -x $root/bin/s3s-fs ]]; then
+  CARGO_TARGET_DIR=target/tools/build cargo install s3s-fs@0.14.1 --features binary --locked \
+    --root "$root"
+fi
+cargo build -p poshub --locked
+POSHUB_OFFSITE_REQUIRED=1 POSHUB_S3S_FS="$PWD/$root/bin/s3s-fs" \
+  cargo test -p poshub-supervisor --test offsite --locked -- --test-threads 2
