@@ -282,6 +282,15 @@ fn make_db(path: &Path, marker: &str) {
     tx.commit().unwrap();
 }
 
+/// Whether the redb file at `path` has `key` in its orders table.
+fn has_row(path: &Path, key: &str) -> bool {
+    let db = redb::Database::open(path).unwrap();
+    let t: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("orders");
+    let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let found = rtx.open_table(t).unwrap().get(key).unwrap().is_some();
+    found
+}
+
 fn run_cli(rig: &Rig, env: &[(String, String)], args: &[&str]) -> std::process::Output {
     let mut c = rig.command(args);
     c.envs(env.iter().map(|(k, v)| (k, v)));
@@ -328,7 +337,7 @@ fn wrong_key_and_truncated_copy_are_refused_and_nothing_is_overwritten() {
     println!("wrong key: {err}");
     assert!(!out.status.success());
     assert!(err.contains("encrypted with another BACKUP_KEY"), "{err}");
-    assert_eq!(file_sha(&target), before, "the database was touched");
+    assert!(file_sha(&target) == before, "the database was touched");
     assert_eq!(file_list(&target_dir), files, "files left behind");
 
     // The object loses its end (an upload cut short by a broken storage gateway, say).
@@ -345,7 +354,7 @@ fn wrong_key_and_truncated_copy_are_refused_and_nothing_is_overwritten() {
     println!("truncated: {err}");
     assert!(!out.status.success());
     assert!(err.contains("truncated"), "{err}");
-    assert_eq!(file_sha(&target), before, "the database was touched");
+    assert!(file_sha(&target) == before, "the database was touched");
     assert_eq!(file_list(&target_dir), files, "files left behind");
 
     // A good copy restores, and the replaced database is kept aside.
@@ -354,22 +363,14 @@ fn wrong_key_and_truncated_copy_are_refused_and_nothing_is_overwritten() {
     let out = restore(KEY_A);
     assert!(out.status.success(), "{}", stderr(&out));
     println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert_ne!(file_sha(&target), before);
+    assert!(file_sha(&target) != before);
     assert_eq!(
         std::fs::read_dir(target_dir.join("replaced"))
             .unwrap()
             .count(),
         1
     );
-    let db = redb::Database::open(&target).unwrap();
-    let t: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("orders");
-    let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
-    assert!(rtx
-        .open_table(t)
-        .unwrap()
-        .get("ORDER-MARKER-4711-1999")
-        .unwrap()
-        .is_some());
+    assert!(has_row(&target, "ORDER-MARKER-4711-1999"));
 
     // --at before any copy names the problem.
     let db = target.to_str().unwrap();
@@ -495,4 +496,63 @@ async fn retention_keeps_the_newest_and_one_copy_a_day() {
         [day(4, 18), day(4, 12), day(4, 6), day(3, 7), day(2, 20)]
     );
     assert_eq!(s3.objects().len(), 5);
+}
+
+#[test]
+fn poshub_backups_list_and_restore_from_offsite_read_poshub_env() {
+    let Some(bin) = s3s_bin() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s3 = S3::new(bin, tmp.path());
+    s3.up();
+    let rig = cli_rig();
+    let out = run_cli(&rig, &s3.env(KEY_A), &["offsite", "upload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The settings as the box has them: in the hub's poshub.env, not in the environment.
+    let card = tmp.path().join("card");
+    std::fs::create_dir_all(&card).unwrap();
+    let env_file = card.join("poshub.env");
+    let mut text = format!("HUB_DB_PATH={}\n", card.join("hub.redb").display());
+    for (k, v) in s3.env(KEY_A) {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    std::fs::write(&env_file, text).unwrap();
+    let poshub = |args: &[&str]| {
+        std::process::Command::new(common::realhub::hub_bin())
+            .args(args)
+            .arg("--config")
+            .arg(&env_file)
+            .env("POSHUB_SUPERVISOR_BIN", SUP)
+            .env("POSHUB_SUPERVISOR_CONFIG", rig.path("supervisor.env"))
+            .output()
+            .unwrap()
+    };
+    let out = poshub(&["backups", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("1 copies in s3://poshub-test/boxes/acme/s-1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("poshub-") && text.contains(".redb.zst.enc"),
+        "{text}"
+    );
+
+    let out = poshub(&["restore", "--from-offsite"]);
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(has_row(&card.join("hub.redb"), "ORDER-MARKER-4711-1999"));
+    // A bad setting is named by check-config, without its value.
+    let mut c = rig.command(&["check-config"]);
+    c.env(
+        "SUPERVISOR_HUB_ARGS",
+        format!("serve --config {}", env_file.display()),
+    )
+    .env("BACKUP_KEY", "not-hex-secret");
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("BACKUP_KEY: must be 64 hex digits"), "{text}");
+    assert!(!text.contains("not-hex-secret"), "{text}");
 }
