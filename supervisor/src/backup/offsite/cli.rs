@@ -28,12 +28,14 @@ pub enum OffsiteCmd {
     },
     /// Take a backup now (through the running hub, or of the closed file) and upload it.
     Upload {
+        /// poshub.env with the BACKUP_* settings (default: the hub's --config).
         #[arg(long, value_name = "FILE")]
         hub_config: Option<PathBuf>,
     },
     /// Restore the newest copy (or the newest taken at or before --at) over the database.
     /// The hub must be stopped; the database it replaces is moved to `replaced/`.
     Restore {
+        /// poshub.env with the BACKUP_* settings (default: the hub's --config).
         #[arg(long, value_name = "FILE")]
         hub_config: Option<PathBuf>,
         /// UTC time, e.g. 2026-12-05T13:45:00Z or 20261205T134500Z.
