@@ -288,6 +288,8 @@ fn has_row(path: &Path, key: &str) -> bool {
     let t: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("orders");
     let rtx = redb::ReadableDatabase::begin_read(&db).unwrap();
     let found = rtx.open_table(t).unwrap().get(key).unwrap().is_some();
+    // The read transaction ends before the database closes.
+    drop(rtx);
     found
 }
 
