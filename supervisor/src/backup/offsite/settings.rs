@@ -73,9 +73,10 @@ fn invalid(var: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// The variables: the supervisor's environment over the hub's `--config` file (or `file`).
 pub fn sources(cfg: &Config, file: Option<&Path>) -> Result<HashMap<String, String>, ConfigError> {
-    let file = file.map(Path::to_path_buf).or_else(|| hub_config_file(cfg));
-    let mut vars = match file {
-        Some(f) if f.exists() => parse_env_file(&f)?,
+    // A file given by hand must be there; the hub's may not exist yet (a card not provisioned).
+    let mut vars = match (file, hub_config_file(cfg)) {
+        (Some(f), _) => parse_env_file(f)?,
+        (None, Some(f)) if f.exists() => parse_env_file(&f)?,
         _ => HashMap::new(),
     };
     vars.extend(
