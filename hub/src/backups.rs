@@ -1,6 +1,9 @@
 //! The newest backup of the database, for `/health`: the supervisor (or `poshub backup`) keeps
 //! checked copies in `backups/` beside the database; a stale newest copy means a long loss
 //! window if the card's database is lost, and an operator should see it at a glance.
+//! The same for the offsite copies, which the supervisor uploads (`poshub-supervisor`'s
+//! `backup::offsite`) and describes in `backups/offsite.json`: a dead card loses what came
+//! after the newest of those.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -35,6 +38,106 @@ pub fn newest_json(dir: &Path) -> Value {
     }
 }
 
+/// The `BACKUP_*` settings of `poshub.env`: read by `poshub-supervisor` (offsite copies,
+/// `docs/backups.md`), not by the hub, so `check-config` does not call them unknown.
+pub const OFFSITE_VARS: [&str; 12] = [
+    "BACKUP_S3_URL",
+    "BACKUP_S3_ENDPOINT",
+    "BACKUP_S3_REGION",
+    "BACKUP_S3_ACCESS_KEY_ID",
+    "BACKUP_S3_SECRET_ACCESS_KEY",
+    "BACKUP_KEY",
+    "BACKUP_S3_INTERVAL_S",
+    "BACKUP_S3_KEEP",
+    "BACKUP_S3_KEEP_DAILY",
+    "BACKUP_S3_MAX_KBPS",
+    "BACKUP_S3_RESTORE_TIMEOUT_S",
+    "BACKUP_S3_BACKOFF_MAX_S",
+];
+
+/// `/health`'s `offsite`: `{"newest", "ageS", "failures", "lastError"}` from the supervisor's
+/// `offsite.json` in `dir`, or null when offsite copies were never set up. `ageS` is the age
+/// of the snapshot in the newest copy, null before the first upload.
+pub fn offsite_json(dir: &Path) -> Value {
+    let Ok(text) = std::fs::read_to_string(dir.join("offsite.json")) else {
+        return Value::Null;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&text) else {
+        return json!({"error": "offsite.json does not parse"});
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let age = v["snapshotAt"].as_u64().map(|t| now.saturating_sub(t));
+    json!({
+        "target": v["target"],
+        "newest": v["newest"],
+        "ageS": age,
+        "failures": v["failures"].as_u64().unwrap_or(0),
+        "lastError": v["lastError"],
+    })
+}
+
+/// Runs `poshub-supervisor offsite ARGS` for `poshub backups list` and `poshub restore
+/// --from-offsite`: the storage client lives in the supervisor only (the hub binary stays
+/// small and has no storage credentials to use). The supervisor is found through
+/// `POSHUB_SUPERVISOR_BIN`, beside this binary, or on `PATH`; its settings file through
+/// `POSHUB_SUPERVISOR_CONFIG` or `/etc/poshub/supervisor.env` when that exists.
+pub fn offsite_cli(
+    hub_config: Option<&Path>,
+    args: &[&str],
+    flag: Option<&str>,
+) -> Result<(), String> {
+    let bin = std::env::var_os("POSHUB_SUPERVISOR_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let me = std::env::current_exe().ok()?;
+            let sibling = me.parent()?.join("poshub-supervisor");
+            sibling.is_file().then_some(sibling)
+        })
+        .unwrap_or_else(|| "poshub-supervisor".into());
+    let mut cmd = std::process::Command::new(&bin);
+    let sup_cfg = std::env::var_os("POSHUB_SUPERVISOR_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/etc/poshub/supervisor.env".into());
+    if sup_cfg.is_file() {
+        cmd.arg("--config").arg(sup_cfg);
+    }
+    cmd.arg("offsite").args(args).args(flag);
+    if let Some(f) = hub_config {
+        cmd.arg("--hub-config").arg(f);
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("unable to run {}: {e}", bin.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} offsite {} failed", bin.display(), args[0]))
+    }
+}
+
+/// OpenMetrics lines for the offsite copies (nothing when they are not set up).
+pub fn offsite_metrics(offsite: &Value) -> String {
+    if offsite.is_null() {
+        return String::new();
+    }
+    let mut out = String::new();
+    if let Some(age) = offsite["ageS"].as_u64() {
+        out.push_str(&format!(
+            "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
+             Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n"
+        ));
+    }
+    let failures = offsite["failures"].as_u64().unwrap_or(0);
+    out.push_str(&format!(
+        "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
+         Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n"
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +161,30 @@ mod tests {
         assert_eq!(v["newest"], "backup-b.redb");
         assert_eq!(v["count"], 2);
         assert!(v["ageS"].as_u64().unwrap() < 60, "{v}");
+    }
+
+    #[test]
+    fn offsite_age_comes_from_the_supervisors_status_file() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(offsite_json(d.path()), Value::Null);
+        assert_eq!(offsite_metrics(&Value::Null), "");
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 600;
+        let status = json!({"target": "s3://b/acme/s-1", "newest": "poshub-x.redb.zst.enc",
+            "snapshotAt": at, "failures": 2, "lastError": "storage: down"});
+        std::fs::write(d.path().join("offsite.json"), status.to_string()).unwrap();
+        let v = offsite_json(d.path());
+        let age = v["ageS"].as_u64().unwrap();
+        assert!((600..660).contains(&age), "{v}");
+        assert_eq!(v["failures"], 2);
+        let m = offsite_metrics(&v);
+        assert!(
+            m.contains(&format!("poshub_offsite_copy_age_seconds {age}\n")),
+            "{m}"
+        );
+        assert!(m.contains("poshub_offsite_upload_failures 2\n"), "{m}");
     }
 }

@@ -16,6 +16,8 @@ const AFTER_HELP: &str = "Examples:
   poshub stats                                    is the hub up, who is connected, what is queued
   poshub token issue --terminal till-1 --role cashier
   poshub backup --out /media/usb/hub.redb         copy the data while the hub runs
+  poshub backups list                             the offsite copies of this box
+  poshub restore --from-offsite [--at TIME]       bring one back (the hub stopped)
   poshub drain                                    send what waits for Odoo now (Odoo is back)
   poshub dead-letters --requeue                   retry what Odoo refused, after fixing it
   poshub registers add \"Terrace\"                  create a register, pushed to Odoo
@@ -115,6 +117,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Offsite copies of the database (run by poshub-supervisor, which uploads them).
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Replace the database with an offsite copy: the newest, or the newest taken at or before
+    /// --at. Stop the hub first (systemctl stop poshub-supervisor); the database it replaces
+    /// is moved to replaced/ beside it.
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Restore from offsite storage (BACKUP_S3_* in poshub.env).
+        #[arg(long, required = true)]
+        from_offsite: bool,
+        /// UTC time, e.g. 2026-12-05T13:45:00Z.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
     /// Forward pending events upstream now (ignoring backoff), through the running hub.
     Drain {
         #[command(flatten)]
@@ -132,6 +152,18 @@ enum Command {
     Registers {
         #[command(subcommand)]
         command: RegistersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupsCommand {
+    /// List this box's offsite copies, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -269,6 +301,20 @@ pub fn main() -> ExitCode {
             }
             Command::Check { config, db } => load_config(&config, false)
                 .and_then(|c| ops::check(&c, db.as_deref()).and_then(say)),
+            Command::Backups {
+                command: BackupsCommand::List { config, json },
+            } => {
+                let json = json.then_some("--json");
+                crate::backups::offsite_cli(config.config.as_deref(), &["list"], json)
+            }
+            Command::Restore { config, at, .. } => load_config(&config, false).and_then(|c| {
+                let db = c.db_path.to_string_lossy().into_owned();
+                let mut args = vec!["restore", "--db", db.as_str()];
+                if let Some(t) = &at {
+                    args.extend(["--at", t.as_str()]);
+                }
+                crate::backups::offsite_cli(config.config.as_deref(), &args, None)
+            }),
             Command::Backup { config, out } => {
                 load_config(&config, false).and_then(|c| ops::backup(&c, &out).and_then(say))
             }

@@ -39,7 +39,7 @@ pub fn check(vars: &Vars) -> CheckReport {
     report.unknown = vars
         .file_keys()
         .into_iter()
-        .filter(|k| !known.contains(k))
+        .filter(|k| !known.contains(k) && !crate::backups::OFFSITE_VARS.contains(&k.as_str()))
         .collect();
     report
 }

@@ -83,6 +83,9 @@ pub enum Command {
     /// Create or verify update bundles.
     #[command(subcommand)]
     Bundle(BundleCmd),
+    /// Offsite copies of the hub database: list, upload now, restore.
+    #[command(subcommand)]
+    Offsite(crate::backup::offsite::cli::OffsiteCmd),
     /// Emulate a power-on of the `file` backend (tests, emulated boots).
     #[command(hide = true)]
     EmulateBoot,
@@ -146,6 +149,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Run => cmd_run(cfg),
+        Command::Offsite(cmd) => crate::backup::offsite::cli::run(&cfg, cmd),
         Command::Status { json } => {
             let v = status::full(&cfg, &slots_of(&cfg))?;
             if json {

@@ -53,6 +53,12 @@ pub fn check(file: Option<&Path>) -> CheckReport {
             break;
         }
     }
+    // The offsite settings (BACKUP_*) live in the hub's poshub.env; checked the same way.
+    if let Ok(cfg) = Config::from_source(&src) {
+        if let Err(e) = crate::backup::offsite::settings::load(&cfg, None) {
+            report.errors.push(e);
+        }
+    }
     let known = known_vars();
     report.unknown = src
         .file_keys()

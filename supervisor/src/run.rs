@@ -37,6 +37,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     // 1. Recovery checks, before the hub can touch its files.
     let failed = recovery_checks(&cfg, &notifier).await?;
 
+    // 1b. A replacement card (no database yet) gets the newest offsite copy first.
+    backup::offsite::restore::first_boot(&cfg, &notifier).await;
+
     // 2. What this boot is: normal, trial, or a trial that has used up its attempts.
     let slots = Slots::new(&cfg, slots::backend_from_config(&cfg));
     let (reboot_tx, mut reboot_rx) = mpsc::channel::<RebootRequest>(4);
@@ -82,6 +85,7 @@ pub async fn run(cfg: Config) -> Result<()> {
 
     // 7. Backups of the hub database on a schedule (hourly by default).
     let backup_task = tokio::spawn(backup::schedule(cfg.clone(), hub_rx.clone()));
+    let offsite_task = backup::offsite::start(&cfg, hub_rx.clone());
 
     // 8. Wait for a stop signal or a reboot request.
     let (sig, reboot) = wait_for_stop(&mut stop_signals, &mut reboot_rx).await;
@@ -96,6 +100,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     clock_task.abort();
     backup_task.abort();
+    if let Some(t) = offsite_task {
+        t.abort();
+    }
     stop_backup(&cfg, &notifier).await;
     recovery::mark_clean_stop(&cfg);
     match reboot {

@@ -49,6 +49,7 @@ pub fn full(cfg: &Config, slots: &Slots) -> Result<Value> {
     v["update"] = json!(update);
     v["provisioning"] = provisioning(&cfg.provision_status);
     v["backup"] = crate::backup::status_json(cfg);
+    v["offsite"] = crate::backup::offsite::status_json(cfg);
     Ok(v)
 }
 
@@ -103,7 +104,7 @@ fn render_backup(out: &mut String, b: &Value) {
 
 /// `42s`, `17 min`, `5.2 h`, `3.1 days`.
 #[allow(clippy::cast_precision_loss)] // shown to one decimal
-fn age(s: u64) -> String {
+pub(crate) fn age(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{} min", s / 60),
@@ -151,6 +152,7 @@ pub fn render(v: &Value) -> String {
         }
     }
     render_backup(&mut out, &v["backup"]);
+    crate::backup::offsite::render(&mut out, &v["offsite"]);
     render_recovery_and_journal(&mut out, v);
     out
 }

@@ -21,7 +21,7 @@ hasnt() { ! grep -qF -- "$2" "$1"; }
 # 1. First boot: a poshub.env written on Windows (CRLF), with secrets, a supervisor
 #    override, a comment, a malformed line and a line that must not be executed.
 # shellcheck disable=SC2016 # the $(...) must reach the file unexpanded
-printf 'TENANT_ID=acme\r\nSTORE_ID=store-042\r\n# comment\r\nODOO_PASSWORD=hunter2\r\nexport HUB_ADMIN_TOKEN=tok en\r\nSUPERVISOR_HEALTH_WINDOW_S=300\r\nnot a setting\r\n$(touch %s/pwned)=1\r\nCLUSTER_PUBLIC_KEY_BASE64=cHVi\r\nODOO_API_KEY=k3y\r\n' "$t" >"$t/fat/poshub.env"
+printf 'TENANT_ID=acme\r\nSTORE_ID=store-042\r\n# comment\r\nODOO_PASSWORD=hunter2\r\nexport HUB_ADMIN_TOKEN=tok en\r\nSUPERVISOR_HEALTH_WINDOW_S=300\r\nnot a setting\r\n$(touch %s/pwned)=1\r\nCLUSTER_PUBLIC_KEY_BASE64=cHVi\r\nODOO_API_KEY=k3y\r\nBACKUP_S3_URL=s3://bk/x\r\nBACKUP_S3_ACCESS_KEY_ID=AKIAB4CK\r\nBACKUP_S3_SECRET_ACCESS_KEY=s3cr3t\r\nBACKUP_KEY=0fffe\r\n' "$t" >"$t/fat/poshub.env"
 printf 'TENANT_ID=other\nHUB_PORT=8775\n' >"$t/fat/poshub-bar.env"
 printf 'X=1\n' >"$t/fat/poshub-Bad_Name.env"
 sh "$prov" 2>"$t/log"
@@ -39,6 +39,11 @@ check "scrubbed copy has no token" hasnt "$t/fat/poshub.env.imported" "tok en"
 check "scrubbed copy keeps public key" has "$t/fat/poshub.env.imported" "CLUSTER_PUBLIC_KEY_BASE64=cHVi"
 check "scrubbed copy has no API key" hasnt "$t/fat/poshub.env.imported" "k3y"
 check "API key imported" has "$d" "ODOO_API_KEY=k3y"
+for v in AKIAB4CK s3cr3t 0fffe; do
+    check "offsite secret $v imported" grep -q "=$v\$" "$d"
+    check "offsite secret $v scrubbed from FAT" hasnt "$t/fat/poshub.env.imported" "$v"
+done
+check "offsite URL kept on FAT" has "$t/fat/poshub.env.imported" "BACKUP_S3_URL=s3://bk/x"
 check "realm imported" has "$t/data/poshub-bar/poshub.env" "HUB_PORT=8775"
 check "bad realm name skipped" test -e "$t/fat/poshub-Bad_Name.env"
 check "bad realm name logged" grep -q "Bad_Name" "$t/log"

@@ -232,8 +232,12 @@ pub async fn metrics(hub: &Hub) -> Response<Body> {
     if let Ok(m) = std::fs::metadata(&hub.cfg.db_path) {
         hub.metrics.db_bytes.set(m.len() as i64);
     }
-    let printers = crate::print::metrics_text(&hub.cfg, &hub.engine.stats.print);
-    let mut r = Response::new(Full::new(Bytes::from(hub.metrics.render(&printers))));
+    let mut extra = crate::print::metrics_text(&hub.cfg, &hub.engine.stats.print);
+    let backups = hub.cfg.data_dir().join("backups");
+    extra.push_str(&crate::backups::offsite_metrics(
+        &crate::backups::offsite_json(&backups),
+    ));
+    let mut r = Response::new(Full::new(Bytes::from(hub.metrics.render(&extra))));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -215,9 +215,14 @@ async fn health(hub: &Hub) -> Response<Body> {
     let ok = db.is_ok();
     let printers = crate::print::health_json(hub).await;
     let backups = hub.cfg.data_dir().join("backups");
-    let backup = tokio::task::spawn_blocking(move || crate::backups::newest_json(&backups))
-        .await
-        .unwrap_or_default();
+    let (backup, offsite) = tokio::task::spawn_blocking(move || {
+        (
+            crate::backups::newest_json(&backups),
+            crate::backups::offsite_json(&backups),
+        )
+    })
+    .await
+    .unwrap_or_default();
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "uptimeS": hub.started.elapsed().as_secs(),
@@ -235,6 +240,7 @@ async fn health(hub: &Hub) -> Response<Body> {
         "realm": {"tenantId": hub.cfg.tenant_id, "storeId": hub.cfg.store_id},
         "printers": printers,
         "backup": backup,
+        "offsite": offsite,
         "db": db_json(hub, &db),
     });
     json_response(

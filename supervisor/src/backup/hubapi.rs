@@ -106,7 +106,7 @@ pub fn admin_token(cfg: &Config) -> Result<String, HubError> {
 }
 
 /// The `--config FILE` (or `--config=FILE`) of the hub's command line.
-fn hub_config_file(args: &[String]) -> Option<PathBuf> {
+pub(crate) fn hub_config_file(args: &[String]) -> Option<PathBuf> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--config" {

@@ -13,6 +13,7 @@
 //! check restores the newest file of the directory that passes the integrity check.
 
 pub mod hubapi;
+pub mod offsite;
 pub mod retention;
 
 use std::path::{Path, PathBuf};

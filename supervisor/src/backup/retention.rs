@@ -24,6 +24,8 @@ pub enum Trigger {
     PreUpdate,
     /// After the hub stopped cleanly with the supervisor.
     Stop,
+    /// Taken for an offsite copy (`offsite`), when no recent backup was new enough.
+    Offsite,
 }
 
 impl Trigger {
@@ -33,6 +35,7 @@ impl Trigger {
             Trigger::Scheduled => "scheduled",
             Trigger::PreUpdate => "pre-update",
             Trigger::Stop => "stop",
+            Trigger::Offsite => "offsite",
         }
     }
 }
@@ -59,9 +62,13 @@ pub fn stamp(unix: u64) -> String {
 #[allow(clippy::many_single_char_names)] // y, mo, d, h, mi: the fields of the time stamp
 pub fn parse_time(name: &str) -> Option<u64> {
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(".redb")?;
-    let s = rest.get(..16)?;
+    parse_stamp(rest.get(..16)?)
+}
+
+/// The time of a `YYYYmmddTHHMMSSZ` stamp (UTC); `None` if it is not one.
+pub fn parse_stamp(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b[8] != b'T' || b[15] != b'Z' {
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u64> {

@@ -13,6 +13,7 @@
 )]
 
 pub mod client;
+pub mod realhub;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
