@@ -4,7 +4,7 @@
 //! restores before its hub serves; a wrong key and a truncated object change nothing; storage
 //! down for a while, then back; retention thinning with fake snapshot times.
 //!
-//! Without s3s-fs the tests say so and pass, unless POSHUB_OFFSITE_REQUIRED=1 (the CI check
+//! Without s3s-fs the tests say so and pass, unless `POSHUB_OFFSITE_REQUIRED=1` (the CI check
 //! sets it), where a missing server fails them.
 
 mod common;
@@ -27,11 +27,10 @@ const KEY_B: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba98765
 
 /// The s3s-fs binary, or `None` (test skipped) when it is not installed.
 fn s3s_bin() -> Option<PathBuf> {
-    let p = std::env::var_os("POSHUB_S3S_FS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/s3s-fs/bin/s3s-fs")
-        });
+    let p = std::env::var_os("POSHUB_S3S_FS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/s3s-fs/bin/s3s-fs"),
+        PathBuf::from,
+    );
     if p.is_file() {
         return Some(p);
     }
@@ -112,7 +111,11 @@ impl S3 {
     fn objects(&self) -> Vec<PathBuf> {
         let dir = self.root.join(BUCKET).join("boxes/acme/s-1");
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .map(|rd| {
+                rd.filter_map(std::result::Result::ok)
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         v.retain(|p| p.to_string_lossy().ends_with(".redb.zst.enc"));
         v.sort();
@@ -142,7 +145,7 @@ fn http_get(port: u16, path: &str) -> String {
     buf
 }
 
-/// A terminal that last saw `cursor` connects: the first two messages after AUTH_OK.
+/// A terminal that last saw `cursor` connects: the first two messages after `AUTH_OK`.
 fn connect_with_cursor(ws_port: u16, cursor: u64) -> (Value, Value) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -302,7 +305,7 @@ fn run_cli(rig: &Rig, env: &[(String, String)], args: &[&str]) -> std::process::
 fn file_list(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     v.sort();
@@ -513,10 +516,10 @@ fn poshub_backups_list_and_restore_from_offsite_read_poshub_env() {
     let card = tmp.path().join("card");
     std::fs::create_dir_all(&card).unwrap();
     let env_file = card.join("poshub.env");
-    let mut text = format!("HUB_DB_PATH={}\n", card.join("hub.redb").display());
-    for (k, v) in s3.env(KEY_A) {
-        text.push_str(&format!("{k}={v}\n"));
-    }
+    let text = s3.env(KEY_A).into_iter().fold(
+        format!("HUB_DB_PATH={}\n", card.join("hub.redb").display()),
+        |t, (k, v)| t + &format!("{k}={v}\n"),
+    );
     std::fs::write(&env_file, text).unwrap();
     let poshub = |args: &[&str]| {
         std::process::Command::new(common::realhub::hub_bin())

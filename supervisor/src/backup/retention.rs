@@ -66,6 +66,7 @@ pub fn parse_time(name: &str) -> Option<u64> {
 }
 
 /// The time of a `YYYYmmddTHHMMSSZ` stamp (UTC); `None` if it is not one.
+#[allow(clippy::many_single_char_names)] // the calendar's fields, named as in the stamp
 pub fn parse_stamp(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {

@@ -128,9 +128,14 @@ impl RealHub {
     pub fn backups(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.rig.path("data/backups"))
             .map(|rd| {
-                rd.filter_map(|e| e.ok())
+                rd.filter_map(std::result::Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with(retention::PREFIX) && n.ends_with(".redb"))
+                    .filter(|n| {
+                        n.starts_with(retention::PREFIX)
+                            && std::path::Path::new(n)
+                                .extension()
+                                .is_some_and(|x| x == "redb")
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -138,7 +143,7 @@ impl RealHub {
         v
     }
 
-    /// The box loses power (supervisor SIGKILLed; the hub follows), then the card's database
+    /// The box loses power (supervisor `SIGKILLed`; the hub follows), then the card's database
     /// turns out corrupt.
     pub fn crash_and_corrupt(&self, sup: &mut Sup) {
         sup.kill();

@@ -19,7 +19,7 @@ pub enum OffsiteCmd {
     /// List this box's copies in storage, newest first.
     List {
         /// poshub.env with the BACKUP_* settings (default: the hub's --config of
-        /// SUPERVISOR_HUB_ARGS).
+        /// `SUPERVISOR_HUB_ARGS`).
         #[arg(long, value_name = "FILE")]
         hub_config: Option<PathBuf>,
         /// Machine-readable output.
@@ -41,7 +41,7 @@ pub enum OffsiteCmd {
         /// UTC time, e.g. 2026-12-05T13:45:00Z or 20261205T134500Z.
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        /// Database to replace (default SUPERVISOR_HUB_DB).
+        /// Database to replace (default `SUPERVISOR_HUB_DB`).
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
     },
@@ -133,7 +133,7 @@ async fn run_async(cfg: &Config, cmd: OffsiteCmd) -> Result<()> {
 
 /// `2026-12-05T13:45:00Z`, `2026-12-05 13:45:00` or `20261205T134500Z` (UTC) to unix seconds.
 pub fn parse_time(text: &str) -> Result<u64> {
-    let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     let stamp = match digits.len() {
         14 => format!("{}T{}Z", &digits[..8], &digits[8..]),
         8 => format!("{digits}T235959Z"),

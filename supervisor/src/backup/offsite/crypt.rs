@@ -1,5 +1,5 @@
 //! The offsite object format: the database compressed with zstd, then encrypted with
-//! XChaCha20-Poly1305 in the STREAM construction (RustCrypto `chacha20poly1305`, `stream`
+//! XChaCha20-Poly1305 in the STREAM construction (`RustCrypto` `chacha20poly1305`, `stream`
 //! feature), so storage (and anyone who reads the bucket) sees neither orders nor key.
 //!
 //! Layout: a 43-byte header (`MAGIC`, the 8-byte key id, a random 19-byte nonce prefix),
@@ -11,7 +11,7 @@
 //! of as damage; it says nothing about the key itself.
 //!
 //! Why a STREAM AEAD and not `age`: the box holds one symmetric key (no recipients to
-//! manage), the whole backup never sits in memory, and ChaCha20 is fast in software on a
+//! manage), the whole backup never sits in memory, and `ChaCha20` is fast in software on a
 //! Pi 4, whose Cortex-A72 has no AES instructions. `age` uses the same construction (STREAM,
 //! ChaCha20-Poly1305, 64 KiB chunks) but would add its key exchange and localisation crates.
 
@@ -252,8 +252,14 @@ pub fn open(key: &Key, mut src: impl Read, mut dst: impl Write) -> Result<u64, C
 
 /// An error of the decrypting reader travels through zstd as an `io::Error`; get it back.
 fn unwrap_crypt(e: io::Error) -> CryptError {
-    if e.get_ref().is_some_and(|i| i.is::<CryptError>()) {
-        match e.into_inner().map(|i| i.downcast::<CryptError>()) {
+    if e.get_ref().is_some_and(
+        <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::is::<CryptError>,
+    ) {
+        match e.into_inner().map(
+            <dyn std::error::Error + std::marker::Send + std::marker::Sync + 'static>::downcast::<
+                CryptError,
+            >,
+        ) {
             Some(Ok(c)) => *c,
             _ => CryptError::Io(io::Error::other("decryption failed")),
         }
@@ -364,7 +370,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                x.to_le_bytes()[0]
             })
             .collect();
         let obj = sealed(&key(1), &data);

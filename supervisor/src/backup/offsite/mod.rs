@@ -93,16 +93,16 @@ pub fn read_status(cfg: &Config) -> Status {
 pub fn write_status(cfg: &Config, s: &Status) {
     let path = status_path(cfg);
     let dir = super::dir(cfg);
-    let r = std::fs::create_dir_all(&dir).and_then(|_| fsutil::write_json(&path, s));
+    let r = std::fs::create_dir_all(&dir).and_then(|()| fsutil::write_json(&path, s));
     if let Err(e) = r {
         tracing::warn!("unable to save {}: {e}", path.display());
         return;
     }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if let Ok(m) = dir.metadata() {
+        use std::os::unix::fs::MetadataExt;
         let _ = std::os::unix::fs::chown(&path, Some(m.uid()), Some(m.gid()));
     }
-    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+    let _ = std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644));
 }
 
 /// `s3://bucket/prefix` of this box's copies, for messages.
@@ -148,13 +148,13 @@ pub async fn upload_file(
             return Err(e.into());
         }
     };
-    let seal_ms = t0.elapsed().as_millis() as u64;
+    let seal_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     let name = store::object_name(at);
     let t1 = Instant::now();
     let r = remote.upload(&tmp, &name, s.max_kbps).await;
     let _ = std::fs::remove_file(&tmp);
     r?;
-    let upload_ms = t1.elapsed().as_millis() as u64;
+    let upload_ms = u64::try_from(t1.elapsed().as_millis()).unwrap_or(u64::MAX);
     let deleted = prune(s, remote).await;
     Ok(Uploaded {
         name,

@@ -95,8 +95,7 @@ fn put_in_place(plain: &Path, db: &Path) -> Result<(), OffsiteError> {
         }
         let name = db
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "hub.redb".into());
+            .map_or_else(|| "hub.redb".into(), |n| n.to_string_lossy().into_owned());
         let aside = fsutil::move_aside(db, &replaced_dir(db), &name)?;
         tracing::info!("the database it replaces was moved to {}", aside.display());
     }
@@ -106,8 +105,8 @@ fn put_in_place(plain: &Path, db: &Path) -> Result<(), OffsiteError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let _ = fsutil::fsync_dir(dir);
-    use std::os::unix::fs::MetadataExt;
     if let Ok(m) = dir.metadata() {
+        use std::os::unix::fs::MetadataExt;
         let _ = std::os::unix::fs::chown(db, Some(m.uid()), Some(m.gid()));
     }
     Ok(())
@@ -115,7 +114,7 @@ fn put_in_place(plain: &Path, db: &Path) -> Result<(), OffsiteError> {
 
 /// Whether this is a card with no database yet (or an empty file).
 fn no_database(db: &Path) -> bool {
-    std::fs::metadata(db).map(|m| m.len() == 0).unwrap_or(true)
+    std::fs::metadata(db).map_or(true, |m| m.len() == 0)
 }
 
 /// The first boot of a replacement card: with offsite settings and no database, the newest
@@ -150,7 +149,7 @@ pub async fn first_boot(cfg: &Config, notifier: &Notifier) {
         notifier.extend_timeout(Duration::from_secs(30));
         tokio::select! {
             r = &mut work => break r,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     };
     let secs = started.elapsed().as_secs_f64();

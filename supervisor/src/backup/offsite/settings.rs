@@ -93,6 +93,7 @@ pub fn hub_config_file(cfg: &Config) -> Option<PathBuf> {
 }
 
 /// `None` when offsite copies are off (no `BACKUP_S3_URL`).
+#[allow(clippy::implicit_hasher)] // always the config's own map
 pub fn parse(vars: &HashMap<String, String>) -> Result<Option<Settings>, ConfigError> {
     let get = |k: &str| vars.get(k).map(|v| v.trim().to_string());
     let Some(url) = get("BACKUP_S3_URL") else {
@@ -146,8 +147,8 @@ pub fn parse(vars: &HashMap<String, String>) -> Result<Option<Settings>, ConfigE
         secret_access_key: need("BACKUP_S3_SECRET_ACCESS_KEY")?,
         key,
         interval: Duration::from_secs(num("BACKUP_S3_INTERVAL_S", 900)?),
-        keep: num("BACKUP_S3_KEEP", 48)? as usize,
-        keep_daily: num("BACKUP_S3_KEEP_DAILY", 30)? as usize,
+        keep: usize::try_from(num("BACKUP_S3_KEEP", 48)?).unwrap_or(usize::MAX),
+        keep_daily: usize::try_from(num("BACKUP_S3_KEEP_DAILY", 30)?).unwrap_or(usize::MAX),
         max_kbps: num("BACKUP_S3_MAX_KBPS", 1024)?,
         restore_timeout: Duration::from_secs(num("BACKUP_S3_RESTORE_TIMEOUT_S", 600)?),
         backoff_max: Duration::from_secs(num("BACKUP_S3_BACKOFF_MAX_S", 900)?.max(1)),

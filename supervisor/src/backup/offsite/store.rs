@@ -100,7 +100,12 @@ impl Remote {
                 continue;
             };
             // Only direct children: another realm's prefix may nest below ours.
-            if meta.location.prefix_match(&self.prefix).map(|p| p.count()) != Some(1) {
+            if meta
+                .location
+                .prefix_match(&self.prefix)
+                .map(std::iter::Iterator::count)
+                != Some(1)
+            {
                 continue;
             }
             if let Some(at) = parse_name(&name) {
@@ -127,7 +132,7 @@ impl Remote {
         let len = f.metadata().await?.len();
         let pace = Pace::new(max_kbps);
         if len <= PART as u64 {
-            let mut buf = Vec::with_capacity(len as usize);
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(PART));
             f.read_to_end(&mut buf).await?;
             self.store
                 .put(&path, PutPayload::from(buf))
@@ -224,6 +229,7 @@ impl Pace {
         }
     }
 
+    #[allow(clippy::cast_precision_loss)] // a pace in seconds: 52 bits of bytes are plenty
     async fn wait(&self, sent: u64) {
         if self.bytes_per_s == 0 {
             return;
