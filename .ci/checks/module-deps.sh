@@ -55,10 +55,10 @@ LAYERS = {
         # bundle install into the inactive slot
         ["install"],
         # the hub process and its recovery
-        ["hub", "recovery"],
+        ["hub", "recovery", "config_check"],
         ["backup"],
         # single-purpose helpers
-        ["lifecycle", "bundle", "download", "notify", "http", "config_check", "dbcheck", "logging"],
+        ["lifecycle", "bundle", "download", "notify", "http", "dbcheck", "logging"],
         # A/B slots, then the configuration they are named in
         ["slots"],
         ["config"],

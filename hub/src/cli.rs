@@ -303,18 +303,12 @@ pub fn main() -> ExitCode {
                 .and_then(|c| ops::check(&c, db.as_deref()).and_then(say)),
             Command::Backups {
                 command: BackupsCommand::List { config, json },
-            } => {
-                let json = json.then_some("--json");
-                crate::backups::offsite_cli(config.config.as_deref(), &["list"], json)
-            }
-            Command::Restore { config, at, .. } => load_config(&config, false).and_then(|c| {
-                let db = c.db_path.to_string_lossy().into_owned();
-                let mut args = vec!["restore", "--db", db.as_str()];
-                if let Some(t) = &at {
-                    args.extend(["--at", t.as_str()]);
-                }
-                crate::backups::offsite_cli(config.config.as_deref(), &args, None)
-            }),
+            } => crate::backups::offsite_cli(
+                config.config.as_deref(),
+                &["list"],
+                json.then_some("--json"),
+            ),
+            Command::Restore { config, at, .. } => restore_from_offsite(&config, at.as_deref()),
             Command::Backup { config, out } => {
                 load_config(&config, false).and_then(|c| ops::backup(&c, &out).and_then(say))
             }
@@ -326,6 +320,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `poshub restore --from-offsite [--at TIME]`: the supervisor's offsite restore into this
+/// hub's database.
+fn restore_from_offsite(config: &ConfigArg, at: Option<&str>) -> Result<(), String> {
+    let c = load_config(config, false)?;
+    let db = c.db_path.to_string_lossy().into_owned();
+    let mut args = vec!["restore", "--db", db.as_str()];
+    if let Some(t) = at {
+        args.extend(["--at", t]);
+    }
+    crate::backups::offsite_cli(config.config.as_deref(), &args, None)
 }
 
 fn serve(arg: &ConfigArg, demo: bool) -> Result<(), String> {

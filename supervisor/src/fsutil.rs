@@ -162,6 +162,17 @@ pub fn move_aside(src: &Path, dir: &Path, name: &str) -> io::Result<PathBuf> {
     ))
 }
 
+/// A duration in seconds for people: `42s`, `17 min`, `5.2 h`, `3.1 days`.
+#[allow(clippy::cast_precision_loss)] // shown to one decimal
+pub(crate) fn age(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{:.1} days", s as f64 / 86_400.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,7 +75,7 @@ fn render_backup(out: &mut String, b: &Value) {
             let _ = writeln!(
                 out,
                 "backup: newest {name}, {} old ({} kept, {:.1} MiB in all)",
-                age(n["ageS"].as_u64().unwrap_or(0)),
+                fsutil::age(n["ageS"].as_u64().unwrap_or(0)),
                 b["count"],
                 mib(&b["totalBytes"])
             );
@@ -99,17 +99,6 @@ fn render_backup(out: &mut String, b: &Value) {
                 l["detail"].as_str().unwrap_or("-")
             );
         }
-    }
-}
-
-/// `42s`, `17 min`, `5.2 h`, `3.1 days`.
-#[allow(clippy::cast_precision_loss)] // shown to one decimal
-pub(crate) fn age(s: u64) -> String {
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{} min", s / 60),
-        7200..=172_799 => format!("{:.1} h", s as f64 / 3600.0),
-        _ => format!("{:.1} days", s as f64 / 86_400.0),
     }
 }
 

@@ -79,7 +79,7 @@ async fn run_async(cfg: &Config, cmd: OffsiteCmd) -> Result<()> {
             }
             println!("{} copies in {}", copies.len(), target(&s));
             for c in &copies {
-                let age = crate::status::age(now_unix().saturating_sub(c.at));
+                let age = crate::fsutil::age(now_unix().saturating_sub(c.at));
                 println!("{}  {:>10} KiB  {age} old", c.name, c.bytes / 1024);
             }
             Ok(())

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::fsutil::{self, now_unix};
-use crate::hub::HubState;
+use crate::types::HubState;
 pub use settings::Settings;
 use store::Remote;
 
@@ -404,7 +404,7 @@ pub fn render(out: &mut String, v: &serde_json::Value) {
     let target = v["target"].as_str().unwrap_or("-");
     match v["newest"].as_str() {
         Some(name) => {
-            let age = crate::status::age(v["ageS"].as_u64().unwrap_or(0));
+            let age = fsutil::age(v["ageS"].as_u64().unwrap_or(0));
             let _ = writeln!(out, "offsite: newest {name}, {age} old, in {target}");
         }
         None => {

@@ -72,7 +72,7 @@ async fn fetch_and_check(
         let mut out = std::fs::File::create(&dst)?;
         super::crypt::open(&key, input, &mut out)?;
         out.sync_all()?;
-        crate::recovery::check_redb(&dst).map_err(|e| {
+        crate::dbcheck::check_redb(&dst).map_err(|e| {
             OffsiteError::Refused(format!(
                 "the restored database fails the integrity check: {e}"
             ))
@@ -87,7 +87,7 @@ async fn fetch_and_check(
 /// the owner of its directory (the hub's user).
 fn put_in_place(plain: &Path, db: &Path) -> Result<(), OffsiteError> {
     if db.exists() {
-        if crate::recovery::check_redb(db).is_err_and(|e| e == "in-use") {
+        if crate::dbcheck::check_redb(db).is_err_and(|e| e == "in-use") {
             return Err(OffsiteError::Refused(format!(
                 "{} is open (the hub runs): stop it first (systemctl stop poshub-supervisor)",
                 db.display()
