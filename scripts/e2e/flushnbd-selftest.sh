@@ -6,7 +6,9 @@
 #   4. before the cut the client reads its own unflushed writes;   5. a flushed discard reads zeros;
 #   6. control: the same check on a server that writes through (--write-through, a plain disk
 #      file, as a killed QEMU on a host file) reports the write as kept: the loss check can fail;
-#   7. --cut-keep 0.5 (SIGUSR1): half of 64 unflushed pages are kept, half dropped.
+#   7. --cut-keep 0.5 (SIGUSR1): half of 64 unflushed pages are kept, half dropped;
+#   8. only the client is killed (SIGKILL, as QEMU at a power cut): the server drops the
+#      unflushed write by itself and exits.
 # Used by `scripts/qemu-powercut --selftest` and .ci/checks/powercut-selftest.sh. Needs qemu-io
 # (qemu-utils) and python3. Takes a few seconds.
 set -euo pipefail
@@ -33,8 +35,13 @@ start_server() {   # start_server [FLAGS...]: a fresh server on $img (the card p
   for _ in $(seq 100); do [[ -S $sock ]] && return; sleep 0.05; done
   fail "server did not listen on $sock"
 }
-cut() {   # cut [SIGNAL]: the power cut: kill the server (SIGKILL) and the client
-  kill "-${1:-KILL}" "$srv" 2>/dev/null || true
+cut() {   # cut [SIGNAL|client]: the power cut: kill the server (SIGKILL) and the client
+  if [[ ${1:-} == client ]]; then   # only the client (QEMU) is killed: the server must notice
+    kill -9 "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true; client=
+    for _ in $(seq 100); do kill -0 "$srv" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$srv" 2>/dev/null && fail "the server did not exit when its client vanished"
+  fi
+  kill "-${1/client/KILL}" "$srv" 2>/dev/null || true
   wait "$srv" 2>/dev/null || true
   srv=
   [[ -z $client ]] || { kill -9 "$client" 2>/dev/null || true; wait "$client" 2>/dev/null || true; client=; }
@@ -114,4 +121,12 @@ with open(sys.argv[1], "rb") as f:
 grep -q "64 unflushed pages (262144 bytes) held, 32 kept, 32 dropped" "$dir/server.log" \
   || fail "7. the server did not report the cut"
 ok "7. --cut-keep 0.5: 32 of 64 unflushed pages kept, 32 dropped"
-echo "flushnbd-selftest: all 7 checks passed"
+
+fresh
+CUT_SIGNAL=client write_then_cut 'write -P 0xab 0 64k' 'flush' 'write -P 0xcd 64k 64k'
+reads_back 0xab 0 64k || fail "8. a flushed write was lost when the client was killed"
+reads_back 0 64k 64k || fail "8. an unflushed write survived the client's SIGKILL"
+grep -q "power cut (the client vanished without NBD_CMD_DISC): 16 unflushed pages" "$dir/server.log" \
+  || fail "8. the server did not report the 16 pages it dropped"
+ok "8. client killed alone: the server dropped its 16 unflushed pages and exited"
+echo "flushnbd-selftest: all 8 checks passed"

@@ -12,14 +12,14 @@ everything the client had not flushed: the host's page cache cannot save it, bec
 got there. Flushed data is written with pwrite, not fsynced: the test cuts the guest's power,
 not the host's, and the host's page cache outlives this process.
 
-SIGUSR1 is the same cut with a report: the server prints how many unflushed pages it drops
-(and, with --cut-keep F, first writes a random F of them, seeded by --seed: a real card may
-also keep part of what it had not been asked to flush) and exits at once.
+SIGUSR1 is the same cut with a report, and so is a client that vanishes without NBD_CMD_DISC
+(QEMU killed): the server stops serving, prints how many unflushed pages it drops (with
+--cut-keep F it first writes a random F of them, seeded by --seed: a real card may also keep
+part of what it had not been asked to flush) and exits.
 --write-through makes every write durable at once (an ordinary disk file): the negative
 control that shows the loss test can fail.
 
-One client at a time; the server exits when it leaves (a clean NBD_CMD_DISC keeps what was
-flushed; a client that vanishes without it is a cut, its unflushed writes are dropped).
+One client; the server exits when it leaves.
 Python 3.9+, standard library only.
 """
 
@@ -299,13 +299,13 @@ def main():
     except OSError as e:
         ap.error(f"cannot open {args.backing}: {e}")
 
-    def on_cut(_sig, _frame):
+    def power_cut(why):
         held, kept = disk.cut(args.cut_keep, args.seed)
-        print(f"flushnbd: power cut: {held} unflushed pages ({held * PAGE} bytes) held, {kept} kept, "
-              f"{held - kept} dropped; {disk.flushes} flushes served", flush=True)
+        print(f"flushnbd: power cut ({why}): {held} unflushed pages ({held * PAGE} bytes) held, "
+              f"{kept} kept, {held - kept} dropped; {disk.flushes} flushes served", flush=True)
         os._exit(0)
 
-    signal.signal(signal.SIGUSR1, on_cut)
+    signal.signal(signal.SIGUSR1, lambda _sig, _frame: power_cut("SIGUSR1"))
     if os.path.exists(args.socket):
         os.unlink(args.socket)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -322,9 +322,10 @@ def main():
         pass
     except OSError as e:
         print(f"flushnbd: I/O error on {args.backing}: {e}", file=sys.stderr, flush=True)
-    held = len(disk.pending)
-    print(f"flushnbd: client left ({'NBD_CMD_DISC' if clean else 'without NBD_CMD_DISC'}); "
-          f"{held} unflushed pages dropped; {disk.flushes} flushes served", flush=True)
+    if not clean:
+        power_cut("the client vanished without NBD_CMD_DISC")
+    print(f"flushnbd: client left with NBD_CMD_DISC; {len(disk.pending)} unflushed pages dropped; "
+          f"{disk.flushes} flushes served", flush=True)
 
 
 if __name__ == "__main__":
