@@ -12,10 +12,10 @@ die() {
 say() { printf '\n=== %s [%s] %s\n' "$me" "$(date -u +%T)" "$*"; }
 ok() { echo "ok: $*"; }
 
-# vm_tools [EXTRA_PACKAGE...]: installs what is missing (Debian/Ubuntu, as root).
-vm_tools() {
+# vm_install PACKAGE...: installs those that are missing (Debian/Ubuntu, as root).
+vm_install() {
   local need=() p
-  for p in qemu-system-arm u-boot-qemu python3-websockets curl openssl mtools fdisk jq "$@"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if ((${#need[@]})); then
@@ -23,6 +23,8 @@ vm_tools() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
 }
+# vm_tools [EXTRA_PACKAGE...]: what the VM runs need.
+vm_tools() { vm_install qemu-system-arm u-boot-qemu python3-websockets curl openssl mtools fdisk jq "$@"; }
 python=/usr/bin/python3   # Debian's, which has python3-websockets (not a pyenv/venv one)
 uboot=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 
