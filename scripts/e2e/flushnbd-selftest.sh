@@ -8,7 +8,9 @@
 #      file, as a killed QEMU on a host file) reports the write as kept: the loss check can fail;
 #   7. --cut-keep 0.5 (SIGUSR1): half of 64 unflushed pages are kept, half dropped;
 #   8. only the client is killed (SIGKILL, as QEMU at a power cut): the server drops the
-#      unflushed write by itself and exits.
+#      unflushed write by itself and exits;
+#   9. control: on a server that ignores flushes (--ignore-flushes, a card that lies) the
+#      flushed and the FUA write are lost: checks 2 and 3 can fail.
 # Used by `scripts/qemu-powercut --selftest` and .ci/checks/powercut-selftest.sh. Needs qemu-io
 # (qemu-utils) and python3. Takes a few seconds.
 set -euo pipefail
@@ -129,4 +131,10 @@ reads_back 0 64k 64k || fail "8. an unflushed write survived the client's SIGKIL
 grep -q "power cut (the client vanished without NBD_CMD_DISC): 16 unflushed pages" "$dir/server.log" \
   || fail "8. the server did not report the 16 pages it dropped"
 ok "8. client killed alone: the server dropped its 16 unflushed pages and exited"
-echo "flushnbd-selftest: all 8 checks passed"
+
+fresh
+write_then_cut 'write -P 0xab 0 64k' 'flush' 'write -f -P 0xee 1M 4k' -- --ignore-flushes
+reads_back 0 0 64k || fail "9. control: a server that ignores flushes kept a flushed write"
+reads_back 0 1M 4k || fail "9. control: a server that ignores flushes kept a FUA write"
+ok "9. control: with --ignore-flushes the flushed and the FUA write are lost, so checks 2 and 3 would fail"
+echo "flushnbd-selftest: all 9 checks passed"

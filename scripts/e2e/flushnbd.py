@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An NBD server whose disk keeps only what was flushed, as an SD card does at a power cut.
 
-    flushnbd.py BACKING_FILE SOCKET [--write-through] [--cut-keep FRACTION] [--seed N]
+    flushnbd.py BACKING_FILE SOCKET [--write-through | --ignore-flushes] [--cut-keep FRACTION] [--seed N]
 
 Serves BACKING_FILE on the Unix socket SOCKET (NBD fixed newstyle handshake: NBD_OPT_GO,
 NBD_OPT_INFO, NBD_OPT_EXPORT_NAME, NBD_OPT_ABORT; commands READ, WRITE (with FUA), FLUSH,
@@ -16,8 +16,9 @@ SIGUSR1 is the same cut with a report, and so is a client that vanishes without 
 (QEMU killed): the server stops serving, prints how many unflushed pages it drops (with
 --cut-keep F it first writes a random F of them, seeded by --seed: a real card may also keep
 part of what it had not been asked to flush) and exits.
---write-through makes every write durable at once (an ordinary disk file): the negative
-control that shows the loss test can fail.
+Two negative controls show that the tests can fail: --write-through makes every write
+durable at once (an ordinary disk file: nothing is lost at a cut); --ignore-flushes answers
+FLUSH and FUA without making anything durable (a card that lies about its cache).
 
 One client; the server exits when it leaves.
 Python 3.9+, standard library only.
@@ -87,10 +88,11 @@ class FlushDisk:
     `pending` maps a page number to its 4 KiB content, or to None for a trimmed (zero) page.
     """
 
-    def __init__(self, path, write_through):
+    def __init__(self, path, write_through, ignore_flushes):
         self.fd = os.open(path, os.O_RDWR)
         self.size = os.fstat(self.fd).st_size
         self.write_through = write_through
+        self.ignore_flushes = ignore_flushes
         self.pending = {}
         self.flushes = 0
 
@@ -118,7 +120,7 @@ class FlushDisk:
         return bytes(out)
 
     def write(self, offset, data, durable):
-        if self.write_through or durable:
+        if self.write_through or (durable and not self.ignore_flushes):
             # Durable now; a page held from an earlier write must not overwrite it later.
             self._merge_into_pending(offset, data, keep_only_overlap=True)
             os.pwrite(self.fd, data, offset)
@@ -157,12 +159,14 @@ class FlushDisk:
             self.flush()
 
     def flush(self):
-        """Makes every held page durable, in runs of consecutive pages."""
+        """Makes every held page durable (unless --ignore-flushes)."""
         self.flushes += 1
-        self._write_pages(sorted(self.pending))
-        self.pending.clear()
+        if not self.ignore_flushes:
+            self._write_pages(sorted(self.pending))
+            self.pending.clear()
 
     def _write_pages(self, pages):
+        """Writes held pages to the backing file, in runs of consecutive pages."""
         i = 0
         while i < len(pages):
             j = i
@@ -288,14 +292,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("backing")
     ap.add_argument("socket")
-    ap.add_argument("--write-through", action="store_true")
+    control = ap.add_mutually_exclusive_group()
+    control.add_argument("--write-through", action="store_true")
+    control.add_argument("--ignore-flushes", action="store_true")
     ap.add_argument("--cut-keep", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not 0.0 <= args.cut_keep <= 1.0:
         ap.error("--cut-keep is a fraction between 0 and 1")
     try:
-        disk = FlushDisk(args.backing, args.write_through)
+        disk = FlushDisk(args.backing, args.write_through, args.ignore_flushes)
     except OSError as e:
         ap.error(f"cannot open {args.backing}: {e}")
 
