@@ -51,7 +51,7 @@ cut() {   # cut [SIGNAL|client]: the power cut: kill the server (SIGKILL) and th
 # write_then_cut QEMU_IO_COMMANDS... [-- SERVER_FLAGS]: runs the commands in a client that
 # stays connected, waits until qemu-io reports them done, then cuts the power.
 write_then_cut() {
-  local cmds=() flags=() n
+  local cmds=() flags=()
   while (($#)) && [[ $1 != -- ]]; do cmds+=(-c "$1"); shift; done
   (($#)) && shift && flags=("$@")
   start_server "${flags[@]}"

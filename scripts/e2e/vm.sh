@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154  # sourced: `me` and `repo` come from the script; the globals it sets are used there
 # Shared by scripts/qemu-e2e and scripts/qemu-powercut (sourced, not run): installing the
 # tools, provisioning a copy of the SD card image, free loopback ports, starting and killing
 # the VM (qemu-system-aarch64 -M virt, TCG, Debian's u-boot-qemu running the image's own
