@@ -10,7 +10,9 @@
 #   8. only the client is killed (SIGKILL, as QEMU at a power cut): the server drops the
 #      unflushed write by itself and exits;
 #   9. control: on a server that ignores flushes (--ignore-flushes, a card that lies) the
-#      flushed and the FUA write are lost: checks 2 and 3 can fail.
+#      flushed and the FUA write are lost: checks 2 and 3 can fail;
+#  10. an armed cut (SIGUSR2) comes by itself after N (1-16) plain writes, with those N pages
+#      held: a FUA write before them is kept, the N writes are lost.
 # Used by `scripts/qemu-powercut --selftest` and .ci/checks/powercut-selftest.sh. Needs qemu-io
 # (qemu-utils) and python3. Takes a few seconds.
 set -euo pipefail
@@ -137,4 +139,18 @@ write_then_cut 'write -P 0xab 0 64k' 'flush' 'write -f -P 0xee 1M 4k' -- --ignor
 reads_back 0 0 64k || fail "9. control: a server that ignores flushes kept a flushed write"
 reads_back 0 1M 4k || fail "9. control: a server that ignores flushes kept a FUA write"
 ok "9. control: with --ignore-flushes the flushed and the FUA write are lost, so checks 2 and 3 would fail"
-echo "flushnbd-selftest: all 9 checks passed"
+
+fresh
+start_server --seed 5
+kill -USR2 "$srv"
+ios=(-c 'write -f -P 0xee 1M 4k')
+for i in $(seq 0 19); do ios+=(-c "write -P 0xcd $((i * 4))k 4k"); done
+timeout 30 qemu-io -f raw -t writeback "${ios[@]}" "$url" >"$dir/client.log" 2>&1 || true
+wait "$srv" 2>/dev/null || true
+srv=
+held=$(sed -n 's/.*power cut (armed by SIGUSR2, \([0-9]*\) plain writes later): \1 unflushed pages.*/\1/p' "$dir/server.log")
+[[ -n $held ]] && ((held >= 1 && held <= 16)) || fail "10. the armed cut did not come after 1-16 writes holding as many pages"
+reads_back 0xee 1M 4k || fail "10. the FUA write before the armed cut was lost"
+reads_back 0 0 80k || fail "10. a plain write before the armed cut survived it"
+ok "10. armed cut: after $held plain writes, holding $held unflushed pages; they are lost, the FUA write before is kept"
+echo "flushnbd-selftest: all 10 checks passed"

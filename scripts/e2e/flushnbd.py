@@ -15,7 +15,9 @@ not the host's, and the host's page cache outlives this process.
 SIGUSR1 is the same cut with a report, and so is a client that vanishes without NBD_CMD_DISC
 (QEMU killed): the server stops serving, prints how many unflushed pages it drops (with
 --cut-keep F it first writes a random F of them, seeded by --seed: a real card may also keep
-part of what it had not been asked to flush) and exits.
+part of what it had not been asked to flush) and exits. SIGUSR2 arms the cut instead: it
+comes right after the Nth plain (not FUA) write from then on, N random 1-16 (--seed), once
+that write was answered: a cut at a moment when the disk surely holds unflushed data.
 Two negative controls show that the tests can fail: --write-through makes every write
 durable at once (an ordinary disk file: nothing is lost at a cut); --ignore-flushes answers
 FLUSH and FUA without making anything durable (a card that lies about its cache).
@@ -251,7 +253,7 @@ def reply(conn, handle, error, data=b""):
     conn.sendall(struct.pack(">IIQ", SIMPLE_REPLY_MAGIC, error, handle) + data)
 
 
-def serve(conn, disk):
+def serve(conn, disk, after_plain_write):
     """Transmission phase; returns True after a clean NBD_CMD_DISC."""
     while True:
         magic, flags, cmd, handle, offset, length = struct.unpack(">IHHQQI", recv_exact(conn, 28))
@@ -268,6 +270,8 @@ def serve(conn, disk):
                 continue
             disk.write(offset, data, fua)
             reply(conn, handle, 0)
+            if not fua:
+                after_plain_write()
         elif cmd == CMD_READ:
             if not in_range or length > MAX_REQUEST:
                 reply(conn, handle, EINVAL)
@@ -312,6 +316,18 @@ def main():
         os._exit(0)
 
     signal.signal(signal.SIGUSR1, lambda _sig, _frame: power_cut("SIGUSR1"))
+    armed = {"writes": 0, "n": 0}
+
+    def arm(_sig, _frame):
+        armed["n"] = armed["writes"] = random.Random(args.seed).randint(1, 16)
+
+    def after_plain_write():
+        if armed["writes"]:
+            armed["writes"] -= 1
+            if not armed["writes"]:
+                power_cut(f"armed by SIGUSR2, {armed['n']} plain writes later")
+
+    signal.signal(signal.SIGUSR2, arm)
     if os.path.exists(args.socket):
         os.unlink(args.socket)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -323,7 +339,7 @@ def main():
     clean = False
     try:
         handshake(conn, disk)
-        clean = serve(conn, disk)
+        clean = serve(conn, disk, after_plain_write)
     except (Disconnected, ConnectionError):
         pass
     except OSError as e:
