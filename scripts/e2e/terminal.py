@@ -1,17 +1,28 @@
 #!/usr/bin/env python3
-"""Two plain-WebSocket terminals against a hub, as scripts/qemu-e2e uses them.
+"""Plain-WebSocket terminals against a hub, as scripts/qemu-e2e and scripts/qemu-powercut use them.
 
     terminal.py sync WS_URL HTTP_URL TOKEN_A TOKEN_B POS_REFERENCE
+    terminal.py write WS_URL TOKEN TERMINAL_ID PREFIX N
+    terminal.py check HTTP_URL ACKED_FILE...
 
 Terminal B connects and authenticates first; terminal A leases POS_REFERENCE, writes a
 snapshot on top of the version the hub has (GET HTTP_URL/orders/REF; 404 = new order) and
 waits for ORDER_ACK;
 B must then receive the ORDER_UPDATED with that version. Prints one line with the version
 and how long B waited after A's ack; exits non-zero with the reason otherwise. Every wait
-is bounded (10 s). Needs python3-websockets (Debian).
+is bounded (10 s).
+
+`write`: one terminal writes the new orders PREFIX-00001 ... PREFIX-N one after the other
+(lease, snapshot, ORDER_ACK, release) and prints `acked REF VERSION` for each as soon as the
+hub acknowledged it (line-buffered: a power cut in the middle leaves exactly the acknowledged
+ones). Exits 0 after N, 3 when the connection dies (the expected end at a power cut).
+`check`: every order in the `acked` lines of ACKED_FILEs must be there (GET /orders/REF) with
+at least the acknowledged version; prints the count and every missing one, exits 1 if any is.
+Needs python3-websockets (Debian).
 """
 
 import asyncio
+import concurrent.futures
 import json
 import sys
 import time
@@ -57,21 +68,18 @@ def stored_version(http, ref):
         raise
 
 
-async def sync(url, http, token_a, token_b, ref):
-    b, _ = await auth(url, token_b, "e2e-till-b")
-    a, _ = await auth(url, token_a, "e2e-till-a")
-    await a.send(json.dumps({"type": "LEASE_ACQUIRE", "posReference": ref, "requestId": "l"}))
-    await recv_until(a, lambda m: m.get("type") == "LEASE_GRANTED", "LEASE_GRANTED")
-    base = stored_version(http, ref)
+async def write_snapshot(ws, ref, base):
+    """Sends a one-line draft of `ref` on top of version `base`; returns the ORDER_ACK."""
+    quantity = base + 1
     snapshot = {
         "posReference": ref,
         "state": "draft",
         "tableId": 4,
-        "lines": [{"id": "l1", "productId": 12, "quantity": base + 1, "unitPrice": 3.5, "taxIds": [1]}],
-        "totals": {"subtotal": 3.5 * (base + 1), "tax": 0, "total": 3.5 * (base + 1)},
+        "lines": [{"id": "l1", "productId": 12, "quantity": quantity, "unitPrice": 3.5, "taxIds": [1]}],
+        "totals": {"subtotal": 3.5 * quantity, "tax": 0, "total": 3.5 * quantity},
         "paymentLines": [],
     }
-    await a.send(
+    await ws.send(
         json.dumps(
             {
                 "type": "ORDER_SNAPSHOT",
@@ -82,7 +90,16 @@ async def sync(url, http, token_a, token_b, ref):
             }
         )
     )
-    ack = await recv_until(a, lambda m: m.get("type") == "ORDER_ACK", "ORDER_ACK")
+    return await recv_until(ws, lambda m: m.get("type") == "ORDER_ACK", f"ORDER_ACK for {ref}")
+
+
+async def sync(url, http, token_a, token_b, ref):
+    b, _ = await auth(url, token_b, "e2e-till-b")
+    a, _ = await auth(url, token_a, "e2e-till-a")
+    await a.send(json.dumps({"type": "LEASE_ACQUIRE", "posReference": ref, "requestId": "l"}))
+    await recv_until(a, lambda m: m.get("type") == "LEASE_GRANTED", "LEASE_GRANTED")
+    base = stored_version(http, ref)
+    ack = await write_snapshot(a, ref, base)
     acked = time.monotonic()
     upd = await recv_until(
         b,
@@ -97,10 +114,54 @@ async def sync(url, http, token_a, token_b, ref):
     await b.close()
 
 
+async def write(url, token, terminal, prefix, count):
+    """`write` mode: new orders one after the other, each acknowledged one printed at once."""
+    try:
+        ws, _ = await auth(url, token, terminal)
+        for i in range(1, int(count) + 1):
+            ref = f"{prefix}-{i:05d}"
+            await ws.send(json.dumps({"type": "LEASE_ACQUIRE", "posReference": ref, "requestId": ref}))
+            await recv_until(ws, lambda m: m.get("type") == "LEASE_GRANTED", f"LEASE_GRANTED for {ref}")
+            ack = await write_snapshot(ws, ref, 0)
+            print(f"acked {ref} {ack['version']}", flush=True)
+            await ws.send(json.dumps({"type": "LEASE_RELEASE", "posReference": ref}))
+            await recv_until(ws, lambda m: m.get("type") == "LEASE_RELEASED", f"LEASE_RELEASED for {ref}")
+        await ws.close()
+    except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as e:
+        print(f"{terminal}: connection ended: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(3)
+
+
+def check(http, files):
+    """`check` mode: every acknowledged order is there with at least its acknowledged version."""
+    acked = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            acked += [line.split() for line in f if line.startswith("acked ")]
+    # Eight requests at a time: thousands of orders through QEMU's user network.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        stored = list(pool.map(lambda a: stored_version(http, a[1]), acked))
+    missing = [
+        f"{ref} (acknowledged version {version}, the hub has {have or 'nothing'})"
+        for (_, ref, version), have in zip(acked, stored)
+        if have < int(version)
+    ]
+    print(f"checked {len(acked)} acknowledged orders: {len(acked) - len(missing)} there, {len(missing)} lost")
+    for m in missing:
+        print(f"  lost: {m}")
+    sys.exit(1 if missing else 0)
+
+
 def main():
-    if len(sys.argv) != 7 or sys.argv[1] != "sync":
+    args = sys.argv[1:]
+    if len(args) == 6 and args[0] == "sync":
+        asyncio.run(sync(*args[1:]))
+    elif len(args) == 6 and args[0] == "write":
+        asyncio.run(write(*args[1:]))
+    elif len(args) >= 3 and args[0] == "check":
+        check(args[1], args[2:])
+    else:
         raise SystemExit(__doc__)
-    asyncio.run(sync(*sys.argv[2:7]))
 
 
 if __name__ == "__main__":
