@@ -84,6 +84,7 @@ mtype -i "$work/p1" ::config.txt | grep -qx 'kernel=u-boot.bin' || fail "config.
 # The template a tech copies to poshub.env names real settings (it once said HUB_TENANT_ID).
 keys=$(mtype -i "$work/p1" ::poshub.env.example | sed -n 's/^#\([A-Z_][A-Z0-9_]*\)=.*/\1/p')
 [[ -n $keys ]] || fail "poshub.env.example names no setting"
+# shellcheck disable=SC2016 # the backticks are Markdown's, matched literally
 known=$(awk -F'|' '/^\| `/ {print $2}' "$image_dir/../docs/configuration.md" | grep -o '`[A-Z][A-Z0-9_]*`' | tr -d '`')
 for k in $keys; do
   grep -qx "$k" <<<"$known" || fail "poshub.env.example: $k is not a setting of docs/configuration.md"
