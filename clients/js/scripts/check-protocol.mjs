@@ -1,7 +1,7 @@
 // Checks the field lists of src/messages.ts (CLIENT_FIELDS, HUB_FIELDS; the compiler ties them
 // to the message interfaces) against the hub's Rust sources, so a message or field renamed on
 // either side fails `npm run build`:
-//  - every client message type must be dispatched by hub/src/protocol/inbound.rs `parse`, and
+//  - every client message type must be dispatched by hub/src/protocol `parse`, and
 //    every field we send must be a (camelCased) field of a struct that arm deserialises;
 //  - every hub message type we read must be built somewhere in hub/src (outside tests and the
 //    bench), and every field we read must be present in *each* place that builds it.
@@ -89,8 +89,11 @@ for (const [type, fields] of Object.entries(HUB_FIELDS)) {
 
 // ---- terminal → hub: what the parser dispatches and deserialises --------------------------
 const inbound = code(join(SRC, "protocol/inbound.rs"));
-const parseFn = enclosingFn(inbound, inbound.indexOf("pub fn parse(") + 8);
-const protoSrc = readdirSync(join(SRC, "protocol")).map((n) => code(join(SRC, "protocol", n))).join("\n");
+// `parse` sits at the top of protocol/ (mod.rs); older trees had it in inbound.rs.
+const parseSrc = [code(join(SRC, "protocol/mod.rs")), inbound].find((t) => t.includes("pub fn parse("));
+if (!parseSrc) throw new Error(`no \`pub fn parse(\` in ${SRC}/protocol/mod.rs or inbound.rs`);
+const parseFn = enclosingFn(parseSrc, parseSrc.indexOf("pub fn parse(") + 8);
+const protoSrc = rustFiles(join(SRC, "protocol")).map(code).join("\n");
 const fnBody = (name) => {
   const at = protoSrc.search(new RegExp(`fn ${name}\\b`));
   return at < 0 ? "" : group(protoSrc, protoSrc.indexOf("{", at));

@@ -18,7 +18,7 @@ test("the protocol check passes on the hub's sources and fails on a renamed fiel
   assert.equal(ok.status, 0, ok.stderr);
   const dir = mkdtempSync(join(tmpdir(), "poshub-proto-"));
   cpSync(join(ROOT, "hub/src"), dir, { recursive: true });
-  const apply = join(dir, "engine/apply.rs");
+  const apply = join(dir, "protocol/outbound/orders.rs");
   writeFileSync(apply, readFileSync(apply, "utf8").replace('"currentVersion"', '"current_version"'));
   const kitchen = join(dir, "protocol/kitchen.rs");
   writeFileSync(kitchen, readFileSync(kitchen, "utf8").replace("    ticket_id: String,\n    status: String,", "    ticket: String,\n    status: String,"));
