@@ -39,7 +39,7 @@ pub fn check(vars: &Vars) -> CheckReport {
     report.unknown = vars
         .file_keys()
         .into_iter()
-        .filter(|k| !known.contains(k) && !crate::backups::OFFSITE_VARS.contains(&k.as_str()))
+        .filter(|k| !known.contains(k) && !k.starts_with(crate::backups::OFFSITE_PREFIX))
         .collect();
     report
 }
@@ -54,7 +54,8 @@ mod tests {
         let f = dir.path().join("poshub.env");
         std::fs::write(
             &f,
-            "HUB_PORT=eighty\nHUB_AUTH_MODE=odoo\nHUB_LOG_FORMAT=xml\nHUB_TENANT_ID=acme\nSTORE_ID=s1\n",
+            "HUB_PORT=eighty\nHUB_AUTH_MODE=odoo\nHUB_LOG_FORMAT=xml\nHUB_TENANT_ID=acme\nSTORE_ID=s1\n\
+             BACKUP_S3_URL=s3://b/p\nBACKUP_KEY=00\n",
         )
         .expect("write");
         let vars = Vars::default().with_env_file(&f).expect("parse");
