@@ -17,7 +17,7 @@ use crate::auth::{HubKey, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config};
 use crate::context::Hub;
-use crate::engine::{now_ms, Cmd, Engine};
+use crate::engine::{Cmd, Engine};
 use crate::net::http::{self, Port};
 use crate::store::Store;
 
@@ -173,10 +173,8 @@ fn spawn_ticks(hub: &Arc<Hub>, cfg: &Config) {
     spawn_tick(hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(hub, cfg.status_interval, || Cmd::StatusTick);
     let retention = cfg.event_retention;
-    spawn_tick(hub, Duration::from_secs(3600).min(retention), move || {
-        Cmd::Compact {
-            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
-        }
+    spawn_tick(hub, Duration::from_secs(3600).min(retention), || {
+        Cmd::Compact
     });
 }
 

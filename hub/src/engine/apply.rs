@@ -82,7 +82,8 @@ impl Engine {
                 tx.meta.insert(META_LAST_TS, self.now_ms)?;
                 self.probes.push(p);
             }
-            Cmd::Compact { cutoff_ms } => {
+            Cmd::Compact => {
+                let cutoff_ms = self.retention_cutoff();
                 self.compact_kitchen(tx, cutoff_ms)?;
                 return self.compact(tx, cutoff_ms);
             }

@@ -101,10 +101,9 @@ pub enum Cmd {
     StatusTick,
     /// Commit an empty-ish transaction to prove the database is writable; answers the head seq.
     Probe(oneshot::Sender<Result<u64, String>>),
-    /// Drop forwarded events (and applied eventIds) older than the retention.
-    Compact {
-        cutoff_ms: u64,
-    },
+    /// Drop events (and applied eventIds, kitchen tickets) older than the retention on the
+    /// engine's clock, unless they wait for an upstream (`maintenance`).
+    Compact,
     /// Outcomes of upstream work (forwarding, Odoo sessions, registers, cloud bridge).
     Upstream(upstream::UpstreamCmd),
     /// Inspection and administration (`/status`, `/reset`, backups).
@@ -254,6 +253,8 @@ pub struct Engine {
     backups: Vec<admin::PendingBackup>,
     metrics: Arc<crate::metrics::Metrics>,
     upstream_state: &'static str,
+    /// An upstream (Odoo or the cloud bridge) is configured: pending events wait for it.
+    forwarding: bool,
     /// When the upstream last accepted something (ms), for `SYNC_STATUS`.
     upstream_last_ok: Option<u64>,
     upstream_waiters: upstream::Waiters,
@@ -282,11 +283,8 @@ impl Engine {
         stats.leases.store(leases.len(), Ordering::Relaxed);
         stats.table_locks.store(locks.len(), Ordering::Relaxed);
         let window = Arc::new(EventWindow::new(seq, cfg.event_window_bytes));
-        let upstream_state = if cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some() {
-            "idle"
-        } else {
-            "disabled"
-        };
+        let forwarding = cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some();
+        let upstream_state = if forwarding { "idle" } else { "disabled" };
         let engine = Engine {
             cfg,
             store,
@@ -312,6 +310,7 @@ impl Engine {
             backups: Vec::new(),
             metrics,
             upstream_state,
+            forwarding,
             upstream_last_ok: None,
             upstream_waiters: Default::default(),
         };
