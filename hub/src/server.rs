@@ -70,7 +70,7 @@ pub async fn start_on_store(
         store.clone(),
         tokio::runtime::Handle::current(),
         metrics.clone(),
-        clock,
+        clock.clone(),
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
@@ -92,6 +92,7 @@ pub async fn start_on_store(
         metrics,
         sockets: Arc::default(),
         catchup_slots: tokio::sync::Semaphore::new(4),
+        clock,
     });
     tokio::spawn(accept_loop(
         hub.clone(),

@@ -85,6 +85,7 @@ impl Engine {
             Cmd::Compact => {
                 let cutoff_ms = self.retention_cutoff();
                 self.compact_kitchen(tx, cutoff_ms)?;
+                self.prune_live(tx)?;
                 return self.compact(tx, cutoff_ms);
             }
             Cmd::Printed { station, key, done } => {

@@ -8,9 +8,10 @@
 //! the same bounded log as one that forwards everything. Events kept because they wait are
 //! removed by a later compaction once they no longer do.
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{Cmd, Engine, Out, Tx};
+use crate::store::live::LiveRec;
 use crate::store::records::*;
 use crate::store::*;
 
@@ -20,7 +21,6 @@ const COMPACT_STEP: usize = 20_000;
 
 impl Engine {
     pub(super) fn status_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
-        use redb::ReadableTableMetadata;
         let msg = crate::protocol::outbound::sync_status(
             self.reg.len(),
             tx.pending.len()?,
@@ -106,6 +106,19 @@ impl Engine {
         if more {
             // The next step runs in its own transaction, after what terminals queued meanwhile.
             let _ = self.tx.send(Cmd::Compact);
+        }
+        Ok(())
+    }
+
+    /// Drops paid and cancelled orders changed more than a day ago from the live-order index
+    /// (they stay in the orders table; a `STATE` no longer carries them).
+    pub(super) fn prune_live(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        let before = tx.live.len()?;
+        tx.live
+            .retain(|_, v| dec::<LiveRec>(v).map_or(true, |r| r.in_state(now)))?;
+        if tx.live.len()? != before {
+            self.dirty = true;
         }
         Ok(())
     }

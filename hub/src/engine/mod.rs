@@ -184,6 +184,8 @@ enum Out {
 struct Tx<'t> {
     meta: Table<'t, &'static str, u64>,
     orders: Table<'t, &'static str, &'static [u8]>,
+    /// The live-order index (`store::live`), kept in step with `orders`.
+    live: Table<'t, &'static str, &'static [u8]>,
     leases: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     pending: Table<'t, u64, &'static [u8]>,
@@ -204,6 +206,7 @@ impl<'t> Tx<'t> {
         Ok(Tx {
             meta: txn.open_table(META)?,
             orders: txn.open_table(ORDERS)?,
+            live: txn.open_table(live::LIVE_ORDERS)?,
             leases: txn.open_table(LEASES)?,
             events: txn.open_table(EVENTS)?,
             pending: txn.open_table(PENDING)?,
