@@ -35,6 +35,9 @@ pub struct Plan {
     /// Directory for the database (must not hold one already); kept afterwards.
     #[arg(long)]
     pub dir: PathBuf,
+    /// Keep the page cache (by default it is dropped before the hub starts, which needs root).
+    #[arg(long)]
+    pub warm: bool,
     /// poshub binary to measure with (default: next to this one).
     #[arg(long)]
     pub hub_bin: Option<PathBuf>,

@@ -26,7 +26,7 @@ impl Order {
     }
 
     fn dine_in(&self) -> bool {
-        self.n % 2 == 0
+        self.n.is_multiple_of(2)
     }
 
     fn table(&self) -> u64 {
@@ -84,8 +84,10 @@ impl Order {
                 json!({"type": "KITCHEN_TICKET", "ticketId": ticket("k"), "station": "kds",
                             "posReference": p, "lines": [{"name": "Burger", "quantity": 2, "note": "no onions"}]}),
             ),
-            1 if self.n % 3 == 0 => ask(json!({"type": "KITCHEN_TICKET", "ticketId": ticket("b"),
-                            "station": "bds", "posReference": p, "lines": [{"name": "Lemonade", "quantity": 2}]})),
+            1 if self.n.is_multiple_of(3) => {
+                ask(json!({"type": "KITCHEN_TICKET", "ticketId": ticket("b"),
+                            "station": "bds", "posReference": p, "lines": [{"name": "Lemonade", "quantity": 2}]}))
+            }
             2 => ask(
                 json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": ticket("k"), "status": "done"}),
             ),
@@ -98,7 +100,7 @@ impl Order {
                            "delta": -1, "eventId": format!("inv-{}-{i}", self.n)}),
                 );
             }
-            if self.n % 3 == 0 {
+            if self.n.is_multiple_of(3) {
                 ask(
                     json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": ticket("b"), "status": "done"}),
                 );

@@ -25,13 +25,13 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
     };
     let year = generate::generate(&plan.dir, plan).await?;
     print_year(plan, &year);
-    let cold = measure::drop_caches();
+    let cold = !plan.warm && measure::drop_caches();
     let hub = RealHub::start(&bin, &plan.dir).await?;
     let (rss, _) = hub.rss_kb();
     let cache = if cold {
         "cold page cache"
     } else {
-        "WARM page cache (not root)"
+        "WARM page cache (--warm, or not root)"
     };
     let ready = hub.ready.as_secs_f64() * 1e3;
     println!(
@@ -43,26 +43,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         rss as f64 / 1024.0,
         verdict(rss < 24 * 1024)
     );
-    for (label, age) in [
-        ("1 hour", HOUR_MS),
-        ("1 day", 24 * HOUR_MS),
-        ("1 week", 168 * HOUR_MS),
-    ] {
-        let cursor = seq_at(&year, year.end_ms.saturating_sub(age));
-        let c = measure::catch_up(hub.ws, cursor).await?;
-        let goal = if label == "1 day" {
-            format!(
-                ", goal < 1 s and < 2 MB: {}",
-                verdict(c.time < Duration::from_secs(1) && c.bytes < 2_000_000)
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "catch-up, cursor {label} old (seq {cursor} of {}): {} in {:.0} ms, {:.2} MB in {} frames{goal}",
-            year.marks.last().map_or(0, |m| m.1), c.how, c.time.as_secs_f64() * 1e3, c.bytes as f64 / 1e6, c.frames
-        );
-    }
+    catch_ups(&hub, &year).await?;
     let (rss, peak) = hub.rss_kb();
     println!(
         "resident after the catch-ups: {:.1} MB (peak {:.1} MB), goal < 24 MB: {}",
@@ -70,27 +51,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         peak as f64 / 1024.0,
         verdict(peak < 24 * 1024)
     );
-    let copy = plan.dir.join("year-backup.redb");
-    let _ = std::fs::remove_file(&copy);
-    let copy_s = copy.display().to_string();
-    let (t, _) = hub
-        .cli(&["backup", "--out", &copy_s])
-        .context("poshub backup")?;
-    let size = std::fs::metadata(&copy).map_or(0, |m| m.len());
-    println!(
-        "poshub backup of the live hub: {:.2} s, {:.1} MB",
-        t.as_secs_f64(),
-        size as f64 / 1e6
-    );
-    let (t, out) = hub
-        .cli(&["check", "--db", &copy_s])
-        .context("poshub check")?;
-    println!(
-        "poshub check of the copy: {:.2} s: {}",
-        t.as_secs_f64(),
-        out.trim()
-    );
-    Ok(())
+    backup_and_check(&hub, plan)
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -140,4 +101,54 @@ fn print_year(plan: &Plan, y: &Year) {
     if !y.refusals.is_empty() {
         println!("replies other than success: {:?}", y.refusals);
     }
+}
+
+/// Terminals reconnecting with cursors an hour, a day and a week old.
+async fn catch_ups(hub: &RealHub, year: &Year) -> anyhow::Result<()> {
+    for (label, age) in [
+        ("1 hour", HOUR_MS),
+        ("1 day", 24 * HOUR_MS),
+        ("1 week", 168 * HOUR_MS),
+    ] {
+        let cursor = seq_at(year, year.end_ms.saturating_sub(age));
+        let c = measure::catch_up(hub.ws, cursor).await?;
+        let goal = if label == "1 day" {
+            format!(
+                ", goal < 1 s and < 2 MB: {}",
+                verdict(c.time < Duration::from_secs(1) && c.bytes < 2_000_000)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "catch-up, cursor {label} old (seq {cursor} of {}): {} in {:.0} ms, {:.2} MB in {} frames{goal}",
+            year.marks.last().map_or(0, |m| m.1), c.how, c.time.as_secs_f64() * 1e3, c.bytes as f64 / 1e6, c.frames
+        );
+    }
+    Ok(())
+}
+
+/// `poshub backup` of the live hub, then `poshub check` of the copy.
+fn backup_and_check(hub: &RealHub, plan: &Plan) -> anyhow::Result<()> {
+    let copy = plan.dir.join("year-backup.redb");
+    let _ = std::fs::remove_file(&copy);
+    let copy_s = copy.display().to_string();
+    let (t, _) = hub
+        .cli(&["backup", "--out", &copy_s])
+        .context("poshub backup")?;
+    let size = std::fs::metadata(&copy).map_or(0, |m| m.len());
+    println!(
+        "poshub backup of the live hub: {:.2} s, {:.1} MB",
+        t.as_secs_f64(),
+        size as f64 / 1e6
+    );
+    let (t, out) = hub
+        .cli(&["check", "--db", &copy_s])
+        .context("poshub check")?;
+    println!(
+        "poshub check of the copy: {:.2} s: {}",
+        t.as_secs_f64(),
+        out.trim()
+    );
+    Ok(())
 }
