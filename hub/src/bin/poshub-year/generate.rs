@@ -37,7 +37,8 @@ type Ws =
 pub struct Year {
     /// (simulated time, head seq) after every step.
     pub marks: Vec<(u64, u64)>,
-    /// (day, database bytes, head seq, real seconds so far), every 30 days and at the end.
+    /// (day, database bytes, head seq, real seconds so far): after days 1 and 7 (nothing is old
+    /// enough to compact yet: the growth of a day with nothing removed), every 30 days, at the end.
     pub samples: Vec<(u32, u64, u64, f64)>,
     /// How long each hourly compaction took (compaction command to a committed probe).
     pub compactions: Vec<Duration>,
@@ -104,7 +105,7 @@ pub async fn generate(dir: &Path, plan: &Plan) -> anyhow::Result<Year> {
                 year.compactions.push(compact(&hub).await?);
             }
         }
-        if day % 30 == 29 || last {
+        if day == 0 || day == 6 || day % 30 == 29 || last {
             let bytes = std::fs::metadata(dir.join("hub.redb")).map_or(0, |m| m.len());
             year.samples
                 .push((day + 1, bytes, head(&hub), began.elapsed().as_secs_f64()));
