@@ -110,6 +110,8 @@ pub struct Metrics {
     pub catchups_state: Counter,
     /// Events removed by compaction (older than the retention, nothing waiting for them).
     pub events_compacted: Counter,
+    /// Paid or cancelled orders deleted after `HUB_ORDER_RETENTION_MS`.
+    pub orders_retired: Counter,
     /// 0 disabled, 1 idle, 2 ok, 3 failing (see `upstream::State`).
     pub upstream_state: Gauge,
     pub upstream_last_success: Gauge,
@@ -159,6 +161,7 @@ impl Metrics {
             catchups_database: Counter::default(),
             catchups_state: Counter::default(),
             events_compacted: Counter::default(),
+            orders_retired: Counter::default(),
             upstream_state: Gauge::default(),
             upstream_last_success: Gauge::default(),
             registry: Registry::default(),
@@ -198,6 +201,11 @@ impl Metrics {
             "events_compacted",
             "Events removed by compaction (older than the retention, not waiting for an upstream)",
             m.events_compacted.clone(),
+        );
+        r.register(
+            "orders_retired",
+            "Paid or cancelled orders deleted after the order retention (HUB_ORDER_RETENTION_MS)",
+            m.orders_retired.clone(),
         );
         Metrics {
             registry: r,

@@ -190,3 +190,41 @@ async fn a_dead_letter_is_kept_without_holding_back_what_follows() {
     assert!(good > bad);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_orders_are_deleted_after_the_order_retention_open_ones_stay() {
+    let clock = Arc::new(ManualClock::new());
+    let hub = TestHub::start_with_clock(
+        &[
+            ("HUB_EVENT_RETENTION_MS", "1000"),
+            ("HUB_ORDER_RETENTION_MS", "86400000"),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let mut a = hub.term("till-1").await;
+    write_order(&mut a, "PAID-OLD").await; // paid
+    a.lease("OPEN-OLD").await;
+    a.write("OPEN-OLD", 0, snapshot("OPEN-OLD", "draft", None))
+        .await;
+    clock.advance(Duration::from_secs(2 * 86_400));
+    write_order(&mut a, "PAID-NEW").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&hub, "poshub_orders_retired_total").await < 1 {
+        assert!(Instant::now() < deadline, "no order was retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = |p: &'static str| {
+        let http = hub.http;
+        async move { http_get(http, &format!("/orders/{p}")).await.0 }
+    };
+    assert_eq!(status("PAID-OLD").await, 404, "paid two days ago: gone");
+    assert_eq!(
+        status("OPEN-OLD").await,
+        200,
+        "open orders are never retired"
+    );
+    assert_eq!(status("PAID-NEW").await, 200, "paid just now: kept");
+    assert_eq!(metric(&hub, "poshub_orders_retired_total").await, 1);
+    hub.stop().await;
+}

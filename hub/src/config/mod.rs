@@ -90,6 +90,9 @@ pub struct Config {
     /// Total timeout of one upstream HTTP call (`HUB_UPSTREAM_TIMEOUT_MS`, default 15 s).
     pub upstream_timeout: Duration,
     pub event_retention: Duration,
+    /// How long a paid or cancelled order is kept after its last change
+    /// (`HUB_ORDER_RETENTION_MS`, default 90 days, at least a day).
+    pub order_retention: Duration,
     pub cloud_bridge_url: Option<String>,
     pub cloud_bridge_token: Option<String>,
     pub mdns_enabled: bool,
@@ -444,6 +447,7 @@ impl Config {
             auth_offline_grace: vars.millis("HUB_AUTH_OFFLINE_GRACE_MS", 86_400_000, 0)?,
             upstream_timeout: vars.millis("HUB_UPSTREAM_TIMEOUT_MS", 15_000, 100)?,
             event_retention: vars.millis("HUB_EVENT_RETENTION_MS", 7 * 86_400_000, 1000)?,
+            order_retention: vars.millis("HUB_ORDER_RETENTION_MS", 90 * 86_400_000, 86_400_000)?,
             cloud_bridge_url: url(vars, "CLOUD_BRIDGE_URL")?,
             cloud_bridge_token: vars.opt("CLOUD_BRIDGE_TOKEN"),
             mdns_enabled: vars.boolean("HUB_MDNS_ENABLED", true)?,

@@ -103,6 +103,7 @@ impl Engine {
                 }
                 clear!(tx.orders);
                 clear!(tx.live);
+                clear!(tx.finished);
                 clear!(tx.leases);
                 clear!(tx.events);
                 clear!(tx.pending);

@@ -86,6 +86,7 @@ impl Engine {
                 let cutoff_ms = self.retention_cutoff();
                 self.compact_kitchen(tx, cutoff_ms)?;
                 self.prune_live(tx)?;
+                self.retire_orders(tx)?;
                 return self.compact(tx, cutoff_ms);
             }
             Cmd::Printed { station, key, done } => {

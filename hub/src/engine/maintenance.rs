@@ -123,6 +123,49 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes paid and cancelled orders whose last change is older than
+    /// `HUB_ORDER_RETENTION_MS` (at most `COMPACT_STEP` per run), unless their latest version
+    /// still waits for an upstream: the orders table holds what a store works with, not its
+    /// whole history (that is upstream, and in the backups).
+    pub(super) fn retire_orders(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let retention = u64::try_from(self.cfg.order_retention.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = self.now_ms.saturating_sub(retention);
+        let mut old = Vec::new();
+        for item in tx.finished.range(..(cutoff, ""))? {
+            let key = item?.0;
+            let (ts, p) = key.value();
+            old.push((ts, p.to_string()));
+            if old.len() >= COMPACT_STEP {
+                break;
+            }
+        }
+        let mut retired = 0u64;
+        for (ts, p) in old {
+            let seq = match tx.orders.get(p.as_str())? {
+                Some(g) => Some(dec::<OrderRec>(g.value())?.seq),
+                None => None,
+            };
+            if let Some(seq) = seq {
+                if self.still_waits(tx, seq)? {
+                    continue;
+                }
+                tx.orders.remove(p.as_str())?;
+                retired += 1;
+            }
+            tx.finished.remove((ts, p.as_str()))?;
+            tx.live.remove(p.as_str())?;
+        }
+        if retired > 0 {
+            self.dirty = true;
+            self.metrics.orders_retired.inc_by(retired);
+            tracing::info!(
+                retired,
+                "deleted finished orders older than the order retention"
+            );
+        }
+        Ok(())
+    }
+
     /// Whether event `seq` must stay: it waits for a configured upstream, or is a dead letter
     /// (kept for the operator to requeue or inspect).
     fn still_waits(&self, tx: &Tx, seq: u64) -> Result<bool, StoreError> {

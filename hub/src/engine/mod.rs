@@ -186,6 +186,7 @@ struct Tx<'t> {
     orders: Table<'t, &'static str, &'static [u8]>,
     /// The live-order index (`store::live`), kept in step with `orders`.
     live: Table<'t, &'static str, &'static [u8]>,
+    finished: Table<'t, (u64, &'static str), ()>,
     leases: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     pending: Table<'t, u64, &'static [u8]>,
@@ -207,6 +208,7 @@ impl<'t> Tx<'t> {
             meta: txn.open_table(META)?,
             orders: txn.open_table(ORDERS)?,
             live: txn.open_table(live::LIVE_ORDERS)?,
+            finished: txn.open_table(live::FINISHED_ORDERS)?,
             leases: txn.open_table(LEASES)?,
             events: txn.open_table(EVENTS)?,
             pending: txn.open_table(PENDING)?,

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{Engine, Session, Tx};
 use crate::protocol::inbound::OrderSnapshotMsg;
 use crate::protocol::outbound;
+use crate::store::live::{is_finished, LiveRec};
 use crate::store::records::*;
 use crate::store::StoreError;
 
@@ -152,11 +153,20 @@ impl Engine {
     }
 }
 
-/// Stores `rec` as order `p` and keeps the live-order index (`store::live`) in step, in the
-/// same transaction: every order write goes through here.
+/// Stores `rec` as order `p` and keeps the order indexes (`store::live`) in step, in the same
+/// transaction: every order write goes through here.
 pub(super) fn put_order(tx: &mut Tx, p: &str, rec: &OrderRec) -> Result<(), StoreError> {
-    tx.orders.insert(p, enc(rec).as_slice())?;
-    tx.live
-        .insert(p, enc(&crate::store::live::LiveRec::of(rec)).as_slice())?;
+    let before = match tx.orders.insert(p, enc(rec).as_slice())? {
+        Some(old) => Some(dec::<OrderRec>(old.value())?),
+        None => None,
+    };
+    if let Some(old) = before.filter(|o| is_finished(&o.state)) {
+        tx.finished.remove((old.updated_ms, p))?;
+    }
+    let live = LiveRec::of(rec);
+    if live.finished {
+        tx.finished.insert((rec.updated_ms, p), ())?;
+    }
+    tx.live.insert(p, enc(&live).as_slice())?;
     Ok(())
 }

@@ -4,6 +4,9 @@
 //! this index costs the state. The engine keeps it in the same transaction as the order itself
 //! (`engine::orders`) and drops finished orders from it once they are a day old (with the
 //! hourly compaction). A database from before the index gets it built once, when it is opened.
+//!
+//! Beside it, `finished_orders` lists paid and cancelled orders by the time they last changed,
+//! so order retention (`HUB_ORDER_RETENTION_MS`) finds the oldest without reading the orders.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -16,6 +19,9 @@ pub const LIVE_ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("live
 /// `META` key: set once the index holds every live order (a database from before it is indexed
 /// on open).
 pub const META_LIVE_INDEXED: &str = "live_orders_indexed";
+/// (last change in ms, posReference) of every paid or cancelled order.
+pub const FINISHED_ORDERS: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("finished_orders");
 /// How long a paid or cancelled order stays in a `STATE`.
 pub const FINISHED_KEPT_MS: u64 = 86_400_000;
 
@@ -54,6 +60,7 @@ impl LiveRec {
 pub fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     let mut live = txn.open_table(LIVE_ORDERS)?;
+    let mut finished = txn.open_table(FINISHED_ORDERS)?;
     if meta.get(META_LIVE_INDEXED)?.is_some() {
         return Ok(());
     }
@@ -62,6 +69,9 @@ pub fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     for item in orders.iter()? {
         let (k, v) = item?;
         let rec = LiveRec::of(&dec::<OrderRec>(v.value())?);
+        if rec.finished {
+            finished.insert((rec.updated_ms, k.value()), ())?;
+        }
         if rec.in_state(now_ms) {
             live.insert(k.value(), enc(&rec).as_slice())?;
             indexed += 1;

@@ -45,6 +45,13 @@ pub struct Plan {
 
 fn main() -> std::process::ExitCode {
     let plan = Plan::parse();
+    // The generating hub runs in this process: its warnings (RUST_LOG to see more) go to stderr.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
