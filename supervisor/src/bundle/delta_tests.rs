@@ -150,3 +150,44 @@ fn delta_bundle_from_a_full_bundle_rebuilds_the_target_only_on_its_base() {
     let err = mk("new.img", "x.poshub", Some(&d.join("new.poshub"))).unwrap_err();
     assert!(err.to_string().contains("is itself a delta"), "{err}");
 }
+
+/// An unchanged boot image costs (almost) nothing in a delta made from a full bundle that
+/// carried it: it is copied from the booted slot's boot partition, not shipped as literal data.
+#[test]
+fn an_unchanged_boot_image_is_not_shipped_in_a_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, _) = keygen(&d.join("k")).unwrap();
+    let root_old = noise(11, 300_000);
+    let mut root_new = root_old.clone();
+    root_new[1_000..1_100].copy_from_slice(&[9u8; 100]);
+    let boot = noise(12, 400_000);
+    for (name, bytes) in [
+        ("old.img", &root_old),
+        ("new.img", &root_new),
+        ("boot.img", &boot),
+    ] {
+        std::fs::write(d.join(name), bytes).unwrap();
+    }
+    let mk = |image: &str, out: &str, delta_from: Option<&Path>| {
+        create(&CreateOptions {
+            image: &d.join(image),
+            boot_image: Some(&d.join("boot.img")),
+            key: &key,
+            version: "2.0.0",
+            compatible: "rpi4",
+            out: &d.join(out),
+            level: 3,
+            created: 1,
+            delta_from,
+        })
+    };
+    mk("old.img", "old.poshub", None).unwrap();
+    let m = mk("new.img", "new.poshub", Some(&d.join("old.poshub"))).unwrap();
+    assert!(
+        m.payload_size < 2_000,
+        "format {}, payload {} bytes for a 100-byte change and an unchanged 400,000-byte boot image",
+        m.format,
+        m.payload_size
+    );
+}
