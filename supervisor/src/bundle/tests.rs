@@ -30,6 +30,7 @@ fn opts<'a>(
         level: 3,
         created: 1_700_000_000,
         delta_from: None,
+        delta_boot_from: None,
     }
 }
 
@@ -207,7 +208,28 @@ fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_ref
             ),
             "requires boot_image_sha256",
         ),
-        (format!(r#"{{"format":4,{base}}}"#), "unknown format 4"),
+        (
+            format!(
+                r#"{{"format":4,{base},"delta_base_size":5,"delta_base_sha256":"{h}","boot_image_size":5,"boot_image_sha256":"{h}"}}"#
+            ),
+            "format 4 requires delta_boot_base_sha256",
+        ),
+        (
+            format!(
+                r#"{{"format":4,{base},"delta_base_size":5,"delta_base_sha256":"{h}","delta_boot_base_size":5,"delta_boot_base_sha256":"{h}"}}"#
+            ),
+            "format 4 requires boot_image_sha256",
+        ),
+        (
+            format!(
+                r#"{{"format":3,{base},"delta_base_size":5,"delta_base_sha256":"{h}","delta_boot_base_size":5,"delta_boot_base_sha256":"{h}"}}"#
+            ),
+            "format 3 cannot carry delta_boot_base",
+        ),
+        (
+            format!(r#"{{"format":5,{base}}}"#),
+            "unknown format 5 (this supervisor reads formats 1 to 4): update the supervisor first",
+        ),
     ];
     for (json, expect) in cases {
         signed_bundle(&p, &key, &json, b"x");
