@@ -203,39 +203,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bundle(BundleCmd::Create {
-            image,
-            boot_image,
-            key,
-            version,
-            board,
-            out,
-            level,
-            delta_from,
-            delta_boot_from,
-        }) => cmd_bundle_create(&CreateArgs {
-            image: &image,
-            boot_image: boot_image.as_deref(),
-            key: &key,
-            version: &version,
-            board: &board,
-            out: &out,
-            level,
-            delta_from: delta_from.as_deref(),
-            delta_boot_from: delta_boot_from.as_deref(),
-        }),
-        Command::Bundle(BundleCmd::Verify {
-            bundle,
-            key,
-            board,
-            base,
-            boot_base,
-        }) => cmd_bundle_verify(
-            &cfg,
-            &bundle,
-            (key, board),
-            (base.as_deref(), boot_base.as_deref()),
-        ),
+        Command::Bundle(cmd) => cmd_bundle(&cfg, cmd),
         Command::EmulateBoot => cmd_emulate_boot(&cfg),
     }
 }
@@ -265,6 +233,45 @@ fn cmd_mark_bad(cfg: &Config, slot: Option<Slot>) -> Result<()> {
         println!("the next boot uses slot {}", slot.other());
     }
     Ok(())
+}
+
+/// `bundle create` and `bundle verify`.
+fn cmd_bundle(cfg: &Config, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Create {
+            image,
+            boot_image,
+            key,
+            version,
+            board,
+            out,
+            level,
+            delta_from,
+            delta_boot_from,
+        } => cmd_bundle_create(&CreateArgs {
+            image: &image,
+            boot_image: boot_image.as_deref(),
+            key: &key,
+            version: &version,
+            board: &board,
+            out: &out,
+            level,
+            delta_from: delta_from.as_deref(),
+            delta_boot_from: delta_boot_from.as_deref(),
+        }),
+        BundleCmd::Verify {
+            bundle,
+            key,
+            board,
+            base,
+            boot_base,
+        } => cmd_bundle_verify(
+            cfg,
+            &bundle,
+            (key, board),
+            (base.as_deref(), boot_base.as_deref()),
+        ),
+    }
 }
 
 /// The arguments of `bundle create`.

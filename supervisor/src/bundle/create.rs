@@ -267,11 +267,13 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     // 2. Sign the manifest. Without a boot image the bundle stays format 1, so devices whose
     //    supervisor predates format 2 still install it; a delta is format 4 only when it
     //    copies from a boot base.
-    let (base_root, base_boot) = base.as_ref().map(Base::hashes).unzip();
-    let base_boot = base_boot.flatten();
+    let (delta_base, delta_boot_base) = match base.as_ref().map(Base::hashes) {
+        Some((root, boot)) => (Some(root), boot),
+        None => (None, None),
+    };
     let manifest = Manifest {
         format: match (&base, &boot) {
-            (Some(_), _) if base_boot.is_some() => FORMAT_DELTA_BOOT,
+            (Some(_), _) if delta_boot_base.is_some() => FORMAT_DELTA_BOOT,
             (Some(_), _) => FORMAT_DELTA,
             (None, Some(_)) => FORMAT_BOOT,
             (None, None) => FORMAT_ROOT,
@@ -285,11 +287,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
         payload_sha256: payload_sha,
         boot_image_size: boot.as_ref().map(|b| b.0),
         boot_image_sha256: boot.map(|b| b.1),
-        delta_base_size: base_root.as_ref().map(|b| b.0),
-        delta_base_sha256: base_root.map(|b| b.1),
+        delta_base_size: delta_base.as_ref().map(|b| b.0),
+        delta_base_sha256: delta_base.map(|b| b.1),
         delta_base_version: base.and_then(|b| b.version),
-        delta_boot_base_size: base_boot.as_ref().map(|b| b.0),
-        delta_boot_base_sha256: base_boot.map(|b| b.1),
+        delta_boot_base_size: delta_boot_base.as_ref().map(|b| b.0),
+        delta_boot_base_sha256: delta_boot_base.map(|b| b.1),
     };
     let mjson =
         serde_json::to_vec(&manifest).map_err(|e| BundleError::BadManifest(e.to_string()))?;

@@ -123,14 +123,7 @@ fn delta_bundle_from_a_full_bundle_rebuilds_the_target_only_on_its_base() {
     assert_eq!(m2.delta_base_sha256, m.delta_base_sha256);
     assert_eq!(m2.delta_base_version, None);
 
-    let expect = Expect {
-        key: &vk,
-        board: "rpi4",
-        board_from: BOARD_OF_DEVICE,
-        current_version: None,
-        allow_downgrade: false,
-        downgrade_flag: CLI_DOWNGRADE_FLAG,
-    };
+    let expect = rpi4(&vk);
     let mut vb = verify(&d.join("new.poshub"), &expect).unwrap();
     assert!(matches!(check_images(&vb), Err(BundleError::NeedsBase(_))));
     let err = vb.check_base(&d.join("new.img"), "slot A").unwrap_err();
@@ -185,6 +178,18 @@ fn maker<'a>(
     }
 }
 
+/// What a device of board rpi4 expects, without a version check.
+fn rpi4(vk: &ed25519_dalek::VerifyingKey) -> Expect<'_> {
+    Expect {
+        key: vk,
+        board: "rpi4",
+        board_from: BOARD_OF_DEVICE,
+        current_version: None,
+        allow_downgrade: false,
+        downgrade_flag: CLI_DOWNGRADE_FLAG,
+    }
+}
+
 /// `bundle verify`'s checks of a delta against `base` and `boot_base`, then the rebuilt images.
 fn rebuild(
     bundle: &Path,
@@ -193,17 +198,7 @@ fn rebuild(
     boot_base: &Path,
 ) -> Result<Vec<u8>, BundleError> {
     let vk = load_verifying_key(public).unwrap();
-    let mut vb = verify(
-        bundle,
-        &Expect {
-            key: &vk,
-            board: "rpi4",
-            board_from: BOARD_OF_DEVICE,
-            current_version: None,
-            allow_downgrade: false,
-            downgrade_flag: CLI_DOWNGRADE_FLAG,
-        },
-    )?;
+    let mut vb = verify(bundle, &rpi4(&vk))?;
     vb.check_base(base, "slot A")?;
     vb.check_boot_base(Some(boot_base), "slot A's boot partition")?;
     check_images(&vb)?;
@@ -286,8 +281,36 @@ fn an_unchanged_boot_image_is_not_shipped_in_a_delta() {
     ] {
         assert!(err.contains(&part), "{part}\n{err}");
     }
+}
+
+/// A boot base the device cannot provide in full is refused before a rebuild is tried: a boot
+/// partition shorter than the base, or none configured.
+#[test]
+fn a_boot_base_the_device_cannot_provide_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, public) = keygen(&d.join("k")).unwrap();
+    let (root, boot) = (noise(15, 100_000), noise(16, 200_000));
+    write_all(
+        d,
+        &[
+            ("old.img", &root),
+            ("boot.img", &boot),
+            ("short.img", &boot[..1_000]),
+        ],
+    );
+    let mk = maker(d, &key);
+    mk("old.img", "boot.img", "old.poshub", None, None).unwrap();
+    mk(
+        "old.img",
+        "boot.img",
+        "new.poshub",
+        Some("old.poshub"),
+        None,
+    )
+    .unwrap();
+    let (nb, old) = (d.join("new.poshub"), d.join("old.img"));
     // A boot partition shorter than the base says so.
-    std::fs::write(d.join("short.img"), &boot[..1_000]).unwrap();
     let err = rebuild(&nb, &public, &old, &d.join("short.img"))
         .map(|_| ())
         .unwrap_err()
@@ -295,14 +318,7 @@ fn an_unchanged_boot_image_is_not_shipped_in_a_delta() {
     assert!(err.contains("holds only 1000 bytes"), "{err}");
     // No boot device to read it from: refused too, before a rebuild is tried.
     let vk = load_verifying_key(&public).unwrap();
-    let expect = Expect {
-        key: &vk,
-        board: "rpi4",
-        board_from: BOARD_OF_DEVICE,
-        current_version: None,
-        allow_downgrade: false,
-        downgrade_flag: CLI_DOWNGRADE_FLAG,
-    };
+    let expect = rpi4(&vk);
     let mut vb = verify(&nb, &expect).unwrap();
     vb.check_base(&old, "slot A").unwrap();
     assert!(matches!(check_images(&vb), Err(BundleError::NeedsBase(_))));
