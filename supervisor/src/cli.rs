@@ -120,8 +120,14 @@ pub enum BundleCmd {
         level: i32,
         /// Make a delta bundle (format 3) that installs only on a device whose booted slot
         /// holds this base: the previous release's root image, or its full .poshub bundle.
+        /// With --boot-image and a full bundle that carried a boot image, the boot image is
+        /// rebuilt from that one, read from the booted slot's boot partition (format 4).
         #[arg(long, value_name = "OLD.poshub|OLD.img")]
         delta_from: Option<PathBuf>,
+        /// The old boot partition image the new boot image is rebuilt from (format 4), when
+        /// --delta-from is a root image (a full bundle's own boot image is used without it).
+        #[arg(long, value_name = "OLD_BOOT")]
+        delta_boot_from: Option<PathBuf>,
     },
     /// Run every check an install runs (signature, board, payload checksum, decompression,
     /// image sizes and SHA-256) without writing anything.
@@ -138,6 +144,10 @@ pub enum BundleCmd {
         /// from; without it a delta's images are not checked.
         #[arg(long, value_name = "IMAGE")]
         base: Option<PathBuf>,
+        /// For a format 4 delta: the base boot partition image (or the booted slot's boot
+        /// device) the boot image is rebuilt from.
+        #[arg(long, value_name = "BOOT_IMAGE", requires = "base")]
+        boot_base: Option<PathBuf>,
     },
 }
 
@@ -193,31 +203,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Bundle(BundleCmd::Create {
-            image,
-            boot_image,
-            key,
-            version,
-            board,
-            out,
-            level,
-            delta_from,
-        }) => cmd_bundle_create(&CreateArgs {
-            image: &image,
-            boot_image: boot_image.as_deref(),
-            key: &key,
-            version: &version,
-            board: &board,
-            out: &out,
-            level,
-            delta_from: delta_from.as_deref(),
-        }),
-        Command::Bundle(BundleCmd::Verify {
-            bundle,
-            key,
-            board,
-            base,
-        }) => cmd_bundle_verify(&cfg, &bundle, key, board, base.as_deref()),
+        Command::Bundle(cmd) => cmd_bundle(&cfg, cmd),
         Command::EmulateBoot => cmd_emulate_boot(&cfg),
     }
 }
@@ -249,6 +235,45 @@ fn cmd_mark_bad(cfg: &Config, slot: Option<Slot>) -> Result<()> {
     Ok(())
 }
 
+/// `bundle create` and `bundle verify`.
+fn cmd_bundle(cfg: &Config, cmd: BundleCmd) -> Result<()> {
+    match cmd {
+        BundleCmd::Create {
+            image,
+            boot_image,
+            key,
+            version,
+            board,
+            out,
+            level,
+            delta_from,
+            delta_boot_from,
+        } => cmd_bundle_create(&CreateArgs {
+            image: &image,
+            boot_image: boot_image.as_deref(),
+            key: &key,
+            version: &version,
+            board: &board,
+            out: &out,
+            level,
+            delta_from: delta_from.as_deref(),
+            delta_boot_from: delta_boot_from.as_deref(),
+        }),
+        BundleCmd::Verify {
+            bundle,
+            key,
+            board,
+            base,
+            boot_base,
+        } => cmd_bundle_verify(
+            cfg,
+            &bundle,
+            (key, board),
+            (base.as_deref(), boot_base.as_deref()),
+        ),
+    }
+}
+
 /// The arguments of `bundle create`.
 struct CreateArgs<'a> {
     image: &'a Path,
@@ -259,6 +284,7 @@ struct CreateArgs<'a> {
     out: &'a Path,
     level: i32,
     delta_from: Option<&'a Path>,
+    delta_boot_from: Option<&'a Path>,
 }
 
 /// `bundle create`: `created` is `SOURCE_DATE_EPOCH` when set, for reproducible bundles.
@@ -280,6 +306,7 @@ fn cmd_bundle_create(a: &CreateArgs<'_>) -> Result<()> {
         level: a.level,
         created: bundle::created_time(epoch.as_deref())?,
         delta_from: a.delta_from,
+        delta_boot_from: a.delta_boot_from,
     })?;
     println!(
         "{}: format {}, version {} for {}, image {} bytes, payload {} bytes",
@@ -296,17 +323,20 @@ fn cmd_bundle_create(a: &CreateArgs<'_>) -> Result<()> {
     if let Some((size, sha)) = m.delta_base() {
         println!("delta from base image {size} bytes, sha256 {sha}");
     }
+    if let Some((size, sha)) = m.delta_boot_base() {
+        println!("boot image rebuilt from boot base image {size} bytes, sha256 {sha}");
+    }
     Ok(())
 }
 
 /// `bundle verify`: every check an install makes of the bundle itself, on a build machine (no
-/// slots: the device-side checks are [`install::verify`]'s).
+/// slots: the device-side checks are [`install::verify`]'s). `bases` are `--base` and
+/// `--boot-base`.
 fn cmd_bundle_verify(
     cfg: &Config,
     bundle: &Path,
-    key: Option<PathBuf>,
-    board: Option<String>,
-    base: Option<&Path>,
+    (key, board): (Option<PathBuf>, Option<String>),
+    (base, boot_base): (Option<&Path>, Option<&Path>),
 ) -> Result<()> {
     let key_path = key
         .or(cfg.public_key.clone())
@@ -329,7 +359,22 @@ fn cmd_bundle_verify(
     )?;
     let delta = vb.manifest.delta_base().is_some();
     match (base, delta) {
-        (Some(b), true) => vb.check_base(b, "--base")?,
+        (Some(b), true) => {
+            vb.check_base(b, "--base")?;
+            match (vb.manifest.delta_boot_base().is_some(), boot_base.is_some()) {
+                (true, false) => bail!(
+                    "{} rebuilds its boot image from a boot base (format 4): pass --boot-base \
+                     BOOT_IMAGE too",
+                    bundle.display()
+                ),
+                (false, true) => bail!(
+                    "--boot-base is only for format 4 deltas; {} has no boot base",
+                    bundle.display()
+                ),
+                _ => {}
+            }
+            vb.check_boot_base(boot_base, "--boot-base")?;
+        }
         (Some(_), false) => bail!(
             "--base is only for delta bundles; {} is a full bundle",
             bundle.display()

@@ -329,3 +329,42 @@ fn a_delta_for_another_base_is_refused_before_the_202_and_its_own_base_is_accept
     let b = std::fs::read(rig.path("slot-b.img")).unwrap();
     assert_eq!(&b[..target.len()], &target[..]);
 }
+
+/// A format 4 delta whose boot base is not the booted slot's boot partition gets the same 409
+/// before the 202 (fleet/update.yml then sends the full bundle), nothing written.
+#[test]
+fn a_delta_for_another_boot_base_is_refused_before_the_202() {
+    let mut rig = Rig::new();
+    rig.with_boot_devices();
+    rig.power_on();
+    let (_sup, port) = rig.run_api(&[]);
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let boot_a = std::fs::read(rig.path("boot-a.img")).unwrap();
+    let before: Vec<_> = ["slot-b.img", "boot-b.img"]
+        .map(|f| std::fs::read(rig.path(f)).unwrap())
+        .into();
+    let other_boot = image(b'O', boot_a.len());
+    let mut target = slot_a.clone();
+    target[100..200].fill(b'Z');
+    let d =
+        rig.delta_bundle_with_boot_base("d", "2.0.0", (&target, &boot_a), (&slot_a, &other_boot));
+    let (code, v) = http(
+        port,
+        "POST",
+        "/update?no_reboot=1",
+        TOK,
+        &std::fs::read(d).unwrap(),
+        None,
+    );
+    println!("delta for another boot base: {code} {v}");
+    assert_eq!(code, 409, "{v}");
+    let err = v["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("applies only to boot base image") && err.contains("install the full bundle"),
+        "{v}"
+    );
+    let after: Vec<_> = ["slot-b.img", "boot-b.img"]
+        .map(|f| std::fs::read(rig.path(f)).unwrap())
+        .into();
+    assert_eq!(before, after, "slot B or its boot device was written");
+}

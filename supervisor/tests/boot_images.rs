@@ -77,15 +77,37 @@ fn install_writes_root_and_boot_devices_byte_exact() {
     );
     let (root, boot) = (image(b'N', 400_000), image(b'k', 60_000));
     let b = rig.bundle_with_boot("v2", "2.0.0", "rpi4", &root, Some(&boot));
-    let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
+    installs_into_b(
+        &rig,
+        b.to_str().unwrap(),
+        (&root, &boot),
+        (&slot_a, &boot_a),
+    );
+    assert_eq!(rig.power_on(), "booted slot B (trial)");
+}
+
+/// Installs `bundle` (no reboot): slot B and its boot device hold `new` byte-exact, slot A and
+/// its boot device still hold `old`, B is on trial. Returns the status.
+fn installs_into_b(
+    rig: &Rig,
+    bundle: &str,
+    new: (&[u8], &[u8]),
+    old: (&[u8], &[u8]),
+) -> serde_json::Value {
+    let out = rig.sup(&["install", bundle, "--no-reboot"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(rig.path("slot-b.img")).unwrap(), root);
-    assert_eq!(std::fs::read(rig.path("boot-b.img")).unwrap(), boot);
-    assert_eq!(std::fs::read(rig.path("slot-a.img")).unwrap(), slot_a);
-    assert_eq!(std::fs::read(rig.path("boot-a.img")).unwrap(), boot_a);
+    let read = |f: &str| std::fs::read(rig.path(f)).unwrap();
+    assert_eq!(
+        (read("slot-b.img"), read("boot-b.img")),
+        (new.0.to_vec(), new.1.to_vec())
+    );
+    assert_eq!(
+        (read("slot-a.img"), read("boot-a.img")),
+        (old.0.to_vec(), old.1.to_vec())
+    );
     let st = rig.status();
     assert_eq!(slot_state(&st, "B"), "trying", "{st}");
-    assert_eq!(rig.power_on(), "booted slot B (trial)");
+    st
 }
 
 #[test]
@@ -278,4 +300,94 @@ fn boot_image_built_for_the_other_slot_is_refused() {
     let out = rig.sup(&["install", b.to_str().unwrap(), "--no-reboot"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(rig.path("boot-b.img")).unwrap(), boot);
+}
+
+/// A root image and a boot image.
+type RootAndBoot = (Vec<u8>, Vec<u8>);
+
+/// A device with boot devices booted into slot A, slot A's (root, boot) images, and the (root,
+/// boot) images of a 2.0.0 release made from them: the root with a changed region, the boot
+/// image with a new file in the middle (everything after it shifts).
+fn booted_a_and_a_delta_release() -> (Rig, RootAndBoot, RootAndBoot) {
+    let mut rig = Rig::new();
+    rig.with_boot_devices();
+    assert_eq!(rig.power_on(), "booted slot A");
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let boot_a = std::fs::read(rig.path("boot-a.img")).unwrap();
+    let mut root = slot_a.clone();
+    root[5_000..6_000].copy_from_slice(&image(b'z', 1_000));
+    let boot = [&boot_a[..10_000], &image(b'q', 3_000), &boot_a[10_000..]].concat();
+    (rig, (slot_a, boot_a), (root, boot))
+}
+
+/// A format 4 delta rebuilds the boot image from the booted slot's boot partition: slot B's
+/// boot device gets the new boot image byte-exact, slot A's is only read; `bundle verify`
+/// rebuilds it with `--boot-base` and asks for it without.
+#[test]
+fn delta_with_a_boot_base_rebuilds_the_boot_image_from_the_booted_boot_partition() {
+    let (rig, (slot_a, boot_a), (root, boot)) = booted_a_and_a_delta_release();
+    let b = rig.delta_bundle_with_boot_base("d", "2.0.0", (&root, &boot), (&slot_a, &boot_a));
+    let (sa, ba) = (rig.path("slot-a.img"), rig.path("boot-a.img"));
+    let (b, sa, ba) = (
+        b.to_str().unwrap(),
+        sa.to_str().unwrap(),
+        ba.to_str().unwrap(),
+    );
+    let out = rig.sup(&["bundle", "verify", b, "--base", sa, "--boot-base", ba]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"format\": 4"),
+        "{text}{}",
+        stderr(&out)
+    );
+    let out = rig.sup(&["bundle", "verify", b, "--base", sa]);
+    assert!(
+        stderr(&out).contains("pass --boot-base"),
+        "{}",
+        stderr(&out)
+    );
+
+    let st = installs_into_b(&rig, b, (&root, &boot), (&slot_a, &boot_a));
+    assert!(
+        st["journal"]
+            .to_string()
+            .contains("rebuilt from a delta against slot A and its boot partition"),
+        "{st}"
+    );
+    assert_eq!(rig.power_on(), "booted slot B (trial)");
+}
+
+/// A format 4 delta whose boot base is not what the booted slot's boot partition holds (made
+/// against another kernel, or the partition changed since) is refused before anything is
+/// written, naming both hashes; so is one on a device without boot devices.
+#[test]
+fn delta_for_another_boot_base_is_refused_and_nothing_is_touched() {
+    let (rig, (slot_a, boot_a), (root, boot)) = booted_a_and_a_delta_release();
+    let other = image(b'O', boot_a.len());
+    let b = rig.delta_bundle_with_boot_base("d1", "2.0.0", (&root, &boot), (&slot_a, &other));
+    let expect = format!(
+        "delta bundle 2.0.0 applies only to boot base image sha256 {} ({} bytes), but booted \
+         slot A's boot partition ({}) holds sha256 {}: nothing was written; install the full \
+         bundle of 2.0.0 instead",
+        sha256_hex(&other),
+        other.len(),
+        rig.path("boot-a.img").display(),
+        sha256_hex(&boot_a)
+    );
+    refused(&rig, &b, &expect);
+    // Made against slot A's boot partition, which has changed by one byte since.
+    let b = rig.delta_bundle_with_boot_base("d2", "2.0.0", (&root, &boot), (&slot_a, &boot_a));
+    let mut flipped = boot_a.clone();
+    flipped[100] ^= 1;
+    std::fs::write(rig.path("boot-a.img"), &flipped).unwrap();
+    refused(&rig, &b, "applies only to boot base image");
+    let st = rig.status();
+    assert_ne!(slot_state(&st, "B"), "bad", "{st}");
+    assert_ne!(st["update"]["state"], "installing", "{st}");
+    // No boot devices to read the boot base from.
+    let rig = Rig::new();
+    rig.power_on();
+    let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
+    let b = rig.delta_bundle_with_boot_base("d3", "2.0.0", (&root, &boot), (&slot_a, &boot_a));
+    refused(&rig, &b, "no slot boot devices configured");
 }

@@ -16,13 +16,14 @@ fn power_cut(phase: &str, boot: bool) {
     power_cut_of(phase, boot, false);
 }
 
-/// A delta bundle (format 3) rebuilt from slot A; with `boot`, it carries a boot image too.
+/// A delta bundle rebuilt from slot A (format 3); with `boot`, it carries a boot image too,
+/// rebuilt from slot A's boot partition (format 4).
 fn delta_power_cut(phase: &str, boot: bool) {
     power_cut_of(phase, boot, true);
 }
 
 /// With `boot`, the slots have boot devices and the bundle carries a boot image (format 2, or
-/// 3 with `delta`: a delta from slot A's image).
+/// 4 with `delta`: a delta from slot A's image and boot partition).
 #[allow(clippy::too_many_lines)] // one scenario, read top to bottom: install, kill, power on, check
 fn power_cut_of(phase: &str, boot: bool, delta: bool) {
     let mut rig = Rig::new();
@@ -32,12 +33,29 @@ fn power_cut_of(phase: &str, boot: bool, delta: bool) {
     assert_eq!(rig.power_on(), "booted slot A");
     let slot_a = std::fs::read(rig.path("slot-a.img")).unwrap();
     let boot_a = std::fs::read(rig.path("boot-a.img")).ok();
-    let boot_img = boot.then(|| image(b'k', 200_000));
+    let boot_img = match (&boot_a, delta) {
+        // The new kernel of a delta: slot A's boot partition with a change and more data.
+        (Some(old), true) => Some([&old[..20_000], &image(b'k', 200_000), &old[20_000..]].concat()),
+        _ => boot.then(|| image(b'k', 200_000)),
+    };
     let bundle = if delta {
         let mut new = slot_a.clone();
         new[1_000..3_000].copy_from_slice(&image(b'N', 2_000));
         new.extend_from_slice(&image(b'N', 100_000));
-        rig.delta_bundle("v2", "2.0.0", &new, boot_img.as_deref(), &slot_a)
+        match (&boot_img, &boot_a) {
+            (Some(bi), Some(ba)) => {
+                let b = rig.delta_bundle_with_boot_base("v2", "2.0.0", (&new, bi), (&slot_a, ba));
+                let out = rig.sup(&["bundle", "verify", b.to_str().unwrap()]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    text.contains("\"delta_boot_base_size\": 50000"),
+                    "{text}{}",
+                    stderr(&out)
+                );
+                b
+            }
+            _ => rig.delta_bundle("v2", "2.0.0", &new, None, &slot_a),
+        }
     } else {
         rig.bundle_with_boot(
             "v2",
@@ -114,6 +132,13 @@ fn power_cut_of(phase: &str, boot: bool, delta: bool) {
     if armed {
         assert_eq!(st["booted"], "B");
         assert_eq!(st["slots"]["B"]["version"], "2.0.0");
+        if let Some(bi) = &boot_img {
+            let boot_b = std::fs::read(rig.path("boot-b.img")).unwrap();
+            assert!(
+                boot_b.starts_with(bi),
+                "slot B's boot device does not hold the new boot image"
+            );
+        }
     } else {
         assert_eq!(st["booted"], "A");
         assert_ne!(slot_state(&st, "B"), "trying", "{st}");
@@ -237,4 +262,39 @@ fn delta_power_cut_at_boot_readback() {
 #[test]
 fn delta_power_cut_at_reboot_with_boot_image() {
     delta_power_cut("reboot", true);
+}
+
+// A delta with a boot base (format 4) through every other phase: slot A's boot partition is
+// only read (hashed at `verify`, copied from at `boot-write`), never written.
+#[test]
+fn delta_power_cut_at_verify_with_boot_base() {
+    delta_power_cut("verify", true);
+}
+#[test]
+fn delta_power_cut_at_prepare_with_boot_base() {
+    delta_power_cut("prepare", true);
+}
+#[test]
+fn delta_power_cut_at_write_with_boot_base() {
+    delta_power_cut("write", true);
+}
+#[test]
+fn delta_power_cut_at_sync_with_boot_base() {
+    delta_power_cut("sync", true);
+}
+#[test]
+fn delta_power_cut_at_readback_with_boot_base() {
+    delta_power_cut("readback", true);
+}
+#[test]
+fn delta_power_cut_at_boot_sync_with_boot_base() {
+    delta_power_cut("boot-sync", true);
+}
+#[test]
+fn delta_power_cut_at_mark_with_boot_base() {
+    delta_power_cut("mark", true);
+}
+#[test]
+fn delta_power_cut_at_arm_with_boot_base() {
+    delta_power_cut("arm", true);
 }

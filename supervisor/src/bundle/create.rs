@@ -3,7 +3,9 @@
 //! Reproducible: the same inputs and the same `created` time give a byte-identical bundle
 //! (single-threaded zstd is deterministic, ed25519 signatures are deterministic).
 //! With `--delta-from` the payload is a delta ([`super::delta`]) against an older root image
-//! or the full bundle that carried it (format 3).
+//! or the full bundle that carried it (format 3); when the new bundle has a boot image and the
+//! old bundle had one too (or `--delta-boot-from` names it), the boot image is rebuilt from it
+//! as well (format 4).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -14,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     delta, hash_file, io_err, load_signing_key, read_manifest, signed_message, BundleError,
-    Manifest, FORMAT_BOOT, FORMAT_DELTA, FORMAT_ROOT, MAGIC,
+    Manifest, FORMAT_BOOT, FORMAT_DELTA, FORMAT_DELTA_BOOT, FORMAT_ROOT, MAGIC,
 };
 use crate::fsutil;
 
@@ -33,16 +35,51 @@ pub struct CreateOptions<'a> {
     /// Makes a delta bundle (format 3) against this base: a root image, or a full bundle
     /// (signed with the same key) whose root image is the base.
     pub delta_from: Option<&'a Path>,
+    /// The boot base of a format 4 delta: the old boot partition image, for a `delta_from` that
+    /// is a root image (a full bundle's own boot image is used without it).
+    pub delta_boot_from: Option<&'a Path>,
 }
 
-/// The base of a delta: its bytes and the version it came from (a bundle's), if known.
+/// The base of a delta: the root base image followed by the boot base image (if any), and the
+/// version it came from (a bundle's), if known.
 struct Base {
     image: Vec<u8>,
+    root_len: usize,
     version: Option<String>,
 }
 
-/// Reads `--delta-from`: a root image, or the root image inside a full bundle.
-fn read_base(path: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<Base, BundleError> {
+impl Base {
+    /// Size and SHA-256 of the root base, and of the boot base if there is one.
+    fn hashes(&self) -> ((u64, String), Option<(u64, String)>) {
+        let part = |b: &[u8]| (b.len() as u64, fsutil::hex(&Sha256::digest(b)));
+        let (root, boot) = self.image.split_at(self.root_len);
+        (part(root), (!boot.is_empty()).then(|| part(boot)))
+    }
+}
+
+/// Reads `--delta-from` (a root image, or the root image inside a full bundle) and the boot
+/// base when the new bundle has a boot image: `--delta-boot-from`, else the full bundle's.
+fn read_base(
+    o: &CreateOptions<'_>,
+    path: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<Base, BundleError> {
+    let mut base = read_root_base(o, path, key)?;
+    if let Some(b) = o.delta_boot_from {
+        base.image.truncate(base.root_len);
+        let mut f = File::open(b).map_err(io_err(b))?;
+        f.read_to_end(&mut base.image).map_err(io_err(b))?;
+    }
+    Ok(base)
+}
+
+/// The root base of `--delta-from`, followed by a full bundle's boot image when the new bundle
+/// has one too.
+fn read_root_base(
+    o: &CreateOptions<'_>,
+    path: &Path,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<Base, BundleError> {
     let mut head = [0u8; 8];
     let is_bundle = File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
@@ -51,6 +88,7 @@ fn read_base(path: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<Base, Bun
     if !is_bundle {
         let image = std::fs::read(path).map_err(io_err(path))?;
         return Ok(Base {
+            root_len: image.len(),
             image,
             version: None,
         });
@@ -68,19 +106,39 @@ fn read_base(path: &Path, key: &ed25519_dalek::VerifyingKey) -> Result<Base, Bun
         manifest: m.clone(),
         payload_offset,
         base: None,
+        boot_base: None,
     };
+    let mut reader = vb.image_reader()?;
     let mut image = Vec::with_capacity(usize::try_from(m.image_size).unwrap_or(0));
-    vb.image_reader()?
-        .take(m.image_size)
-        .read_to_end(&mut image)
-        .map_err(|e| bad(format!("unable to decompress its root image: {e}")))?;
-    if fsutil::hex(&Sha256::digest(&image)) != m.image_sha256 {
-        return Err(bad("its root image does not match its manifest".into()));
+    read_checked(&mut reader, (m.image_size, &m.image_sha256), &mut image)
+        .map_err(|e| bad(format!("its root image {e}")))?;
+    let root_len = image.len();
+    if let (Some(boot), Some(_), None) = (m.boot_image(), o.boot_image, o.delta_boot_from) {
+        read_checked(&mut reader, boot, &mut image)
+            .map_err(|e| bad(format!("its boot image {e}")))?;
     }
     Ok(Base {
         image,
+        root_len,
         version: Some(m.version),
     })
+}
+
+/// Appends the next `size` bytes of `reader` to `out`, checked against `sha`.
+fn read_checked(
+    reader: &mut impl Read,
+    (size, sha): (u64, &str),
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let start = out.len();
+    reader
+        .take(size)
+        .read_to_end(out)
+        .map_err(|e| format!("cannot be decompressed: {e}"))?;
+    if fsutil::hex(&Sha256::digest(&out[start..])) != sha {
+        return Err("does not match its manifest".into());
+    }
+    Ok(())
 }
 
 /// Writes the delta payload of `o` to `payload`; returns the images' sizes and hashes and the
@@ -91,7 +149,7 @@ fn write_delta_payload(
     key: &ed25519_dalek::VerifyingKey,
     payload: &Path,
 ) -> Result<(Images, Base), BundleError> {
-    let base = read_base(base_path, key)?;
+    let base = read_base(o, base_path, key)?;
     let mut target = std::fs::read(o.image).map_err(io_err(o.image))?;
     let root = (target.len() as u64, fsutil::hex(&Sha256::digest(&target)));
     let boot = match o.boot_image {
@@ -173,12 +231,26 @@ fn compress_into<W: Write>(
     Ok((total, fsutil::hex(&hasher.finalize())))
 }
 
+/// `--delta-boot-from` only makes sense for a delta with a boot image.
+fn check_delta_options(o: &CreateOptions<'_>) -> Result<(), BundleError> {
+    let Some(b) = o.delta_boot_from else {
+        return Ok(());
+    };
+    let why = match (o.delta_from, o.boot_image) {
+        (None, _) => "--delta-boot-from needs --delta-from (the root base)",
+        (_, None) => "--delta-boot-from needs --boot-image (the boot image it is the base of)",
+        _ => return Ok(()),
+    };
+    Err(BundleError::BadDeltaBase(b.to_path_buf(), why.into()))
+}
+
 /// Builds a bundle from a root filesystem image and, optionally, a slot boot partition image.
 pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     let sk = load_signing_key(o.key)?;
     // 1. Compress root then boot image (or the delta that rebuilds them) into one temporary
     //    payload, hashing both sides.
     let payload_tmp = o.out.with_extension("payload.poshub-tmp");
+    check_delta_options(o)?;
     let r = match o.delta_from {
         None => write_full_payload(o, &payload_tmp).map(|i| (i, None)),
         Some(b) => write_delta_payload(o, b, &sk.verifying_key(), &payload_tmp)
@@ -193,9 +265,15 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
     };
     let (payload_size, payload_sha) = hash_file(&payload_tmp, 0)?;
     // 2. Sign the manifest. Without a boot image the bundle stays format 1, so devices whose
-    //    supervisor predates format 2 still install it.
+    //    supervisor predates format 2 still install it; a delta is format 4 only when it
+    //    copies from a boot base.
+    let (delta_base, delta_boot_base) = match base.as_ref().map(Base::hashes) {
+        Some((root, boot)) => (Some(root), boot),
+        None => (None, None),
+    };
     let manifest = Manifest {
         format: match (&base, &boot) {
+            (Some(_), _) if delta_boot_base.is_some() => FORMAT_DELTA_BOOT,
             (Some(_), _) => FORMAT_DELTA,
             (None, Some(_)) => FORMAT_BOOT,
             (None, None) => FORMAT_ROOT,
@@ -209,11 +287,11 @@ pub fn create(o: &CreateOptions<'_>) -> Result<Manifest, BundleError> {
         payload_sha256: payload_sha,
         boot_image_size: boot.as_ref().map(|b| b.0),
         boot_image_sha256: boot.map(|b| b.1),
-        delta_base_size: base.as_ref().map(|b| b.image.len() as u64),
-        delta_base_sha256: base
-            .as_ref()
-            .map(|b| fsutil::hex(&Sha256::digest(&b.image))),
+        delta_base_size: delta_base.as_ref().map(|b| b.0),
+        delta_base_sha256: delta_base.map(|b| b.1),
         delta_base_version: base.and_then(|b| b.version),
+        delta_boot_base_size: delta_boot_base.as_ref().map(|b| b.0),
+        delta_boot_base_sha256: delta_boot_base.map(|b| b.1),
     };
     let mjson =
         serde_json::to_vec(&manifest).map_err(|e| BundleError::BadManifest(e.to_string()))?;

@@ -8,9 +8,14 @@
 //!
 //! ```text
 //! 'L' u32 len, len bytes      literal (len <= MAX_LITERAL)
-//! 'C' u64 offset, u64 len     copy from the base image (offset + len <= base size)
+//! 'C' u64 offset, u64 len     copy from the base (offset + len <= base size)
 //! 'E'                         end
 //! ```
+//!
+//! The base is the root base image, followed (format 4) by the boot base image: offsets from the
+//! root base's size on read the booted slot's boot partition ([`Bases`]). One copy may run from
+//! the end of one into the start of the other (an unchanged root image followed by an unchanged
+//! boot image is one copy).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -115,6 +120,7 @@ impl<W: Write> Emitter<'_, W> {
 }
 
 /// Writes the ops that rebuild `target` from `base` into `out` (the caller compresses them).
+/// `base` is the root base, followed by the boot base for format 4 (see [`Bases`]).
 /// Every block-aligned `BLOCK` of the base is indexed; the target is scanned with a rolling
 /// checksum, and each match is grown both ways byte by byte, so shifted content (squashfs
 /// places files one after another) is found at any offset.
@@ -170,12 +176,57 @@ enum Op {
     Ended,
 }
 
-/// The target images rebuilt from an ops stream and the base image, as a reader: the install
+/// The base images a delta copies from: the root base, then the optional boot base, read as
+/// one range of offsets (`encode` saw them concatenated the same way).
+pub struct Bases {
+    root: File,
+    root_size: u64,
+    boot: Option<(File, u64)>,
+}
+
+impl Bases {
+    /// `root` holds the root base in its first `root_size` bytes (checked against the manifest
+    /// by the caller before this is built).
+    pub fn new(root: File, root_size: u64) -> Self {
+        Bases {
+            root,
+            root_size,
+            boot: None,
+        }
+    }
+
+    /// Adds the boot base: `boot` holds it in its first `size` bytes (checked likewise).
+    #[must_use]
+    pub fn with_boot(mut self, boot: File, size: u64) -> Self {
+        self.boot = Some((boot, size));
+        self
+    }
+
+    /// Size of the whole range a copy may address.
+    fn size(&self) -> u64 {
+        self.root_size + self.boot.as_ref().map_or(0, |b| b.1)
+    }
+
+    /// Reads at `offset` of the range, never across the end of the root base (the caller
+    /// loops).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset < self.root_size {
+            let left = usize::try_from(self.root_size - offset).unwrap_or(usize::MAX);
+            let want = buf.len().min(left);
+            return self.root.read_at(&mut buf[..want], offset);
+        }
+        match &self.boot {
+            Some((f, _)) => f.read_at(buf, offset - self.root_size),
+            None => Ok(0),
+        }
+    }
+}
+
+/// The target images rebuilt from an ops stream and the base images, as a reader: the install
 /// path writes, hashes and reads back what it yields exactly as for a full bundle.
 pub struct DeltaReader<R: Read> {
     ops: R,
-    base: File,
-    base_size: u64,
+    bases: Bases,
     op: Op,
 }
 
@@ -184,13 +235,11 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 }
 
 impl<R: Read> DeltaReader<R> {
-    /// `ops` is the decompressed ops stream; `base` holds the base image in its first
-    /// `base_size` bytes (checked against the manifest by the caller before this is built).
-    pub fn new(ops: R, base: File, base_size: u64) -> Self {
+    /// `ops` is the decompressed ops stream; `bases` the base images it copies from.
+    pub fn new(ops: R, bases: Bases) -> Self {
         DeltaReader {
             ops,
-            base,
-            base_size,
+            bases,
             op: Op::Next,
         }
     }
@@ -218,13 +267,10 @@ impl<R: Read> DeltaReader<R> {
                 self.ops.read_exact(&mut b)?;
                 let offset = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
                 let len = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
-                if offset
-                    .checked_add(len)
-                    .is_none_or(|end| end > self.base_size)
-                {
+                let size = self.bases.size();
+                if offset.checked_add(len).is_none_or(|end| end > size) {
                     return Err(invalid(format!(
-                        "delta copies {len} bytes at {offset}, beyond the {}-byte base image",
-                        self.base_size
+                        "delta copies {len} bytes at {offset}, beyond the {size}-byte base image"
                     )));
                 }
                 Ok(Op::Copy { offset, len })
@@ -266,7 +312,7 @@ impl<R: Read> Read for DeltaReader<R> {
                 }
                 Op::Copy { offset, len } => {
                     let want = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
-                    let n = self.base.read_at(&mut buf[..want], offset)?;
+                    let n = self.bases.read_at(&mut buf[..want], offset)?;
                     if n == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,

@@ -11,8 +11,11 @@
 //! Format 2 adds an optional slot boot partition image: the decompressed payload is the root image
 //! immediately followed by the boot image, whose size and SHA-256 are also in the manifest.
 //! Format 3 is a delta ([`delta`]): the payload rebuilds those same images from a base image
-//! (the booted slot's content), named by its size and SHA-256 in the manifest.
+//! (the booted slot's content), named by its size and SHA-256 in the manifest. Format 4 is a
+//! delta with a second base, the booted slot's boot partition, that the boot image is rebuilt
+//! from too ([`base`] checks both against the device).
 
+mod base;
 mod create;
 pub mod delta;
 #[cfg(test)]
@@ -46,6 +49,9 @@ pub const FORMAT_ROOT: u32 = 1;
 pub const FORMAT_BOOT: u32 = 2;
 /// Manifest format of a delta bundle: the images are rebuilt from a named base image.
 pub const FORMAT_DELTA: u32 = 3;
+/// Manifest format of a delta bundle that also copies from the booted slot's boot partition
+/// (a supervisor that reads only formats 1 to 3 refuses it before writing anything).
+pub const FORMAT_DELTA_BOOT: u32 = 4;
 /// First four bytes of a zstd frame (`bundle create` writes exactly one).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// How the command line allows a downgrade (the refusal's hint).
@@ -82,6 +88,12 @@ pub struct Manifest {
     /// delta when a box runs it; the device checks the SHA-256, not this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_base_version: Option<String>,
+    /// Format 4: size of the boot base image (the start of the booted slot's boot partition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_boot_base_size: Option<u64>,
+    /// Format 4: SHA-256 (lowercase hex) of the boot base image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_boot_base_sha256: Option<String>,
 }
 
 impl Manifest {
@@ -103,6 +115,18 @@ impl Manifest {
         }
     }
 
+    /// The boot base image's size and SHA-256 of a format 4 delta, checked like
+    /// [`Manifest::boot_image`].
+    pub fn delta_boot_base(&self) -> Option<(u64, &str)> {
+        match (
+            self.delta_boot_base_size,
+            self.delta_boot_base_sha256.as_deref(),
+        ) {
+            (Some(n), Some(h)) => Some((n, h)),
+            _ => None,
+        }
+    }
+
     /// Checks the format and the fields it requires; returns why not.
     fn check(&self) -> Result<(), String> {
         if !is_sha256_hex(&self.image_sha256) || !is_sha256_hex(&self.payload_sha256) {
@@ -110,22 +134,49 @@ impl Manifest {
         }
         let has_boot = self.boot_image_size.is_some() || self.boot_image_sha256.is_some();
         let has_base = self.delta_base_size.is_some() || self.delta_base_sha256.is_some();
+        let has_boot_base =
+            self.delta_boot_base_size.is_some() || self.delta_boot_base_sha256.is_some();
+        let boot = |f| {
+            check_pair(
+                f,
+                "boot_image",
+                self.boot_image_size,
+                self.boot_image_sha256.as_deref(),
+            )
+        };
+        let base = |f| {
+            check_pair(
+                f,
+                "delta_base",
+                self.delta_base_size,
+                self.delta_base_sha256.as_deref(),
+            )
+        };
         match self.format {
+            FORMAT_ROOT | FORMAT_BOOT | FORMAT_DELTA if has_boot_base => Err(format!(
+                "format {} cannot carry delta_boot_base_* fields",
+                self.format
+            )),
             FORMAT_ROOT | FORMAT_BOOT if has_base => {
                 Err(format!("format {} cannot carry delta_base_* fields", self.format))
             }
             FORMAT_ROOT if has_boot => Err("format 1 cannot carry boot_image_* fields".into()),
             FORMAT_ROOT => Ok(()),
-            FORMAT_BOOT => check_pair(2, "boot_image", self.boot_image_size, self.boot_image_sha256.as_deref()),
-            FORMAT_DELTA => {
-                check_pair(3, "delta_base", self.delta_base_size, self.delta_base_sha256.as_deref())?;
-                if has_boot {
-                    check_pair(3, "boot_image", self.boot_image_size, self.boot_image_sha256.as_deref())?;
-                }
-                Ok(())
+            FORMAT_BOOT => boot(FORMAT_BOOT),
+            FORMAT_DELTA if has_boot => base(FORMAT_DELTA).and_then(|()| boot(FORMAT_DELTA)),
+            FORMAT_DELTA => base(FORMAT_DELTA),
+            FORMAT_DELTA_BOOT => {
+                base(FORMAT_DELTA_BOOT)?;
+                boot(FORMAT_DELTA_BOOT)?;
+                check_pair(
+                    FORMAT_DELTA_BOOT,
+                    "delta_boot_base",
+                    self.delta_boot_base_size,
+                    self.delta_boot_base_sha256.as_deref(),
+                )
             }
             other => Err(format!(
-                "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} to {FORMAT_DELTA}): update the supervisor first"
+                "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} to {FORMAT_DELTA_BOOT}): update the supervisor first"
             )),
         }
     }
@@ -189,8 +240,14 @@ pub enum BundleError {
     ImageMismatch(String),
     #[error("{0}")]
     BaseMismatch(Box<BaseMismatch>),
-    #[error("bundle {0} is a delta: it can only be rebuilt against its base image (bundle verify --base IMAGE)")]
+    #[error("bundle {0} is a delta: it can only be rebuilt against its base image (bundle verify --base IMAGE, and --boot-base BOOT_IMAGE for format 4)")]
     NeedsBase(String),
+    #[error(
+        "delta bundle {0} rebuilds its boot image from the booted slot's boot partition, but \
+         this device has no slot boot devices configured (SUPERVISOR_SLOT_A_BOOT_DEVICE, \
+         SUPERVISOR_SLOT_B_BOOT_DEVICE): nothing was written"
+    )]
+    NoBootBase(String),
     #[error("--delta-from {0}: {1}")]
     BadDeltaBase(PathBuf, String),
     #[error("SOURCE_DATE_EPOCH={0:?} is not a Unix time (whole seconds since 1970)")]
@@ -205,36 +262,7 @@ pub enum BundleError {
     NoSuchDir(PathBuf),
 }
 
-/// A delta bundle's base is not what the device (or `--base`) holds.
-#[derive(Debug)]
-pub struct BaseMismatch {
-    pub version: String,
-    /// What was hashed, in words ("booted slot A (/dev/mmcblk0p2)").
-    pub what: String,
-    pub size: u64,
-    pub expected: String,
-    /// "sha256 <hex>", or "only N bytes" when it is shorter than the base.
-    pub got: String,
-    /// ", version V" when the manifest names the base's version.
-    pub base_version: String,
-}
-
-impl std::fmt::Display for BaseMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "delta bundle {} applies only to base image sha256 {} ({} bytes{}), but {} holds {}: \
-             nothing was written; install the full bundle of {} instead",
-            self.version,
-            self.expected,
-            self.size,
-            self.base_version,
-            self.what,
-            self.got,
-            self.version
-        )
-    }
-}
+pub use base::BaseMismatch;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BundleError + '_ {
     move |err| BundleError::Io {
@@ -327,6 +355,9 @@ pub struct VerifiedBundle {
     pub payload_offset: u64,
     /// A delta's base image, once [`VerifiedBundle::check_base`] has found it matches.
     pub base: Option<PathBuf>,
+    /// A format 4 delta's boot base image, once [`VerifiedBundle::check_boot_base`] has found
+    /// it matches.
+    pub boot_base: Option<PathBuf>,
 }
 
 impl VerifiedBundle {
@@ -345,43 +376,16 @@ impl VerifiedBundle {
             .base
             .as_deref()
             .ok_or_else(|| BundleError::NeedsBase(self.manifest.version.clone()))?;
-        let base = File::open(base_path).map_err(io_err(base_path))?;
-        Ok(Box::new(delta::DeltaReader::new(payload, base, base_size)))
-    }
-
-    /// For a delta: checks that the first bytes of `base` (the booted slot's device on a
-    /// device) are the base image the manifest names, and remembers `base` for
-    /// [`VerifiedBundle::image_reader`]. `what` names `base` in the refusal. A full bundle
-    /// needs no base: Ok without reading anything.
-    pub fn check_base(&mut self, base: &Path, what: &str) -> Result<(), BundleError> {
-        let m = &self.manifest;
-        let Some((size, sha)) = m.delta_base() else {
-            return Ok(());
-        };
-        let f = File::open(base).map_err(io_err(base))?;
-        let mut hasher = Sha256::new();
-        let n = io::copy(&mut BufReader::new(f).take(size), &mut hasher).map_err(io_err(base))?;
-        let got = fsutil::hex(&hasher.finalize());
-        if n != size || got != sha {
-            return Err(BundleError::BaseMismatch(Box::new(BaseMismatch {
-                version: m.version.clone(),
-                what: format!("{what} ({})", base.display()),
-                size,
-                expected: sha.to_string(),
-                got: if n == size {
-                    format!("sha256 {got}")
-                } else {
-                    format!("only {n} bytes")
-                },
-                base_version: m
-                    .delta_base_version
-                    .as_deref()
-                    .map(|v| format!(", version {v}"))
-                    .unwrap_or_default(),
-            })));
+        let mut bases =
+            delta::Bases::new(File::open(base_path).map_err(io_err(base_path))?, base_size);
+        if let Some((boot_size, _)) = self.manifest.delta_boot_base() {
+            let boot_path = self
+                .boot_base
+                .as_deref()
+                .ok_or_else(|| BundleError::NeedsBase(self.manifest.version.clone()))?;
+            bases = bases.with_boot(File::open(boot_path).map_err(io_err(boot_path))?, boot_size);
         }
-        self.base = Some(base.to_path_buf());
-        Ok(())
+        Ok(Box::new(delta::DeltaReader::new(payload, bases)))
     }
 }
 
@@ -493,6 +497,7 @@ pub fn verify(path: &Path, expect: &Expect<'_>) -> Result<VerifiedBundle, Bundle
         manifest,
         payload_offset,
         base: None,
+        boot_base: None,
     })
 }
 

@@ -30,6 +30,7 @@ fn opts<'a>(
         level: 3,
         created: 1_700_000_000,
         delta_from: None,
+        delta_boot_from: None,
     }
 }
 
@@ -160,8 +161,15 @@ fn signed_bundle(path: &Path, key: &Path, json: &str, payload: &[u8]) {
     std::fs::write(path, b).unwrap();
 }
 
-#[test]
-fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_refused() {
+/// Signs manifest JSON into a bundle and reads it back: (temp dir, signer, a SHA-256 in hex,
+/// the fields every manifest case shares).
+#[allow(clippy::type_complexity)]
+fn manifest_signer() -> (
+    tempfile::TempDir,
+    impl Fn(&str) -> Result<Manifest, BundleError>,
+    String,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(&dir.path().join("k")).unwrap();
     let vk = load_verifying_key(&public).unwrap();
@@ -170,6 +178,16 @@ fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_ref
         r#""version":"1","compatible":"rpi4","created":1,"image_size":1,"image_sha256":"{h}","payload_size":1,"payload_sha256":"{h}""#
     );
     let p = dir.path().join("m.poshub");
+    let sign = move |json: &str| {
+        signed_bundle(&p, &key, json, b"x");
+        read_manifest(&p, &vk).map(|(m, _)| m)
+    };
+    (dir, sign, h, base)
+}
+
+#[test]
+fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_refused() {
+    let (_dir, sign, h, base) = manifest_signer();
     let cases = [
         (format!(r#"{{"format":2,{base}}}"#), "requires boot_image"),
         (
@@ -207,11 +225,9 @@ fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_ref
             ),
             "requires boot_image_sha256",
         ),
-        (format!(r#"{{"format":4,{base}}}"#), "unknown format 4"),
     ];
     for (json, expect) in cases {
-        signed_bundle(&p, &key, &json, b"x");
-        let err = read_manifest(&p, &vk).unwrap_err();
+        let err = sign(&json).unwrap_err();
         assert!(
             matches!(err, BundleError::BadManifest(_)) && err.to_string().contains(expect),
             "{json}: {err}"
@@ -219,11 +235,46 @@ fn manifests_with_missing_or_bad_boot_or_delta_fields_or_unknown_formats_are_ref
     }
     // The same fields, well-formed, are accepted.
     let ok = format!(r#"{{"format":2,{base},"boot_image_size":5,"boot_image_sha256":"{h}"}}"#);
-    signed_bundle(&p, &key, &ok, b"x");
-    assert_eq!(
-        read_manifest(&p, &vk).unwrap().0.boot_image(),
-        Some((5, h.as_str()))
+    assert_eq!(sign(&ok).unwrap().boot_image(), Some((5, h.as_str())));
+}
+
+/// Format 4 needs the root base, the boot image and the boot base; no other format may name a
+/// boot base; format 5 is unknown to this supervisor.
+#[test]
+fn format_4_manifests_need_both_bases_and_the_boot_image() {
+    let (_dir, sign, h, base) = manifest_signer();
+    let cases = [
+        (
+            format!(
+                r#"{{"format":4,{base},"delta_base_size":5,"delta_base_sha256":"{h}","boot_image_size":5,"boot_image_sha256":"{h}"}}"#
+            ),
+            "format 4 requires delta_boot_base_sha256",
+        ),
+        (
+            format!(
+                r#"{{"format":4,{base},"delta_base_size":5,"delta_base_sha256":"{h}","delta_boot_base_size":5,"delta_boot_base_sha256":"{h}"}}"#
+            ),
+            "format 4 requires boot_image_sha256",
+        ),
+        (
+            format!(
+                r#"{{"format":3,{base},"delta_base_size":5,"delta_base_sha256":"{h}","delta_boot_base_size":5,"delta_boot_base_sha256":"{h}"}}"#
+            ),
+            "format 3 cannot carry delta_boot_base",
+        ),
+        (
+            format!(r#"{{"format":5,{base}}}"#),
+            "unknown format 5 (this supervisor reads formats 1 to 4): update the supervisor first",
+        ),
+    ];
+    for (json, expect) in cases {
+        let err = sign(&json).unwrap_err();
+        assert!(err.to_string().contains(expect), "{json}: {err}");
+    }
+    let ok = format!(
+        r#"{{"format":4,{base},"delta_base_size":5,"delta_base_sha256":"{h}","boot_image_size":5,"boot_image_sha256":"{h}","delta_boot_base_size":7,"delta_boot_base_sha256":"{h}"}}"#
     );
+    assert_eq!(sign(&ok).unwrap().delta_boot_base(), Some((7, h.as_str())));
 }
 
 #[test]

@@ -41,10 +41,12 @@ pub(super) fn mark(cfg: &Config, slots: &Slots, progress: &Progress, t: &Target)
             boot_ids: Vec::new(),
             boot_started_uptime_ms: None,
         });
-        let delta = if m.delta_base().is_some() {
-            format!(" (rebuilt from a delta against slot {booted})")
-        } else {
-            String::new()
+        let delta = match (m.delta_base(), m.delta_boot_base()) {
+            (Some(_), Some(_)) => {
+                format!(" (rebuilt from a delta against slot {booted} and its boot partition)")
+            }
+            (Some(_), None) => format!(" (rebuilt from a delta against slot {booted})"),
+            _ => String::new(),
         };
         st.log(
             &slots.boot_id,

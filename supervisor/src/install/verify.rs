@@ -1,7 +1,7 @@
 //! The one check of a bundle against this device, shared by the command line (`install`), the
 //! update API (`POST /update`, before its 202) and the install itself: the public key, the trial
 //! state, every bundle check of `docs/updates.md` §2 (signature, board, version, payload) and,
-//! for a delta, the booted slot's content as its base (§2.1). The API passes the result into the
+//! for a delta, the booted slot's content (and, format 4, its boot partition) as its base (§2.1). The API passes the result into the
 //! install, so an upload is verified once.
 //!
 //! [`VerifyError`] tells the bundle's faults (the sender can fix them: HTTP 400 or 409) from the
@@ -125,9 +125,15 @@ pub fn verify(
             booted,
         });
     }
-    // A delta is rebuilt from the booted slot: its content must be the named base.
+    // A delta is rebuilt from the booted slot: its content must be the named base, and its
+    // boot partition the named boot base (format 4).
     vb.check_base(cfg.slot_device(booted), &format!("booted slot {booted}"))
         .map_err(|e| VerifyError::of_bundle(e, VerifyError::WrongBase))?;
+    vb.check_boot_base(
+        cfg.slot_boot_device(booted),
+        &format!("booted slot {booted}'s boot partition"),
+    )
+    .map_err(|e| VerifyError::of_bundle(e, VerifyError::WrongBase))?;
     Ok(Verified { bundle: vb, booted })
 }
 

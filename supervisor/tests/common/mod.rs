@@ -278,9 +278,23 @@ impl Rig {
         boot: Option<&[u8]>,
         base: &[u8],
     ) -> PathBuf {
-        self.bundle_from(name, version, image, boot, "rpi4", Some(base))
+        self.bundle_from(name, version, image, boot, "rpi4", Some((base, None)))
     }
 
+    /// Builds a delta bundle (format 4) that rebuilds `image` from `base` and `boot` from
+    /// `boot_base` (`--delta-boot-from`).
+    pub fn delta_bundle_with_boot_base(
+        &self,
+        name: &str,
+        version: &str,
+        (image, boot): (&[u8], &[u8]),
+        (base, boot_base): (&[u8], &[u8]),
+    ) -> PathBuf {
+        let delta = Some((base, Some(boot_base)));
+        self.bundle_from(name, version, image, Some(boot), "rpi4", delta)
+    }
+
+    /// `delta`: the root base and the optional boot base of a delta bundle.
     fn bundle_from(
         &self,
         name: &str,
@@ -288,7 +302,7 @@ impl Rig {
         image: &[u8],
         boot: Option<&[u8]>,
         board: &str,
-        delta_base: Option<&[u8]>,
+        delta: Option<(&[u8], Option<&[u8]>)>,
     ) -> PathBuf {
         let img = self.path(&format!("{name}.img"));
         std::fs::write(&img, image).unwrap();
@@ -319,11 +333,18 @@ impl Rig {
             args.push("--boot-image".into());
             args.push(bimg.display().to_string());
         }
-        if let Some(base) = delta_base {
-            let base_img = self.path(&format!("{name}.base.img"));
-            std::fs::write(&base_img, base).unwrap();
-            args.push("--delta-from".into());
-            args.push(base_img.display().to_string());
+        let bases = delta.map(|(b, boot)| {
+            [
+                ("--delta-from", "base", Some(b)),
+                ("--delta-boot-from", "boot-base", boot),
+            ]
+        });
+        for (flag, what, bytes) in bases.into_iter().flatten() {
+            let Some(bytes) = bytes else { continue };
+            let path = self.path(&format!("{name}.{what}.img"));
+            std::fs::write(&path, bytes).unwrap();
+            args.push(flag.into());
+            args.push(path.display().to_string());
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.sup(&args);
