@@ -161,7 +161,7 @@ fn cluster_key(pem: &str) -> Result<VerifyKey, AuthError> {
         });
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(b) {
-        use Algorithm::*;
+        use Algorithm::{PS256, PS384, PS512, RS256, RS384, RS512};
         return Ok(VerifyKey {
             key,
             algs: vec![RS256, RS384, RS512, PS256, PS384, PS512],
@@ -229,8 +229,7 @@ impl HubKey {
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Verifier {

@@ -105,12 +105,11 @@ fn describe(path: &Path, i: Integrity) -> String {
 /// `poshub backup --out FILE`: a consistent copy of the live database (or of the file when the
 /// hub is stopped), checked before it is reported.
 pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
-    let source = match live_backup(cfg)? {
-        Some(copy) => copy,
-        None => {
-            check_offline(cfg)?;
-            cfg.db_path.clone()
-        }
+    let source = if let Some(copy) = live_backup(cfg)? {
+        copy
+    } else {
+        check_offline(cfg)?;
+        cfg.db_path.clone()
     };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;

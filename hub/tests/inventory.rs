@@ -2,7 +2,7 @@
 //! eventId counts once, the level survives `kill -9`, `INVENTORY_UPDATED` is broadcast with a
 //! seq and the event waits for upstream like every other. Property tests: the level is the same
 //! whatever the order and duplication of the adjustments, both for the pure counter and through
-//! the real hub over WebSockets.
+//! the real hub over `WebSockets`.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! mDNS advertisement (docs/configuration.md "HUB_MDNS_ENABLED"), resolved by a real DNS-SD client.
+//! mDNS advertisement (docs/configuration.md "`HUB_MDNS_ENABLED`"), resolved by a real DNS-SD client.
 //! Multicast never leaves this machine: the hub and the resolver run in two network namespaces the
 //! test creates, joined by a veth pair of their own. Where namespaces cannot be made (not root, no
 //! `ip`), the test says why and skips.

@@ -123,7 +123,7 @@ async fn json_deeper_than_the_limit_is_refused_and_never_stored() {
 }
 
 /// What is forwarded upstream reads back intact too: the Odoo double (a real HTTP server that
-/// parses every body with serde_json) receives the custom field at the limit unchanged.
+/// parses every body with `serde_json`) receives the custom field at the limit unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_at_the_limit_reaches_odoo_intact() {
     use common::odoo_double::*;

@@ -90,7 +90,7 @@ fn big_snapshot(p: &str, kb: usize) -> Value {
     s
 }
 
-/// Sends one write and waits at most 5 s for its answer: ORDER_ACK, CONFLICT or ERROR.
+/// Sends one write and waits at most 5 s for its answer: `ORDER_ACK`, CONFLICT or ERROR.
 async fn write(t: &mut Term, p: &str, base: u64, kb: usize) -> Result<Value, String> {
     t.send(
         json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base,

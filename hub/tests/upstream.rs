@@ -163,7 +163,7 @@ async fn every_acknowledged_order_arrives_while_odoo_flaps() {
         }
         versions
     };
-    let (_, versions) = tokio::join!(flapping, writing);
+    let ((), versions) = tokio::join!(flapping, writing);
     odoo.clear_faults();
     // Some orders may be in a long backoff after many failures: drain now, ignoring it.
     let (st, d) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
@@ -375,7 +375,7 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     let (_, h) = http_get(hub.http, "/health").await;
     println!("while odoo hangs: {n} orders acknowledged and broadcast in 3 s, slowest ack {worst:?}; {h}");
     assert!(n >= 30, "only {n} orders in 3 s");
-    assert!(worst < Duration::from_millis(1000), "slowest ack {worst:?}");
+    assert!(worst < Duration::from_secs(1), "slowest ack {worst:?}");
     assert_eq!(h["forwardedEvents"], 0, "{h}");
     // The operator sees why nothing goes out.
     let h = wait_health(hub.http, WAIT, "upstream failing", |h| {

@@ -86,7 +86,7 @@ fn jwt(dir: &std::path::Path, sub: &str) -> String {
     .expect("sign")
 }
 
-/// AUTH with `token`; the reply (AUTH_OK or AUTH_FAIL).
+/// AUTH with `token`; the reply (`AUTH_OK` or `AUTH_FAIL`).
 async fn auth(hub: &TestHub, token: &str, terminal: &str) -> Value {
     let mut t = Term::connect(hub.ws).await;
     t.send(json!({"type": "AUTH", "token": token, "terminalId": terminal}))

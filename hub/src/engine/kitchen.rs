@@ -14,7 +14,10 @@ use crate::printer::escpos;
 use crate::protocol::kitchen::{KitchenStatusMsg, KitchenTicketMsg};
 use crate::protocol::outbound;
 use crate::station::{self, Station};
-use crate::store::kitchen::*;
+use crate::store::kitchen::{
+    InvAppliedRec, PrintJobRec, TicketRec, INVENTORY, INVENTORY_APPLIED, KITCHEN_TICKETS,
+    PRINT_QUEUE_BDS, PRINT_QUEUE_KDS,
+};
 use crate::store::records::{dec, enc};
 use crate::store::StoreError;
 

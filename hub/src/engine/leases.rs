@@ -4,7 +4,7 @@
 use super::{Engine, Out, Session, Tx};
 use crate::engine::outbox::Frame;
 use crate::protocol::outbound;
-use crate::store::records::*;
+use crate::store::records::{enc, LeaseRec};
 use crate::store::StoreError;
 use serde_json::Value;
 

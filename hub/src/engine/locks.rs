@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{Engine, Out, Session, Tx};
 use crate::engine::outbox::Frame;
 use crate::protocol::{outbound, TableId};
-use crate::store::records::*;
+use crate::store::records::{enc, LockRec};
 use crate::store::StoreError;
 
 impl Engine {

@@ -4,8 +4,8 @@
 use redb::ReadableTable;
 
 use super::{Engine, Out, Tx};
-use crate::store::records::*;
-use crate::store::*;
+use crate::store::records::{dec, AppliedRec, EventRec};
+use crate::store::{StoreError, META_COMPACTED_THROUGH};
 
 impl Engine {
     pub(super) fn status_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
@@ -26,8 +26,7 @@ impl Engine {
         let mut through = tx
             .meta
             .get(META_COMPACTED_THROUGH)?
-            .map(|g| g.value())
-            .unwrap_or(0);
+            .map_or(0, |g| g.value());
         let mut removed = 0u64;
         loop {
             let Some((seq, ts)) = (match tx.events.first()? {
@@ -48,11 +47,8 @@ impl Engine {
             tx.meta.insert(META_COMPACTED_THROUGH, through)?;
             // A cursor at or below `through` must resync; the window must not answer it.
             self.window.forget_through(through);
-            tx.event_ids.retain(|_, v| {
-                dec::<AppliedRec>(v)
-                    .map(|a| a.ts_ms >= cutoff_ms)
-                    .unwrap_or(false)
-            })?;
+            tx.event_ids
+                .retain(|_, v| dec::<AppliedRec>(v).is_ok_and(|a| a.ts_ms >= cutoff_ms))?;
             self.dirty = true;
             tracing::info!(
                 removed,

@@ -40,8 +40,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
 use crate::protocol::Inbound;
-use crate::store::records::*;
-use crate::store::*;
+use crate::store::records::{enc, EventRec, LeaseRec, LockRec, PendingRec};
+use crate::store::{
+    Store, StoreError, DEAD, EVENTS, EVENT_IDS, FLOOR_PLANS, LEASES, META, META_HEAD_SEQ,
+    META_LAST_TS, ORDERS, PENDING, TABLES, TABLE_LOCKS, TERMINAL_SUBJECTS, TICKET_SEQ,
+};
 
 pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
 pub use registry::{Limits, Registry};
@@ -385,7 +388,7 @@ impl Engine {
                     tx.meta.insert(META_HEAD_SEQ, self.seq)?;
                 }
                 if self.dirty {
-                    let last = tx.meta.get(META_LAST_TS)?.map(|g| g.value()).unwrap_or(0);
+                    let last = tx.meta.get(META_LAST_TS)?.map_or(0, |g| g.value());
                     tx.meta.insert(META_LAST_TS, last.max(self.now_ms))?;
                 }
             }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{Engine, Session, Tx};
 use crate::protocol::inbound::OrderSnapshotMsg;
 use crate::protocol::outbound;
-use crate::store::records::*;
+use crate::store::records::{dec, enc, AppliedRec, OrderRec, TableRec};
 use crate::store::StoreError;
 
 impl Engine {

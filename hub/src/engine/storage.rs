@@ -79,7 +79,7 @@ impl StorageHealth {
             1 => DbState::Full,
             _ => DbState::Failed,
         };
-        let error = self.error.lock().map(|e| e.clone()).unwrap_or(None);
+        let error = self.error.lock().map_or(None, |e| e.clone());
         (state, self.free_bytes.load(Ordering::Relaxed), error)
     }
 

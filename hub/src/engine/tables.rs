@@ -8,7 +8,7 @@ use super::{Engine, Session, Tx};
 use crate::protocol::inbound::{FloorPlanMsg, TableUpdateMsg};
 use crate::protocol::outbound;
 use crate::protocol::TableId;
-use crate::store::records::*;
+use crate::store::records::{dec, enc, FloorRec, TableRec};
 use crate::store::StoreError;
 
 impl Engine {
@@ -115,12 +115,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let date = business_date(self.now_ms);
         let key = format!("{date}/{order_type}");
-        let n = tx
-            .tickets
-            .get(key.as_str())?
-            .map(|g| g.value())
-            .unwrap_or(0)
-            + 1;
+        let n = tx.tickets.get(key.as_str())?.map_or(0, |g| g.value()) + 1;
         tx.tickets.insert(key.as_str(), n)?;
         self.dirty = true;
         let msg = outbound::ticket_number(order_type, n, &date);

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{Engine, Tx};
 use crate::protocol::outbound;
-use crate::store::records::*;
+use crate::store::records::{dec, enc, AppliedRec, DeadRec, OrderRec, PendingRec};
 use crate::store::upstream::{RegisterRec, SessionRec, META_BRIDGE_CURSOR, META_REGISTER_ID};
 use crate::store::{StoreError, META_FORWARDED};
 
@@ -158,7 +158,7 @@ impl Engine {
                 }
             }
             UpstreamCmd::RegisterFailed { id, error, done } => {
-                self.register_failed(tx, id, error, done)?
+                self.register_failed(tx, id, error, done)?;
             }
             UpstreamCmd::BridgeApply {
                 events,
@@ -192,7 +192,7 @@ impl Engine {
             }
         }
         if n > 0 {
-            let total = tx.meta.get(META_FORWARDED)?.map(|g| g.value()).unwrap_or(0);
+            let total = tx.meta.get(META_FORWARDED)?.map_or(0, |g| g.value());
             tx.meta.insert(META_FORWARDED, total + n)?;
             self.dirty = true;
         }
@@ -211,12 +211,7 @@ impl Engine {
         name: String,
         done: RegisterReply,
     ) -> Result<(), StoreError> {
-        let id = tx
-            .meta
-            .get(META_REGISTER_ID)?
-            .map(|g| g.value())
-            .unwrap_or(0)
-            + 1;
+        let id = tx.meta.get(META_REGISTER_ID)?.map_or(0, |g| g.value()) + 1;
         tx.meta.insert(META_REGISTER_ID, id)?;
         let rec = RegisterRec {
             name,
@@ -360,55 +355,53 @@ impl Engine {
             .filter(|p| !p.is_empty() && p.len() <= 128)
             .map(str::to_string);
         let snapshot = ev.get("snapshot").filter(|s| s.is_object());
-        let applied = match (kind, pos, snapshot) {
-            ("ORDER_SNAPSHOT" | "order_snapshot", Some(p), Some(snap)) => {
-                let stored: Option<OrderRec> = tx
-                    .orders
-                    .get(p.as_str())?
-                    .map(|g| dec(g.value()))
-                    .transpose()?;
-                let version = stored.as_ref().map_or(0, |o| o.version) + 1;
-                let text = snap.to_string();
-                let raw = serde_json::value::RawValue::from_string(text.clone())
-                    .map_err(|e| StoreError::Decode(e.to_string()))?;
-                let seq = self.append(
-                    tx,
-                    "order_snapshot",
-                    Some(&p),
-                    "cloud",
-                    false,
-                    None,
-                    |seq, ts| outbound::order_updated(&p, version, &raw, "cloud", seq, ts),
-                )?;
-                let state = snap.get("state").and_then(Value::as_str).unwrap_or("draft");
-                let rec = OrderRec {
-                    version,
-                    seq,
-                    state: state.to_string(),
-                    table_key: stored.and_then(|o| o.table_key),
-                    terminal_id: "cloud".into(),
-                    updated_ms: self.now_ms,
-                    snapshot_json: text,
-                };
-                tx.orders.insert(p.as_str(), enc(&rec).as_slice())?;
-                AppliedRec {
-                    pos_reference: p,
-                    version,
-                    seq,
-                    ts_ms: self.now_ms,
-                }
+        let applied = if let ("ORDER_SNAPSHOT" | "order_snapshot", Some(p), Some(snap)) =
+            (kind, pos, snapshot)
+        {
+            let stored: Option<OrderRec> = tx
+                .orders
+                .get(p.as_str())?
+                .map(|g| dec(g.value()))
+                .transpose()?;
+            let version = stored.as_ref().map_or(0, |o| o.version) + 1;
+            let text = snap.to_string();
+            let raw = serde_json::value::RawValue::from_string(text.clone())
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            let seq = self.append(
+                tx,
+                "order_snapshot",
+                Some(&p),
+                "cloud",
+                false,
+                None,
+                |seq, ts| outbound::order_updated(&p, version, &raw, "cloud", seq, ts),
+            )?;
+            let state = snap.get("state").and_then(Value::as_str).unwrap_or("draft");
+            let rec = OrderRec {
+                version,
+                seq,
+                state: state.to_string(),
+                table_key: stored.and_then(|o| o.table_key),
+                terminal_id: "cloud".into(),
+                updated_ms: self.now_ms,
+                snapshot_json: text,
+            };
+            tx.orders.insert(p.as_str(), enc(&rec).as_slice())?;
+            AppliedRec {
+                pos_reference: p,
+                version,
+                seq,
+                ts_ms: self.now_ms,
             }
-            _ => {
-                let seq =
-                    self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
-                        outbound::cloud_event(&ev, seq, ts)
-                    })?;
-                AppliedRec {
-                    pos_reference: String::new(),
-                    version: 0,
-                    seq,
-                    ts_ms: self.now_ms,
-                }
+        } else {
+            let seq = self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
+                outbound::cloud_event(&ev, seq, ts)
+            })?;
+            AppliedRec {
+                pos_reference: String::new(),
+                version: 0,
+                seq,
+                ts_ms: self.now_ms,
             }
         };
         tx.event_ids

@@ -98,7 +98,7 @@ pub async fn status(hub: &Hub) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let counts = match read(hub, |s| s.counts()).await {
+    let counts = match read(hub, super::super::store::Store::counts).await {
         Ok(c) => c,
         Err(e) => return unavailable(e),
     };
@@ -166,7 +166,7 @@ pub async fn events(hub: &Hub, query: Option<&str>) -> Response<Body> {
 }
 
 pub async fn tables(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.tables_and_floors()).await {
+    match read(hub, super::super::store::Store::tables_and_floors).await {
         Ok((tables, floors)) => {
             let tables: Vec<Value> = tables
                 .iter()
@@ -186,7 +186,7 @@ pub async fn tables(hub: &Hub) -> Response<Body> {
 }
 
 pub async fn table_locks(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.table_locks()).await {
+    match read(hub, super::super::store::Store::table_locks).await {
         Ok(locks) => {
             let locks: Vec<Value> = locks
                 .iter()
@@ -200,7 +200,7 @@ pub async fn table_locks(hub: &Hub) -> Response<Body> {
 
 pub async fn ticket_sequences(hub: &Hub) -> Response<Body> {
     let today = crate::engine::business_date(crate::engine::now_ms());
-    match read(hub, |s| s.ticket_sequences()).await {
+    match read(hub, super::super::store::Store::ticket_sequences).await {
         Ok(all) => {
             let mut seqs = serde_json::Map::new();
             for (k, n) in all {
@@ -220,7 +220,7 @@ pub async fn ticket_sequences(hub: &Hub) -> Response<Body> {
 }
 
 pub async fn metrics(hub: &Hub) -> Response<Body> {
-    if let Ok(c) = read(hub, |s| s.counts()).await {
+    if let Ok(c) = read(hub, super::super::store::Store::counts).await {
         hub.metrics.pending.set(c.pending as i64);
         hub.metrics.forwarded.set(c.forwarded);
         hub.metrics.dead.set(c.dead as i64);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::records::*;
+use super::records::{dec, DeadRec, EventRec, OrderRec, PendingRec};
 use super::{Store, StoreError, DEAD, EVENTS, META, ORDERS, PENDING};
 
 /// Odoo session validations: sha256(session id) hex -> `SessionRec`.
@@ -174,7 +174,7 @@ impl Store {
     pub fn bridge_cursor(&self) -> Result<u64, StoreError> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(META)?;
-        let v = t.get(META_BRIDGE_CURSOR)?.map(|g| g.value()).unwrap_or(0);
+        let v = t.get(META_BRIDGE_CURSOR)?.map_or(0, |g| g.value());
         Ok(v)
     }
 }

@@ -149,7 +149,7 @@ impl Term {
         self.ws.send(m).await.expect("send");
     }
 
-    /// The next text message (SYNC_STATUS included), or None if the socket closed.
+    /// The next text message (`SYNC_STATUS` included), or None if the socket closed.
     pub async fn next(&mut self, within: Duration) -> Option<Value> {
         loop {
             let m = tokio::time::timeout(within, self.ws.next()).await.ok()??;
@@ -176,7 +176,7 @@ impl Term {
         }
     }
 
-    /// The next message that is not SYNC_STATUS.
+    /// The next message that is not `SYNC_STATUS`.
     pub async fn recv(&mut self) -> Value {
         loop {
             let v = self
@@ -220,7 +220,7 @@ impl Term {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.ws.next()).await {
                 Err(_) => panic!("{}: socket not closed in time", self.id),
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(None | Some(Err(_))) => return None,
                 Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
                 Ok(Some(Ok(_))) => continue,
             }
@@ -245,7 +245,7 @@ impl Term {
         }
     }
 
-    /// Sends a snapshot and returns the hub's direct answer (ORDER_ACK, CONFLICT or ERROR).
+    /// Sends a snapshot and returns the hub's direct answer (`ORDER_ACK`, CONFLICT or ERROR).
     pub async fn write(&mut self, p: &str, base: u64, snapshot: Value) -> Value {
         self.send(json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base, "snapshot": snapshot})).await;
         self.recv_type_of(&["ORDER_ACK", "CONFLICT", "ERROR"]).await

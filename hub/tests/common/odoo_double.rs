@@ -66,9 +66,9 @@ struct St {
     hub_sessions: u64,
     current_session: Option<String>,
     next_id: i64,
-    /// pos_reference -> payloads accepted, in arrival order (with the endpoint used).
+    /// `pos_reference` -> payloads accepted, in arrival order (with the endpoint used).
     orders: BTreeMap<String, Vec<(String, Value)>>,
-    /// pos_reference -> status to answer for it (permanent rejection).
+    /// `pos_reference` -> status to answer for it (permanent rejection).
     refuse: HashMap<String, u16>,
     terminal_sessions: HashMap<String, Value>,
     pos_configs: Vec<Value>,
@@ -141,7 +141,7 @@ impl OdooDouble {
                 prefix: prefix.into(),
                 fault,
                 remaining: n,
-            })
+            });
         });
     }
 
@@ -172,7 +172,7 @@ impl OdooDouble {
         self.with(|s| s.terminal_sessions.remove(sid));
     }
 
-    /// pos_reference -> every payload Odoo accepted for it, with the endpoint.
+    /// `pos_reference` -> every payload Odoo accepted for it, with the endpoint.
     pub fn orders(&self) -> BTreeMap<String, Vec<(String, Value)>> {
         self.with(|s| s.orders.clone())
     }
@@ -249,14 +249,14 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes())
+        .map(http_body_util::Collected::to_bytes)
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     // 1. Faults.
     let fault = {
         let mut s = st.lock().expect("state");
         let mut hit = None;
-        for r in s.rules.iter_mut() {
+        for r in &mut s.rules {
             if path.starts_with(&r.prefix) && r.remaining != Some(0) {
                 if let Some(n) = r.remaining.as_mut() {
                     *n -= 1;
@@ -270,7 +270,7 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
             path: path.clone(),
             cookie: cookie.clone(),
             body: body.clone(),
-            served: !matches!(hit, Some(Fault::Status(_)) | Some(Fault::Drop)),
+            served: !matches!(hit, Some(Fault::Status(_) | Fault::Drop)),
         });
         hit
     };
@@ -309,10 +309,8 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
                 )
             }
         }
-        ("POST", "/pos-react/api/orders/create") | ("POST", "/pos-react/api/orders/update") => {
-            if !authed {
-                answer(401, json!({"error": "session expired"}))
-            } else {
+        ("POST", "/pos-react/api/orders/create" | "/pos-react/api/orders/update") => {
+            if authed {
                 let p = body["pos_reference"]
                     .as_str()
                     .unwrap_or_default()
@@ -328,6 +326,8 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
                     s.next_id += 1;
                     answer(200, json!({"jsonrpc": "2.0", "result": {"id": s.next_id}}))
                 }
+            } else {
+                answer(401, json!({"error": "session expired"}))
             }
         }
         ("POST", "/pos-react/api/session") => {
@@ -367,14 +367,14 @@ async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std:
             json!({"jsonrpc": "2.0", "error": {"code": 100, "message": "Odoo Session Expired"}}),
         ),
         ("POST", "/events/ingest") => {
-            if bearer.as_deref() != Some(&format!("Bearer {BRIDGE_TOKEN}")) {
-                answer(401, json!({"error": "bad token"}))
-            } else {
+            if bearer.as_deref() == Some(&format!("Bearer {BRIDGE_TOKEN}")) {
                 for e in body.as_array().cloned().unwrap_or_default() {
                     let id = e["eventId"].as_str().unwrap_or_default().to_string();
                     s.ingested.entry(id).or_insert(e);
                 }
                 answer(200, json!({"ok": true}))
+            } else {
+                answer(401, json!({"error": "bad token"}))
             }
         }
         ("GET", "/events") => {
@@ -447,7 +447,7 @@ pub async fn admin(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 

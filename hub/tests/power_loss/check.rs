@@ -158,7 +158,7 @@ fn read_and_compare(store: &Store, want: &Expect, max_version: u64) -> Result<Fo
     Ok(found)
 }
 
-/// Events 1..=head_seq without a gap, each acknowledged seq in it, and every acknowledged order
+/// Events `1..=head_seq` without a gap, each acknowledged seq in it, and every acknowledged order
 /// version still queued for upstream (no Odoo is configured, so nothing left the queue).
 fn check_log(store: &Store, want: &Expect, found: &mut Found) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();

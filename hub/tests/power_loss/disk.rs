@@ -1,4 +1,4 @@
-//! A disk that records every operation redb makes on it (write, set_len, sync_data) and can
+//! A disk that records every operation redb makes on it (write, `set_len`, `sync_data`) and can
 //! rebuild what a power cut at any operation leaves on the medium: everything up to the last
 //! `sync_data` before the cut, and, in the second mode, also a random subset of the 4 KiB
 //! sectors written since (a card may have written some of them, in any order, or half a write).
@@ -178,12 +178,12 @@ impl Replay {
     }
 
     /// The medium after a cut before op `k`: only what was synced (`rng` None), or that plus a
-    /// random subset of the sectors written since the last sync (set_len kept or not likewise).
+    /// random subset of the sectors written since the last sync (`set_len` kept or not likewise).
     pub fn image_at(&mut self, k: usize, rng: Option<&mut Rng>) -> Vec<u8> {
         self.image_and_kept(k, rng).0
     }
 
-    /// `image_at`, and how many unsynced sectors (or set_len) the cut kept.
+    /// `image_at`, and how many unsynced sectors (or `set_len`) the cut kept.
     pub fn image_and_kept(&mut self, k: usize, rng: Option<&mut Rng>) -> (Vec<u8>, usize) {
         self.advance(k);
         let mut img = self.durable.clone();

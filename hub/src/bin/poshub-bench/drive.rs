@@ -28,7 +28,7 @@ pub struct Write {
 
 pub struct RunResult {
     pub writes: Vec<Write>,
-    /// Per terminal: (seq, received_us) of every ORDER_UPDATED.
+    /// Per terminal: (seq, `received_us`) of every `ORDER_UPDATED`.
     pub received: Vec<Vec<(u64, u64)>>,
     pub measure_from_us: u64,
     pub measure_to_us: u64,
@@ -54,7 +54,7 @@ fn seq_of(text: &str) -> Option<u64> {
 /// What one terminal's reader and writer share.
 #[derive(Clone)]
 struct Shared {
-    /// (seq, received_us) of every ORDER_UPDATED from others.
+    /// (seq, `received_us`) of every `ORDER_UPDATED` from others.
     received: Arc<Mutex<Vec<(u64, u64)>>>,
     /// When each write still waiting for its ack was sent, oldest first.
     sent_times: Arc<Mutex<VecDeque<u64>>>,
@@ -108,7 +108,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let per_writer_rate = if args.rate == 0 {
         0.0
     } else {
-        args.rate as f64 / args.writers as f64
+        f64::from(args.rate) / args.writers as f64
     };
 
     for t in 0..args.terminals {
@@ -120,7 +120,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
             received: Arc::new(Mutex::new(Vec::with_capacity(1 << 16))),
             sent_times: Arc::new(Mutex::new(VecDeque::new())),
             writes: Arc::new(Mutex::new(Vec::new())),
-            window: Arc::new(Semaphore::new(if is_writer { 0 } else { 1 })),
+            window: Arc::new(Semaphore::new(usize::from(!is_writer))),
             errors: errors.clone(),
         };
         // Reader: broadcasts from others, and for writers the acks of their own writes.
@@ -305,8 +305,8 @@ async fn wait_for_broadcasts(readers: &[Reader]) {
     let owed = || -> (usize, usize) {
         let (mut acked, mut got) = (0, 0);
         for (r, w, _) in readers {
-            acked += w.lock().map(|w| w.len()).unwrap_or(0);
-            got += r.lock().map(|r| r.len()).unwrap_or(0);
+            acked += w.lock().map_or(0, |w| w.len());
+            got += r.lock().map_or(0, |r| r.len());
         }
         (acked * (readers.len() - 1), got)
     };
@@ -330,7 +330,7 @@ async fn wait_for_broadcasts(readers: &[Reader]) {
     }
 }
 
-/// The seqs of the ORDER_UPDATED events inside an EVENTS_BULK frame, except the terminal's own
+/// The seqs of the `ORDER_UPDATED` events inside an `EVENTS_BULK` frame, except the terminal's own
 /// writes (catch-up replays those too; live fan-out skips the author, and so does the count).
 fn bulk_order_seqs(frame: &str, own_id: &str) -> Vec<u64> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(frame) else {

@@ -172,7 +172,7 @@ impl Hub {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Peak resident set size of the spawned hub (VmHWM), in KiB.
+    /// Peak resident set size of the spawned hub (`VmHWM`), in KiB.
     pub fn peak_rss_kb(&self) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         s.lines()
