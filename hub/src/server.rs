@@ -175,7 +175,7 @@ fn spawn_ticks(hub: &Arc<Hub>, cfg: &Config) {
     let retention = cfg.event_retention;
     spawn_tick(hub, Duration::from_secs(3600).min(retention), move || {
         Cmd::Compact {
-            cutoff_ms: now_ms().saturating_sub(retention.as_millis() as u64),
+            cutoff_ms: now_ms().saturating_sub(crate::clock::millis(retention)),
         }
     });
 }

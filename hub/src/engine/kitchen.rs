@@ -236,7 +236,7 @@ impl Engine {
                 removed += 1;
             }
         }
-        let retention = self.cfg.event_retention.as_millis() as u64;
+        let retention = crate::clock::millis(self.cfg.event_retention);
         let ids_cutoff = cutoff_ms.saturating_sub(3 * retention);
         let before = tx.k.inv_applied.len()?;
         tx.k.inv_applied

@@ -39,6 +39,7 @@ use crate::auth::Role;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
+use crate::metrics::gauge_value;
 use crate::protocol::Inbound;
 use crate::store::records::{enc, EventRec, LeaseRec, LockRec, PendingRec};
 use crate::store::{
@@ -316,7 +317,7 @@ impl Engine {
             metrics,
             upstream_state,
             upstream_last_ok: None,
-            upstream_waiters: Default::default(),
+            upstream_waiters: upstream::Waiters::default(),
         };
         let join = std::thread::Builder::new()
             .name("poshub-engine".into())
@@ -437,7 +438,7 @@ impl Engine {
             st.commits.fetch_add(1, Ordering::Relaxed);
             st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
             st.commit_us_total
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                .fetch_add(crate::clock::micros(started.elapsed()), Ordering::Relaxed);
             st.last_batch.store(n, Ordering::Relaxed);
             st.max_batch.fetch_max(n, Ordering::Relaxed);
         }
@@ -445,15 +446,17 @@ impl Engine {
         st.leases.store(self.leases.len(), Ordering::Relaxed);
         st.table_locks.store(self.locks.len(), Ordering::Relaxed);
         if self.dirty {
+            // A batch holds at most a few thousand commands: exact as f64 (below 2^52).
+            #[allow(clippy::cast_precision_loss)]
             self.metrics.commit_batch.observe(n as f64);
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         self.metrics.head_seq.set(self.seq);
-        self.metrics.leases.set(self.leases.len() as i64);
-        self.metrics.table_locks.set(self.locks.len() as i64);
-        self.metrics.terminals.set(self.reg.len() as i64);
+        self.metrics.leases.set(gauge_value(self.leases.len()));
+        self.metrics.table_locks.set(gauge_value(self.locks.len()));
+        self.metrics.terminals.set(gauge_value(self.reg.len()));
     }
 
     /// Appends an event in the current transaction and schedules its broadcast.

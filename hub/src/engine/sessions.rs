@@ -87,7 +87,7 @@ impl Engine {
         // Leases and locks stay with the terminal for the grace period. It ends at the first of
         // the timer below and the lease tick that sees the engine clock past `ends`.
         let grace = self.cfg.grace;
-        let ends = self.now_ms + grace.as_millis() as u64;
+        let ends = self.now_ms + crate::clock::millis(grace);
         self.disconnected
             .insert(s.terminal_id.clone(), (conn_id, ends));
         let tx = self.tx.clone();

@@ -127,7 +127,10 @@ impl Engine {
 /// The store's business day: the local calendar date of `ms`.
 pub fn business_date(ms: u64) -> String {
     use chrono::TimeZone;
-    match chrono::Local.timestamp_millis_opt(ms as i64).single() {
+    let local = i64::try_from(ms)
+        .ok()
+        .map(|ms| chrono::Local.timestamp_millis_opt(ms));
+    match local.and_then(chrono::LocalResult::single) {
         Some(t) => t.format("%Y-%m-%d").to_string(),
         None => "1970-01-01".to_string(),
     }

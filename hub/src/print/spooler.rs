@@ -291,7 +291,7 @@ fn unacknowledged(s: &TcpStream) -> Option<usize> {
     // SAFETY: the descriptor belongs to `s`, which stays open for the whole call, and
     // TIOCOUTQ (= SIOCOUTQ on sockets) writes exactly one c_int to the pointer given.
     let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    (r == 0).then_some(n.max(0) as usize)
+    (r == 0).then(|| usize::try_from(n).unwrap_or(0))
 }
 
 /// Elsewhere only the printer closing the connection counts as its acknowledgement.

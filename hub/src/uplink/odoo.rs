@@ -135,6 +135,8 @@ fn map_line(i: usize, l: &Value) -> Result<Option<Value>, String> {
 const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
 
 /// An integer, or a string holding one ("42"); `None` for anything that is not exactly an i64.
+// The float cast only sees whole values within ±2^53 (filtered first): exact as i64.
+#[allow(clippy::cast_possible_truncation)]
 fn as_int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| {
