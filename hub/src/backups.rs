@@ -5,6 +5,7 @@
 //! `backup::offsite`) and describes in `backups/offsite.json`: a dead card loses what came
 //! after the newest of those.
 
+use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -114,16 +115,12 @@ pub fn offsite_metrics(offsite: &Value) -> String {
     }
     let mut out = String::new();
     if let Some(age) = offsite["ageS"].as_u64() {
-        out.push_str(&format!(
-            "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
-             Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n"
-        ));
+        let _ = write!(out, "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
+             Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n");
     }
     let failures = offsite["failures"].as_u64().unwrap_or(0);
-    out.push_str(&format!(
-        "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
-         Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n"
-    ));
+    let _ = write!(out, "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
+         Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n");
     out
 }
 

@@ -46,7 +46,7 @@ struct Cli {
 struct ConfigArg {
     /// Env-file with the hub's settings (systemd `EnvironmentFile` format). A variable also set
     /// in the environment takes the environment's value (as systemd's Environment= over
-    /// `EnvironmentFile`=; poshub-supervisor reads its --config the same way).
+    /// `EnvironmentFile=`; poshub-supervisor reads its --config the same way).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -128,7 +128,7 @@ enum Command {
     Restore {
         #[command(flatten)]
         config: ConfigArg,
-        /// Restore from offsite storage (`BACKUP_S3`_* in poshub.env).
+        /// Restore from offsite storage (`BACKUP_S3_*` in poshub.env).
         #[arg(long, required = true)]
         from_offsite: bool,
         /// UTC time, e.g. 2026-12-05T13:45:00Z.
@@ -202,6 +202,9 @@ enum TokenCommand {
     },
 }
 
+/// Prints one answer line. Shaped for `.and_then(say)` on the `Result<String, String>` the
+/// ops return (hence the owned `String` and the `Result` that is always `Ok`).
+#[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value)]
 fn say(line: String) -> Result<(), String> {
     println!("{line}");
     Ok(())

@@ -1,6 +1,7 @@
 //! What the CLI's maintenance commands do: talk to the running hub through its admin API, or,
 //! when no hub runs, work on the database file directly (redb lets one process open it).
 
+use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -154,12 +155,13 @@ pub fn stats(cfg: &Config) -> Result<String, String> {
         h["db"]["status"].as_str().unwrap_or("?"),
     );
     for t in s["terminals"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "\n  {} ({}, {})",
             t["terminalId"].as_str().unwrap_or("?"),
             t["name"].as_str().unwrap_or(""),
             t["role"].as_str().unwrap_or("")
-        ));
+        );
     }
     Ok(out)
 }
@@ -169,14 +171,15 @@ pub fn events(cfg: &Config, limit: usize) -> Result<String, String> {
     let v = hub_call(cfg, "GET", &format!("/events?limit={limit}"), false)?;
     let mut out = String::new();
     for e in v["events"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:>8}  {:<20} {:<28} {:<14} {}\n",
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<20} {:<28} {:<14} {}",
             e["seq"],
             e["type"].as_str().unwrap_or(""),
             e["posReference"].as_str().unwrap_or("-"),
             e["terminalId"].as_str().unwrap_or(""),
             e["upstream"].as_str().unwrap_or("")
-        ));
+        );
     }
     if out.is_empty() {
         out.push_str("no events\n");

@@ -42,7 +42,7 @@ impl Engine {
             self.leases = leases.into_iter().collect();
             self.reg.clamp(seq);
         } else {
-            tracing::error!("cannot reload state after a failed commit")
+            tracing::error!("cannot reload state after a failed commit");
         }
         if let Ok(locks) = self.store.table_locks() {
             self.locks = locks.into_iter().collect();

@@ -79,7 +79,7 @@ impl StorageHealth {
             1 => DbState::Full,
             _ => DbState::Failed,
         };
-        let error = self.error.lock().map_or(None, |e| e.clone());
+        let error = self.error.lock().ok().and_then(|e| e.clone());
         (state, self.free_bytes.load(Ordering::Relaxed), error)
     }
 

@@ -147,7 +147,7 @@ impl Engine {
             UpstreamCmd::RegisterAdd { name, done } => self.register_add(tx, name, done)?,
             UpstreamCmd::RegisterPushed { id, odoo_id, done } => {
                 self.upstream_waiters.done.extend(done);
-                if let Some(mut rec) = self.register(tx, id)? {
+                if let Some(mut rec) = Self::register(tx, id)? {
                     rec.state = "synced".into();
                     rec.odoo_id = Some(odoo_id);
                     rec.attempts = 0;
@@ -239,14 +239,14 @@ impl Engine {
         done: Option<oneshot::Sender<()>>,
     ) -> Result<(), StoreError> {
         self.upstream_waiters.done.extend(done);
-        if let Some(mut rec) = self.register(tx, id)? {
+        if let Some(mut rec) = Self::register(tx, id)? {
             rec.attempts += 1;
             rec.last_error = Some(error);
             if rec.attempts >= REGISTER_MAX_TRIES {
                 rec.state = "sync_error".into();
                 rec.next_attempt_ms = 0;
             } else {
-                let base = self.cfg.forward_interval.as_millis() as u64;
+                let base = crate::clock::millis(self.cfg.forward_interval);
                 rec.next_attempt_ms = self.now_ms + backoff_ms(base, rec.attempts);
             }
             tx.registers.insert(id, enc(&rec).as_slice())?;
@@ -255,7 +255,7 @@ impl Engine {
         Ok(())
     }
 
-    fn register(&mut self, tx: &mut Tx, id: u64) -> Result<Option<RegisterRec>, StoreError> {
+    fn register(tx: &mut Tx, id: u64) -> Result<Option<RegisterRec>, StoreError> {
         tx.registers
             .get(id)?
             .map(|g| dec::<RegisterRec>(g.value()))
@@ -270,7 +270,7 @@ impl Engine {
         permanent: bool,
     ) -> Result<(), StoreError> {
         let max = self.cfg.forward_max_retries.max(1);
-        let base = self.cfg.forward_interval.as_millis() as u64;
+        let base = crate::clock::millis(self.cfg.forward_interval);
         for &s in seqs {
             let Some(mut p) = tx
                 .pending

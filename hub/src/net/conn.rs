@@ -527,7 +527,10 @@ async fn write_loop<Si>(
                     }
                     r
                 }
-                Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
+                Frame::Ping => {
+                    sink.feed(Message::Ping(tokio_tungstenite::tungstenite::Bytes::new()))
+                        .await
+                }
                 Frame::Close { code, reason } => return send_close(&mut sink, code, reason).await,
             };
             if let Err(e) = r {

@@ -210,7 +210,7 @@ async fn health(hub: &Hub) -> Response<Body> {
     let counts = tokio::task::spawn_blocking(move || store.counts()).await;
     let counts = match counts {
         Ok(Ok(c)) => c,
-        _ => Default::default(),
+        _ => crate::store::Counts::default(),
     };
     let ok = db.is_ok();
     let printers = crate::print::health_json(hub).await;
