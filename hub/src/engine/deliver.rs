@@ -13,7 +13,7 @@ use crate::store::StoreError;
 impl Engine {
     /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
     /// in-memory state from what is really on disk.
-    pub(super) fn failed(&mut self, e: StoreError) {
+    pub(super) fn failed(&mut self, e: &StoreError) {
         tracing::error!(error = %e, "commit failed; batch discarded");
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         self.out.clear();

@@ -87,7 +87,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: InventoryAdjustMsg,
+        m: &InventoryAdjustMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let key = m.product.key.as_str();

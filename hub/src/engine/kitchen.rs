@@ -79,7 +79,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: KitchenTicketMsg,
+        m: &KitchenTicketMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let id = m.ticket_id.as_str();

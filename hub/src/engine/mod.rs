@@ -380,7 +380,7 @@ impl Engine {
                             permit,
                         } => {
                             permits.extend(permit);
-                            self.request(&mut tx, &session, request_id, msg)?;
+                            self.request(&mut tx, &session, request_id.as_ref(), msg)?;
                         }
                         other => self.command(&mut tx, other)?,
                     }
@@ -419,7 +419,7 @@ impl Engine {
                     let _ = reply.send(Err(e.to_string()));
                 }
                 self.storage_failed(&e);
-                self.failed(e);
+                self.failed(&e);
                 // The rest of the batch is answered now, not retried forever.
                 let rest: Vec<Cmd> = cmds.collect();
                 stop |= self.serve_read_only(rest);

@@ -15,12 +15,12 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: OrderSnapshotMsg,
+        m: &OrderSnapshotMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let p = m.pos_reference.as_str();
         // 1. A resent eventId answers with the original acknowledgement and changes nothing.
-        if self.answered_resend(tx, s, &m, r)? {
+        if self.answered_resend(tx, s, m, r)? {
             return Ok(());
         }
         // 2. Single writer: the sender must hold the order's lease.
@@ -44,7 +44,7 @@ impl Engine {
             let snap = stored
                 .as_ref()
                 .map_or(Value::Null, |o| outbound::raw(&o.snapshot_json));
-            let msg = outbound::conflict(p, current, snap);
+            let msg = outbound::conflict(p, current, &snap);
             self.reply(s, outbound::reply(msg, r));
             return Ok(());
         }
@@ -83,7 +83,7 @@ impl Engine {
         self.reply(s, outbound::order_ack(p, version, seq, r));
         // 5. Automatic table status.
         let prev_table = stored.and_then(|o| o.table_key);
-        self.follow_table(tx, &m, prev_table, &terminal)
+        self.follow_table(tx, m, prev_table, &terminal)
     }
 
     /// Answers a resent eventId with the original acknowledgement (or `duplicate_event_id` if

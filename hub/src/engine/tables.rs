@@ -72,7 +72,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: FloorPlanMsg,
+        m: &FloorPlanMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let rec = FloorRec {

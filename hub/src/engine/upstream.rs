@@ -166,7 +166,7 @@ impl Engine {
                 done,
             } => {
                 for ev in events {
-                    self.bridge_event(tx, ev)?;
+                    self.bridge_event(tx, &ev)?;
                 }
                 tx.meta.insert(META_BRIDGE_CURSOR, cursor)?;
                 self.dirty = true;
@@ -339,7 +339,7 @@ impl Engine {
     /// Applies one event the cloud sent: an order snapshot becomes the order's next version
     /// (broadcast as `ORDER_UPDATED` from terminal `cloud`); anything else is broadcast as
     /// `CLOUD_EVENT`. Each `eventId` is applied once.
-    fn bridge_event(&mut self, tx: &mut Tx, ev: Value) -> Result<(), StoreError> {
+    fn bridge_event(&mut self, tx: &mut Tx, ev: &Value) -> Result<(), StoreError> {
         let Some(event_id) = ev.get("eventId").and_then(Value::as_str) else {
             tracing::warn!("cloud event without eventId ignored");
             return Ok(());
@@ -395,7 +395,7 @@ impl Engine {
             }
         } else {
             let seq = self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
-                outbound::cloud_event(&ev, seq, ts)
+                outbound::cloud_event(ev, seq, ts)
             })?;
             AppliedRec {
                 pos_reference: String::new(),

@@ -216,7 +216,7 @@ impl OdooClient {
         kwargs: Value,
     ) -> Result<Value, UpstreamError> {
         let path = format!("/web/dataset/call_kw/{model}/{method}");
-        let body = rpc(json!({"model": model, "method": method, "args": args, "kwargs": kwargs}));
+        let body = rpc(&json!({"model": model, "method": method, "args": args, "kwargs": kwargs}));
         let v = self.authed_post(&path, &body).await?;
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
     }
@@ -292,7 +292,7 @@ impl OdooClient {
     }
 
     async fn login(&self) -> Result<String, UpstreamError> {
-        let body = rpc(json!({"db": self.db, "login": self.login, "password": self.password}));
+        let body = rpc(&json!({"db": self.db, "login": self.login, "password": self.password}));
         let r = self
             .http
             .post(format!("{}/web/session/authenticate", self.base))
@@ -342,7 +342,7 @@ impl OdooClient {
             .http
             .post(format!("{}/pos-react/api/session", self.base))
             .header(COOKIE, c)
-            .json(&rpc(json!({})))
+            .json(&rpc(&json!({})))
             .send()
             .await;
         let r = match r {
@@ -385,7 +385,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, UpstreamError> 
         .map_err(|e| UpstreamError::Network(e.to_string()))
 }
 
-fn rpc(params: Value) -> Value {
+fn rpc(params: &Value) -> Value {
     json!({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1})
 }
 
@@ -405,7 +405,9 @@ fn rpc_session_expired(v: &Value) -> bool {
             .is_some_and(|n| n.contains("SessionExpired"))
 }
 
-/// A reqwest failure as a transient error, saying whether it was a timeout.
+/// A reqwest failure as a transient error, saying whether it was a timeout. Takes the error by
+/// value so that it reads `.map_err(net_error)`.
+#[allow(clippy::needless_pass_by_value)]
 pub fn net_error(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout(e.to_string())
