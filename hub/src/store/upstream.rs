@@ -87,16 +87,16 @@ impl Store {
         for item in pending.iter()?.take(MAX_SCAN) {
             let (k, v) = item?;
             let seq = k.value();
-            let p: PendingRec = dec(v.value())?;
+            let pending_rec: PendingRec = dec(v.value())?;
             let Some(ev) = events.get(seq)? else {
                 continue; // compacted away; nothing left to send
             };
             let event: EventRec = dec(ev.value())?;
-            let due = p.next_attempt_ms <= now_ms;
+            let due = pending_rec.next_attempt_ms <= now_ms;
             let item = DueEvent {
                 seq,
                 event,
-                pending: p,
+                pending: pending_rec,
             };
             match item.event.pos_reference.clone() {
                 Some(pr) => match by_order.get(&pr) {
