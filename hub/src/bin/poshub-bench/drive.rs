@@ -76,7 +76,7 @@ struct Control {
 
 impl Control {
     fn us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
+        poshub::clock::micros(self.start.elapsed())
     }
 
     /// Waits until the drain is over.
@@ -108,7 +108,10 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let per_writer_rate = if args.rate == 0 {
         0.0
     } else {
-        f64::from(args.rate) / args.writers as f64
+        // A handful of writers: exact as f64.
+        #[allow(clippy::cast_precision_loss)]
+        let writers = args.writers as f64;
+        f64::from(args.rate) / writers
     };
 
     for t in 0..args.terminals {
@@ -147,8 +150,8 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     // Every terminal is connected: start the writers, warm up, then measure.
     let load_started = ctl.us();
     let _ = go_tx.send(true);
-    let measure_from_us = load_started + warmup.as_micros() as u64;
-    let measure_to_us = measure_from_us + duration.as_micros() as u64;
+    let measure_from_us = load_started + poshub::clock::micros(warmup);
+    let measure_to_us = measure_from_us + poshub::clock::micros(duration);
     tokio::time::sleep(warmup + duration).await;
     ctl.stop.store(true, Ordering::Relaxed);
     wait_for_broadcasts(&readers).await;
@@ -265,7 +268,10 @@ where
         .await?;
     }
     // All leases granted before the clock starts.
-    let granted = sh.window.acquire_many(ORDERS_PER_WRITER as u32).await?;
+    let granted = sh
+        .window
+        .acquire_many(u32::try_from(ORDERS_PER_WRITER)?)
+        .await?;
     granted.forget();
     sh.window.add_permits(window_size);
     let mut versions = [0u64; ORDERS_PER_WRITER];

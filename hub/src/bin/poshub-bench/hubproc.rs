@@ -38,6 +38,8 @@ pub struct Scrape {
 
 impl Scrape {
     /// Upper bound (ms) of the bucket holding quantile `q` of broadcasts between two scrapes.
+    // Bucket bounds are parsed from the same `le` labels each scrape: compared exactly.
+    #[allow(clippy::float_cmp)]
     pub fn broadcast_quantile(&self, before: &Scrape, q: f64) -> f64 {
         let delta: Vec<(f64, f64)> = self
             .broadcast_buckets
