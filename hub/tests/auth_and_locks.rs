@@ -12,13 +12,13 @@ use serde_json::json;
 
 fn token(dir: &std::path::Path, sub: &str, tenant: &str, role: &str, exp_offset: i64) -> String {
     let key = HubKey::load_or_create(dir).expect("hub key");
-    let now = poshub::auth::now_secs() as i64;
+    let now = i64::try_from(poshub::auth::now_secs()).expect("clock before 2^63 s");
     key.issue(&Claims {
         sub: sub.into(),
         aud: AUDIENCE.into(),
         tenant_id: tenant.into(),
         store_id: "s1".into(),
-        exp: (now + exp_offset) as u64,
+        exp: u64::try_from(now + exp_offset).expect("expiry after 1970"),
         nbf: None,
         iat: None,
         uid: Some(json!(42)),
@@ -100,7 +100,7 @@ async fn cluster_key_tokens_are_accepted_offline() {
             .expect("key");
     let pub_pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
         &sk.verifying_key(),
-        Default::default(),
+        ed25519_dalek::pkcs8::spki::der::pem::LineEnding::default(),
     )
     .expect("pub");
     let b64 = base64::engine::general_purpose::STANDARD.encode(pub_pem);

@@ -362,14 +362,14 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     let mut n = 0u64;
     // A 3-second window of steady writing while the forwarder keeps timing out.
     while started.elapsed() < Duration::from_secs(3) {
-        let p = format!("S-{n}");
-        a.lease(&p).await;
-        let t = Instant::now();
-        let v = a.write(&p, 0, order(&p, 1, None)).await;
-        worst = worst.max(t.elapsed());
-        assert_eq!(v["type"], "ORDER_ACK", "{v}");
-        let u = b.recv_type("ORDER_UPDATED").await;
-        assert_eq!(u["posReference"], p.as_str());
+        let pos = format!("S-{n}");
+        a.lease(&pos).await;
+        let sent_at = Instant::now();
+        let ack = a.write(&pos, 0, order(&pos, 1, None)).await;
+        worst = worst.max(sent_at.elapsed());
+        assert_eq!(ack["type"], "ORDER_ACK", "{ack}");
+        let upd = b.recv_type("ORDER_UPDATED").await;
+        assert_eq!(upd["posReference"], pos.as_str());
         n += 1;
     }
     let (_, h) = http_get(hub.http, "/health").await;
@@ -392,7 +392,7 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     );
     // Odoo comes back: everything goes out.
     odoo.clear_faults();
-    let t = Instant::now();
+    let drain_started = Instant::now();
     let (st, _) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
     assert_eq!(st, 200);
     wait_health(hub.http, Duration::from_secs(30), "backlog drained", |h| {
@@ -401,7 +401,7 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     .await;
     println!(
         "backlog of {n} orders drained to the double in {:?}",
-        t.elapsed()
+        drain_started.elapsed()
     );
     assert_eq!(odoo.orders().len() as u64, n);
     hub.stop().await;

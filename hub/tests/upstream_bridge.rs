@@ -48,28 +48,28 @@ async fn cloud_bridge_pushes_and_pulls() {
     cloud.add_cloud_event(
         json!({"eventId": "note-1", "type": "NOTICE", "text": "kitchen closes at 22:00"}),
     );
-    let u = a.recv_type("ORDER_UPDATED").await;
+    let upd = a.recv_type("ORDER_UPDATED").await;
     assert_eq!(
         (
-            u["posReference"].as_str(),
-            u["terminalId"].as_str(),
-            u["version"].as_u64()
+            upd["posReference"].as_str(),
+            upd["terminalId"].as_str(),
+            upd["version"].as_u64()
         ),
         (Some("WEB-1"), Some("cloud"), Some(1))
     );
-    let n = a.recv_type("CLOUD_EVENT").await;
-    assert_eq!(n["event"]["text"], "kitchen closes at 22:00");
-    let (st, o) = http_get(hub.http, "/orders/WEB-1").await;
+    let notice = a.recv_type("CLOUD_EVENT").await;
+    assert_eq!(notice["event"]["text"], "kitchen closes at 22:00");
+    let (st, order) = http_get(hub.http, "/orders/WEB-1").await;
     assert_eq!(
-        (st, o["snapshot"]["orderType"].as_str()),
+        (st, order["snapshot"]["orderType"].as_str()),
         (200, Some("delivery"))
     );
 
     // After a restart nothing is applied twice (durable cursor, eventIds applied once).
     let hub = restart(hub, &env).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, o) = http_get(hub.http, "/orders/WEB-1").await;
-    assert_eq!(o["version"], 1, "{o}");
+    let (_, order) = http_get(hub.http, "/orders/WEB-1").await;
+    assert_eq!(order["version"], 1, "{order}");
     let pulls: Vec<_> = cloud
         .requests()
         .into_iter()

@@ -29,6 +29,11 @@ struct State {
     lying: bool,
 }
 
+/// A file offset or length as an index into an in-memory image (which exists, so it fits).
+fn idx(n: u64) -> usize {
+    usize::try_from(n).expect("offset within the in-memory image")
+}
+
 /// The recording disk; clones share the same storage.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingDisk(Arc<Mutex<State>>);
@@ -70,7 +75,7 @@ impl StorageBackend for RecordingDisk {
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
         let s = self.state();
-        let start = offset as usize;
+        let start = idx(offset);
         let src = s.live.get(start..start + out.len()).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")
         })?;
@@ -80,7 +85,7 @@ impl StorageBackend for RecordingDisk {
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         let mut s = self.state();
-        s.live.resize(len as usize, 0);
+        s.live.resize(idx(len), 0);
         s.ops.push(Op::SetLen(len));
         Ok(())
     }
@@ -105,17 +110,17 @@ impl StorageBackend for RecordingDisk {
 }
 
 fn apply_write(img: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let end = offset as usize + data.len();
+    let end = idx(offset) + data.len();
     if img.len() < end {
         img.resize(end, 0);
     }
-    img[offset as usize..end].copy_from_slice(data);
+    img[idx(offset)..end].copy_from_slice(data);
 }
 
 fn apply(img: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Write { offset, data } => apply_write(img, *offset, data),
-        Op::SetLen(n) => img.resize(*n as usize, 0),
+        Op::SetLen(n) => img.resize(idx(*n), 0),
         Op::Sync => {}
     }
 }
