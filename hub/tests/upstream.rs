@@ -239,6 +239,64 @@ async fn dead_letters_appear_and_requeue_works() {
     };
     assert_eq!((tries("BAD-1"), tries("FLAKY-1")), (1, 3));
 
+    assert_dead_letters_listed(&hub).await;
+
+    // The CLI sees the same through the running hub.
+    let port = hub.http.port().to_string();
+    let db = db_path(hub.dir.path()).display().to_string();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_poshub"))
+            .args(args)
+            .env_clear()
+            .env("HUB_HTTP_PORT", &port)
+            .env("HUB_ADMIN_TOKEN", ADMIN)
+            .env("HUB_DB_PATH", &db)
+            .output()
+            .expect("run poshub")
+    };
+    let out = cli(&["dead-letters"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("BAD-1") && text.contains("FLAKY-1"),
+        "{text}"
+    );
+
+    // Odoo is fixed; requeue through the CLI, then drain through the API.
+    odoo.unrefuse_all();
+    let out = cli(&["dead-letters", "--requeue"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("requeued 2"),
+        "{out:?}"
+    );
+    let (st, d) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
+    assert_eq!(st, 200, "{d}");
+    let h = wait_health(hub.http, WAIT, "requeued events forwarded", |h| {
+        h["forwardedEvents"] == 3
+    })
+    .await;
+    assert_eq!(
+        (h["pendingEvents"].as_u64(), h["deadLetters"].as_u64()),
+        (Some(0), Some(0)),
+        "{h}"
+    );
+    assert!(odoo.orders().contains_key("BAD-1") && odoo.orders().contains_key("FLAKY-1"));
+    let out = cli(&["dead-letters"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
+    hub.stop().await;
+
+    // With no hub running, the CLI says so.
+    let out = cli(&["drain"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no hub answers at"),
+        "{err}"
+    );
+}
+
+/// BAD-1 (refused with 422) and FLAKY-1 (500, three tries) are dead letters: `/events` shows
+/// their upstream state, and the admin API lists them (with the token only) with attempts and
+/// the last error.
+async fn assert_dead_letters_listed(hub: &TestHub) {
     // /events tells which events are dead, pending or forwarded.
     let (_, ev) = http_get(hub.http, "/events").await;
     let state_of = |p: &str| {
@@ -291,57 +349,6 @@ async fn dead_letters_appear_and_requeue_works() {
     assert!(
         flaky["lastError"].as_str().unwrap_or("").contains("500"),
         "{flaky}"
-    );
-
-    // The CLI sees the same through the running hub.
-    let port = hub.http.port().to_string();
-    let db = db_path(hub.dir.path()).display().to_string();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_poshub"))
-            .args(args)
-            .env_clear()
-            .env("HUB_HTTP_PORT", &port)
-            .env("HUB_ADMIN_TOKEN", ADMIN)
-            .env("HUB_DB_PATH", &db)
-            .output()
-            .expect("run poshub")
-    };
-    let out = cli(&["dead-letters"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("BAD-1") && text.contains("FLAKY-1"),
-        "{text}"
-    );
-
-    // Odoo is fixed; requeue through the CLI, then drain through the API.
-    odoo.unrefuse_all();
-    let out = cli(&["dead-letters", "--requeue"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("requeued 2"),
-        "{out:?}"
-    );
-    let (st, d) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
-    assert_eq!(st, 200, "{d}");
-    let h = wait_health(hub.http, WAIT, "requeued events forwarded", |h| {
-        h["forwardedEvents"] == 3
-    })
-    .await;
-    assert_eq!(
-        (h["pendingEvents"].as_u64(), h["deadLetters"].as_u64()),
-        (Some(0), Some(0)),
-        "{h}"
-    );
-    assert!(odoo.orders().contains_key("BAD-1") && odoo.orders().contains_key("FLAKY-1"));
-    let out = cli(&["dead-letters"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead letters"));
-    hub.stop().await;
-
-    // With no hub running, the CLI says so.
-    let out = cli(&["drain"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("no hub answers at"),
-        "{err}"
     );
 }
 
