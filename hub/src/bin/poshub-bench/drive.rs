@@ -93,6 +93,17 @@ type Reader = (
     tokio::task::JoinHandle<()>,
 );
 
+/// Writes per second each writer aims at (0: flat out).
+// A handful of writers: exact as f64.
+#[allow(clippy::cast_precision_loss)]
+fn per_writer_rate(args: &Args) -> f64 {
+    if args.rate == 0 {
+        0.0
+    } else {
+        f64::from(args.rate) / args.writers as f64
+    }
+}
+
 pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result<RunResult> {
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let ctl = Control {
@@ -105,14 +116,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let mut readers: Vec<Reader> = Vec::new();
     let mut writer_tasks = Vec::new();
     let warmup = Duration::from_secs(1);
-    let per_writer_rate = if args.rate == 0 {
-        0.0
-    } else {
-        // A handful of writers: exact as f64.
-        #[allow(clippy::cast_precision_loss)]
-        let writers = args.writers as f64;
-        f64::from(args.rate) / writers
-    };
+    let per_writer_rate = per_writer_rate(args);
 
     for t in 0..args.terminals {
         let id = format!("bench-{t}");
