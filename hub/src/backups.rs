@@ -115,12 +115,18 @@ pub fn offsite_metrics(offsite: &Value) -> String {
     }
     let mut out = String::new();
     if let Some(age) = offsite["ageS"].as_u64() {
-        let _ = write!(out, "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
-             Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n");
+        let _ = write!(
+            out,
+            "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
+             Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n"
+        );
     }
     let failures = offsite["failures"].as_u64().unwrap_or(0);
-    let _ = write!(out, "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
-         Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n");
+    let _ = write!(
+        out,
+        "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
+         Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n"
+    );
     out
 }
 
