@@ -83,6 +83,8 @@ mod tests {
     fn durations_convert_to_whole_units_and_saturate() {
         assert_eq!(millis(Duration::from_micros(2_999)), 2);
         assert_eq!(micros(Duration::from_millis(3)), 3_000);
+        // 2^60 s is 1.15e21 ms: `as u64` would wrap it to 2^63 ms; it saturates instead.
+        assert_eq!(millis(Duration::from_secs(1 << 60)), u64::MAX);
         assert_eq!(millis(Duration::MAX), u64::MAX);
         assert_eq!(micros(Duration::MAX), u64::MAX);
     }
