@@ -47,6 +47,18 @@ impl ManualClock {
         }
     }
 
+    /// A clock standing at `ms` (the year benchmark starts a year in the past).
+    pub fn at(ms: u64) -> ManualClock {
+        ManualClock {
+            ms: AtomicU64::new(ms),
+        }
+    }
+
+    /// Moves the clock to `ms`, if that is later than where it stands (time never goes back).
+    pub fn advance_to(&self, ms: u64) {
+        self.ms.fetch_max(ms, Ordering::SeqCst);
+    }
+
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         self.ms.fetch_add(millis(by), Ordering::SeqCst);

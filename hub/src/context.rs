@@ -31,6 +31,8 @@ pub struct Hub {
     pub sockets: Arc<SocketCount>,
     /// Catch-up reads of the event log running at once.
     pub catchup_slots: tokio::sync::Semaphore,
+    /// The engine's clock: what "the last day" of a `STATE` is measured against.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Counts live WebSocket tasks so shutdown can wait for them (they outlive their HTTP request).

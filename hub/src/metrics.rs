@@ -111,6 +111,11 @@ pub struct Metrics {
     pub catchups_memory: Counter,
     /// Catch-ups that had to read at least part of their range from the database.
     pub catchups_database: Counter,
+    /// Catch-ups answered with `RESYNC_REQUIRED` + `STATE` because the state was smaller than
+    /// the replay (a terminal that was off for days).
+    pub catchups_state: Counter,
+    /// Events removed by compaction (older than the retention, nothing waiting for them).
+    pub events_compacted: Counter,
     /// 0 disabled, 1 idle, 2 ok, 3 failing (see `upstream::State`).
     pub upstream_state: Gauge,
     pub upstream_last_success: Gauge,
@@ -158,6 +163,8 @@ impl Metrics {
             db_free_bytes: Gauge::default(),
             catchups_memory: Counter::default(),
             catchups_database: Counter::default(),
+            catchups_state: Counter::default(),
+            events_compacted: Counter::default(),
             upstream_state: Gauge::default(),
             upstream_last_success: Gauge::default(),
             registry: Registry::default(),
@@ -184,15 +191,25 @@ impl Metrics {
         let catchups_database = catchups
             .get_or_create(&SourceLabel { source: "database" })
             .clone();
+        let catchups_state = catchups
+            .get_or_create(&SourceLabel { source: "state" })
+            .clone();
         r.register(
             "catchups",
-            "Catch-up replays by where their events came from (memory window or database)",
+            "Catch-ups by what served them: replay from the memory window or the database, or a \
+             STATE sent because it was smaller than the replay",
             catchups,
+        );
+        r.register(
+            "events_compacted",
+            "Events removed by compaction (older than the retention, not waiting for an upstream)",
+            m.events_compacted.clone(),
         );
         Metrics {
             registry: r,
             catchups_memory,
             catchups_database,
+            catchups_state,
             in_by_type,
             out_by_type,
             ..m

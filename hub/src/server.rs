@@ -17,7 +17,7 @@ use crate::auth::{HubKey, Verifier};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthMode, Config};
 use crate::context::Hub;
-use crate::engine::{now_ms, Cmd, Engine};
+use crate::engine::{Cmd, Engine};
 use crate::net::http::{self, Port};
 use crate::store::Store;
 
@@ -70,7 +70,7 @@ pub async fn start_on_store(
         store.clone(),
         tokio::runtime::Handle::current(),
         metrics.clone(),
-        clock,
+        clock.clone(),
     )
     .context("unable to start the engine")?;
     // 4. Listeners.
@@ -92,6 +92,7 @@ pub async fn start_on_store(
         metrics,
         sockets: Arc::default(),
         catchup_slots: tokio::sync::Semaphore::new(4),
+        clock,
     });
     tokio::spawn(accept_loop(
         hub.clone(),
@@ -173,10 +174,8 @@ fn spawn_ticks(hub: &Arc<Hub>, cfg: &Config) {
     spawn_tick(hub, cfg.table_lock_tick, || Cmd::LockTick);
     spawn_tick(hub, cfg.status_interval, || Cmd::StatusTick);
     let retention = cfg.event_retention;
-    spawn_tick(hub, Duration::from_secs(3600).min(retention), move || {
-        Cmd::Compact {
-            cutoff_ms: now_ms().saturating_sub(crate::clock::millis(retention)),
-        }
+    spawn_tick(hub, Duration::from_secs(3600).min(retention), || {
+        Cmd::Compact
     });
 }
 

@@ -102,6 +102,7 @@ impl Engine {
                     };
                 }
                 clear!(tx.orders);
+                clear!(tx.live);
                 clear!(tx.leases);
                 clear!(tx.events);
                 clear!(tx.pending);

@@ -81,8 +81,10 @@ impl Engine {
                 tx.meta.insert(META_LAST_TS, self.now_ms)?;
                 self.probes.push(p);
             }
-            Cmd::Compact { cutoff_ms } => {
+            Cmd::Compact => {
+                let cutoff_ms = self.retention_cutoff();
                 self.compact_kitchen(tx, cutoff_ms)?;
+                self.prune_live(tx)?;
                 return self.compact(tx, cutoff_ms);
             }
             Cmd::Printed { station, key, done } => {

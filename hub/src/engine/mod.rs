@@ -43,7 +43,7 @@ use crate::metrics::gauge_value;
 use crate::protocol::Inbound;
 use crate::store::records::{enc, EventRec, LeaseRec, LockRec, PendingRec};
 use crate::store::{
-    Store, StoreError, DEAD, EVENTS, EVENT_IDS, FLOOR_PLANS, LEASES, META, META_HEAD_SEQ,
+    live, Store, StoreError, DEAD, EVENTS, EVENT_IDS, FLOOR_PLANS, LEASES, META, META_HEAD_SEQ,
     META_LAST_TS, ORDERS, PENDING, TABLES, TABLE_LOCKS, TERMINAL_SUBJECTS, TICKET_SEQ,
 };
 
@@ -105,10 +105,9 @@ pub enum Cmd {
     StatusTick,
     /// Commit an empty-ish transaction to prove the database is writable; answers the head seq.
     Probe(oneshot::Sender<Result<u64, String>>),
-    /// Drop forwarded events (and applied eventIds) older than the retention.
-    Compact {
-        cutoff_ms: u64,
-    },
+    /// Drop events (and applied eventIds, kitchen tickets) older than the retention on the
+    /// engine's clock, unless they wait for an upstream (`maintenance`).
+    Compact,
     /// Outcomes of upstream work (forwarding, Odoo sessions, registers, cloud bridge).
     Upstream(upstream::UpstreamCmd),
     /// Inspection and administration (`/status`, `/reset`, backups).
@@ -189,6 +188,8 @@ enum Out {
 struct Tx<'t> {
     meta: Table<'t, &'static str, u64>,
     orders: Table<'t, &'static str, &'static [u8]>,
+    /// The live-order index (`store::live`), kept in step with `orders`.
+    live: Table<'t, &'static str, &'static [u8]>,
     leases: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     pending: Table<'t, u64, &'static [u8]>,
@@ -209,6 +210,7 @@ impl<'t> Tx<'t> {
         Ok(Tx {
             meta: txn.open_table(META)?,
             orders: txn.open_table(ORDERS)?,
+            live: txn.open_table(live::LIVE_ORDERS)?,
             leases: txn.open_table(LEASES)?,
             events: txn.open_table(EVENTS)?,
             pending: txn.open_table(PENDING)?,
@@ -258,6 +260,8 @@ pub struct Engine {
     backups: Vec<admin::PendingBackup>,
     metrics: Arc<crate::metrics::Metrics>,
     upstream_state: &'static str,
+    /// An upstream (Odoo or the cloud bridge) is configured: pending events wait for it.
+    forwarding: bool,
     /// When the upstream last accepted something (ms), for `SYNC_STATUS`.
     upstream_last_ok: Option<u64>,
     upstream_waiters: upstream::Waiters,
@@ -286,11 +290,8 @@ impl Engine {
         stats.leases.store(leases.len(), Ordering::Relaxed);
         stats.table_locks.store(locks.len(), Ordering::Relaxed);
         let window = Arc::new(EventWindow::new(seq, cfg.event_window_bytes));
-        let upstream_state = if cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some() {
-            "idle"
-        } else {
-            "disabled"
-        };
+        let forwarding = cfg.odoo_url.is_some() || cfg.cloud_bridge_url.is_some();
+        let upstream_state = if forwarding { "idle" } else { "disabled" };
         let engine = Engine {
             cfg,
             store,
@@ -316,6 +317,7 @@ impl Engine {
             backups: Vec::new(),
             metrics,
             upstream_state,
+            forwarding,
             upstream_last_ok: None,
             upstream_waiters: upstream::Waiters::default(),
         };

@@ -70,7 +70,7 @@ impl Engine {
             updated_ms: self.now_ms,
             snapshot_json: m.snapshot.get().to_string(),
         };
-        tx.orders.insert(pos, enc(&rec).as_slice())?;
+        put_order(tx, pos, &rec)?;
         if let Some(id) = &m.event_id {
             let a = AppliedRec {
                 pos_reference: pos.to_string(),
@@ -150,4 +150,13 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Stores `rec` as order `p` and keeps the live-order index (`store::live`) in step, in the
+/// same transaction: every order write goes through here.
+pub(super) fn put_order(tx: &mut Tx, p: &str, rec: &OrderRec) -> Result<(), StoreError> {
+    tx.orders.insert(p, enc(rec).as_slice())?;
+    tx.live
+        .insert(p, enc(&crate::store::live::LiveRec::of(rec)).as_slice())?;
+    Ok(())
 }

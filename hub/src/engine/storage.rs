@@ -277,7 +277,7 @@ impl Engine {
                 Cmd::LeaseTick
                 | Cmd::LockTick
                 | Cmd::StatusTick
-                | Cmd::Compact { .. }
+                | Cmd::Compact
                 | Cmd::Upstream(_)
                 | Cmd::Admin(_) => {}
             }

@@ -386,7 +386,7 @@ impl Engine {
                 updated_ms: self.now_ms,
                 snapshot_json: text,
             };
-            tx.orders.insert(p.as_str(), enc(&rec).as_slice())?;
+            super::orders::put_order(tx, p.as_str(), &rec)?;
             AppliedRec {
                 pos_reference: p,
                 version,

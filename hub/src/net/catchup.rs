@@ -3,19 +3,29 @@
 //! `RESYNC_REQUIRED` and a full `STATE`. Recent events come from the engine's in-memory window
 //! (`engine::window`); older ones are read on the blocking pool against a redb read snapshot;
 //! neither blocks the engine.
+//!
+//! What a catch-up costs follows the state, not the history: when the replay would take more
+//! than twice the bytes of a `STATE` (a tablet that was off for a weekend in a busy store), the
+//! terminal gets `RESYNC_REQUIRED` (`state_smaller_than_replay`) and the `STATE` instead.
 
 use futures_util::{Sink, SinkExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::context::Hub;
-use crate::engine::now_ms;
 use crate::protocol::outbound;
 use crate::store::{EventChunk, Store, StoreError};
 
 /// Bytes of events per `EVENTS_BULK` frame: small enough that many terminals catching up at
 /// once stay inside a Pi's memory, large enough that a frame carries dozens of events.
 const CHUNK_BYTES: usize = 32 * 1024;
+
+/// A replay of at most this many events is always sent as events: below it a `STATE` cannot
+/// save much, and the hub does not spend a read on the estimate.
+const REPLAY_ALWAYS: u64 = 256;
+
+/// Events sampled to estimate the bytes of one replayed event.
+const SAMPLE_EVENTS: usize = 64;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -54,6 +64,11 @@ where
             return resync(hub, sink, after, compacted, to, stations).await;
         }
     }
+    if to - after > REPLAY_ALWAYS && state_is_smaller(hub, after, to).await? {
+        hub.metrics.catchups_state.inc();
+        // `compacted` 0: the cursor is inside the retained log, the state is just smaller.
+        return resync(hub, sink, after, 0, to, stations).await;
+    }
     let mut cur = after;
     loop {
         let (text, through) = if let Some(chunk) = window.read(cur, to, CHUNK_BYTES, stations) {
@@ -84,6 +99,29 @@ where
     Ok(())
 }
 
+/// Whether a `STATE` is smaller than half the replay of `(after, to]`: the replay's bytes are
+/// estimated from the newest events' average size, the state's from the live-order index.
+async fn state_is_smaller(hub: &Hub, after: u64, to: u64) -> Result<bool, WsError> {
+    let store = hub.store.clone();
+    let now = hub.clock.now_ms();
+    let (avg, state) = blocking(move || {
+        Ok((
+            store.avg_event_bytes(to, SAMPLE_EVENTS)?,
+            store.state_size(now)?,
+        ))
+    })
+    .await?;
+    let replay = avg.unwrap_or(0).saturating_mul(to - after);
+    Ok(prefer_state(replay, state.bytes))
+}
+
+/// The rule, apart so it can be tested: a `STATE` when the replay is more than twice its size.
+/// (Twice, not once: a replay keeps the terminal's own view and costs the hub less to build, so
+/// it wins while the two are close, e.g. when every event changed a different order.)
+fn prefer_state(replay_bytes: u64, state_bytes: u64) -> bool {
+    replay_bytes > state_bytes.saturating_mul(2)
+}
+
 /// One chunk of the log from the database.
 async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> Result<EventChunk, WsError> {
     let store = hub.store.clone();
@@ -97,7 +135,8 @@ async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> Result<EventChun
     blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await
 }
 
-/// The cursor lies outside the retained log: `RESYNC_REQUIRED`, then a full `STATE`.
+/// `RESYNC_REQUIRED`, then a full `STATE`: the cursor lies outside the retained log (before
+/// `compacted`, or ahead of the hub), or the state is smaller than the replay.
 async fn resync<Si>(
     hub: &Hub,
     sink: &mut Si,
@@ -109,30 +148,28 @@ async fn resync<Si>(
 where
     Si: Sink<Message, Error = WsError> + Unpin,
 {
-    tracing::info!(
-        after,
-        compacted,
-        head = to,
-        "cursor outside the retained log; sending full state"
-    );
     let reason = if after > to {
         "cursor_ahead_of_hub"
+    } else if after >= compacted {
+        "state_smaller_than_replay"
     } else {
         "cursor_too_old"
     };
+    tracing::info!(after, compacted, head = to, reason, "sending full state");
     sink.feed(Message::Text(
         outbound::resync_required(reason, after, to).into(),
     ))
     .await?;
     let store = hub.store.clone();
-    let state = blocking(move || state_message(&store, to, stations)).await?;
+    let now = hub.clock.now_ms();
+    let state = blocking(move || state_message(&store, to, stations, now)).await?;
     sink.feed(Message::Text(state.into())).await
 }
 
 /// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.
-fn state_message(store: &Store, seq: u64, stations: u8) -> Result<String, StoreError> {
-    let dump = store.state_dump()?;
-    let day_ago = now_ms().saturating_sub(86_400_000);
+fn state_message(store: &Store, seq: u64, stations: u8, now: u64) -> Result<String, StoreError> {
+    let dump = store.state_dump(now)?;
+    let day_ago = now.saturating_sub(crate::store::live::FINISHED_KEPT_MS);
     let orders: Vec<Value> = dump
         .orders
         .iter()

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod kitchen;
+pub mod live;
 pub mod records;
 pub mod upstream;
 
@@ -177,6 +178,10 @@ impl Store {
             txn.open_table(upstream::REGISTERS)?;
             kitchen::create_tables(&txn)?;
         }
+        live::create(
+            &txn,
+            crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+        )?;
         txn.commit()?;
         Ok(Store {
             shared: Arc::new(Shared {
@@ -336,13 +341,12 @@ impl Store {
         Ok(out)
     }
 
-    pub fn state_dump(&self) -> Result<StateDump, StoreError> {
+    pub fn state_dump(&self, now_ms: u64) -> Result<StateDump, StoreError> {
+        let mut dump = StateDump {
+            orders: self.live_orders(now_ms)?,
+            ..StateDump::default()
+        };
         let r = self.db()?.begin_read()?;
-        let mut dump = StateDump::default();
-        for item in r.open_table(ORDERS)?.iter()? {
-            let (k, v) = item?;
-            dump.orders.push((k.value().to_string(), dec(v.value())?));
-        }
         for item in r.open_table(TABLES)?.iter()? {
             dump.tables.push(dec(item?.1.value())?);
         }

@@ -96,6 +96,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|(a, b)| host::usage(&a, &b, cpu.unwrap_or(0), seconds));
     let hub_pct = cpu.map(|t| host::core_pct(t, seconds));
     report::print(&args, &result, &before, &after, hub_pct, hub.peak_rss_kb());
+    if let Some(ticks) = cpu {
+        report::print_cpu_per_frame(&result, ticks);
+    }
     if let Some(m) = machine {
         // A hub this run did not start has no CPU figure of its own: it is among the others.
         let others = if cpu.is_some() {

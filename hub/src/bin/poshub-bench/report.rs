@@ -172,3 +172,21 @@ fn print_hub_side(
         println!("hub CPU                                      {pct:.0}% of one core (whole run)");
     }
 }
+
+/// The hub's CPU time (user + system, from `/proc/PID/stat`, the hub process alone, whole run
+/// including the warm-up) per acknowledged write and per frame it delivered to a terminal
+/// (`ORDER_UPDATED` live or in `EVENTS_BULK`): what issue 17 compares with a Node.js hub.
+pub fn print_cpu_per_frame(r: &RunResult, hub_ticks: u64) {
+    let us = hub_ticks as f64 * 1e6 / 100.0;
+    let events = r.writes.len();
+    let frames: usize = r.received.iter().map(Vec::len).sum();
+    if events == 0 || frames == 0 {
+        return;
+    }
+    println!(
+        "hub CPU per write / per frame delivered      {:.1} us / {:.2} us   ({events} writes, {frames} frames, {:.2} s of hub CPU)",
+        us / events as f64,
+        us / frames as f64,
+        us / 1e6
+    );
+}
