@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     let per_day: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(600);
     anyhow::ensure!(!out.exists(), "{} exists already", out.display());
     let store = Store::open(&out, 64 * 1024 * 1024)?;
-    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
     let start_ms = now_ms - days * DAY_MS;
     let mut seq = 0u64;
     let started = std::time::Instant::now();
@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                         continue;
                     }
                     let ts = t0 + w * 60_000;
-                    let snap = snapshot(&p, 1 + (w as usize) / 2, "draft");
+                    let snap = snapshot(&p, 1 + usize::try_from(w)? / 2, "draft");
                     let msg = format!(
                         r#"{{"type":"ORDER_UPDATED","seq":{seq},"posReference":"{p}","version":{},"snapshot":{snap}}}"#,
                         w + 1
@@ -104,13 +104,15 @@ fn main() -> anyhow::Result<()> {
         tx.commit()?;
     }
     drop(store);
-    let bytes = std::fs::metadata(&out)?.len();
+    // A file size in MiB for people: exact below 2^52 bytes.
+    #[allow(clippy::cast_precision_loss)]
+    let mib = std::fs::metadata(&out)?.len() as f64 / 1_048_576.0;
     println!(
         "{}: {days} days x {per_day} orders x {WRITES_PER_ORDER} writes (head seq {seq}), \
          {} orders, events of the last {EVENT_DAYS} days; {:.1} MiB; written in {:.1} s",
         out.display(),
         days * per_day,
-        bytes as f64 / 1048576.0,
+        mib,
         started.elapsed().as_secs_f64()
     );
     Ok(())

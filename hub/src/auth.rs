@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -161,7 +162,7 @@ fn cluster_key(pem: &str) -> Result<VerifyKey, AuthError> {
         });
     }
     if let Ok(key) = DecodingKey::from_rsa_pem(b) {
-        use Algorithm::*;
+        use Algorithm::{PS256, PS384, PS512, RS256, RS384, RS512};
         return Ok(VerifyKey {
             key,
             algs: vec![RS256, RS384, RS512, PS256, PS384, PS512],
@@ -192,7 +193,7 @@ impl HubKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
                 let pem = key
-                    .to_pkcs8_pem(Default::default())
+                    .to_pkcs8_pem(LineEnding::default())
                     .map_err(|e| AuthError::Key(e.to_string()))?;
                 crate::fsutil::write_atomic(&path, pem.as_bytes(), 0o600).map_err(io)?;
                 pem.to_string()
@@ -207,7 +208,7 @@ impl HubKey {
             .map_err(|e| AuthError::Key(format!("hub signing key: {e}")))?;
         let public_pem = key
             .verifying_key()
-            .to_public_key_pem(Default::default())
+            .to_public_key_pem(LineEnding::default())
             .map_err(|e| AuthError::Key(e.to_string()))?;
         let signing =
             EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| AuthError::Key(e.to_string()))?;
@@ -229,8 +230,7 @@ impl HubKey {
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Verifier {

@@ -5,6 +5,7 @@
 //! `backup::offsite`) and describes in `backups/offsite.json`: a dead card loses what came
 //! after the newest of those.
 
+use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -20,7 +21,7 @@ pub fn newest_json(dir: &Path) -> Value {
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "redb"))
         .filter_map(|e| {
-            let m = e.metadata().ok().filter(|m| m.is_file())?;
+            let m = e.metadata().ok().filter(std::fs::Metadata::is_file)?;
             Some((
                 m.modified().ok()?,
                 e.file_name().to_string_lossy().into_owned(),
@@ -31,7 +32,7 @@ pub fn newest_json(dir: &Path) -> Value {
     match files.into_iter().max() {
         Some((at, name)) => json!({
             "newest": name,
-            "ageS": SystemTime::now().duration_since(at).map(|d| d.as_secs()).unwrap_or(0),
+            "ageS": SystemTime::now().duration_since(at).map_or(0, |d| d.as_secs()),
             "count": count,
         }),
         None => Value::Null,
@@ -56,8 +57,7 @@ pub fn offsite_json(dir: &Path) -> Value {
     };
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_secs());
     let age = v["snapshotAt"].as_u64().map(|t| now.saturating_sub(t));
     json!({
         "target": v["target"],
@@ -87,9 +87,10 @@ pub fn offsite_cli(
         })
         .unwrap_or_else(|| "poshub-supervisor".into());
     let mut cmd = std::process::Command::new(&bin);
-    let sup_cfg = std::env::var_os("POSHUB_SUPERVISOR_CONFIG")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/etc/poshub/supervisor.env".into());
+    let sup_cfg = std::env::var_os("POSHUB_SUPERVISOR_CONFIG").map_or_else(
+        || "/etc/poshub/supervisor.env".into(),
+        std::path::PathBuf::from,
+    );
     if sup_cfg.is_file() {
         cmd.arg("--config").arg(sup_cfg);
     }
@@ -107,23 +108,25 @@ pub fn offsite_cli(
     }
 }
 
-/// OpenMetrics lines for the offsite copies (nothing when they are not set up).
+/// `OpenMetrics` lines for the offsite copies (nothing when they are not set up).
 pub fn offsite_metrics(offsite: &Value) -> String {
     if offsite.is_null() {
         return String::new();
     }
     let mut out = String::new();
     if let Some(age) = offsite["ageS"].as_u64() {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "# TYPE poshub_offsite_copy_age_seconds gauge\n# HELP poshub_offsite_copy_age_seconds \
              Age of the snapshot in the newest offsite copy.\nposhub_offsite_copy_age_seconds {age}\n"
-        ));
+        );
     }
     let failures = offsite["failures"].as_u64().unwrap_or(0);
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         "# TYPE poshub_offsite_upload_failures gauge\n# HELP poshub_offsite_upload_failures \
          Failed offsite uploads since the last success.\nposhub_offsite_upload_failures {failures}\n"
-    ));
+    );
     out
 }
 

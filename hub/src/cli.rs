@@ -44,9 +44,9 @@ struct Cli {
 
 #[derive(Args, Clone, Default)]
 struct ConfigArg {
-    /// Env-file with the hub's settings (systemd EnvironmentFile format). A variable also set
+    /// Env-file with the hub's settings (systemd `EnvironmentFile` format). A variable also set
     /// in the environment takes the environment's value (as systemd's Environment= over
-    /// EnvironmentFile=; poshub-supervisor reads its --config the same way).
+    /// `EnvironmentFile=`; poshub-supervisor reads its --config the same way).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -105,7 +105,7 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
-        /// Check this redb file instead of HUB_DB_PATH.
+        /// Check this redb file instead of `HUB_DB_PATH`.
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
     },
@@ -128,7 +128,7 @@ enum Command {
     Restore {
         #[command(flatten)]
         config: ConfigArg,
-        /// Restore from offsite storage (BACKUP_S3_* in poshub.env).
+        /// Restore from offsite storage (`BACKUP_S3_*` in poshub.env).
         #[arg(long, required = true)]
         from_offsite: bool,
         /// UTC time, e.g. 2026-12-05T13:45:00Z.
@@ -144,7 +144,7 @@ enum Command {
     DeadLetters {
         #[command(flatten)]
         config: ConfigArg,
-        /// Requeue every dead letter (and every register push in sync_error).
+        /// Requeue every dead letter (and every register push in `sync_error`).
         #[arg(long)]
         requeue: bool,
     },
@@ -202,6 +202,9 @@ enum TokenCommand {
     },
 }
 
+/// Prints one answer line. Shaped for `.and_then(say)` on the `Result<String, String>` the
+/// ops return (hence the owned `String` and the `Result` that is always `Ok`).
+#[allow(clippy::unnecessary_wraps, clippy::needless_pass_by_value)]
 fn say(line: String) -> Result<(), String> {
     println!("{line}");
     Ok(())
@@ -287,16 +290,16 @@ pub fn main() -> ExitCode {
                 say(format!("released {} lease(s)", v["leasesReset"]))
             }),
             Command::ResetData { config, yes } => {
-                if !yes {
-                    Err(
-                    "reset-data deletes every order and event on this hub; run again with --yes"
-                        .into(),
-                )
-                } else {
+                if yes {
                     load_config(&config, false).and_then(|c| {
                         ops::hub_call(&c, "POST", "/reset", true)?;
                         say("all data deleted; terminals will resync".into())
                     })
+                } else {
+                    Err(
+                    "reset-data deletes every order and event on this hub; run again with --yes"
+                        .into(),
+                )
                 }
             }
             Command::Check { config, db } => load_config(&config, false)

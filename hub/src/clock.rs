@@ -10,6 +10,17 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> u64;
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` (half a billion years) instead of
+/// wrapping into a short duration: timestamps and expiries are u64 ms.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `d` in whole microseconds, saturating like [`millis`] (counters and latencies are u64 µs).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The system clock: what the hub runs on.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -18,8 +29,7 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+            .map_or(0, millis)
     }
 }
 
@@ -51,7 +61,7 @@ impl ManualClock {
 
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.ms.fetch_add(millis(by), Ordering::SeqCst);
     }
 }
 
@@ -79,5 +89,15 @@ mod tests {
         assert_eq!(c.now_ms(), t0);
         c.advance(Duration::from_millis(1500));
         assert_eq!(c.now_ms(), t0 + 1500);
+    }
+
+    #[test]
+    fn durations_convert_to_whole_units_and_saturate() {
+        assert_eq!(millis(Duration::from_micros(2_999)), 2);
+        assert_eq!(micros(Duration::from_millis(3)), 3_000);
+        // 2^60 s is 1.15e21 ms: `as u64` would wrap it to 2^63 ms; it saturates instead.
+        assert_eq!(millis(Duration::from_secs(1 << 60)), u64::MAX);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+        assert_eq!(micros(Duration::MAX), u64::MAX);
     }
 }

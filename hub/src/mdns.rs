@@ -1,4 +1,4 @@
-//! DNS-SD advertisement (docs/configuration.md "HUB_MDNS_ENABLED"): `_poshub._tcp` on the WebSocket
+//! DNS-SD advertisement (docs/configuration.md "`HUB_MDNS_ENABLED`"): `_poshub._tcp` on the WebSocket
 //! port, instance name `POS Hub - <host> (<storeId>/<tenantId>)`, TXT `tenantId`, `storeId`,
 //! `version`, `httpPort`. A box that boots before its network is up gets ENODEV from the responder;
 //! it retries in the background until multicast works, and never stops the hub for it.
@@ -73,7 +73,7 @@ pub fn spawn(
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "mDNS responder not available yet");
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
+                        () = tokio::time::sleep(delay) => {}
                         _ = shutdown.wait_for(|stop| *stop) => return,
                     }
                     delay = (delay * 2).min(Duration::from_secs(60));

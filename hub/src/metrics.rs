@@ -13,6 +13,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A count as the `i64` a default `Gauge` holds: a count past `i64::MAX` (never reached in
+/// practice) reads as the maximum instead of wrapping negative.
+pub fn gauge_value(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub r#type: String,
@@ -165,8 +171,8 @@ impl Metrics {
             upstream_state: Gauge::default(),
             upstream_last_success: Gauge::default(),
             registry: Registry::default(),
-            in_by_type: Default::default(),
-            out_by_type: Default::default(),
+            in_by_type: std::collections::HashMap::default(),
+            out_by_type: std::collections::HashMap::default(),
         };
         let label = |t: &str| TypeLabel {
             r#type: t.to_string(),

@@ -1,6 +1,7 @@
 //! What the CLI's maintenance commands do: talk to the running hub through its admin API, or,
 //! when no hub runs, work on the database file directly (redb lets one process open it).
 
+use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -105,12 +106,11 @@ fn describe(path: &Path, i: Integrity) -> String {
 /// `poshub backup --out FILE`: a consistent copy of the live database (or of the file when the
 /// hub is stopped), checked before it is reported.
 pub fn backup(cfg: &Config, out: &Path) -> Result<String, String> {
-    let source = match live_backup(cfg)? {
-        Some(copy) => copy,
-        None => {
-            check_offline(cfg)?;
-            cfg.db_path.clone()
-        }
+    let source = if let Some(copy) = live_backup(cfg)? {
+        copy
+    } else {
+        check_offline(cfg)?;
+        cfg.db_path.clone()
     };
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -155,12 +155,13 @@ pub fn stats(cfg: &Config) -> Result<String, String> {
         h["db"]["status"].as_str().unwrap_or("?"),
     );
     for t in s["terminals"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
+        let _ = write!(
+            out,
             "\n  {} ({}, {})",
             t["terminalId"].as_str().unwrap_or("?"),
             t["name"].as_str().unwrap_or(""),
             t["role"].as_str().unwrap_or("")
-        ));
+        );
     }
     Ok(out)
 }
@@ -170,14 +171,15 @@ pub fn events(cfg: &Config, limit: usize) -> Result<String, String> {
     let v = hub_call(cfg, "GET", &format!("/events?limit={limit}"), false)?;
     let mut out = String::new();
     for e in v["events"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:>8}  {:<20} {:<28} {:<14} {}\n",
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<20} {:<28} {:<14} {}",
             e["seq"],
             e["type"].as_str().unwrap_or(""),
             e["posReference"].as_str().unwrap_or("-"),
             e["terminalId"].as_str().unwrap_or(""),
             e["upstream"].as_str().unwrap_or("")
-        ));
+        );
     }
     if out.is_empty() {
         out.push_str("no events\n");

@@ -12,13 +12,13 @@ use serde_json::json;
 
 fn token(dir: &std::path::Path, sub: &str, tenant: &str, role: &str, exp_offset: i64) -> String {
     let key = HubKey::load_or_create(dir).expect("hub key");
-    let now = poshub::auth::now_secs() as i64;
+    let now = i64::try_from(poshub::auth::now_secs()).expect("clock before 2^63 s");
     key.issue(&Claims {
         sub: sub.into(),
         aud: AUDIENCE.into(),
         tenant_id: tenant.into(),
         store_id: "s1".into(),
-        exp: (now + exp_offset) as u64,
+        exp: u64::try_from(now + exp_offset).expect("expiry after 1970"),
         nbf: None,
         iat: None,
         uid: Some(json!(42)),
@@ -100,7 +100,7 @@ async fn cluster_key_tokens_are_accepted_offline() {
             .expect("key");
     let pub_pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(
         &sk.verifying_key(),
-        Default::default(),
+        ed25519_dalek::pkcs8::spki::der::pem::LineEnding::default(),
     )
     .expect("pub");
     let b64 = base64::engine::general_purpose::STANDARD.encode(pub_pem);
@@ -354,10 +354,30 @@ async fn a_token_acts_only_as_its_subject() {
         "a device naming a terminal subject",
     );
     // Writes pipelined behind a refused AUTH do not act as the terminal either.
+    assert_writes_behind_a_refused_auth_do_nothing(
+        &hub,
+        auth("dev-2", Some("T-victim"), Some("dev-2")),
+    )
+    .await;
+    // Its own device replaces its connection, as before.
+    let mut again = try_auth(&hub, auth("dev-1", Some("till-5"), Some("dev-1")))
+        .await
+        .expect("same device");
+    assert_eq!(till5.close_code().await, Some(4000));
+    assert_eq!(again.lease("L-5").await["type"], "LEASE_GRANTED");
+    drop((again, victim, attacker));
+
+    device_binding_survives_a_restart_until_unused(hub).await;
+}
+
+/// Writes pipelined behind a refused AUTH (`refused_auth`) do not act as the terminal: V-1
+/// stays at version 1, draft.
+async fn assert_writes_behind_a_refused_auth_do_nothing(
+    hub: &TestHub,
+    refused_auth: serde_json::Value,
+) {
     let mut sneaky = Term::connect(hub.ws).await;
-    sneaky
-        .send(auth("dev-2", Some("T-victim"), Some("dev-2")))
-        .await;
+    sneaky.send(refused_auth).await;
     for _ in 0..5 {
         sneaky
             .send(
@@ -379,15 +399,12 @@ async fn a_token_acts_only_as_its_subject() {
         (&json!(1), &json!("draft")),
         "{order}"
     );
-    // Its own device replaces its connection, as before.
-    let mut again = try_auth(&hub, auth("dev-1", Some("till-5"), Some("dev-1")))
-        .await
-        .expect("same device");
-    assert_eq!(till5.close_code().await, Some(4000));
-    assert_eq!(again.lease("L-5").await["type"], "LEASE_GRANTED");
-    drop((again, victim, attacker));
+}
 
-    // The binding is durable: after a restart, till-5 still holds L-5, so it is still dev-1's.
+/// The device binding is durable: after a restart, till-5 still holds L-5, so it is still
+/// dev-1's; once unused (disconnected, grace over, nothing held) a replacement device may take
+/// the name.
+async fn device_binding_survives_a_restart_until_unused(hub: TestHub) {
     let dir = hub.stop().await;
     let hub = TestHub::start_in(dir, &[("HUB_AUTH_MODE", "token"), ("HUB_GRACE_MS", "300")]).await;
     let dir = hub.dir.path().to_path_buf();

@@ -101,6 +101,7 @@ async fn floods_are_rate_limited_then_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_on_the_http_port_and_cors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hub = TestHub::start(&[]).await;
     let mut t = Term::connect_url(&format!("ws://{}/ws", hub.http)).await;
     t.send(json!({"type": "AUTH", "terminalId": "via-http"}))
@@ -111,7 +112,6 @@ async fn websocket_on_the_http_port_and_cors() {
     let mut s = tokio::net::TcpStream::connect(hub.http)
         .await
         .expect("connect");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .expect("write");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// Collects event seqs from EVENTS_BULK and live broadcasts until `want` is reached. A stall is
+/// Collects event seqs from `EVENTS_BULK` and live broadcasts until `want` is reached. A stall is
 /// 30 s without any frame (not a total time: how fast 2000 fsynced writes go depends on the
 /// machine, and speed belongs in benchmarks).
 async fn collect_until(t: &mut Term, want: u64, seqs: &mut Vec<u64>) {
@@ -25,10 +25,9 @@ async fn collect_until(t: &mut Term, want: u64, seqs: &mut Vec<u64>) {
                     seqs.push(e["seq"].as_u64().expect("seq"));
                 }
             }
-            Some("ORDER_UPDATED")
-            | Some("TABLE_UPDATED")
-            | Some("TABLE_LOCKS_STATE")
-            | Some("FLOOR_PLAN_CHANGED") => {
+            Some(
+                "ORDER_UPDATED" | "TABLE_UPDATED" | "TABLE_LOCKS_STATE" | "FLOOR_PLAN_CHANGED",
+            ) => {
                 seqs.push(v["seq"].as_u64().expect("seq"));
             }
             _ => {}

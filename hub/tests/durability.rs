@@ -224,10 +224,10 @@ async fn idle_keep_alive_connections_do_not_delay_a_stop() {
     let stopped = hub.term(Duration::from_secs(2)).await;
     match &stopped {
         Ok((status, took)) => {
-            println!("stopped in {took:?} with 2 idle keep-alive connections ({status})")
+            println!("stopped in {took:?} with 2 idle keep-alive connections ({status})");
         }
         Err(waited) => {
-            println!("still running after {waited:?} with 2 idle keep-alive connections")
+            println!("still running after {waited:?} with 2 idle keep-alive connections");
         }
     }
     let (status, _) =

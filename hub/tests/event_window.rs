@@ -64,6 +64,8 @@ fn assert_exact(seqs: &[u64], from: u64, to: u64) {
 }
 
 /// A counter from `/metrics`, 0 when absent.
+// Counters are whole and non-negative: the f64 -> u64 cast is exact.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 async fn metric(hub: &TestHub, name: &str) -> u64 {
     let (status, body) = http(hub.http, "GET", "/metrics", "").await;
     assert_eq!(status, 200);

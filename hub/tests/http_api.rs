@@ -6,10 +6,10 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn admin(hub: &TestHub, path: &str, token: Option<&str>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(hub.http)
         .await
         .expect("connect");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -24,7 +24,7 @@ async fn admin(hub: &TestHub, path: &str, token: Option<&str>) -> (u16, Value) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
@@ -48,7 +48,7 @@ async fn read_endpoints_show_what_terminals_did() {
         .await;
     a.recv_type("TICKET_NUMBER").await;
 
-    let (_, h) = http_get(hub.http, "/healthz").await;
+    let (_, health) = http_get(hub.http, "/healthz").await;
     for f in [
         "status",
         "uptimeS",
@@ -60,24 +60,24 @@ async fn read_endpoints_show_what_terminals_did() {
         "version",
         "db",
     ] {
-        assert!(h.get(f).is_some(), "/health lacks {f}: {h}");
+        assert!(health.get(f).is_some(), "/health lacks {f}: {health}");
     }
-    let (_, s) = http_get(hub.http, "/status").await;
-    assert_eq!(s["terminals"][0]["terminalId"], "A");
-    assert_eq!(s["leases"][0]["posReference"], "H-1");
-    assert_eq!(s["pendingEvents"], 1);
-    let (_, o) = http_get(hub.http, "/orders").await;
+    let (_, status_view) = http_get(hub.http, "/status").await;
+    assert_eq!(status_view["terminals"][0]["terminalId"], "A");
+    assert_eq!(status_view["leases"][0]["posReference"], "H-1");
+    assert_eq!(status_view["pendingEvents"], 1);
+    let (_, orders) = http_get(hub.http, "/orders").await;
     assert_eq!(
         (
-            o["orders"][0]["itemCount"].as_u64(),
-            o["orders"][0]["tableId"].clone()
+            orders["orders"][0]["itemCount"].as_u64(),
+            orders["orders"][0]["tableId"].clone()
         ),
         (Some(4), json!(2))
     );
-    let (_, t) = http_get(hub.http, "/tables").await;
-    assert_eq!(t["tables"][0]["status"], "occupied");
-    let (_, l) = http_get(hub.http, "/table-locks").await;
-    assert_eq!(l["locks"][0]["terminalId"], "A");
+    let (_, tables) = http_get(hub.http, "/tables").await;
+    assert_eq!(tables["tables"][0]["status"], "occupied");
+    let (_, locks) = http_get(hub.http, "/table-locks").await;
+    assert_eq!(locks["locks"][0]["terminalId"], "A");
     let (_, ts) = http_get(hub.http, "/ticket-sequences").await;
     assert_eq!(ts["sequences"]["delivery"], 1);
     let (_, ev) = http_get(hub.http, "/events?limit=2").await;

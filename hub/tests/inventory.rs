@@ -2,7 +2,7 @@
 //! eventId counts once, the level survives `kill -9`, `INVENTORY_UPDATED` is broadcast with a
 //! seq and the event waits for upstream like every other. Property tests: the level is the same
 //! whatever the order and duplication of the adjustments, both for the pure counter and through
-//! the real hub over WebSockets.
+//! the real hub over `WebSockets`.
 
 mod common;
 
@@ -11,7 +11,7 @@ use poshub::engine::inventory::{Ledger, PnCounter};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-fn adjust(product: Value, delta: i64, event_id: &str) -> Value {
+fn adjust(product: &Value, delta: i64, event_id: &str) -> Value {
     json!({"type": "INVENTORY_ADJUST", "productId": product, "delta": delta, "eventId": event_id, "requestId": event_id})
 }
 
@@ -29,7 +29,7 @@ async fn level(http: std::net::SocketAddr, product: &Value) -> Option<i64> {
 async fn send_all(t: &mut Term, adjs: &[(String, i64)], product: &Value) -> Vec<Value> {
     let mut acks = Vec::new();
     for (id, d) in adjs {
-        t.send(adjust(product.clone(), *d, id)).await;
+        t.send(adjust(product, *d, id)).await;
         acks.push(t.recv_type_of(&["INVENTORY_ACK", "ERROR"]).await);
     }
     acks
@@ -88,9 +88,9 @@ async fn adjustments_from_several_terminals_all_count_and_resends_count_once() {
     );
 
     let mut t = hub.term("pos-9").await;
-    t.send(adjust(json!(7), 1, "t0-e1")).await;
+    t.send(adjust(&json!(7), 1, "t0-e1")).await;
     assert_eq!(t.recv_type("ERROR").await["code"], "duplicate_event_id");
-    t.send(adjust(json!(7), 0, "z")).await;
+    t.send(adjust(&json!(7), 0, "z")).await;
     assert_eq!(t.recv_type("ERROR").await["code"], "invalid_message");
     hub.stop().await;
 }

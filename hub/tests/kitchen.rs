@@ -1,4 +1,4 @@
-//! Kitchen and bar tickets over real WebSockets (docs/kitchen.md): stored, acknowledged, broadcast
+//! Kitchen and bar tickets over real `WebSockets` (docs/kitchen.md): stored, acknowledged, broadcast
 //! to the station's displays only, idempotent on ticketId, part of catch-up with the same station
 //! filter, visible in `GET /kitchen-tickets`, and still there after a restart.
 
@@ -264,7 +264,7 @@ async fn old_tickets_are_compacted_unless_still_waiting_for_their_printer() {
     hub.stop().await;
 }
 
-/// Seqs of every event a terminal receives (live or in EVENTS_BULK) until it has seen `last`.
+/// Seqs of every event a terminal receives (live or in `EVENTS_BULK`) until it has seen `last`.
 async fn seqs_until(t: &mut Term, last: u64) -> Vec<u64> {
     let mut seqs = Vec::new();
     while seqs.last() != Some(&last) {

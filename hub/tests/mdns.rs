@@ -1,4 +1,4 @@
-//! mDNS advertisement (docs/configuration.md "HUB_MDNS_ENABLED"), resolved by a real DNS-SD client.
+//! mDNS advertisement (docs/configuration.md "`HUB_MDNS_ENABLED`"), resolved by a real DNS-SD client.
 //! Multicast never leaves this machine: the hub and the resolver run in two network namespaces the
 //! test creates, joined by a veth pair of their own. Where namespaces cannot be made (not root, no
 //! `ip`), the test says why and skips.
@@ -103,7 +103,7 @@ fn resolve_in(ns_path: &str, ty: &str, within: Duration) -> Result<serde_json::V
                     serde_json::json!({"name": info.get_fullname(), "port": info.get_port(), "txt": txt}),
                 );
             }
-            Ok(_) => continue,
+            Ok(_) => {}
             Err(_) => break,
         }
     }
@@ -224,8 +224,9 @@ fn sigterm_and_wait(
     within: Duration,
 ) -> Result<std::process::ExitStatus, String> {
     let start = Instant::now();
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
     // SAFETY: kill(2) on our own child (`ip netns exec` execs the hub in place), not yet reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(pid, libc::SIGTERM) };
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 /// Integers at and around every boundary a field could trip over, as JSON number text (the
-/// ones outside i64/u64 become floats in serde_json).
+/// ones outside i64/u64 become floats in `serde_json`).
 const EXTREMES: &[&str] = &[
     "0",
     "-1",

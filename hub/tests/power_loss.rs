@@ -295,11 +295,12 @@ async fn acknowledged_writes_survive_a_power_cut_at_every_io_operation() {
             restarts += 1;
         }
     }
-    let mode1 = started.elapsed() - recorded;
+    let mode1 = started.elapsed().checked_sub(recorded).unwrap();
 
     // Mode 2: what was synced plus a random subset of the 4 KiB sectors written since.
     let seed = env_num("POWER_LOSS_SEED", 0x5eed_2026);
-    let max_points = env_num("POWER_LOSS_POINTS", 3000) as usize;
+    let max_points =
+        usize::try_from(env_num("POWER_LOSS_POINTS", 3000)).expect("POWER_LOSS_POINTS");
     let budget = Duration::from_secs(env_num("POWER_LOSS_SECS", 90));
     let stride = ops.len().div_ceil(max_points).max(1);
     let mut replay = Replay::new(ops.clone());

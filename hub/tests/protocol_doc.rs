@@ -8,7 +8,7 @@ use serde_json::Value;
 const PROTOCOL: &str = include_str!("../../docs/protocol.md");
 const HTTP_API: &str = include_str!("../../docs/http-api.md");
 
-/// One `### \`TYPE\`` section of "## Messages".
+/// One section of "## Messages": a `###` heading naming a message type, and its text.
 struct Section<'a> {
     ty: &'a str,
     body: &'a str,
@@ -35,7 +35,7 @@ fn sections(doc: &str) -> Vec<Section<'_>> {
     out
 }
 
-/// The fenced ```json blocks of `text`.
+/// The fenced code blocks tagged `json` in `text`.
 fn json_blocks(text: &str) -> Vec<&str> {
     text.split("```json\n")
         .skip(1)

@@ -123,7 +123,7 @@ async fn json_deeper_than_the_limit_is_refused_and_never_stored() {
 }
 
 /// What is forwarded upstream reads back intact too: the Odoo double (a real HTTP server that
-/// parses every body with serde_json) receives the custom field at the limit unchanged.
+/// parses every body with `serde_json`) receives the custom field at the limit unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_at_the_limit_reaches_odoo_intact() {
     use common::odoo_double::*;
@@ -181,9 +181,10 @@ impl RawWs {
 
     /// Writes one frame: `first` is the FIN/RSV/opcode byte; masked as a client must.
     async fn frame(&mut self, first: u8, payload: &[u8]) {
-        assert!(payload.len() < 126);
+        let len = u8::try_from(payload.len()).expect("short payload");
+        assert!(len < 126);
         let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut f = vec![first, 0x80 | payload.len() as u8];
+        let mut f = vec![first, 0x80 | len];
         f.extend_from_slice(&mask);
         f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         self.s.write_all(&f).await.expect("write frame");
@@ -206,7 +207,7 @@ impl RawWs {
                 127 => {
                     let mut l = [0u8; 8];
                     self.s.read_exact(&mut l).await.ok()?;
-                    u64::from_be_bytes(l) as usize
+                    usize::try_from(u64::from_be_bytes(l)).ok()?
                 }
                 n => n as usize,
             };

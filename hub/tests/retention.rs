@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 
 const COMPACTED: &str = "poshub_events_compacted_total";
 
+/// A counter from `/metrics`, 0 when absent.
+// Counters are whole and non-negative: the f64 -> u64 cast is exact.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 async fn metric(hub: &TestHub, name: &str) -> u64 {
     let (_, text) = http(hub.http, "GET", "/metrics", "").await;
     text.lines()

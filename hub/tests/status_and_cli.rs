@@ -1,4 +1,4 @@
-//! SYNC_STATUS broadcasts, group commit under concurrent writers, and `poshub token issue`.
+//! `SYNC_STATUS` broadcasts, group commit under concurrent writers, and `poshub token issue`.
 
 mod common;
 

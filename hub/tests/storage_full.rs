@@ -53,7 +53,8 @@ impl SmallFs {
     fn fill_until(&self, leave: u64) -> PathBuf {
         let filler = self.path().join("filler");
         let take = self.free().saturating_sub(leave);
-        std::fs::write(&filler, vec![0xA5u8; take as usize]).expect("write filler");
+        let take = usize::try_from(take).expect("filler fits in memory");
+        std::fs::write(&filler, vec![0xA5u8; take]).expect("write filler");
         filler
     }
 }
@@ -90,7 +91,7 @@ fn big_snapshot(p: &str, kb: usize) -> Value {
     s
 }
 
-/// Sends one write and waits at most 5 s for its answer: ORDER_ACK, CONFLICT or ERROR.
+/// Sends one write and waits at most 5 s for its answer: `ORDER_ACK`, CONFLICT or ERROR.
 async fn write(t: &mut Term, p: &str, base: u64, kb: usize) -> Result<Value, String> {
     t.send(
         json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base,
@@ -107,7 +108,7 @@ async fn answer(t: &mut Term, types: &[&str]) -> Result<Value, String> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match t.next(left).await {
             Some(v) if types.iter().any(|ty| v["type"] == *ty) => return Ok(v),
-            Some(_) => continue,
+            Some(_) => {}
             None => return Err(format!("no answer within 5 s (waiting for {types:?})")),
         }
     }
@@ -176,20 +177,20 @@ async fn assert_full_but_serving(hub: &HubProcess, t: &mut Term, acked: u64) {
         (200, Some(acked)),
         "{order}"
     );
-    let asked = Instant::now();
+    let health_asked = Instant::now();
     let (status, health) = http_get(hub.http, "/health").await;
     println!(
         "/health while full ({:?}): {status} db={}",
-        asked.elapsed(),
+        health_asked.elapsed(),
         health["db"]
     );
     assert_eq!(status, 503, "{health}");
     assert_eq!(health["db"]["status"], "full", "{health}");
     assert!(health["db"]["freeBytes"].is_u64(), "{health}");
     assert!(
-        asked.elapsed() < Duration::from_secs(2),
+        health_asked.elapsed() < Duration::from_secs(2),
         "/health took {:?}",
-        asked.elapsed()
+        health_asked.elapsed()
     );
     let metrics = common::http(hub.http, "GET", "/metrics", "").await.1;
     let refused = metrics

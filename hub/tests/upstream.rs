@@ -163,7 +163,7 @@ async fn every_acknowledged_order_arrives_while_odoo_flaps() {
         }
         versions
     };
-    let (_, versions) = tokio::join!(flapping, writing);
+    let ((), versions) = tokio::join!(flapping, writing);
     odoo.clear_faults();
     // Some orders may be in a long backoff after many failures: drain now, ignoring it.
     let (st, d) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
@@ -239,59 +239,7 @@ async fn dead_letters_appear_and_requeue_works() {
     };
     assert_eq!((tries("BAD-1"), tries("FLAKY-1")), (1, 3));
 
-    // /events tells which events are dead, pending or forwarded.
-    let (_, ev) = http_get(hub.http, "/events").await;
-    let state_of = |p: &str| {
-        ev["events"]
-            .as_array()
-            .and_then(|l| {
-                l.iter()
-                    .find(|e| e["posReference"] == p && e["kind"] == "order_snapshot")
-            })
-            .map(|e| e["upstream"].clone())
-    };
-    assert_eq!(state_of("BAD-1"), Some(json!("dead")), "{ev}");
-    assert_eq!(state_of("GOOD-1"), Some(json!("forwarded")), "{ev}");
-    // Admin API: the token is required.
-    assert_eq!(
-        admin(hub.http, "GET", "/admin/dead-letters", None, "")
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        admin(
-            hub.http,
-            "POST",
-            "/admin/dead-letters/requeue",
-            Some("wrong"),
-            ""
-        )
-        .await
-        .0,
-        401
-    );
-    let (st, dl) = admin(hub.http, "GET", "/admin/dead-letters", Some(ADMIN), "").await;
-    assert_eq!(st, 200);
-    let list = dl["deadLetters"].as_array().expect("list");
-    let bad = list
-        .iter()
-        .find(|d| d["posReference"] == "BAD-1")
-        .expect("BAD-1");
-    assert_eq!(bad["attempts"], 1);
-    assert!(
-        bad["lastError"].as_str().unwrap_or("").contains("422"),
-        "{bad}"
-    );
-    let flaky = list
-        .iter()
-        .find(|d| d["posReference"] == "FLAKY-1")
-        .expect("FLAKY-1");
-    assert_eq!(flaky["attempts"], 3);
-    assert!(
-        flaky["lastError"].as_str().unwrap_or("").contains("500"),
-        "{flaky}"
-    );
+    assert_dead_letters_listed(&hub).await;
 
     // The CLI sees the same through the running hub.
     let port = hub.http.port().to_string();
@@ -345,6 +293,65 @@ async fn dead_letters_appear_and_requeue_works() {
     );
 }
 
+/// BAD-1 (refused with 422) and FLAKY-1 (500, three tries) are dead letters: `/events` shows
+/// their upstream state, and the admin API lists them (with the token only) with attempts and
+/// the last error.
+async fn assert_dead_letters_listed(hub: &TestHub) {
+    // /events tells which events are dead, pending or forwarded.
+    let (_, ev) = http_get(hub.http, "/events").await;
+    let state_of = |p: &str| {
+        ev["events"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|e| e["posReference"] == p && e["kind"] == "order_snapshot")
+            })
+            .map(|e| e["upstream"].clone())
+    };
+    assert_eq!(state_of("BAD-1"), Some(json!("dead")), "{ev}");
+    assert_eq!(state_of("GOOD-1"), Some(json!("forwarded")), "{ev}");
+    // Admin API: the token is required.
+    assert_eq!(
+        admin(hub.http, "GET", "/admin/dead-letters", None, "")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        admin(
+            hub.http,
+            "POST",
+            "/admin/dead-letters/requeue",
+            Some("wrong"),
+            ""
+        )
+        .await
+        .0,
+        401
+    );
+    let (st, dl) = admin(hub.http, "GET", "/admin/dead-letters", Some(ADMIN), "").await;
+    assert_eq!(st, 200);
+    let list = dl["deadLetters"].as_array().expect("list");
+    let bad = list
+        .iter()
+        .find(|d| d["posReference"] == "BAD-1")
+        .expect("BAD-1");
+    assert_eq!(bad["attempts"], 1);
+    assert!(
+        bad["lastError"].as_str().unwrap_or("").contains("422"),
+        "{bad}"
+    );
+    let flaky = list
+        .iter()
+        .find(|d| d["posReference"] == "FLAKY-1")
+        .expect("FLAKY-1");
+    assert_eq!(flaky["attempts"], 3);
+    assert!(
+        flaky["lastError"].as_str().unwrap_or("").contains("500"),
+        "{flaky}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminals_keep_full_speed_while_odoo_hangs() {
     let odoo = OdooDouble::start().await;
@@ -362,20 +369,20 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     let mut n = 0u64;
     // A 3-second window of steady writing while the forwarder keeps timing out.
     while started.elapsed() < Duration::from_secs(3) {
-        let p = format!("S-{n}");
-        a.lease(&p).await;
-        let t = Instant::now();
-        let v = a.write(&p, 0, order(&p, 1, None)).await;
-        worst = worst.max(t.elapsed());
-        assert_eq!(v["type"], "ORDER_ACK", "{v}");
-        let u = b.recv_type("ORDER_UPDATED").await;
-        assert_eq!(u["posReference"], p.as_str());
+        let pos = format!("S-{n}");
+        a.lease(&pos).await;
+        let sent_at = Instant::now();
+        let ack = a.write(&pos, 0, order(&pos, 1, None)).await;
+        worst = worst.max(sent_at.elapsed());
+        assert_eq!(ack["type"], "ORDER_ACK", "{ack}");
+        let upd = b.recv_type("ORDER_UPDATED").await;
+        assert_eq!(upd["posReference"], pos.as_str());
         n += 1;
     }
     let (_, h) = http_get(hub.http, "/health").await;
     println!("while odoo hangs: {n} orders acknowledged and broadcast in 3 s, slowest ack {worst:?}; {h}");
     assert!(n >= 30, "only {n} orders in 3 s");
-    assert!(worst < Duration::from_millis(1000), "slowest ack {worst:?}");
+    assert!(worst < Duration::from_secs(1), "slowest ack {worst:?}");
     assert_eq!(h["forwardedEvents"], 0, "{h}");
     // The operator sees why nothing goes out.
     let h = wait_health(hub.http, WAIT, "upstream failing", |h| {
@@ -392,7 +399,7 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     );
     // Odoo comes back: everything goes out.
     odoo.clear_faults();
-    let t = Instant::now();
+    let drain_started = Instant::now();
     let (st, _) = admin(hub.http, "POST", "/admin/drain", Some(ADMIN), "").await;
     assert_eq!(st, 200);
     wait_health(hub.http, Duration::from_secs(30), "backlog drained", |h| {
@@ -401,7 +408,7 @@ async fn terminals_keep_full_speed_while_odoo_hangs() {
     .await;
     println!(
         "backlog of {n} orders drained to the double in {:?}",
-        t.elapsed()
+        drain_started.elapsed()
     );
     assert_eq!(odoo.orders().len() as u64, n);
     hub.stop().await;

@@ -48,28 +48,28 @@ async fn cloud_bridge_pushes_and_pulls() {
     cloud.add_cloud_event(
         json!({"eventId": "note-1", "type": "NOTICE", "text": "kitchen closes at 22:00"}),
     );
-    let u = a.recv_type("ORDER_UPDATED").await;
+    let upd = a.recv_type("ORDER_UPDATED").await;
     assert_eq!(
         (
-            u["posReference"].as_str(),
-            u["terminalId"].as_str(),
-            u["version"].as_u64()
+            upd["posReference"].as_str(),
+            upd["terminalId"].as_str(),
+            upd["version"].as_u64()
         ),
         (Some("WEB-1"), Some("cloud"), Some(1))
     );
-    let n = a.recv_type("CLOUD_EVENT").await;
-    assert_eq!(n["event"]["text"], "kitchen closes at 22:00");
-    let (st, o) = http_get(hub.http, "/orders/WEB-1").await;
+    let notice = a.recv_type("CLOUD_EVENT").await;
+    assert_eq!(notice["event"]["text"], "kitchen closes at 22:00");
+    let (st, order) = http_get(hub.http, "/orders/WEB-1").await;
     assert_eq!(
-        (st, o["snapshot"]["orderType"].as_str()),
+        (st, order["snapshot"]["orderType"].as_str()),
         (200, Some("delivery"))
     );
 
     // After a restart nothing is applied twice (durable cursor, eventIds applied once).
     let hub = restart(hub, &env).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, o) = http_get(hub.http, "/orders/WEB-1").await;
-    assert_eq!(o["version"], 1, "{o}");
+    let (_, order) = http_get(hub.http, "/orders/WEB-1").await;
+    assert_eq!(order["version"], 1, "{order}");
     let pulls: Vec<_> = cloud
         .requests()
         .into_iter()
@@ -185,7 +185,28 @@ async fn registers_are_cloned_from_the_template_in_odoo() {
     );
     assert!(done["odooId"].as_i64().is_some(), "{done}");
 
-    // Odoo refuses every call_kw: five tries, then sync_error with the error.
+    assert_failing_register_sync_errors_then_requeues(&hub, &odoo).await;
+    // A pos.config Odoo already has under that name (created before a crash, say) is adopted,
+    // not created a second time.
+    let patio = odoo.add_pos_config("Patio");
+    let (st, _) = admin(
+        hub.http,
+        "POST",
+        "/admin/registers",
+        Some(ADMIN),
+        r#"{"name":"Patio"}"#,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let r = wait_register(&hub, "Patio", "synced").await;
+    assert_eq!(r["odooId"], patio, "{r}");
+    assert_eq!(odoo.created_configs().len(), 2);
+    hub.stop().await;
+}
+
+/// Odoo refuses every `call_kw`: a register added through the CLI gets five tries, then
+/// `sync_error` with the error; fixed and requeued, it goes through, once.
+async fn assert_failing_register_sync_errors_then_requeues(hub: &TestHub, odoo: &OdooDouble) {
     odoo.fault("/web/dataset/call_kw", Fault::Status(500), None);
     let port = hub.http.port().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_poshub"))
@@ -197,7 +218,7 @@ async fn registers_are_cloned_from_the_template_in_odoo() {
         .output()
         .expect("run poshub");
     assert!(out.status.success(), "{out:?}");
-    let failed = wait_register(&hub, "Terrace", "sync_error").await;
+    let failed = wait_register(hub, "Terrace", "sync_error").await;
     assert_eq!(failed["attempts"], 5, "{failed}");
     assert!(
         failed["lastError"].as_str().unwrap_or("").contains("500"),
@@ -224,23 +245,7 @@ async fn registers_are_cloned_from_the_template_in_odoo() {
     )
     .await;
     assert_eq!((st, v["requeued"].as_u64()), (200, Some(1)));
-    wait_register(&hub, "Terrace", "synced").await;
+    wait_register(hub, "Terrace", "synced").await;
     assert_eq!(odoo.created_configs().len(), 2);
-    assert_eq!(registers(&hub).await.len(), 2);
-    // A pos.config Odoo already has under that name (created before a crash, say) is adopted,
-    // not created a second time.
-    let patio = odoo.add_pos_config("Patio");
-    let (st, _) = admin(
-        hub.http,
-        "POST",
-        "/admin/registers",
-        Some(ADMIN),
-        r#"{"name":"Patio"}"#,
-    )
-    .await;
-    assert_eq!(st, 201);
-    let r = wait_register(&hub, "Patio", "synced").await;
-    assert_eq!(r["odooId"], patio, "{r}");
-    assert_eq!(odoo.created_configs().len(), 2);
-    hub.stop().await;
+    assert_eq!(registers(hub).await.len(), 2);
 }

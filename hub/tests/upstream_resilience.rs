@@ -86,7 +86,7 @@ fn jwt(dir: &std::path::Path, sub: &str) -> String {
     .expect("sign")
 }
 
-/// AUTH with `token`; the reply (AUTH_OK or AUTH_FAIL).
+/// AUTH with `token`; the reply (`AUTH_OK` or `AUTH_FAIL`).
 async fn auth(hub: &TestHub, token: &str, terminal: &str) -> Value {
     let mut t = Term::connect(hub.ws).await;
     t.send(json!({"type": "AUTH", "token": token, "terminalId": terminal}))
@@ -158,36 +158,7 @@ async fn odoo_sessions_are_cached_for_offline_use() {
         .and_then(|r| r.cookie);
     assert_eq!(with_cookie.as_deref(), Some("session_id=sess-ana"));
 
-    // Odoo unreachable (5xx, then dropped connections): known sessions get in from the
-    // cache, unknown ones are told why they cannot.
-    odoo.fault("/pos-react/api/session", Fault::Status(503), None);
-    assert_eq!(
-        outcome(&auth(&hub, "sess-ana", "till-1").await),
-        ok("7/manager")
-    );
-    assert_eq!(
-        outcome(&auth(&hub, "sess-bo", "till-2").await),
-        fail("upstream_unreachable")
-    );
-    // A hanging Odoo holds a terminal no longer than the upstream timeout.
-    odoo.clear_faults();
-    odoo.fault(
-        "/pos-react/api/session",
-        Fault::Delay(Duration::from_secs(5)),
-        None,
-    );
-    let t = Instant::now();
-    assert_eq!(
-        outcome(&auth(&hub, "sess-ana", "till-1").await),
-        ok("7/manager")
-    );
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    odoo.clear_faults();
-    odoo.fault("/pos-react/api/session", Fault::Drop, None);
-    assert_eq!(
-        outcome(&auth(&hub, "sess-ana", "till-1").await),
-        ok("7/manager")
-    );
+    assert_cache_serves_while_odoo_is_down(&hub, &odoo).await;
 
     // Still offline after a restart.
     let hub = restart(hub, &env).await;
@@ -212,8 +183,46 @@ async fn odoo_sessions_are_cached_for_offline_use() {
     );
     hub.stop().await;
 
-    // HUB_AUTH_OFFLINE_GRACE_MS bounds how old a validation may be.
-    let mut short = env.clone();
+    assert_offline_grace_bounds_the_cache(&env, &odoo).await;
+}
+
+/// Odoo unreachable (5xx, then a hang, then dropped connections): known sessions get in from
+/// the cache, unknown ones are told why they cannot, and a hanging Odoo holds a terminal no
+/// longer than the upstream timeout.
+async fn assert_cache_serves_while_odoo_is_down(hub: &TestHub, odoo: &OdooDouble) {
+    odoo.fault("/pos-react/api/session", Fault::Status(503), None);
+    assert_eq!(
+        outcome(&auth(hub, "sess-ana", "till-1").await),
+        ok("7/manager")
+    );
+    assert_eq!(
+        outcome(&auth(hub, "sess-bo", "till-2").await),
+        fail("upstream_unreachable")
+    );
+    // A hanging Odoo holds a terminal no longer than the upstream timeout.
+    odoo.clear_faults();
+    odoo.fault(
+        "/pos-react/api/session",
+        Fault::Delay(Duration::from_secs(5)),
+        None,
+    );
+    let t = Instant::now();
+    assert_eq!(
+        outcome(&auth(hub, "sess-ana", "till-1").await),
+        ok("7/manager")
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    odoo.clear_faults();
+    odoo.fault("/pos-react/api/session", Fault::Drop, None);
+    assert_eq!(
+        outcome(&auth(hub, "sess-ana", "till-1").await),
+        ok("7/manager")
+    );
+}
+
+/// `HUB_AUTH_OFFLINE_GRACE_MS` bounds how old a validation may be.
+async fn assert_offline_grace_bounds_the_cache(env: &[(&'static str, &str)], odoo: &OdooDouble) {
+    let mut short = env.to_vec();
     short.push(("HUB_AUTH_OFFLINE_GRACE_MS", "300"));
     let hub = TestHub::start(&short).await;
     odoo.clear_faults();

@@ -9,8 +9,8 @@ use tokio::sync::oneshot;
 use super::{Engine, Out, Tx};
 use crate::engine::outbox::Frame;
 use crate::protocol::outbound;
-use crate::store::records::*;
-use crate::store::*;
+use crate::store::records::LeaseRec;
+use crate::store::{StoreError, META_COMPACTED_THROUGH, META_HEAD_SEQ};
 
 /// A connected terminal as `/status` shows it.
 #[derive(Debug, Clone)]

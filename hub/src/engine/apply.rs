@@ -19,12 +19,11 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Arc<Session>,
-        rid: Option<Value>,
+        r: Option<&Value>,
         msg: Inbound,
     ) -> Result<(), StoreError> {
         // Before applying: a request whose own write fails is told too.
-        self.askers.push((s.outbox.clone(), rid.clone()));
-        let r = rid.as_ref();
+        self.askers.push((s.outbox.clone(), r.cloned()));
         // Only a registered connection acts: not one whose AUTH the engine refused (its close
         // is on the way), nor one replaced by a newer connection of its terminal.
         if !self.reg.has_conn(s.conn_id) {
@@ -36,13 +35,13 @@ impl Engine {
             Inbound::LeaseAcquire(p) => self.lease_acquire(tx, s, &p, r)?,
             Inbound::LeaseHeartbeat(p) => self.lease_heartbeat(tx, s, &p, r)?,
             Inbound::LeaseRelease(p) => self.lease_release(tx, s, &p, r)?,
-            Inbound::OrderSnapshot(m) => self.order_snapshot(tx, s, m, r)?,
+            Inbound::OrderSnapshot(m) => self.order_snapshot(tx, s, &m, r)?,
             Inbound::TableUpdate(m) => self.table_update(tx, s, m, r)?,
             Inbound::TableLockAcquire(t) => self.lock_acquire(tx, s, &t, false, r)?,
             Inbound::TableLockForceAcquire(t) => self.lock_acquire(tx, s, &t, true, r)?,
             Inbound::TableLockHeartbeat(t) => self.lock_heartbeat(tx, s, &t, r)?,
             Inbound::TableLockRelease(t) => self.lock_release(tx, s, &t, r)?,
-            Inbound::FloorPlanUpdate(m) => self.floor_plan(tx, s, m, r)?,
+            Inbound::FloorPlanUpdate(m) => self.floor_plan(tx, s, &m, r)?,
             Inbound::TicketNumberRequest(t) => self.ticket_number(tx, s, &t, r)?,
             Inbound::SyncRequest(cursor) => {
                 self.out.push(Out::To(
@@ -53,9 +52,9 @@ impl Engine {
                     },
                 ));
             }
-            Inbound::KitchenTicket(m) => self.kitchen_ticket(tx, s, m, r)?,
+            Inbound::KitchenTicket(m) => self.kitchen_ticket(tx, s, &m, r)?,
             Inbound::KitchenTicketStatus(m) => self.kitchen_status(tx, s, m, r)?,
-            Inbound::InventoryAdjust(m) => self.inventory_adjust(tx, s, m, r)?,
+            Inbound::InventoryAdjust(m) => self.inventory_adjust(tx, s, &m, r)?,
             Inbound::Subscribe(mask) => self.subscribe(s, mask, r),
             Inbound::Ping | Inbound::Auth(_) => {}
         }
@@ -68,7 +67,7 @@ impl Engine {
                 session,
                 cursor,
                 request_id,
-            } => return self.connected(tx, session, cursor, request_id),
+            } => return self.connected(tx, &session, cursor, request_id.as_ref()),
             Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
             Cmd::GraceExpired {
                 terminal_id,

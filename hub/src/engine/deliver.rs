@@ -13,7 +13,7 @@ use crate::store::StoreError;
 impl Engine {
     /// A commit failed: nothing of the batch happened. Tell whoever asked, and reload the
     /// in-memory state from what is really on disk.
-    pub(super) fn failed(&mut self, e: StoreError) {
+    pub(super) fn failed(&mut self, e: &StoreError) {
         tracing::error!(error = %e, "commit failed; batch discarded");
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         self.out.clear();
@@ -37,13 +37,12 @@ impl Engine {
 
     /// Reloads what the engine keeps in memory from what is really on disk.
     pub(super) fn reload(&mut self) {
-        match (self.store.head_seq(), self.store.leases()) {
-            (Ok(seq), Ok(leases)) => {
-                self.seq = seq;
-                self.leases = leases.into_iter().collect();
-                self.reg.clamp(seq);
-            }
-            _ => tracing::error!("cannot reload state after a failed commit"),
+        if let (Ok(seq), Ok(leases)) = (self.store.head_seq(), self.store.leases()) {
+            self.seq = seq;
+            self.leases = leases.into_iter().collect();
+            self.reg.clamp(seq);
+        } else {
+            tracing::error!("cannot reload state after a failed commit");
         }
         if let Ok(locks) = self.store.table_locks() {
             self.locks = locks.into_iter().collect();
@@ -60,7 +59,7 @@ impl Engine {
             // This batch's frames count as shared while it is delivered (the batch holds them
             // anyway), so one batch larger than the window does not push every terminal out.
             let batch_start = w.end();
-            for out in self.out.iter_mut() {
+            for out in &mut self.out {
                 if let Out::Event {
                     seq,
                     text,
@@ -93,7 +92,7 @@ impl Engine {
                     end,
                 } => {
                     let event = Arc::new(Broadcast { seq, text, at, end });
-                    self.reg.fan_out_scoped(&event, exclude, &lim, scope)
+                    self.reg.fan_out_scoped(&event, exclude, &lim, scope);
                 }
                 Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {

@@ -41,7 +41,7 @@ impl PnCounter {
     pub fn level(&self) -> i64 {
         let p: i128 = self.p.values().map(|&v| i128::from(v)).sum();
         let n: i128 = self.n.values().map(|&v| i128::from(v)).sum();
-        (p - n).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        i64::try_from(p - n).unwrap_or(if p > n { i64::MAX } else { i64::MIN })
     }
 
     /// CRDT merge: entry-wise maximum (commutative, associative, idempotent).
@@ -87,7 +87,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: InventoryAdjustMsg,
+        m: &InventoryAdjustMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let key = m.product.key.as_str();

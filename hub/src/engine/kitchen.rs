@@ -14,7 +14,10 @@ use crate::printer::escpos;
 use crate::protocol::kitchen::{KitchenStatusMsg, KitchenTicketMsg};
 use crate::protocol::outbound;
 use crate::station::{self, Station};
-use crate::store::kitchen::*;
+use crate::store::kitchen::{
+    InvAppliedRec, PrintJobRec, TicketRec, INVENTORY, INVENTORY_APPLIED, KITCHEN_TICKETS,
+    PRINT_QUEUE_BDS, PRINT_QUEUE_KDS,
+};
 use crate::store::records::{dec, enc};
 use crate::store::StoreError;
 
@@ -76,7 +79,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: KitchenTicketMsg,
+        m: &KitchenTicketMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let id = m.ticket_id.as_str();
@@ -233,7 +236,7 @@ impl Engine {
                 removed += 1;
             }
         }
-        let retention = self.cfg.event_retention.as_millis() as u64;
+        let retention = crate::clock::millis(self.cfg.event_retention);
         let ids_cutoff = cutoff_ms.saturating_sub(3 * retention);
         let before = tx.k.inv_applied.len()?;
         tx.k.inv_applied

@@ -4,7 +4,7 @@
 use super::{Engine, Out, Session, Tx};
 use crate::engine::outbox::Frame;
 use crate::protocol::outbound;
-use crate::store::records::*;
+use crate::store::records::{enc, LeaseRec};
 use crate::store::StoreError;
 use serde_json::Value;
 
@@ -23,7 +23,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        let ttl = self.cfg.lease_ttl.as_millis() as u64;
+        let ttl = crate::clock::millis(self.cfg.lease_ttl);
         let rec = LeaseRec {
             terminal_id: s.terminal_id.clone(),
             name: s.name.clone(),
@@ -46,7 +46,7 @@ impl Engine {
         p: &str,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
-        let ttl = self.cfg.lease_ttl.as_millis() as u64;
+        let ttl = crate::clock::millis(self.cfg.lease_ttl);
         let now = self.now_ms;
         match self.leases.get_mut(p) {
             Some(l) if l.terminal_id == s.terminal_id => {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::{Engine, Out, Session, Tx};
 use crate::engine::outbox::Frame;
 use crate::protocol::{outbound, TableId};
-use crate::store::records::*;
+use crate::store::records::{enc, LockRec};
 use crate::store::StoreError;
 
 impl Engine {
@@ -89,7 +89,7 @@ impl Engine {
             terminal_id: s.terminal_id.clone(),
             uid_json: s.uid_json.clone(),
             user_name: s.name.clone(),
-            expires_ms: self.now_ms + self.cfg.table_lock_ttl.as_millis() as u64,
+            expires_ms: self.now_ms + crate::clock::millis(self.cfg.table_lock_ttl),
         };
         tx.locks.insert(t.key.as_str(), enc(&rec).as_slice())?;
         let granted = outbound::table_lock_granted(&t.json, rec.expires_ms);
@@ -105,7 +105,7 @@ impl Engine {
         t: &TableId,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
-        let expires = self.now_ms + self.cfg.table_lock_ttl.as_millis() as u64;
+        let expires = self.now_ms + crate::clock::millis(self.cfg.table_lock_ttl);
         match self.locks.get_mut(&t.key) {
             Some(l) if l.terminal_id == s.terminal_id => {
                 l.expires_ms = expires;

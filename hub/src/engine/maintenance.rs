@@ -12,8 +12,8 @@ use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{Cmd, Engine, Out, Tx};
 use crate::store::live::LiveRec;
-use crate::store::records::*;
-use crate::store::*;
+use crate::store::records::{dec, AppliedRec, EventRec, OrderRec};
+use crate::store::{StoreError, META_COMPACTED_THROUGH};
 
 /// Most events one compaction transaction removes: a year-old backlog goes in bounded steps
 /// (each a normal group commit, with terminals' writes in between), not in one huge commit.
@@ -46,8 +46,7 @@ impl Engine {
         let through0 = tx
             .meta
             .get(META_COMPACTED_THROUGH)?
-            .map(|g| g.value())
-            .unwrap_or(0);
+            .map_or(0, |g| g.value());
         let mut gone = Vec::new();
         // 1. Events below the compacted mark that were kept because they waited (a backlog for
         //    a down upstream, dead letters since requeued) and no longer wait.
@@ -89,11 +88,8 @@ impl Engine {
             self.window.forget_through(through);
         }
         if !gone.is_empty() {
-            tx.event_ids.retain(|_, v| {
-                dec::<AppliedRec>(v)
-                    .map(|a| a.ts_ms >= cutoff_ms)
-                    .unwrap_or(false)
-            })?;
+            tx.event_ids
+                .retain(|_, v| dec::<AppliedRec>(v).is_ok_and(|a| a.ts_ms >= cutoff_ms))?;
             self.dirty = true;
             self.metrics.events_compacted.inc_by(gone.len() as u64);
             tracing::info!(

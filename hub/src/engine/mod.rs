@@ -39,9 +39,13 @@ use crate::auth::Role;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::outbox::{Frame, Outbox, Utf8Bytes};
+use crate::metrics::gauge_value;
 use crate::protocol::Inbound;
-use crate::store::records::*;
-use crate::store::*;
+use crate::store::records::{enc, EventRec, LeaseRec, LockRec, PendingRec};
+use crate::store::{
+    live, Store, StoreError, DEAD, EVENTS, EVENT_IDS, FLOOR_PLANS, LEASES, META, META_HEAD_SEQ,
+    META_LAST_TS, ORDERS, PENDING, TABLES, TABLE_LOCKS, TERMINAL_SUBJECTS, TICKET_SEQ,
+};
 
 pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
 pub use registry::{Limits, Registry};
@@ -317,7 +321,7 @@ impl Engine {
             upstream_state,
             forwarding,
             upstream_last_ok: None,
-            upstream_waiters: Default::default(),
+            upstream_waiters: upstream::Waiters::default(),
         };
         let join = std::thread::Builder::new()
             .name("poshub-engine".into())
@@ -380,7 +384,7 @@ impl Engine {
                             permit,
                         } => {
                             permits.extend(permit);
-                            self.request(&mut tx, &session, request_id, msg)?;
+                            self.request(&mut tx, &session, request_id.as_ref(), msg)?;
                         }
                         other => self.command(&mut tx, other)?,
                     }
@@ -389,7 +393,7 @@ impl Engine {
                     tx.meta.insert(META_HEAD_SEQ, self.seq)?;
                 }
                 if self.dirty {
-                    let last = tx.meta.get(META_LAST_TS)?.map(|g| g.value()).unwrap_or(0);
+                    let last = tx.meta.get(META_LAST_TS)?.map_or(0, |g| g.value());
                     tx.meta.insert(META_LAST_TS, last.max(self.now_ms))?;
                 }
             }
@@ -419,7 +423,7 @@ impl Engine {
                     let _ = reply.send(Err(e.to_string()));
                 }
                 self.storage_failed(&e);
-                self.failed(e);
+                self.failed(&e);
                 // The rest of the batch is answered now, not retried forever.
                 let rest: Vec<Cmd> = cmds.collect();
                 stop |= self.serve_read_only(rest);
@@ -438,7 +442,7 @@ impl Engine {
             st.commits.fetch_add(1, Ordering::Relaxed);
             st.committed_cmds.fetch_add(n as u64, Ordering::Relaxed);
             st.commit_us_total
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                .fetch_add(crate::clock::micros(started.elapsed()), Ordering::Relaxed);
             st.last_batch.store(n, Ordering::Relaxed);
             st.max_batch.fetch_max(n, Ordering::Relaxed);
         }
@@ -446,15 +450,17 @@ impl Engine {
         st.leases.store(self.leases.len(), Ordering::Relaxed);
         st.table_locks.store(self.locks.len(), Ordering::Relaxed);
         if self.dirty {
+            // A batch holds at most a few thousand commands: exact as f64 (below 2^52).
+            #[allow(clippy::cast_precision_loss)]
             self.metrics.commit_batch.observe(n as f64);
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         self.metrics.head_seq.set(self.seq);
-        self.metrics.leases.set(self.leases.len() as i64);
-        self.metrics.table_locks.set(self.locks.len() as i64);
-        self.metrics.terminals.set(self.reg.len() as i64);
+        self.metrics.leases.set(gauge_value(self.leases.len()));
+        self.metrics.table_locks.set(gauge_value(self.locks.len()));
+        self.metrics.terminals.set(gauge_value(self.reg.len()));
     }
 
     /// Appends an event in the current transaction and schedules its broadcast.

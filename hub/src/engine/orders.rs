@@ -8,7 +8,7 @@ use super::{Engine, Session, Tx};
 use crate::protocol::inbound::OrderSnapshotMsg;
 use crate::protocol::outbound;
 use crate::store::live::{is_finished, LiveRec};
-use crate::store::records::*;
+use crate::store::records::{dec, enc, AppliedRec, OrderRec, TableRec};
 use crate::store::StoreError;
 
 impl Engine {
@@ -16,36 +16,36 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: OrderSnapshotMsg,
+        m: &OrderSnapshotMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
-        let p = m.pos_reference.as_str();
+        let pos = m.pos_reference.as_str();
         // 1. A resent eventId answers with the original acknowledgement and changes nothing.
-        if self.answered_resend(tx, s, &m, r)? {
+        if self.answered_resend(tx, s, m, r)? {
             return Ok(());
         }
         // 2. Single writer: the sender must hold the order's lease.
         let holds = self
             .leases
-            .get(p)
+            .get(pos)
             .is_some_and(|l| l.terminal_id == s.terminal_id);
         if !holds {
             let text = outbound::error(
                 "lease_required",
-                &format!("acquire the lease on {p} before writing it"),
+                &format!("acquire the lease on {pos} before writing it"),
                 r,
             );
             self.reply(s, text);
             return Ok(());
         }
         // 3. Optimistic versioning against the stored order.
-        let stored: Option<OrderRec> = tx.orders.get(p)?.map(|g| dec(g.value())).transpose()?;
+        let stored: Option<OrderRec> = tx.orders.get(pos)?.map(|g| dec(g.value())).transpose()?;
         let current = stored.as_ref().map_or(0, |o| o.version);
         if m.base_version < current {
             let snap = stored
                 .as_ref()
                 .map_or(Value::Null, |o| outbound::raw(&o.snapshot_json));
-            let msg = outbound::conflict(p, current, snap);
+            let msg = outbound::conflict(pos, current, &snap);
             self.reply(s, outbound::reply(msg, r));
             return Ok(());
         }
@@ -55,11 +55,11 @@ impl Engine {
         let seq = self.append(
             tx,
             "order_snapshot",
-            Some(p),
+            Some(pos),
             &terminal,
             true,
             Some(s.conn_id),
-            |seq, ts| outbound::order_updated(p, version, &m.snapshot, &terminal, seq, ts),
+            |seq, ts| outbound::order_updated(pos, version, &m.snapshot, &terminal, seq, ts),
         )?;
         let table_key = m.table.as_ref().map(|t| t.key.clone());
         let rec = OrderRec {
@@ -71,20 +71,20 @@ impl Engine {
             updated_ms: self.now_ms,
             snapshot_json: m.snapshot.get().to_string(),
         };
-        put_order(tx, p, &rec)?;
+        put_order(tx, pos, &rec)?;
         if let Some(id) = &m.event_id {
             let a = AppliedRec {
-                pos_reference: p.to_string(),
+                pos_reference: pos.to_string(),
                 version,
                 seq,
                 ts_ms: self.now_ms,
             };
             tx.event_ids.insert(id.as_str(), enc(&a).as_slice())?;
         }
-        self.reply(s, outbound::order_ack(p, version, seq, r));
+        self.reply(s, outbound::order_ack(pos, version, seq, r));
         // 5. Automatic table status.
         let prev_table = stored.and_then(|o| o.table_key);
-        self.follow_table(tx, &m, prev_table, &terminal)
+        self.follow_table(tx, m, prev_table, &terminal)
     }
 
     /// Answers a resent eventId with the original acknowledgement (or `duplicate_event_id` if
@@ -96,16 +96,16 @@ impl Engine {
         m: &OrderSnapshotMsg,
         r: Option<&Value>,
     ) -> Result<bool, StoreError> {
-        let p = m.pos_reference.as_str();
+        let pos = m.pos_reference.as_str();
         let Some(id) = &m.event_id else {
             return Ok(false);
         };
         let Some(g) = tx.event_ids.get(id.as_str())? else {
             return Ok(false);
         };
-        let a: AppliedRec = dec(g.value())?;
-        let text = if a.pos_reference == p {
-            outbound::order_ack(p, a.version, a.seq, r)
+        let applied: AppliedRec = dec(g.value())?;
+        let text = if applied.pos_reference == pos {
+            outbound::order_ack(pos, applied.version, applied.seq, r)
         } else {
             outbound::error(
                 "duplicate_event_id",

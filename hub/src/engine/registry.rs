@@ -97,7 +97,7 @@ impl Registry {
         scope: u8,
     ) {
         let seq = event.seq;
-        for (conn, e) in self.by_conn.iter_mut() {
+        for (conn, e) in &mut self.by_conn {
             if seq <= e.pushed_through {
                 continue;
             }

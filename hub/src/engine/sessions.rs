@@ -15,15 +15,15 @@ impl Engine {
     pub(super) fn connected(
         &mut self,
         tx: &mut Tx,
-        s: Arc<Session>,
+        s: &Arc<Session>,
         cursor: Option<u64>,
-        rid: Option<Value>,
+        rid: Option<&Value>,
     ) -> Result<(), StoreError> {
         if s.outbox.is_closed() {
             return Ok(()); // gone before it could be registered
         }
-        if !self.claim_terminal(tx, &s)? {
-            self.refuse_claim(&s, rid.as_ref());
+        if !self.claim_terminal(tx, s)? {
+            self.refuse_claim(s, rid);
             return Ok(());
         }
         self.admit(s, cursor, rid);
@@ -32,7 +32,7 @@ impl Engine {
 
     /// Registers an authenticated session whose terminal claim passed: `AUTH_OK`, the 4000
     /// close of a connection it replaces, and catch-up from its cursor.
-    pub(super) fn admit(&mut self, s: Arc<Session>, cursor: Option<u64>, rid: Option<Value>) {
+    pub(super) fn admit(&mut self, s: &Arc<Session>, cursor: Option<u64>, rid: Option<&Value>) {
         self.disconnected.remove(&s.terminal_id);
         self.joined.push(s.outbox.clone());
         if let Some(old) = self.reg.register(s.clone(), self.seq) {
@@ -58,7 +58,7 @@ impl Engine {
         });
         self.out.push(Out::To(
             s.outbox.clone(),
-            Frame::text(outbound::reply(ok, rid.as_ref())),
+            Frame::text(outbound::reply(ok, rid)),
         ));
         if let Some(after) = cursor {
             self.out.push(Out::To(
@@ -87,7 +87,7 @@ impl Engine {
         // Leases and locks stay with the terminal for the grace period. It ends at the first of
         // the timer below and the lease tick that sees the engine clock past `ends`.
         let grace = self.cfg.grace;
-        let ends = self.now_ms + grace.as_millis() as u64;
+        let ends = self.now_ms + crate::clock::millis(grace);
         self.disconnected
             .insert(s.terminal_id.clone(), (conn_id, ends));
         let tx = self.tx.clone();

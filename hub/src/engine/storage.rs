@@ -79,7 +79,7 @@ impl StorageHealth {
             1 => DbState::Full,
             _ => DbState::Failed,
         };
-        let error = self.error.lock().map(|e| e.clone()).unwrap_or(None);
+        let error = self.error.lock().ok().and_then(|e| e.clone());
         (state, self.free_bytes.load(Ordering::Relaxed), error)
     }
 
@@ -261,7 +261,7 @@ impl Engine {
                     session,
                     cursor,
                     request_id,
-                } => self.connected_read_only(session, cursor, request_id),
+                } => self.connected_read_only(&session, cursor, request_id.as_ref()),
                 Cmd::Disconnected { conn_id } => self.disconnected(conn_id),
                 Cmd::Resume { conn_id } => self.resume(conn_id),
                 Cmd::GraceExpired { .. } => self.later(cmd),
@@ -295,20 +295,20 @@ impl Engine {
     /// is back.
     fn connected_read_only(
         &mut self,
-        session: Arc<Session>,
+        session: &Arc<Session>,
         cursor: Option<u64>,
-        request_id: Option<Value>,
+        request_id: Option<&Value>,
     ) {
         if session.outbox.is_closed() {
             return;
         }
-        match self.claim_read_only(&session) {
+        match self.claim_read_only(session) {
             ReadOnlyClaim::Admit => self.admit(session, cursor, request_id),
-            ReadOnlyClaim::Refuse => self.refuse_claim(&session, request_id.as_ref()),
+            ReadOnlyClaim::Refuse => self.refuse_claim(session, request_id),
             ReadOnlyClaim::NeedsWrite => {
                 let msg = "the hub cannot record this terminal's first login while its storage \
                            cannot be written; try again once space is back";
-                let fail = outbound::auth_fail(self.refusal().code(), msg, request_id.as_ref());
+                let fail = outbound::auth_fail(self.refusal().code(), msg, request_id);
                 self.out
                     .push(Out::To(session.outbox.clone(), Frame::text(fail)));
                 self.out.push(Out::To(

@@ -8,7 +8,7 @@ use super::{Engine, Session, Tx};
 use crate::protocol::inbound::{FloorPlanMsg, TableUpdateMsg};
 use crate::protocol::outbound;
 use crate::protocol::TableId;
-use crate::store::records::*;
+use crate::store::records::{dec, enc, FloorRec, TableRec};
 use crate::store::StoreError;
 
 impl Engine {
@@ -72,7 +72,7 @@ impl Engine {
         &mut self,
         tx: &mut Tx,
         s: &Session,
-        m: FloorPlanMsg,
+        m: &FloorPlanMsg,
         r: Option<&Value>,
     ) -> Result<(), StoreError> {
         let rec = FloorRec {
@@ -115,12 +115,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let date = business_date(self.now_ms);
         let key = format!("{date}/{order_type}");
-        let n = tx
-            .tickets
-            .get(key.as_str())?
-            .map(|g| g.value())
-            .unwrap_or(0)
-            + 1;
+        let n = tx.tickets.get(key.as_str())?.map_or(0, |g| g.value()) + 1;
         tx.tickets.insert(key.as_str(), n)?;
         self.dirty = true;
         let msg = outbound::ticket_number(order_type, n, &date);
@@ -132,7 +127,10 @@ impl Engine {
 /// The store's business day: the local calendar date of `ms`.
 pub fn business_date(ms: u64) -> String {
     use chrono::TimeZone;
-    match chrono::Local.timestamp_millis_opt(ms as i64).single() {
+    let local = i64::try_from(ms)
+        .ok()
+        .map(|ms| chrono::Local.timestamp_millis_opt(ms));
+    match local.and_then(chrono::LocalResult::single) {
         Some(t) => t.format("%Y-%m-%d").to_string(),
         None => "1970-01-01".to_string(),
     }

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{Engine, Tx};
 use crate::protocol::outbound;
-use crate::store::records::*;
+use crate::store::records::{dec, enc, AppliedRec, DeadRec, OrderRec, PendingRec};
 use crate::store::upstream::{RegisterRec, SessionRec, META_BRIDGE_CURSOR, META_REGISTER_ID};
 use crate::store::{StoreError, META_FORWARDED};
 
@@ -147,7 +147,7 @@ impl Engine {
             UpstreamCmd::RegisterAdd { name, done } => self.register_add(tx, name, done)?,
             UpstreamCmd::RegisterPushed { id, odoo_id, done } => {
                 self.upstream_waiters.done.extend(done);
-                if let Some(mut rec) = self.register(tx, id)? {
+                if let Some(mut rec) = Self::register(tx, id)? {
                     rec.state = "synced".into();
                     rec.odoo_id = Some(odoo_id);
                     rec.attempts = 0;
@@ -158,7 +158,7 @@ impl Engine {
                 }
             }
             UpstreamCmd::RegisterFailed { id, error, done } => {
-                self.register_failed(tx, id, error, done)?
+                self.register_failed(tx, id, error, done)?;
             }
             UpstreamCmd::BridgeApply {
                 events,
@@ -166,7 +166,7 @@ impl Engine {
                 done,
             } => {
                 for ev in events {
-                    self.bridge_event(tx, ev)?;
+                    self.bridge_event(tx, &ev)?;
                 }
                 tx.meta.insert(META_BRIDGE_CURSOR, cursor)?;
                 self.dirty = true;
@@ -192,7 +192,7 @@ impl Engine {
             }
         }
         if n > 0 {
-            let total = tx.meta.get(META_FORWARDED)?.map(|g| g.value()).unwrap_or(0);
+            let total = tx.meta.get(META_FORWARDED)?.map_or(0, |g| g.value());
             tx.meta.insert(META_FORWARDED, total + n)?;
             self.dirty = true;
         }
@@ -211,12 +211,7 @@ impl Engine {
         name: String,
         done: RegisterReply,
     ) -> Result<(), StoreError> {
-        let id = tx
-            .meta
-            .get(META_REGISTER_ID)?
-            .map(|g| g.value())
-            .unwrap_or(0)
-            + 1;
+        let id = tx.meta.get(META_REGISTER_ID)?.map_or(0, |g| g.value()) + 1;
         tx.meta.insert(META_REGISTER_ID, id)?;
         let rec = RegisterRec {
             name,
@@ -244,14 +239,14 @@ impl Engine {
         done: Option<oneshot::Sender<()>>,
     ) -> Result<(), StoreError> {
         self.upstream_waiters.done.extend(done);
-        if let Some(mut rec) = self.register(tx, id)? {
+        if let Some(mut rec) = Self::register(tx, id)? {
             rec.attempts += 1;
             rec.last_error = Some(error);
             if rec.attempts >= REGISTER_MAX_TRIES {
                 rec.state = "sync_error".into();
                 rec.next_attempt_ms = 0;
             } else {
-                let base = self.cfg.forward_interval.as_millis() as u64;
+                let base = crate::clock::millis(self.cfg.forward_interval);
                 rec.next_attempt_ms = self.now_ms + backoff_ms(base, rec.attempts);
             }
             tx.registers.insert(id, enc(&rec).as_slice())?;
@@ -260,7 +255,7 @@ impl Engine {
         Ok(())
     }
 
-    fn register(&mut self, tx: &mut Tx, id: u64) -> Result<Option<RegisterRec>, StoreError> {
+    fn register(tx: &mut Tx, id: u64) -> Result<Option<RegisterRec>, StoreError> {
         tx.registers
             .get(id)?
             .map(|g| dec::<RegisterRec>(g.value()))
@@ -275,7 +270,7 @@ impl Engine {
         permanent: bool,
     ) -> Result<(), StoreError> {
         let max = self.cfg.forward_max_retries.max(1);
-        let base = self.cfg.forward_interval.as_millis() as u64;
+        let base = crate::clock::millis(self.cfg.forward_interval);
         for &s in seqs {
             let Some(mut p) = tx
                 .pending
@@ -344,7 +339,7 @@ impl Engine {
     /// Applies one event the cloud sent: an order snapshot becomes the order's next version
     /// (broadcast as `ORDER_UPDATED` from terminal `cloud`); anything else is broadcast as
     /// `CLOUD_EVENT`. Each `eventId` is applied once.
-    fn bridge_event(&mut self, tx: &mut Tx, ev: Value) -> Result<(), StoreError> {
+    fn bridge_event(&mut self, tx: &mut Tx, ev: &Value) -> Result<(), StoreError> {
         let Some(event_id) = ev.get("eventId").and_then(Value::as_str) else {
             tracing::warn!("cloud event without eventId ignored");
             return Ok(());
@@ -360,55 +355,53 @@ impl Engine {
             .filter(|p| !p.is_empty() && p.len() <= 128)
             .map(str::to_string);
         let snapshot = ev.get("snapshot").filter(|s| s.is_object());
-        let applied = match (kind, pos, snapshot) {
-            ("ORDER_SNAPSHOT" | "order_snapshot", Some(p), Some(snap)) => {
-                let stored: Option<OrderRec> = tx
-                    .orders
-                    .get(p.as_str())?
-                    .map(|g| dec(g.value()))
-                    .transpose()?;
-                let version = stored.as_ref().map_or(0, |o| o.version) + 1;
-                let text = snap.to_string();
-                let raw = serde_json::value::RawValue::from_string(text.clone())
-                    .map_err(|e| StoreError::Decode(e.to_string()))?;
-                let seq = self.append(
-                    tx,
-                    "order_snapshot",
-                    Some(&p),
-                    "cloud",
-                    false,
-                    None,
-                    |seq, ts| outbound::order_updated(&p, version, &raw, "cloud", seq, ts),
-                )?;
-                let state = snap.get("state").and_then(Value::as_str).unwrap_or("draft");
-                let rec = OrderRec {
-                    version,
-                    seq,
-                    state: state.to_string(),
-                    table_key: stored.and_then(|o| o.table_key),
-                    terminal_id: "cloud".into(),
-                    updated_ms: self.now_ms,
-                    snapshot_json: text,
-                };
-                super::orders::put_order(tx, p.as_str(), &rec)?;
-                AppliedRec {
-                    pos_reference: p,
-                    version,
-                    seq,
-                    ts_ms: self.now_ms,
-                }
+        let applied = if let ("ORDER_SNAPSHOT" | "order_snapshot", Some(p), Some(snap)) =
+            (kind, pos, snapshot)
+        {
+            let stored: Option<OrderRec> = tx
+                .orders
+                .get(p.as_str())?
+                .map(|g| dec(g.value()))
+                .transpose()?;
+            let version = stored.as_ref().map_or(0, |o| o.version) + 1;
+            let text = snap.to_string();
+            let raw = serde_json::value::RawValue::from_string(text.clone())
+                .map_err(|e| StoreError::Decode(e.to_string()))?;
+            let seq = self.append(
+                tx,
+                "order_snapshot",
+                Some(&p),
+                "cloud",
+                false,
+                None,
+                |seq, ts| outbound::order_updated(&p, version, &raw, "cloud", seq, ts),
+            )?;
+            let state = snap.get("state").and_then(Value::as_str).unwrap_or("draft");
+            let rec = OrderRec {
+                version,
+                seq,
+                state: state.to_string(),
+                table_key: stored.and_then(|o| o.table_key),
+                terminal_id: "cloud".into(),
+                updated_ms: self.now_ms,
+                snapshot_json: text,
+            };
+            super::orders::put_order(tx, p.as_str(), &rec)?;
+            AppliedRec {
+                pos_reference: p,
+                version,
+                seq,
+                ts_ms: self.now_ms,
             }
-            _ => {
-                let seq =
-                    self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
-                        outbound::cloud_event(&ev, seq, ts)
-                    })?;
-                AppliedRec {
-                    pos_reference: String::new(),
-                    version: 0,
-                    seq,
-                    ts_ms: self.now_ms,
-                }
+        } else {
+            let seq = self.append(tx, "cloud_event", None, "cloud", false, None, |seq, ts| {
+                outbound::cloud_event(ev, seq, ts)
+            })?;
+            AppliedRec {
+                pos_reference: String::new(),
+                version: 0,
+                seq,
+                ts_ms: self.now_ms,
             }
         };
         tx.event_ids

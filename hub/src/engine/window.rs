@@ -68,7 +68,9 @@ impl EventWindow {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the deque half-updated in a way that
         // breaks contiguity (each push/pop is one call), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Opens the window for the engine to append a batch's events under one lock.

@@ -13,8 +13,9 @@ use tokio::sync::oneshot;
 use super::http::{json_response, Body};
 use crate::context::Hub;
 use crate::engine::{AdminCmd, Cmd, EngineView};
+use crate::metrics::gauge_value;
 use crate::protocol::outbound;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// How many backups the hub keeps beside its database (the supervisor restores the newest).
 const KEEP_BACKUPS: usize = 3;
@@ -98,7 +99,7 @@ pub async fn status(hub: &Hub) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return unavailable(e),
     };
-    let counts = match read(hub, |s| s.counts()).await {
+    let counts = match read(hub, Store::counts).await {
         Ok(c) => c,
         Err(e) => return unavailable(e),
     };
@@ -166,7 +167,7 @@ pub async fn events(hub: &Hub, query: Option<&str>) -> Response<Body> {
 }
 
 pub async fn tables(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.tables_and_floors()).await {
+    match read(hub, Store::tables_and_floors).await {
         Ok((tables, floors)) => {
             let tables: Vec<Value> = tables
                 .iter()
@@ -186,7 +187,7 @@ pub async fn tables(hub: &Hub) -> Response<Body> {
 }
 
 pub async fn table_locks(hub: &Hub) -> Response<Body> {
-    match read(hub, |s| s.table_locks()).await {
+    match read(hub, Store::table_locks).await {
         Ok(locks) => {
             let locks: Vec<Value> = locks
                 .iter()
@@ -200,7 +201,7 @@ pub async fn table_locks(hub: &Hub) -> Response<Body> {
 
 pub async fn ticket_sequences(hub: &Hub) -> Response<Body> {
     let today = crate::engine::business_date(crate::engine::now_ms());
-    match read(hub, |s| s.ticket_sequences()).await {
+    match read(hub, Store::ticket_sequences).await {
         Ok(all) => {
             let mut seqs = serde_json::Map::new();
             for (k, n) in all {
@@ -220,17 +221,17 @@ pub async fn ticket_sequences(hub: &Hub) -> Response<Body> {
 }
 
 pub async fn metrics(hub: &Hub) -> Response<Body> {
-    if let Ok(c) = read(hub, |s| s.counts()).await {
-        hub.metrics.pending.set(c.pending as i64);
+    if let Ok(c) = read(hub, Store::counts).await {
+        hub.metrics.pending.set(gauge_value(c.pending));
         hub.metrics.forwarded.set(c.forwarded);
-        hub.metrics.dead.set(c.dead as i64);
+        hub.metrics.dead.set(gauge_value(c.dead));
     }
     hub.metrics.upstream_state.set(hub.upstream.state() as i64);
     hub.metrics
         .upstream_last_success
-        .set((hub.upstream.last_ok_ms() / 1000) as i64);
+        .set(gauge_value(hub.upstream.last_ok_ms() / 1000));
     if let Ok(m) = std::fs::metadata(&hub.cfg.db_path) {
-        hub.metrics.db_bytes.set(m.len() as i64);
+        hub.metrics.db_bytes.set(gauge_value(m.len()));
     }
     let mut extra = crate::print::metrics_text(&hub.cfg, &hub.engine.stats.print);
     let backups = hub.cfg.data_dir().join("backups");

@@ -71,24 +71,18 @@ where
     }
     let mut cur = after;
     loop {
-        let (text, through) = match window.read(cur, to, CHUNK_BYTES, stations) {
-            Some(chunk) => (
+        let (text, through) = if let Some(chunk) = window.read(cur, to, CHUNK_BYTES, stations) {
+            (
                 outbound::events_bulk(&chunk.events, cur + 1, chunk.through, chunk.through >= to),
                 chunk.through,
-            ),
-            None => {
-                from_db = true;
-                let chunk = read_db(hub, cur, to, stations).await?;
-                (
-                    outbound::events_bulk(
-                        &chunk.events,
-                        cur + 1,
-                        chunk.through,
-                        chunk.through >= to,
-                    ),
-                    chunk.through,
-                )
-            }
+            )
+        } else {
+            from_db = true;
+            let chunk = read_db(hub, cur, to, stations).await?;
+            (
+                outbound::events_bulk(&chunk.events, cur + 1, chunk.through, chunk.through >= to),
+                chunk.through,
+            )
         };
         sink.feed(Message::Text(text.into())).await?;
         cur = through;

@@ -43,8 +43,8 @@ where
     let mut session: Option<Arc<Session>> = None;
     tracing::debug!(conn_id, %peer, "websocket connected");
     tokio::select! {
-        _ = read_loop(&hub, conn_id, stream, &outbox, &mut session) => {}
-        _ = write_loop(&hub, conn_id, sink, &outbox, rx) => {}
+        () = read_loop(&hub, conn_id, stream, &outbox, &mut session) => {}
+        () = write_loop(&hub, conn_id, sink, &outbox, rx) => {}
     }
     if let Some(s) = session {
         tracing::info!(conn_id, terminal = %s.terminal_id, "terminal disconnected");
@@ -68,8 +68,8 @@ impl RateLimit {
     fn new(rate: u32) -> Self {
         let now = Instant::now();
         RateLimit {
-            rate: rate as f64,
-            tokens: rate as f64,
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
             last: now,
             dropped_in_window: 0,
             window_start: now,
@@ -92,7 +92,7 @@ impl RateLimit {
         }
         self.dropped_in_window += 1;
         // Past a full second's worth of refused messages within ten seconds, it is a flood.
-        if self.dropped_in_window as f64 > self.rate.max(20.0) {
+        if f64::from(self.dropped_in_window) > self.rate.max(20.0) {
             return Err(());
         }
         Ok(false)
@@ -124,17 +124,17 @@ async fn read_loop<St>(
             }
             // A terminal whose network vanished (no FIN) is found by a WebSocket ping: every
             // browser answers one; silence after it closes the socket and starts the grace.
-            _ = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout), if !pinged => {
+            () = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout), if !pinged => {
                 pinged = true;
                 ob.push(Frame::Ping);
                 continue;
             }
-            _ = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout * 2), if pinged => {
+            () = tokio::time::sleep_until(last_rx + hub.cfg.idle_timeout * 2), if pinged => {
                 tracing::info!(conn_id, "no traffic from the terminal; closing");
                 ob.push(Frame::Close { code: 1001, reason: "no traffic" });
                 return pending_forever().await;
             }
-            _ = tokio::time::sleep_until(deadline), if session.is_none() => {
+            () = tokio::time::sleep_until(deadline), if session.is_none() => {
                 ob.push(Frame::Close { code: 4001, reason: "authentication timeout" });
                 return pending_forever().await;
             }
@@ -356,7 +356,7 @@ where
 
 /// Lets the writer finish sending a close frame; the select in `serve` ends with it.
 async fn pending_forever() {
-    std::future::pending::<()>().await
+    std::future::pending::<()>().await;
 }
 
 /// Who an `AUTH` says it is, once its credential is checked.
@@ -527,7 +527,10 @@ async fn write_loop<Si>(
                     }
                     r
                 }
-                Frame::Ping => sink.feed(Message::Ping(Default::default())).await,
+                Frame::Ping => {
+                    sink.feed(Message::Ping(tokio_tungstenite::tungstenite::Bytes::new()))
+                        .await
+                }
                 Frame::Close { code, reason } => return send_close(&mut sink, code, reason).await,
             };
             if let Err(e) = r {

@@ -118,7 +118,7 @@ async fn route(hub: Arc<Hub>, port: Port, req: Request<Incoming>) -> Response<Bo
     let q = query.as_deref();
     let admin = || api::is_admin(req.headers(), &hub.admin_token);
     match (req.method(), path.as_str()) {
-        (&Method::GET, "/health") | (&Method::GET, "/healthz") => health(&hub).await,
+        (&Method::GET, "/health" | "/healthz") => health(&hub).await,
         (&Method::GET, "/" | "/dashboard") => api::page(crate::pages::DASHBOARD),
         (&Method::GET, "/terminal") => api::page(crate::pages::TERMINAL),
         (&Method::GET, "/kitchen") => api::page(crate::pages::KITCHEN),
@@ -171,7 +171,7 @@ fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>) -> Response<Body> {
     let peer = req
         .extensions()
         .get::<std::net::SocketAddr>()
-        .map(|a| a.to_string())
+        .map(std::string::ToString::to_string)
         .unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -210,7 +210,7 @@ async fn health(hub: &Hub) -> Response<Body> {
     let counts = tokio::task::spawn_blocking(move || store.counts()).await;
     let counts = match counts {
         Ok(Ok(c)) => c,
-        _ => Default::default(),
+        _ => crate::store::Counts::default(),
     };
     let ok = db.is_ok();
     let printers = crate::print::health_json(hub).await;

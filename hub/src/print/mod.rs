@@ -60,7 +60,7 @@ type Metric = (
     fn(&StationStats) -> u64,
 );
 
-/// OpenMetrics lines for the print spoolers, which `/metrics` inserts before `# EOF`.
+/// `OpenMetrics` lines for the print spoolers, which `/metrics` inserts before `# EOF`.
 pub fn metrics_text(cfg: &Config, stats: &PrintStats) -> String {
     use std::fmt::Write;
     let mut out = String::new();

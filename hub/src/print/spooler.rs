@@ -96,8 +96,8 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
                 st.set_state(PrinterState::Idle);
             }
             tokio::select! {
-                _ = st.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                () = st.wake.notified() => {}
+                () = tokio::time::sleep(IDLE_POLL) => {}
                 _ = shutdown.changed() => return,
             }
             continue;
@@ -139,7 +139,7 @@ async fn run(hub: Arc<Hub>, p: PrinterConfig) {
                 st.set_state(PrinterState::Offline);
                 st.set_error(Some(e.to_string()));
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
                 }
                 backoff = (backoff * 2).min(hub.cfg.print_retry_max);
@@ -221,13 +221,12 @@ pub async fn send(
     let outcome = {
         let t = transfer(s, bytes);
         tokio::pin!(t);
-        match tokio::time::timeout(slow_after, &mut t).await {
-            Ok(r) => Some(r),
-            Err(_) => {
-                on_slow();
-                let rest = give_up_after.saturating_sub(slow_after);
-                tokio::time::timeout(rest, &mut t).await.ok()
-            }
+        if let Ok(r) = tokio::time::timeout(slow_after, &mut t).await {
+            Some(r)
+        } else {
+            on_slow();
+            let rest = give_up_after.saturating_sub(slow_after);
+            tokio::time::timeout(rest, &mut t).await.ok()
         }
     };
     match outcome {
@@ -279,7 +278,7 @@ async fn transfer(s: &mut TcpStream, bytes: &[u8]) -> Result<(), PrintError> {
                 Ok(_) => {} // status bytes some printers send; not needed here
                 Err(e) => return Err(PrintError::Send(e)),
             },
-            _ = tokio::time::sleep(ACK_POLL) => {}
+            () = tokio::time::sleep(ACK_POLL) => {}
         }
     }
 }
@@ -292,7 +291,7 @@ fn unacknowledged(s: &TcpStream) -> Option<usize> {
     // SAFETY: the descriptor belongs to `s`, which stays open for the whole call, and
     // TIOCOUTQ (= SIOCOUTQ on sockets) writes exactly one c_int to the pointer given.
     let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
-    (r == 0).then_some(n.max(0) as usize)
+    (r == 0).then(|| usize::try_from(n).unwrap_or(0))
 }
 
 /// Elsewhere only the printer closing the connection counts as its acknowledgement.

@@ -95,7 +95,10 @@ fn item(line: &Value) -> (String, String, Option<String>) {
 /// Local wall-clock `HH:MM` of `ms`.
 fn clock(ms: u64) -> String {
     use chrono::TimeZone;
-    match chrono::Local.timestamp_millis_opt(ms as i64).single() {
+    let local = i64::try_from(ms)
+        .ok()
+        .map(|ms| chrono::Local.timestamp_millis_opt(ms));
+    match local.and_then(chrono::LocalResult::single) {
         Some(t) => t.format("%H:%M").to_string(),
         None => "--:--".to_string(),
     }

@@ -8,7 +8,7 @@ use serde_json::Value;
 /// Longest identifier (posReference, terminalId, tableId, ...) the hub accepts.
 pub const MAX_ID_LEN: usize = 128;
 /// Deepest nesting of arrays and objects a frame may have, counting the frame itself. Far
-/// below serde_json's recursion limit (128) so that everything accepted reads back intact,
+/// below `serde_json`'s recursion limit (128) so that everything accepted reads back intact,
 /// also wrapped in the replies, `STATE` and the upstream envelopes (a few levels each).
 pub const MAX_DEPTH: usize = 64;
 

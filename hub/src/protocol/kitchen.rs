@@ -152,7 +152,7 @@ mod tests {
     use crate::protocol::{parse, Inbound};
 
     fn code(text: &str) -> &'static str {
-        parse(text).map(|_| "ok").unwrap_or_else(|e| e.code)
+        parse(text).map_or_else(|e| e.code, |_| "ok")
     }
 
     #[test]

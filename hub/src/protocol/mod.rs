@@ -36,7 +36,7 @@ pub fn parse(text: &str) -> Result<Parsed, ProtoError> {
     })?;
     let request_id = env.request_id;
     let with_id = |mut e: ProtoError| {
-        e.request_id = request_id.clone();
+        e.request_id.clone_from(&request_id);
         e
     };
     let Some(ty) = env.ty else {

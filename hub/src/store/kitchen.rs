@@ -162,9 +162,9 @@ impl Store {
         s: Station,
     ) -> Result<(Option<(u64, PrintJobRec)>, u64), StoreError> {
         let r = self.db()?.begin_read()?;
-        let t = r.open_table(print_queue(s))?;
-        let depth = t.len()?;
-        let first = match t.first()? {
+        let queue = r.open_table(print_queue(s))?;
+        let depth = queue.len()?;
+        let first = match queue.first()? {
             Some((k, v)) => Some((k.value(), dec(v.value())?)),
             None => None,
         };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use records::*;
+use records::{dec, EventRec, FloorRec, LeaseRec, LockRec, OrderRec, TableRec};
 
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const ORDERS: TableDefinition<&str, &[u8]> = TableDefinition::new("orders");
@@ -252,7 +252,7 @@ impl Store {
     fn meta(&self, key: &str) -> Result<u64, StoreError> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(META)?;
-        Ok(t.get(key)?.map(|g| g.value()).unwrap_or(0))
+        Ok(t.get(key)?.map_or(0, |g| g.value()))
     }
 
     /// The token subject a terminal id is bound to (`terminal_subjects`), if any.
@@ -274,9 +274,8 @@ impl Store {
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let r = self.db()?.begin_read()?;
         let meta = r.open_table(META)?;
-        let get = |k: &str| -> Result<u64, StoreError> {
-            Ok(meta.get(k)?.map(|g| g.value()).unwrap_or(0))
-        };
+        let get =
+            |k: &str| -> Result<u64, StoreError> { Ok(meta.get(k)?.map_or(0, |g| g.value())) };
         Ok(Counts {
             orders: r.open_table(ORDERS)?.len()?,
             pending: r.open_table(PENDING)?.len()?,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::records::*;
+use super::records::{dec, DeadRec, EventRec, OrderRec, PendingRec};
 use super::{Store, StoreError, DEAD, EVENTS, META, ORDERS, PENDING};
 
 /// Odoo session validations: sha256(session id) hex -> `SessionRec`.
@@ -87,16 +87,16 @@ impl Store {
         for item in pending.iter()?.take(MAX_SCAN) {
             let (k, v) = item?;
             let seq = k.value();
-            let p: PendingRec = dec(v.value())?;
+            let pending_rec: PendingRec = dec(v.value())?;
             let Some(ev) = events.get(seq)? else {
                 continue; // compacted away; nothing left to send
             };
             let event: EventRec = dec(ev.value())?;
-            let due = p.next_attempt_ms <= now_ms;
+            let due = pending_rec.next_attempt_ms <= now_ms;
             let item = DueEvent {
                 seq,
                 event,
-                pending: p,
+                pending: pending_rec,
             };
             match item.event.pos_reference.clone() {
                 Some(pr) => match by_order.get(&pr) {
@@ -174,7 +174,7 @@ impl Store {
     pub fn bridge_cursor(&self) -> Result<u64, StoreError> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(META)?;
-        let v = t.get(META_BRIDGE_CURSOR)?.map(|g| g.value()).unwrap_or(0);
+        let v = t.get(META_BRIDGE_CURSOR)?.map_or(0, |g| g.value());
         Ok(v)
     }
 }

@@ -154,7 +154,7 @@ impl Shared {
     /// `{state, lastSuccessAt, lastError}` for `/health`, `/status` and the dashboard.
     pub fn status_json(&self) -> Value {
         let last = self.last_ok_ms.load(Ordering::Relaxed);
-        let err = self.last_error.lock().map(|e| e.clone()).unwrap_or(None);
+        let err = self.last_error.lock().ok().and_then(|e| e.clone());
         json!({"state": self.state().as_str(), "lastSuccessAt": (last > 0).then_some(last), "lastError": err})
     }
 

@@ -135,6 +135,8 @@ fn map_line(i: usize, l: &Value) -> Result<Option<Value>, String> {
 const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_992.0;
 
 /// An integer, or a string holding one ("42"); `None` for anything that is not exactly an i64.
+// The float cast only sees whole values within ±2^53 (filtered first): exact as i64.
+#[allow(clippy::cast_possible_truncation)]
 fn as_int(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64().or_else(|| {
@@ -214,7 +216,7 @@ impl OdooClient {
         kwargs: Value,
     ) -> Result<Value, UpstreamError> {
         let path = format!("/web/dataset/call_kw/{model}/{method}");
-        let body = rpc(json!({"model": model, "method": method, "args": args, "kwargs": kwargs}));
+        let body = rpc(&json!({"model": model, "method": method, "args": args, "kwargs": kwargs}));
         let v = self.authed_post(&path, &body).await?;
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
     }
@@ -290,7 +292,7 @@ impl OdooClient {
     }
 
     async fn login(&self) -> Result<String, UpstreamError> {
-        let body = rpc(json!({"db": self.db, "login": self.login, "password": self.password}));
+        let body = rpc(&json!({"db": self.db, "login": self.login, "password": self.password}));
         let r = self
             .http
             .post(format!("{}/web/session/authenticate", self.base))
@@ -340,7 +342,7 @@ impl OdooClient {
             .http
             .post(format!("{}/pos-react/api/session", self.base))
             .header(COOKIE, c)
-            .json(&rpc(json!({})))
+            .json(&rpc(&json!({})))
             .send()
             .await;
         let r = match r {
@@ -383,7 +385,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, UpstreamError> 
         .map_err(|e| UpstreamError::Network(e.to_string()))
 }
 
-fn rpc(params: Value) -> Value {
+fn rpc(params: &Value) -> Value {
     json!({"jsonrpc": "2.0", "method": "call", "params": params, "id": 1})
 }
 
@@ -403,7 +405,9 @@ fn rpc_session_expired(v: &Value) -> bool {
             .is_some_and(|n| n.contains("SessionExpired"))
 }
 
-/// A reqwest failure as a transient error, saying whether it was a timeout.
+/// A reqwest failure as a transient error, saying whether it was a timeout. Takes the error by
+/// value so that it reads `.map_err(net_error)`.
+#[allow(clippy::needless_pass_by_value)]
 pub fn net_error(e: reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         UpstreamError::Timeout(e.to_string())

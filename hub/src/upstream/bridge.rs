@@ -14,9 +14,8 @@ pub async fn pull(hub: &Hub) {
         return;
     };
     let store = hub.store.clone();
-    let since = match tokio::task::spawn_blocking(move || store.bridge_cursor()).await {
-        Ok(Ok(c)) => c,
-        _ => return,
+    let Ok(Ok(since)) = tokio::task::spawn_blocking(move || store.bridge_cursor()).await else {
+        return;
     };
     match bridge.fetch(since).await {
         Ok((events, cursor)) if !events.is_empty() || cursor != since => {

@@ -1,6 +1,6 @@
 //! The CLI side of the upstream operator commands (`poshub drain`, `poshub dead-letters
 //! [--requeue]`, `poshub registers add NAME`): they talk to the running hub's admin HTTP API on
-//! 127.0.0.1:HUB_HTTP_PORT with the admin token from `HUB_ADMIN_TOKEN` or the `admin-token`
+//! `127.0.0.1:HUB_HTTP_PORT` with the admin token from `HUB_ADMIN_TOKEN` or the `admin-token`
 //! file beside the database (redb allows one process, so the CLI never opens the database).
 
 use reqwest::Method;

@@ -37,7 +37,7 @@ pub(super) async fn run(hub: Arc<Hub>, mut asks: mpsc::Receiver<DrainAsk>) {
         // Shutdown interrupts a round: whatever was sent but not yet recorded stays pending
         // and is sent again after the restart (the endpoints are idempotent).
         tokio::select! {
-            _ = tick_work(&hub, ask) => {}
+            () = tick_work(&hub, ask) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -34,10 +34,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
 const SESSION_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn key_of(session_id: &str) -> String {
-    Sha256::digest(session_id.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(session_id.as_bytes());
+    digest.iter().fold(String::with_capacity(64), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}"); // writing to a String cannot fail
+        hex
+    })
 }
 
 /// Validates an Odoo session id; on success the terminal's identity.
@@ -85,7 +87,7 @@ pub async fn validate(hub: &Hub, session_id: &str) -> Result<Identity, ProtoErro
                 .ok()
                 .and_then(Result::ok)
                 .flatten();
-            let grace = hub.cfg.auth_offline_grace.as_millis() as u64;
+            let grace = crate::clock::millis(hub.cfg.auth_offline_grace);
             match cached {
                 Some(rec) if now_ms().saturating_sub(rec.validated_ms) <= grace => {
                     tracing::info!(error = %why, "odoo unreachable; session accepted from the cache");

@@ -28,7 +28,9 @@ impl FakePrinter {
         Self::start_on(0).await
     }
 
-    /// A printer on `port` (0 = any), e.g. the port of a printer that was off.
+    /// A printer on `port` (0 = any), e.g. the port of a printer that was off. Async although it
+    /// awaits nothing: it spawns its accept loop, which needs the caller's tokio runtime.
+    #[allow(clippy::unused_async)]
     pub async fn start_on(port: u16) -> FakePrinter {
         let sock = TcpSocket::new_v4().expect("socket");
         sock.set_reuseaddr(true).expect("reuseaddr");

@@ -149,7 +149,7 @@ impl Term {
         self.ws.send(m).await.expect("send");
     }
 
-    /// The next text message (SYNC_STATUS included), or None if the socket closed.
+    /// The next text message (`SYNC_STATUS` included), or None if the socket closed.
     pub async fn next(&mut self, within: Duration) -> Option<Value> {
         loop {
             let m = tokio::time::timeout(within, self.ws.next()).await.ok()??;
@@ -158,7 +158,7 @@ impl Term {
                     return Some(serde_json::from_str(t.as_str()).expect("hub sends JSON"))
                 }
                 Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
+                Ok(_) => {}
             }
         }
     }
@@ -170,13 +170,13 @@ impl Term {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
                 Some(v) if v["type"] == ty => return v,
-                Some(_) => continue,
+                Some(_) => {}
                 None => panic!("{}: socket closed or timed out waiting for {ty}", self.id),
             }
         }
     }
 
-    /// The next message that is not SYNC_STATUS.
+    /// The next message that is not `SYNC_STATUS`.
     pub async fn recv(&mut self) -> Value {
         loop {
             let v = self
@@ -198,7 +198,6 @@ impl Term {
                 return;
             }
             match tokio::time::timeout(left, self.ws.next()).await {
-                Err(_) => return,
                 Ok(Some(Ok(Message::Text(t)))) => {
                     let v: Value = serde_json::from_str(t.as_str()).expect("json");
                     assert_eq!(
@@ -207,8 +206,9 @@ impl Term {
                         self.id
                     );
                 }
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                Ok(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+                // timed out (quiet as asked), closed, or a non-text frame
+                _ => return,
             }
         }
     }
@@ -219,10 +219,10 @@ impl Term {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, self.ws.next()).await {
-                Err(_) => panic!("{}: socket not closed in time", self.id),
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Err(elapsed) => panic!("{}: socket not closed in time ({elapsed})", self.id),
+                Ok(None | Some(Err(_))) => return None,
                 Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
-                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Ok(_))) => {}
             }
         }
     }
@@ -239,13 +239,13 @@ impl Term {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
                 Some(v) if types.iter().any(|t| v["type"] == *t) => return v,
-                Some(_) => continue,
+                Some(_) => {}
                 None => panic!("{}: closed or timed out waiting for {types:?}", self.id),
             }
         }
     }
 
-    /// Sends a snapshot and returns the hub's direct answer (ORDER_ACK, CONFLICT or ERROR).
+    /// Sends a snapshot and returns the hub's direct answer (`ORDER_ACK`, CONFLICT or ERROR).
     pub async fn write(&mut self, p: &str, base: u64, snapshot: Value) -> Value {
         self.send(json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": base, "snapshot": snapshot})).await;
         self.recv_type_of(&["ORDER_ACK", "CONFLICT", "ERROR"]).await
@@ -366,8 +366,9 @@ impl HubProcess {
         within: Duration,
     ) -> Result<(std::process::ExitStatus, Duration), Duration> {
         let start = std::time::Instant::now();
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on the pid of our own child, which is not reaped before this returns.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Ok((status, start.elapsed()));

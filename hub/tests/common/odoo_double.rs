@@ -66,9 +66,9 @@ struct St {
     hub_sessions: u64,
     current_session: Option<String>,
     next_id: i64,
-    /// pos_reference -> payloads accepted, in arrival order (with the endpoint used).
+    /// `pos_reference` -> payloads accepted, in arrival order (with the endpoint used).
     orders: BTreeMap<String, Vec<(String, Value)>>,
-    /// pos_reference -> status to answer for it (permanent rejection).
+    /// `pos_reference` -> status to answer for it (permanent rejection).
     refuse: HashMap<String, u16>,
     terminal_sessions: HashMap<String, Value>,
     pos_configs: Vec<Value>,
@@ -141,7 +141,7 @@ impl OdooDouble {
                 prefix: prefix.into(),
                 fault,
                 remaining: n,
-            })
+            });
         });
     }
 
@@ -172,7 +172,7 @@ impl OdooDouble {
         self.with(|s| s.terminal_sessions.remove(sid));
     }
 
-    /// pos_reference -> every payload Odoo accepted for it, with the endpoint.
+    /// `pos_reference` -> every payload Odoo accepted for it, with the endpoint.
     pub fn orders(&self) -> BTreeMap<String, Vec<(String, Value)>> {
         self.with(|s| s.orders.clone())
     }
@@ -214,7 +214,7 @@ impl OdooDouble {
 
 type Resp = Response<Full<Bytes>>;
 
-fn answer(status: u16, body: Value) -> Resp {
+fn answer(status: u16, body: &Value) -> Resp {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r.headers_mut().insert(
@@ -224,181 +224,227 @@ fn answer(status: u16, body: Value) -> Resp {
     r
 }
 
-fn cookie_sid(cookie: &Option<String>) -> Option<String> {
-    cookie.as_ref().and_then(|c| {
+fn cookie_sid(cookie: Option<&str>) -> Option<String> {
+    cookie.and_then(|c| {
         c.split(';')
             .find_map(|p| p.trim().strip_prefix("session_id=").map(str::to_string))
     })
 }
 
-async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
-    let method = req.method().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or_default().to_string();
-    let cookie = req
-        .headers()
-        .get(hyper::header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let bearer = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    // 1. Faults.
-    let fault = {
-        let mut s = st.lock().expect("state");
-        let mut hit = None;
-        for r in s.rules.iter_mut() {
-            if path.starts_with(&r.prefix) && r.remaining != Some(0) {
-                if let Some(n) = r.remaining.as_mut() {
-                    *n -= 1;
-                }
-                hit = Some(r.fault.clone());
-                break;
-            }
+/// What the endpoints look at in a request.
+struct Req {
+    method: String,
+    path: String,
+    query: String,
+    cookie: Option<String>,
+    bearer: Option<String>,
+    body: Value,
+}
+
+impl Req {
+    async fn read(req: Request<Incoming>) -> Req {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let cookie = header(hyper::header::COOKIE);
+        let bearer = header(hyper::header::AUTHORIZATION);
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        Req {
+            method,
+            path,
+            query,
+            cookie,
+            bearer,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         }
-        s.requests.push(Recorded {
-            method: method.clone(),
-            path: path.clone(),
-            cookie: cookie.clone(),
-            body: body.clone(),
-            served: !matches!(hit, Some(Fault::Status(_)) | Some(Fault::Drop)),
-        });
-        hit
-    };
-    match fault {
-        Some(Fault::Status(code)) => return Ok(answer(code, json!({"error": "injected fault"}))),
+    }
+}
+
+async fn handle(st: Arc<Mutex<St>>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
+    let req = Req::read(req).await;
+    match fault_for(&st, &req) {
+        Some(Fault::Status(code)) => return Ok(answer(code, &json!({"error": "injected fault"}))),
         Some(Fault::Drop) => return Err(std::io::Error::other("injected: connection dropped")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
-    // 2. Endpoints.
     let mut s = st.lock().expect("state");
-    let params = body.get("params").cloned().unwrap_or(Value::Null);
-    let authed = cookie_sid(&cookie).is_some() && cookie_sid(&cookie) == s.current_session;
-    let r = match (method.as_str(), path.as_str()) {
-        ("POST", "/web/session/authenticate") => {
-            if params["db"] == DB && params["login"] == LOGIN && params["password"] == PASSWORD {
-                s.hub_sessions += 1;
-                let sid = format!("hubsess-{}", s.hub_sessions);
-                s.current_session = Some(sid.clone());
-                let mut r = answer(
-                    200,
-                    json!({"jsonrpc": "2.0", "id": 1, "result": {"uid": 2, "db": DB}}),
-                );
-                r.headers_mut().insert(
-                    hyper::header::SET_COOKIE,
-                    hyper::header::HeaderValue::from_str(&format!(
-                        "session_id={sid}; Path=/; HttpOnly"
-                    ))
-                    .expect("cookie"),
-                );
-                r
-            } else {
-                answer(
-                    200,
-                    json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 200, "message": "Access Denied"}}),
-                )
+    Ok(route(&mut s, &req))
+}
+
+/// 1. Faults: the first rule whose prefix matches (counted down); the request is recorded.
+fn fault_for(st: &Mutex<St>, req: &Req) -> Option<Fault> {
+    let mut s = st.lock().expect("state");
+    let mut hit = None;
+    for r in &mut s.rules {
+        if req.path.starts_with(&r.prefix) && r.remaining != Some(0) {
+            if let Some(n) = r.remaining.as_mut() {
+                *n -= 1;
             }
+            hit = Some(r.fault.clone());
+            break;
         }
-        ("POST", "/pos-react/api/orders/create") | ("POST", "/pos-react/api/orders/update") => {
-            if !authed {
-                answer(401, json!({"error": "session expired"}))
+    }
+    s.requests.push(Recorded {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        cookie: req.cookie.clone(),
+        body: req.body.clone(),
+        served: !matches!(hit, Some(Fault::Status(_) | Fault::Drop)),
+    });
+    hit
+}
+
+/// 2. Endpoints.
+fn route(s: &mut St, req: &Req) -> Resp {
+    let params = req.body.get("params").cloned().unwrap_or(Value::Null);
+    let sid = cookie_sid(req.cookie.as_deref());
+    let authed = sid.is_some() && sid == s.current_session;
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/web/session/authenticate") => authenticate(s, &params),
+        ("POST", "/pos-react/api/orders/create" | "/pos-react/api/orders/update") => {
+            if authed {
+                pos_order(s, req)
             } else {
-                let p = body["pos_reference"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                if let Some(code) = s.refuse.get(&p).copied() {
-                    answer(code, json!({"error": format!("order {p} refused")}))
-                } else {
-                    let endpoint = path.rsplit('/').next().unwrap_or_default().to_string();
-                    s.orders
-                        .entry(p)
-                        .or_default()
-                        .push((endpoint, body.clone()));
-                    s.next_id += 1;
-                    answer(200, json!({"jsonrpc": "2.0", "result": {"id": s.next_id}}))
-                }
+                answer(401, &json!({"error": "session expired"}))
             }
         }
         ("POST", "/pos-react/api/session") => {
-            match cookie_sid(&cookie).and_then(|sid| s.terminal_sessions.get(&sid).cloned()) {
-                Some(info) => answer(200, json!({"jsonrpc": "2.0", "result": info})),
-                None => answer(401, json!({"error": "invalid session"})),
+            match sid.and_then(|sid| s.terminal_sessions.get(&sid).cloned()) {
+                Some(info) => answer(200, &json!({"jsonrpc": "2.0", "result": info})),
+                None => answer(401, &json!({"error": "invalid session"})),
             }
         }
         ("POST", "/web/dataset/call_kw/pos.config/search_read") if authed => {
-            // Only the two searches the hub makes: by name, or the first active one.
-            let domain = &params["args"][0];
-            let by_name = domain
-                .as_array()
-                .and_then(|d| d.iter().find(|c| c[0] == "name"))
-                .map(|c| c[2].clone());
-            let active = match by_name {
-                Some(n) => s.pos_configs.iter().find(|c| c["name"] == n).cloned(),
-                None => s.pos_configs.first().cloned(),
-            };
-            answer(
-                200,
-                json!({"jsonrpc": "2.0", "result": active.into_iter().collect::<Vec<_>>()}),
-            )
+            config_search(s, &params)
         }
-        ("POST", "/web/dataset/call_kw/pos.config/create") if authed => {
-            let vals = params["args"][0].clone();
-            s.next_id += 1;
-            let id = s.next_id;
-            let mut stored = vals.clone();
-            stored["id"] = json!(id);
-            s.pos_configs.push(stored);
-            s.created_configs.push(vals);
-            answer(200, json!({"jsonrpc": "2.0", "result": id}))
-        }
+        ("POST", "/web/dataset/call_kw/pos.config/create") if authed => config_create(s, &params),
         ("POST", p) if p.starts_with("/web/dataset/call_kw/") => answer(
             200,
-            json!({"jsonrpc": "2.0", "error": {"code": 100, "message": "Odoo Session Expired"}}),
+            &json!({"jsonrpc": "2.0", "error": {"code": 100, "message": "Odoo Session Expired"}}),
         ),
-        ("POST", "/events/ingest") => {
-            if bearer.as_deref() != Some(&format!("Bearer {BRIDGE_TOKEN}")) {
-                answer(401, json!({"error": "bad token"}))
-            } else {
-                for e in body.as_array().cloned().unwrap_or_default() {
-                    let id = e["eventId"].as_str().unwrap_or_default().to_string();
-                    s.ingested.entry(id).or_insert(e);
-                }
-                answer(200, json!({"ok": true}))
-            }
-        }
-        ("GET", "/events") => {
-            let since: u64 = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("since="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            let evs: Vec<Value> = s
-                .cloud_events
-                .iter()
-                .filter(|e| e["seq"].as_u64().unwrap_or(0) > since)
-                .cloned()
-                .collect();
-            let cursor = evs
-                .iter()
-                .filter_map(|e| e["seq"].as_u64())
-                .max()
-                .unwrap_or(since);
-            answer(200, json!({"events": evs, "cursor": cursor}))
-        }
-        _ => answer(404, json!({"error": "no such endpoint"})),
+        ("POST", "/events/ingest") => ingest(s, req),
+        ("GET", "/events") => cloud_events_since(s, &req.query),
+        _ => answer(404, &json!({"error": "no such endpoint"})),
+    }
+}
+
+/// `/web/session/authenticate`: a new hub session cookie for the right credentials.
+fn authenticate(s: &mut St, params: &Value) -> Resp {
+    if params["db"] == DB && params["login"] == LOGIN && params["password"] == PASSWORD {
+        s.hub_sessions += 1;
+        let sid = format!("hubsess-{}", s.hub_sessions);
+        s.current_session = Some(sid.clone());
+        let mut r = answer(
+            200,
+            &json!({"jsonrpc": "2.0", "id": 1, "result": {"uid": 2, "db": DB}}),
+        );
+        r.headers_mut().insert(
+            hyper::header::SET_COOKIE,
+            hyper::header::HeaderValue::from_str(&format!("session_id={sid}; Path=/; HttpOnly"))
+                .expect("cookie"),
+        );
+        r
+    } else {
+        answer(
+            200,
+            &json!({"jsonrpc": "2.0", "id": 1, "error": {"code": 200, "message": "Access Denied"}}),
+        )
+    }
+}
+
+/// `/pos-react/api/orders/create|update` with a valid session: stored, or refused as set up.
+fn pos_order(s: &mut St, req: &Req) -> Resp {
+    let p = req.body["pos_reference"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if let Some(code) = s.refuse.get(&p).copied() {
+        answer(code, &json!({"error": format!("order {p} refused")}))
+    } else {
+        let endpoint = req.path.rsplit('/').next().unwrap_or_default().to_string();
+        s.orders
+            .entry(p)
+            .or_default()
+            .push((endpoint, req.body.clone()));
+        s.next_id += 1;
+        answer(200, &json!({"jsonrpc": "2.0", "result": {"id": s.next_id}}))
+    }
+}
+
+/// `pos.config/search_read`: only the two searches the hub makes: by name, or the first
+/// active one.
+fn config_search(s: &St, params: &Value) -> Resp {
+    let domain = &params["args"][0];
+    let by_name = domain
+        .as_array()
+        .and_then(|d| d.iter().find(|c| c[0] == "name"))
+        .map(|c| c[2].clone());
+    let active = match by_name {
+        Some(n) => s.pos_configs.iter().find(|c| c["name"] == n).cloned(),
+        None => s.pos_configs.first().cloned(),
     };
-    Ok(r)
+    answer(
+        200,
+        &json!({"jsonrpc": "2.0", "result": active.into_iter().collect::<Vec<_>>()}),
+    )
+}
+
+/// `pos.config/create`: stored with a new id.
+fn config_create(s: &mut St, params: &Value) -> Resp {
+    let vals = params["args"][0].clone();
+    s.next_id += 1;
+    let id = s.next_id;
+    let mut stored = vals.clone();
+    stored["id"] = json!(id);
+    s.pos_configs.push(stored);
+    s.created_configs.push(vals);
+    answer(200, &json!({"jsonrpc": "2.0", "result": id}))
+}
+
+/// Bridge `/events/ingest` with the bearer token: each eventId kept once.
+fn ingest(s: &mut St, req: &Req) -> Resp {
+    if req.bearer.as_deref() == Some(&format!("Bearer {BRIDGE_TOKEN}")) {
+        for e in req.body.as_array().cloned().unwrap_or_default() {
+            let id = e["eventId"].as_str().unwrap_or_default().to_string();
+            s.ingested.entry(id).or_insert(e);
+        }
+        answer(200, &json!({"ok": true}))
+    } else {
+        answer(401, &json!({"error": "bad token"}))
+    }
+}
+
+/// Bridge `GET /events?since=N`: the cloud events after N and the new cursor.
+fn cloud_events_since(s: &St, query: &str) -> Resp {
+    let since: u64 = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("since="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let evs: Vec<Value> = s
+        .cloud_events
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap_or(0) > since)
+        .cloned()
+        .collect();
+    let cursor = evs
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(since);
+    answer(200, &json!({"events": evs, "cursor": cursor}))
 }
 
 // ---- Driving a hub against the double ----
@@ -447,7 +493,7 @@ pub async fn admin(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 

@@ -158,7 +158,7 @@ fn read_and_compare(store: &Store, want: &Expect, max_version: u64) -> Result<Fo
     Ok(found)
 }
 
-/// Events 1..=head_seq without a gap, each acknowledged seq in it, and every acknowledged order
+/// Events `1..=head_seq` without a gap, each acknowledged seq in it, and every acknowledged order
 /// version still queued for upstream (no Odoo is configured, so nothing left the queue).
 fn check_log(store: &Store, want: &Expect, found: &mut Found) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -201,17 +201,17 @@ fn check_log(store: &Store, want: &Expect, found: &mut Found) -> Result<(), Stri
 /// Every acknowledged kitchen ticket is stored and either still queued for its printer or
 /// marked printed; no queued job without its ticket.
 fn check_spool(store: &Store, want: &Expect, found: &mut Found) -> Result<(), String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
-    let db = store.db().map_err(|x| e(&x))?;
-    let r = db.begin_read().map_err(|x| e(&x))?;
-    let tickets = r.open_table(KITCHEN_TICKETS).map_err(|x| e(&x))?;
-    let queue = r
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    let db = store.db().map_err(|x| text(&x))?;
+    let read_tx = db.begin_read().map_err(|x| text(&x))?;
+    let tickets = read_tx.open_table(KITCHEN_TICKETS).map_err(|x| text(&x))?;
+    let queue = read_tx
         .open_table(print_queue(poshub::station::Station::Kds))
-        .map_err(|x| e(&x))?;
+        .map_err(|x| text(&x))?;
     let mut stored: HashMap<String, TicketRec> = HashMap::new();
-    for item in tickets.iter().map_err(|x| e(&x))? {
-        let (k, v) = item.map_err(|x| e(&x))?;
-        let t: TicketRec = dec(v.value()).map_err(|x| e(&x))?;
+    for item in tickets.iter().map_err(|x| text(&x))? {
+        let (k, v) = item.map_err(|x| text(&x))?;
+        let t: TicketRec = dec(v.value()).map_err(|x| text(&x))?;
         stored.insert(k.value().to_string(), t);
     }
     for id in &want.kitchen {
@@ -220,7 +220,7 @@ fn check_spool(store: &Store, want: &Expect, found: &mut Found) -> Result<(), St
         }
     }
     for (id, t) in &stored {
-        let queued = queue.get(t.seq).map_err(|x| e(&x))?.is_some();
+        let queued = queue.get(t.seq).map_err(|x| text(&x))?.is_some();
         if queued == (t.printed_ms != 0) {
             return Err(format!(
                 "kitchen ticket {id}: printed_ms {} but queued {queued}",
@@ -228,8 +228,8 @@ fn check_spool(store: &Store, want: &Expect, found: &mut Found) -> Result<(), St
             ));
         }
     }
-    for item in queue.iter().map_err(|x| e(&x))? {
-        let seq = item.map_err(|x| e(&x))?.0.value();
+    for item in queue.iter().map_err(|x| text(&x))? {
+        let seq = item.map_err(|x| text(&x))?.0.value();
         if !stored.values().any(|t| t.seq == seq) {
             return Err(format!("print job {seq} has no kitchen ticket"));
         }

@@ -1,4 +1,4 @@
-//! A disk that records every operation redb makes on it (write, set_len, sync_data) and can
+//! A disk that records every operation redb makes on it (write, `set_len`, `sync_data`) and can
 //! rebuild what a power cut at any operation leaves on the medium: everything up to the last
 //! `sync_data` before the cut, and, in the second mode, also a random subset of the 4 KiB
 //! sectors written since (a card may have written some of them, in any order, or half a write).
@@ -27,6 +27,11 @@ struct State {
     /// Fault injection: `sync_data` answers Ok without making anything durable (a card whose
     /// write cache ignores flushes).
     lying: bool,
+}
+
+/// A file offset or length as an index into an in-memory image (which exists, so it fits).
+fn idx(n: u64) -> usize {
+    usize::try_from(n).expect("offset within the in-memory image")
 }
 
 /// The recording disk; clones share the same storage.
@@ -70,7 +75,7 @@ impl StorageBackend for RecordingDisk {
 
     fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
         let s = self.state();
-        let start = offset as usize;
+        let start = idx(offset);
         let src = s.live.get(start..start + out.len()).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end")
         })?;
@@ -80,7 +85,7 @@ impl StorageBackend for RecordingDisk {
 
     fn set_len(&self, len: u64) -> std::io::Result<()> {
         let mut s = self.state();
-        s.live.resize(len as usize, 0);
+        s.live.resize(idx(len), 0);
         s.ops.push(Op::SetLen(len));
         Ok(())
     }
@@ -105,17 +110,17 @@ impl StorageBackend for RecordingDisk {
 }
 
 fn apply_write(img: &mut Vec<u8>, offset: u64, data: &[u8]) {
-    let end = offset as usize + data.len();
+    let end = idx(offset) + data.len();
     if img.len() < end {
         img.resize(end, 0);
     }
-    img[offset as usize..end].copy_from_slice(data);
+    img[idx(offset)..end].copy_from_slice(data);
 }
 
 fn apply(img: &mut Vec<u8>, op: &Op) {
     match op {
         Op::Write { offset, data } => apply_write(img, *offset, data),
-        Op::SetLen(n) => img.resize(*n as usize, 0),
+        Op::SetLen(n) => img.resize(idx(*n), 0),
         Op::Sync => {}
     }
 }
@@ -178,12 +183,12 @@ impl Replay {
     }
 
     /// The medium after a cut before op `k`: only what was synced (`rng` None), or that plus a
-    /// random subset of the sectors written since the last sync (set_len kept or not likewise).
+    /// random subset of the sectors written since the last sync (`set_len` kept or not likewise).
     pub fn image_at(&mut self, k: usize, rng: Option<&mut Rng>) -> Vec<u8> {
         self.image_and_kept(k, rng).0
     }
 
-    /// `image_at`, and how many unsynced sectors (or set_len) the cut kept.
+    /// `image_at`, and how many unsynced sectors (or `set_len`) the cut kept.
     pub fn image_and_kept(&mut self, k: usize, rng: Option<&mut Rng>) -> (Vec<u8>, usize) {
         self.advance(k);
         let mut img = self.durable.clone();

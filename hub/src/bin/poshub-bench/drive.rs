@@ -28,7 +28,7 @@ pub struct Write {
 
 pub struct RunResult {
     pub writes: Vec<Write>,
-    /// Per terminal: (seq, received_us) of every ORDER_UPDATED.
+    /// Per terminal: (seq, `received_us`) of every `ORDER_UPDATED`.
     pub received: Vec<Vec<(u64, u64)>>,
     pub measure_from_us: u64,
     pub measure_to_us: u64,
@@ -54,7 +54,7 @@ fn seq_of(text: &str) -> Option<u64> {
 /// What one terminal's reader and writer share.
 #[derive(Clone)]
 struct Shared {
-    /// (seq, received_us) of every ORDER_UPDATED from others.
+    /// (seq, `received_us`) of every `ORDER_UPDATED` from others.
     received: Arc<Mutex<Vec<(u64, u64)>>>,
     /// When each write still waiting for its ack was sent, oldest first.
     sent_times: Arc<Mutex<VecDeque<u64>>>,
@@ -76,7 +76,7 @@ struct Control {
 
 impl Control {
     fn us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
+        poshub::clock::micros(self.start.elapsed())
     }
 
     /// Waits until the drain is over.
@@ -93,6 +93,17 @@ type Reader = (
     tokio::task::JoinHandle<()>,
 );
 
+/// Writes per second each writer aims at (0: flat out).
+// A handful of writers: exact as f64.
+#[allow(clippy::cast_precision_loss)]
+fn per_writer_rate(args: &Args) -> f64 {
+    if args.rate == 0 {
+        0.0
+    } else {
+        f64::from(args.rate) / args.writers as f64
+    }
+}
+
 pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result<RunResult> {
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let ctl = Control {
@@ -105,11 +116,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     let mut readers: Vec<Reader> = Vec::new();
     let mut writer_tasks = Vec::new();
     let warmup = Duration::from_secs(1);
-    let per_writer_rate = if args.rate == 0 {
-        0.0
-    } else {
-        args.rate as f64 / args.writers as f64
-    };
+    let per_writer_rate = per_writer_rate(args);
 
     for t in 0..args.terminals {
         let id = format!("bench-{t}");
@@ -120,7 +127,7 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
             received: Arc::new(Mutex::new(Vec::with_capacity(1 << 16))),
             sent_times: Arc::new(Mutex::new(VecDeque::new())),
             writes: Arc::new(Mutex::new(Vec::new())),
-            window: Arc::new(Semaphore::new(if is_writer { 0 } else { 1 })),
+            window: Arc::new(Semaphore::new(usize::from(!is_writer))),
             errors: errors.clone(),
         };
         // Reader: broadcasts from others, and for writers the acks of their own writes.
@@ -147,8 +154,8 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     // Every terminal is connected: start the writers, warm up, then measure.
     let load_started = ctl.us();
     let _ = go_tx.send(true);
-    let measure_from_us = load_started + warmup.as_micros() as u64;
-    let measure_to_us = measure_from_us + duration.as_micros() as u64;
+    let measure_from_us = load_started + poshub::clock::micros(warmup);
+    let measure_to_us = measure_from_us + poshub::clock::micros(duration);
     tokio::time::sleep(warmup + duration).await;
     ctl.stop.store(true, Ordering::Relaxed);
     wait_for_broadcasts(&readers).await;
@@ -265,7 +272,10 @@ where
         .await?;
     }
     // All leases granted before the clock starts.
-    let granted = sh.window.acquire_many(ORDERS_PER_WRITER as u32).await?;
+    let granted = sh
+        .window
+        .acquire_many(u32::try_from(ORDERS_PER_WRITER)?)
+        .await?;
     granted.forget();
     sh.window.add_permits(window_size);
     let mut versions = [0u64; ORDERS_PER_WRITER];
@@ -305,8 +315,8 @@ async fn wait_for_broadcasts(readers: &[Reader]) {
     let owed = || -> (usize, usize) {
         let (mut acked, mut got) = (0, 0);
         for (r, w, _) in readers {
-            acked += w.lock().map(|w| w.len()).unwrap_or(0);
-            got += r.lock().map(|r| r.len()).unwrap_or(0);
+            acked += w.lock().map_or(0, |w| w.len());
+            got += r.lock().map_or(0, |r| r.len());
         }
         (acked * (readers.len() - 1), got)
     };
@@ -330,7 +340,7 @@ async fn wait_for_broadcasts(readers: &[Reader]) {
     }
 }
 
-/// The seqs of the ORDER_UPDATED events inside an EVENTS_BULK frame, except the terminal's own
+/// The seqs of the `ORDER_UPDATED` events inside an `EVENTS_BULK` frame, except the terminal's own
 /// writes (catch-up replays those too; live fan-out skips the author, and so does the count).
 fn bulk_order_seqs(frame: &str, own_id: &str) -> Vec<u64> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(frame) else {

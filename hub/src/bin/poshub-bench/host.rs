@@ -45,6 +45,8 @@ pub struct Usage {
 }
 
 /// Clock ticks (`USER_HZ`, 100 on Linux) over `seconds`, as percent of one core.
+// Tick counts stay far below 2^52, where u64 -> f64 is exact.
+#[allow(clippy::cast_precision_loss)]
 pub fn core_pct(ticks: u64, seconds: f64) -> f64 {
     ticks as f64 / 100.0 / seconds * 100.0
 }

@@ -38,6 +38,8 @@ pub struct Scrape {
 
 impl Scrape {
     /// Upper bound (ms) of the bucket holding quantile `q` of broadcasts between two scrapes.
+    // Bucket bounds are parsed from the same `le` labels each scrape: compared exactly.
+    #[allow(clippy::float_cmp)]
     pub fn broadcast_quantile(&self, before: &Scrape, q: f64) -> f64 {
         let delta: Vec<(f64, f64)> = self
             .broadcast_buckets
@@ -172,7 +174,7 @@ impl Hub {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Peak resident set size of the spawned hub (VmHWM), in KiB.
+    /// Peak resident set size of the spawned hub (`VmHWM`), in KiB.
     pub fn peak_rss_kb(&self) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         s.lines()

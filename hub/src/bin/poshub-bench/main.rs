@@ -34,7 +34,7 @@ pub struct Args {
     /// Target a running hub (ws://host:port/) instead of starting one; it must run in open auth mode.
     #[arg(long)]
     pub target: Option<String>,
-    /// HTTP base of the target hub (for metrics), e.g. http://127.0.0.1:8766.
+    /// HTTP base of the target hub (for metrics), e.g. <http://127.0.0.1:8766>.
     #[arg(long)]
     pub target_http: Option<String>,
     /// poshub binary to start (default: next to this binary).
@@ -111,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             m.bench,
             m.others,
             m.steal,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
         );
     }
     hub.stop();

@@ -1,11 +1,17 @@
 //! Turns raw timings into the figures the benchmark prints.
 
+// Counts and µs become f64 for rates and ms; they stay far below 2^52, where the cast is exact.
+#![allow(clippy::cast_precision_loss)]
+
 use std::collections::HashMap;
 
 use crate::drive::RunResult;
 use crate::hubproc::Scrape;
 use crate::Args;
 
+/// Value at quantile `p` (0..=1) of `sorted`, in ms.
+// The index is rounded from `(len - 1) * p` with `p` in 0..=1: in range and not negative.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn pct(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

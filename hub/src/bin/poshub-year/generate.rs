@@ -112,10 +112,13 @@ pub async fn generate(dir: &Path, plan: &Plan) -> anyhow::Result<Year> {
             let bytes = std::fs::metadata(dir.join("hub.redb")).map_or(0, |m| m.len());
             year.samples
                 .push((day + 1, bytes, head(&hub), began.elapsed().as_secs_f64()));
+            // A file size in MB for people: exact below 2^52 bytes.
+            #[allow(clippy::cast_precision_loss)]
+            let mb = bytes as f64 / 1e6;
             eprintln!(
                 "day {:>3}: {:>6.1} MB, seq {}, {:.0} s",
                 day + 1,
-                bytes as f64 / 1e6,
+                mb,
                 head(&hub),
                 began.elapsed().as_secs_f64()
             );

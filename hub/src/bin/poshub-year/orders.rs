@@ -86,7 +86,7 @@ impl Order {
             ),
             1 if self.n.is_multiple_of(3) => {
                 ask(json!({"type": "KITCHEN_TICKET", "ticketId": ticket("b"),
-                            "station": "bds", "posReference": p, "lines": [{"name": "Lemonade", "quantity": 2}]}))
+                            "station": "bds", "posReference": p, "lines": [{"name": "Lemonade", "quantity": 2}]}));
             }
             2 => ask(
                 json!({"type": "KITCHEN_TICKET_STATUS", "ticketId": ticket("k"), "status": "done"}),

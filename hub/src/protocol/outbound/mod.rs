@@ -17,6 +17,8 @@ pub use kitchen::*;
 pub use orders::*;
 pub use tables::*;
 
+use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
+
 use serde_json::{json, Value};
 
 /// Adds the echoed `requestId` (if any) and renders the message.
@@ -68,9 +70,10 @@ pub fn events_bulk<S: AsRef<str>>(
         }
         out.push_str(m.as_ref());
     }
-    out.push_str(&format!(
+    let _ = write!(
+        out,
         r#"],"fromSeq":{from_seq},"toSeq":{to_seq},"done":{done}}}"#
-    ));
+    );
     out
 }
 

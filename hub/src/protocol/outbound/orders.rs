@@ -54,7 +54,7 @@ pub fn order_ack(
 }
 
 /// `CONFLICT`: the snapshot was based on an old version; `snapshot` is the current one.
-pub fn conflict(pos_reference: &str, current_version: u64, snapshot: Value) -> Value {
+pub fn conflict(pos_reference: &str, current_version: u64, snapshot: &Value) -> Value {
     json!({"type": "CONFLICT", "posReference": pos_reference, "currentVersion": current_version,
         "snapshot": snapshot})
 }
