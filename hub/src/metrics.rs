@@ -203,16 +203,7 @@ impl Metrics {
              STATE sent because it was smaller than the replay",
             catchups,
         );
-        r.register(
-            "events_compacted",
-            "Events removed by compaction (older than the retention, not waiting for an upstream)",
-            m.events_compacted.clone(),
-        );
-        r.register(
-            "orders_retired",
-            "Paid or cancelled orders deleted after the order retention (HUB_ORDER_RETENTION_MS)",
-            m.orders_retired.clone(),
-        );
+        m.register_retention(&mut r);
         Metrics {
             registry: r,
             catchups_memory,
@@ -222,6 +213,20 @@ impl Metrics {
             out_by_type,
             ..m
         }
+    }
+
+    /// Registers what retention removed (docs/storage.md, "Retention and compaction").
+    fn register_retention(&self, r: &mut Registry) {
+        r.register(
+            "events_compacted",
+            "Events removed by compaction (older than the retention, not waiting for an upstream)",
+            self.events_compacted.clone(),
+        );
+        r.register(
+            "orders_retired",
+            "Paid or cancelled orders deleted after the order retention (HUB_ORDER_RETENTION_MS)",
+            self.orders_retired.clone(),
+        );
     }
 
     /// Registers the traffic and engine metrics (messages, commits, broadcast, holders).
