@@ -175,6 +175,13 @@ async fn finished_orders_leave_the_state_after_a_day_on_the_engine_clock() {
     assert_eq!(refs(&resync("t1").await), ["GONE-1", "OPEN-1", "PAID-1"]);
     clock.advance(Duration::from_secs(25 * 3600));
     assert_eq!(refs(&resync("t2").await), ["OPEN-1"]);
+    // GET /orders lists the same orders; an older finished one is still one lookup away.
+    let (_, list) = http_get(hub.http, "/orders").await;
+    assert_eq!(refs(&list), ["OPEN-1"], "{list}");
+    assert_eq!(list["more"], false);
+    let (_, list) = http_get(hub.http, "/orders?limit=0").await;
+    assert!(list.to_string().contains("limit must be"), "{list}");
+    assert_eq!(http_get(hub.http, "/orders/PAID-1").await.0, 200);
     hub.stop().await;
 }
 

@@ -9,6 +9,7 @@
 //! terminal gets `RESYNC_REQUIRED` (`state_smaller_than_replay`) and the `STATE` instead.
 
 use futures_util::{Sink, SinkExt};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -170,11 +171,11 @@ where
 fn state_message(store: &Store, seq: u64, stations: u8, now: u64) -> Result<String, StoreError> {
     let dump = store.state_dump(now)?;
     let day_ago = now.saturating_sub(crate::store::live::FINISHED_KEPT_MS);
-    let orders: Vec<Value> = dump
+    let orders: Vec<Box<RawValue>> = dump
         .orders
         .iter()
-        .filter(|(_, o)| !(o.state == "paid" || o.state == "cancelled") || o.updated_ms >= day_ago)
-        .map(|(p, o)| json!({"posReference": p, "version": o.version, "seq": o.seq, "snapshot": outbound::raw(&o.snapshot_json)}))
+        .filter(|(_, o)| !crate::store::live::is_finished(&o.state) || o.updated_ms >= day_ago)
+        .filter_map(|(p, o)| outbound::state_order(p, o.version, o.seq, &o.snapshot_json))
         .collect();
     let tables: Vec<Value> = dump
         .tables

@@ -124,7 +124,7 @@ async fn route(hub: Arc<Hub>, port: Port, req: Request<Incoming>) -> Response<Bo
         (&Method::GET, "/kitchen") => api::page(crate::pages::KITCHEN),
         (&Method::GET, "/status") => api::status(&hub).await,
         (&Method::GET, "/events") => api::events(&hub, q).await,
-        (&Method::GET, "/orders") => orders(&hub).await,
+        (&Method::GET, "/orders") => orders(&hub, q).await,
         (&Method::GET, "/kitchen-tickets") => {
             super::kitchen::tickets(&hub, req.uri().query()).await
         }
@@ -270,26 +270,45 @@ fn db_json(hub: &Hub, probe: &Result<(), String>) -> Value {
     db
 }
 
-async fn orders(hub: &Hub) -> Response<Body> {
+/// `GET /orders`: the orders a terminal's `STATE` carries (open ones, and paid or cancelled
+/// ones changed within the last day), at most `limit` (default 1000, up to 10,000). Older
+/// finished orders are one `GET /orders/{posReference}` away: listing a year of them on every
+/// dashboard refresh would cost a Pi hundreds of MB.
+async fn orders(hub: &Hub, query: Option<&str>) -> Response<Body> {
+    let limit = match api::query_param(query, "limit").map(str::parse::<usize>) {
+        None => 1000,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "limit must be a number from 1 to 10000",
+            )
+        }
+    };
     let store = hub.store.clone();
-    match tokio::task::spawn_blocking(move || store.orders()).await {
+    let now = hub.clock.now_ms();
+    match tokio::task::spawn_blocking(move || store.live_orders(now)).await {
         Ok(Ok(list)) => {
+            let more = list.len() > limit;
             let items: Vec<Value> = list
                 .iter()
-                .map(|o| {
-                    let snap = outbound::raw(&o.rec.snapshot_json);
+                .take(limit)
+                .map(|(pos_reference, rec)| {
+                    let snap = outbound::raw(&rec.snapshot_json);
                     let items = snap.get("lines").and_then(Value::as_array).map_or(0, |l| {
-                        l.iter().filter(|x| x.get("isVoided") != Some(&Value::Bool(true))).count()
+                        l.iter()
+                            .filter(|x| x.get("isVoided") != Some(&Value::Bool(true)))
+                            .count()
                     });
-                    json!({"posReference": o.pos_reference, "version": o.rec.version, "seq": o.rec.seq,
-                        "state": o.rec.state, "tableId": snap.get("tableId"), "itemCount": items,
-                        "total": snap.pointer("/totals/total"), "terminalId": o.rec.terminal_id,
-                        "updatedAt": o.rec.updated_ms})
+                    json!({"posReference": pos_reference, "version": rec.version, "seq": rec.seq,
+                        "state": rec.state, "tableId": snap.get("tableId"), "itemCount": items,
+                        "total": snap.pointer("/totals/total"), "terminalId": rec.terminal_id,
+                        "updatedAt": rec.updated_ms})
                 })
                 .collect();
             json_response(
                 StatusCode::OK,
-                &json!({"orders": items, "count": items.len()}),
+                &json!({"orders": items, "count": items.len(), "more": more}),
             )
         }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),

@@ -33,22 +33,23 @@ pub fn state_fields(
     store: &Store,
     mask: u8,
     day_ago_ms: u64,
-) -> Result<(Value, Value), StoreError> {
-    let tickets: Vec<Value> = store
+) -> Result<(Vec<Box<serde_json::value::RawValue>>, Value), StoreError> {
+    let tickets = store
         .kitchen_tickets(None, None)?
         .iter()
         .filter(|(_, t)| station::wants(mask, station::scope_bit(Some(&t.station))))
         .filter(|(_, t)| {
             !(t.status == "done" || t.status == "recalled") || t.updated_ms >= day_ago_ms
         })
-        .map(|(id, t)| ticket_json(id, t))
+        // Each ticket serialised as it is taken: no tree of every ticket at once.
+        .filter_map(|(id, t)| serde_json::value::to_raw_value(&ticket_json(id, t)).ok())
         .collect();
     let products: Vec<Value> = store
         .inventory()?
         .iter()
         .map(|(_, r)| product_json(r))
         .collect();
-    Ok((Value::Array(tickets), Value::Array(products)))
+    Ok((tickets, Value::Array(products)))
 }
 
 /// `GET /kitchen-tickets`, oldest first; `station` and `status` filter.

@@ -19,6 +19,7 @@ pub use tables::*;
 
 use std::fmt::Write as _; // `write!` into a String cannot fail: its Result is dropped.
 
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// Adds the echoed `requestId` (if any) and renders the message.
@@ -143,21 +144,72 @@ pub fn resync_required(reason: &str, cursor: u64, seq: u64) -> String {
     json!({"type": "RESYNC_REQUIRED", "reason": reason, "cursor": cursor, "seq": seq}).to_string()
 }
 
-/// The current state of everything a terminal shows, sent as one `STATE` message.
+/// The current state of everything a terminal shows, sent as one `STATE` message. Orders and
+/// kitchen tickets, the bulk of it, are each serialised once as they are read (`state_order`),
+/// with the stored snapshot spliced in as text: building a `STATE` of a busy day's orders
+/// costs about its own size in memory, not a parsed tree of every snapshot.
 pub struct State {
-    pub orders: Vec<Value>,
+    pub orders: Vec<Box<RawValue>>,
     pub tables: Vec<Value>,
     pub table_locks: Vec<Value>,
     pub floor_plans: Vec<Value>,
-    pub kitchen_tickets: Value,
+    pub kitchen_tickets: Vec<Box<RawValue>>,
     pub inventory: Value,
     pub seq: u64,
 }
 
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateMsg<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    orders: &'a [Box<RawValue>],
+    tables: &'a [Value],
+    table_locks: &'a [Value],
+    floor_plans: &'a [Value],
+    kitchen_tickets: &'a [Box<RawValue>],
+    inventory: &'a Value,
+    seq: u64,
+}
+
 /// `STATE`: the full state instead of the event log (cursor 0, or a resync).
 pub fn state(m: &State) -> String {
-    json!({"type": "STATE", "orders": m.orders, "tables": m.tables, "tableLocks": m.table_locks,
-        "floorPlans": m.floor_plans, "kitchenTickets": m.kitchen_tickets,
-        "inventory": m.inventory, "seq": m.seq})
-    .to_string()
+    serde_json::to_string(&StateMsg {
+        ty: "STATE",
+        orders: &m.orders,
+        tables: &m.tables,
+        table_locks: &m.table_locks,
+        floor_plans: &m.floor_plans,
+        kitchen_tickets: &m.kitchen_tickets,
+        inventory: &m.inventory,
+        seq: m.seq,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StateOrder<'a> {
+    pos_reference: &'a str,
+    version: u64,
+    seq: u64,
+    snapshot: &'a RawValue,
+}
+
+/// One order of a `STATE`: `{posReference, version, seq, snapshot}`, with the stored snapshot
+/// text as it is (`None` if it is not JSON, which the hub never stores).
+pub fn state_order(
+    pos_reference: &str,
+    version: u64,
+    seq: u64,
+    snapshot_json: &str,
+) -> Option<Box<RawValue>> {
+    let snapshot: &RawValue = serde_json::from_str(snapshot_json).ok()?;
+    serde_json::value::to_raw_value(&StateOrder {
+        pos_reference,
+        version,
+        seq,
+        snapshot,
+    })
+    .ok()
 }
