@@ -126,7 +126,15 @@ async fn run(ops: &[Op], figures: &mut Figures) -> Result<(), String> {
     let mut result = Ok(());
     for (i, op) in ops.iter().enumerate() {
         if let Err(e) = apply(&mut hub, &mut model, op, figures).await {
-            result = Err(format!("operation {i} ({op:?}): {e}"));
+            let upto: Vec<String> = ops[..=i]
+                .iter()
+                .enumerate()
+                .map(|(k, op)| format!("  {k:2}: {op:?}"))
+                .collect();
+            result = Err(format!(
+                "operation {i} ({op:?}): {e}\nthe sequence up to it:\n{}",
+                upto.join("\n")
+            ));
             break;
         }
     }
@@ -221,7 +229,9 @@ fn the_engine_follows_the_model() {
     let config = ProptestConfig {
         cases: cases(),
         failure_persistence: None,
-        max_shrink_iters: 400,
+        max_shrink_iters: 2000,
+        // A sequence that fails on a wait runs into `driver::SETTLE` each time: bound shrinking.
+        max_shrink_time: 180_000,
         ..ProptestConfig::default()
     };
     let started = std::time::Instant::now();
