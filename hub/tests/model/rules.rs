@@ -196,18 +196,18 @@ impl Model {
             Op::Reconnect { t } => self.reconnect(*t),
             Op::Advance(s) => Plan::Advance(self.advance(*s)),
             _ => match self.request(op) {
-                Some((t, frame, expect)) if self.connected[t] => Plan::Send { t, frame, expect },
-                _ => Plan::Skip,
+                Some((t, frame, expect)) => Plan::Send { t, frame, expect },
+                None => Plan::Skip,
             },
         }
     }
 
-    /// The frame and expected answer of a request, applied to the model if its terminal is
-    /// connected (the caller skips it otherwise, so it must not change anything then).
+    /// The sender, frame and expected answer of a request, applied to the model; `None` (and
+    /// nothing changed) if its terminal is not connected.
     fn request(&mut self, op: &Op) -> Option<(usize, Value, Value)> {
         let t = self.sender(op)?;
         if !self.connected[t] {
-            return Some((t, Value::Null, Value::Null));
+            return None;
         }
         let (frame, expect) = match op {
             Op::LeaseAcquire { o, .. } => self.lease_acquire(t, ORDERS[*o]),
