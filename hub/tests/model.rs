@@ -24,6 +24,7 @@ mod ops;
 mod rules;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -100,7 +101,7 @@ impl Figures {
             took.as_secs_f64()
         );
         for (what, n) in &self.count {
-            out.push_str(&format!("  {n:7}  {what}\n"));
+            let _ = writeln!(out, "  {n:7}  {what}");
         }
         out
     }
@@ -174,7 +175,7 @@ async fn apply(
         Plan::Disconnect(t) => {
             let notices = hub.disconnect(t).await?;
             figures.notices(&notices);
-            same_notices(t, notices, model.take_notices(t))
+            same_notices(t, &notices, &model.take_notices(t))
         }
         Plan::Reconnect(t) => {
             hub.connect(t).await;
@@ -192,7 +193,7 @@ async fn finish(hub: &mut HubSide, model: &mut Model, figures: &mut Figures) -> 
     for t in model.connected() {
         let notices = hub.barrier(t).await?;
         figures.notices(&notices);
-        same_notices(t, notices, model.take_notices(t))?;
+        same_notices(t, &notices, &model.take_notices(t))?;
     }
     let got = hub.state().await?;
     let want = model.state();
@@ -205,8 +206,8 @@ async fn finish(hub: &mut HubSide, model: &mut Model, figures: &mut Figures) -> 
 }
 
 /// The notices a terminal received equal the model's, in any order.
-fn same_notices(t: usize, got: Vec<Value>, want: Vec<Value>) -> Result<(), String> {
-    let mut left = got.clone();
+fn same_notices(t: usize, got: &[Value], want: &[Value]) -> Result<(), String> {
+    let mut left = got.to_vec();
     let all_there = want.iter().all(|w| match left.iter().position(|g| g == w) {
         Some(i) => {
             left.remove(i);

@@ -228,7 +228,7 @@ impl HubSide {
             .as_array()
             .map(|a| a.iter().map(|t| t["terminalId"].clone()).collect())
             .unwrap_or_default();
-        terminals.sort_by_key(|v| v.to_string());
+        terminals.sort_by_key(Value::to_string);
         let (leases, locks) = self.leases_and_locks().await;
         let orders = http_get(self.hub.http, "/orders").await.1;
         let tables = http_get(self.hub.http, "/tables").await.1;

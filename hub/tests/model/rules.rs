@@ -80,7 +80,7 @@ impl Product {
     fn level(&self) -> i64 {
         let p: u64 = self.p.values().sum();
         let n: u64 = self.n.values().sum();
-        p as i64 - n as i64
+        i64::try_from(i128::from(p) - i128::from(n)).unwrap_or(0)
     }
 }
 
@@ -142,9 +142,14 @@ fn may_force(t: usize) -> bool {
     matches!(TERMINALS[t].1, "manager" | "admin")
 }
 
+/// `ms` as chrono's signed milliseconds (test clocks are far below `i64::MAX`).
+fn signed(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
 /// The store's business day: the local calendar date.
 pub fn business_date(ms: u64) -> String {
-    match chrono::Local.timestamp_millis_opt(ms as i64).single() {
+    match chrono::Local.timestamp_millis_opt(signed(ms)).single() {
         Some(t) => t.format("%Y-%m-%d").to_string(),
         None => "1970-01-01".to_string(),
     }
@@ -153,13 +158,15 @@ pub fn business_date(ms: u64) -> String {
 /// Milliseconds from `ms` to the next local midnight.
 fn to_midnight(ms: u64) -> u64 {
     let next = chrono::Local
-        .timestamp_millis_opt(ms as i64)
+        .timestamp_millis_opt(signed(ms))
         .single()
         .and_then(|t| t.date_naive().succ_opt())
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .and_then(|d| chrono::Local.from_local_datetime(&d).earliest());
     next.map_or(86_400_000, |n| {
-        (n.timestamp_millis() as u64).saturating_sub(ms)
+        u64::try_from(n.timestamp_millis())
+            .unwrap_or(0)
+            .saturating_sub(ms)
     })
 }
 
