@@ -157,7 +157,8 @@ impl Engine {
         };
         tx.k.inv_applied
             .insert(m.event_id.as_str(), enc(&applied).as_slice())?;
-        let ack = outbound::inventory_ack(&pid, level, seq, false);
+        // The reply echoes the id as this request sent it (`4` or `"4"`), like a duplicate's.
+        let ack = outbound::inventory_ack(&m.product.json, level, seq, false);
         self.reply(s, outbound::reply(ack, r));
         Ok(())
     }
