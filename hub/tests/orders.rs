@@ -217,3 +217,39 @@ async fn leases_renew_release_expire_and_survive_a_short_disconnect() {
     }
     hub.stop().await;
 }
+
+/// A lease that has run out is gone for the next message, not only after the next expiry tick
+/// (here an hour away): the write is refused and the heartbeat says the lease is not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_ran_out_refuses_writes_before_any_tick() {
+    let clock = Arc::new(ManualClock::new());
+    let hub = TestHub::start_with_clock(
+        &[
+            ("HUB_HEARTBEAT_MS", "3600000"),
+            ("HUB_TABLE_LOCK_TICK_MS", "3600000"),
+            ("HUB_LEASE_TTL_MS", "60000"),
+        ],
+        clock.clone(),
+    )
+    .await;
+    let mut a = hub.term("till-1").await;
+    a.lease("EXP-1").await;
+    assert_eq!(
+        a.write("EXP-1", 0, snapshot("EXP-1", "draft", None)).await["type"],
+        "ORDER_ACK"
+    );
+    clock.advance(Duration::from_millis(60_001));
+    a.send(
+        json!({"type": "ORDER_SNAPSHOT", "posReference": "EXP-1", "baseVersion": 1,
+                  "snapshot": snapshot("EXP-1", "draft", None), "requestId": 7}),
+    )
+    .await;
+    let reply = a.recv_type_of(&["ORDER_ACK", "ERROR"]).await;
+    assert_eq!(reply["type"], "ERROR", "{reply}");
+    assert_eq!(reply["code"], "lease_required", "{reply}");
+    a.send(json!({"type": "LEASE_HEARTBEAT", "posReference": "EXP-1"}))
+        .await;
+    let hb = a.recv_type_of(&["LEASE_RENEWED", "LEASE_REVOKED"]).await;
+    assert_eq!(hb["type"], "LEASE_REVOKED", "{hb}");
+    hub.stop().await;
+}

@@ -86,6 +86,23 @@ impl Engine {
 
     /// Revokes every lease past its expiry and tells the holder; ends the grace periods that
     /// are over by the engine clock.
+    /// Runs the expiry of leases, table locks and grace periods at the first batch at or after
+    /// their end, not only at the next tick: a write or heartbeat on a lease that has run out
+    /// is refused (`lease_required`, `LEASE_REVOKED not_holder`) whenever it arrives, as the
+    /// protocol says, instead of depending on when the tick last ran. (Found by the model test.)
+    pub(super) fn expire_due(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
+        let now = self.now_ms;
+        if self.leases.values().any(|l| l.expires_ms <= now)
+            || self.disconnected.values().any(|&(_, ends)| ends <= now)
+        {
+            self.lease_tick(tx)?;
+        }
+        if self.locks.values().any(|l| l.expires_ms <= now) {
+            self.lock_tick(tx)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn lease_tick(&mut self, tx: &mut Tx) -> Result<(), StoreError> {
         let now = self.now_ms;
         let graces_over: Vec<(String, u64)> = self

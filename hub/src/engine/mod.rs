@@ -374,6 +374,7 @@ impl Engine {
             {
                 let mut tx = Tx::open(&txn)?;
                 let head_before = self.seq;
+                self.expire_due(&mut tx)?;
                 for cmd in cmds.by_ref() {
                     match cmd {
                         Cmd::Shutdown => stop = true,
