@@ -151,10 +151,11 @@ fn new_orders(plan: &Plan, step: u32, last_day: bool) -> u64 {
     } else {
         0
     };
-    if last_day && step >= STEPS - STAGES {
+    // Taken after the last step whose orders are paid by closing time: still open at the end.
+    if last_day && step > LAST_OPEN {
         let extra = u64::from(plan.open_at_end);
-        let k = u64::from(step - (STEPS - STAGES));
-        n += extra * (k + 1) / u64::from(STAGES) - extra * k / u64::from(STAGES);
+        let (k, steps) = (u64::from(step - LAST_OPEN - 1), u64::from(STEPS - LAST_OPEN - 1));
+        n += extra * (k + 1) / steps - extra * k / steps;
     }
     n
 }
