@@ -154,7 +154,10 @@ fn new_orders(plan: &Plan, step: u32, last_day: bool) -> u64 {
     // Taken after the last step whose orders are paid by closing time: still open at the end.
     if last_day && step > LAST_OPEN {
         let extra = u64::from(plan.open_at_end);
-        let (k, steps) = (u64::from(step - LAST_OPEN - 1), u64::from(STEPS - LAST_OPEN - 1));
+        let (k, steps) = (
+            u64::from(step - LAST_OPEN - 1),
+            u64::from(STEPS - LAST_OPEN - 1),
+        );
         n += extra * (k + 1) / steps - extra * k / steps;
     }
     n
