@@ -140,14 +140,14 @@ class Filters(unittest.TestCase):
         self.assertEqual(pick(None, full, [delta(b["sha256"], "1.1.0")])["kind"], "full")
 
     def test_pick_bundle_by_the_formats_the_box_reads(self):
-        doc = fixture("committed", "slots")  # recorded before /slots had bundleFormats
+        doc = fixture("committed", "slots")
+        doc.pop("bundleFormats", None)  # as an older supervisor answers (and the fixture was recorded)
         sha = doc["slots"][doc["booted"]]["sha256"]
         full = {"path": "full", "size": 9, "manifest": {"version": "1.2.0"}}
 
         def delta(fmt, path):
             return {"path": path, "size": 1, "manifest": {"format": fmt, "delta_base_sha256": sha}}
         pick = filters.pick_bundle
-        self.assertNotIn("bundleFormats", doc)
         self.assertEqual(filters.bundle_formats(doc), (1, 2, 3))
         # An older supervisor (no field) gets the full bundle instead of a format 4 delta, and why.
         got = pick(doc, full, [delta(4, "d4")])
