@@ -8,8 +8,10 @@
 #    fleet/tests/test_fleet.py: 12 simulated boxes, each in a network namespace of its own on a
 #    bridge the test creates (10.213.0.0/24 inside those namespaces only), each running the
 #    real poshub-supervisor and poshub built here; ansible-playbook in a namespace on the same
-#    bridge. Runs as root (ip netns). About 3 to 5 minutes on 2 cores (2 min 58 s measured on
-#    2026-12-05, whole script, venv present), plus a minute for the venv the first time.
+#    bridge. Runs as root (ip netns). About 5 to 7 minutes on 2 cores shared with other builds
+#    (test_fleet.py 6 min 26 s on 2026-12-05 with the format 4 scenario; the whole script 10 min 4 s
+#    there, of which the rest was rebuilding the test binaries), plus a minute for the venv the
+#    first time.
 # Installs what it needs (Debian); idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

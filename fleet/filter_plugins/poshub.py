@@ -26,22 +26,48 @@ def up_to_date(slots, version):
             and cur.get("version") == version)
 
 
+# What a supervisor that does not report `bundleFormats` in /slots reads: the field came with
+# format 4, so such a supervisor is older and reads formats 1 to 3.
+FORMATS_WITHOUT_FIELD = (1, 2, 3)
+
+
+def bundle_formats(slots):
+    """The bundle formats the box's supervisor installs: `bundleFormats` of its /slots, else
+    (an older supervisor, or a document without a usable list) formats 1 to 3."""
+    got = slots.get("bundleFormats") if isinstance(slots, dict) else None
+    if isinstance(got, list) and got and all(isinstance(f, int) and not isinstance(f, bool) for f in got):
+        return tuple(got)
+    return FORMATS_WITHOUT_FIELD
+
+
+def _on_base(cur, manifest):
+    """True when the booted slot `cur` holds the delta's base: its `sha256` equals the delta's
+    `delta_base_sha256`, or, when the box has no hash recorded for it, its `version` equals
+    `delta_base_version`."""
+    if cur.get("sha256"):
+        return cur["sha256"] == manifest.get("delta_base_sha256")
+    return bool(cur.get("version")) and cur.get("version") == manifest.get("delta_base_version")
+
+
 def pick_bundle(slots, full, deltas=()):
-    """{kind, path, size} of what to send to a box: the first delta whose base is the booted
-    slot's content (its `sha256` equals the delta's `delta_base_sha256`, or, when the box has
-    no hash recorded for that slot, its `version` equals `delta_base_version`), else the full
-    bundle. `full` and each delta are poshub_bundle_info results (path, size, manifest)."""
+    """{kind, path, size, skipped} of what to send to a box: the first delta whose base is the
+    booted slot's content (see _on_base) and whose manifest `format` the box's supervisor
+    installs (bundle_formats), else the full bundle. `skipped` says why a delta on the box's
+    base was not sent (its format), else is empty. `full` and each delta are
+    poshub_bundle_info results (path, size, manifest)."""
     booted = (slots or {}).get("booted") if isinstance(slots, dict) else None
     cur = ((slots or {}).get("slots") or {}).get(booted) or {} if booted else {}
+    formats = bundle_formats(slots)
+    skipped = ""
     for d in deltas or ():
         m = d.get("manifest") or {}
-        if cur.get("sha256"):
-            match = cur["sha256"] == m.get("delta_base_sha256")
-        else:
-            match = bool(cur.get("version")) and cur.get("version") == m.get("delta_base_version")
-        if match:
-            return {"kind": "delta", "path": d.get("path"), "size": d.get("size")}
-    return {"kind": "full", "path": full.get("path"), "size": full.get("size")}
+        if not _on_base(cur, m):
+            continue
+        if m.get("format") in formats:
+            return {"kind": "delta", "path": d.get("path"), "size": d.get("size"), "skipped": ""}
+        skipped = skipped or "the box reads bundle formats %s, not the delta's format %s" % (
+            ", ".join(str(f) for f in formats), m.get("format"))
+    return {"kind": "full", "path": full.get("path"), "size": full.get("size"), "skipped": skipped}
 
 
 def _when(ts):

@@ -11,6 +11,9 @@ a bootloader falling back. Then the supervisor runs until it exits: after a rebo
 (the file backend counts them in boot-state.json) that is a new power-on; otherwise systemd's
 Restart=always, i.e. start it again. SIGTERM stops the supervisor and the runner.
 
+With --old-api MODE the box answers on its tailnet address as a supervisor that reads bundle
+formats 1 to 3 would (old_supervisor_api.py); the real supervisor then listens on loopback only.
+
 Image header (first line must match): `POSHUB-SIM-ROOTFS 1`, then `key=value` lines up to a
 blank line: `version`, `hub_http_port` (where this image's hub serves /health).
 """
@@ -22,6 +25,8 @@ import signal
 import subprocess
 import sys
 import time
+
+import old_supervisor_api
 
 MAGIC = b"POSHUB-SIM-ROOTFS 1\n"
 
@@ -119,7 +124,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", required=True, help="the box's directory")
     ap.add_argument("--supervisor", required=True, help="poshub-supervisor binary")
+    ap.add_argument("--old-api", metavar="MODE", help="serve an older supervisor's API (old_supervisor_api.MODES)")
+    ap.add_argument("--old-api-bind", metavar="IP", help="the box's tailnet address, for --old-api")
     a = ap.parse_args()
+    if a.old_api:
+        old_supervisor_api.serve(a.old_api_bind, 8767, a.old_api, os.path.join(a.root, "old-api.log"))
     Box(a.root, a.supervisor).main()
     return 0
 

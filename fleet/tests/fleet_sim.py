@@ -23,6 +23,15 @@ def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
+def boot_image(version, base=None, size=256 << 10):
+    """A simulated slot boot partition image (kernel, initrd...): seeded random bytes; `base`:
+    the image of that version with its last 16 KiB changed (a new kernel build of one driver)."""
+    if base is None:
+        return random.Random("boot/%s" % version).randbytes(size)
+    tail = random.Random("boot/%s/tail" % version).randbytes(16 << 10)
+    return boot_image(base, size=size)[:size - len(tail)] + tail
+
+
 def root_image(version, hub_http_port=8766, size=2 << 20, seed=0, base=None):
     """A simulated root filesystem image: header (see box_runner.py) and seeded random bytes
     (incompressible, so the bundle is as large as a real image of that size would compress to).
@@ -47,6 +56,9 @@ class Box:
         self.veth = "vb%02d" % index
         self.root = os.path.join(fleet.dir, self.name)
         self.proc = None
+        # Set by with_boot_devices() and old_api(): restart the box for them to take effect.
+        self.boot_devices = False
+        self.old_api = None
 
     def path(self, *rel):
         return os.path.join(self.root, *rel)
@@ -116,6 +128,11 @@ class Box:
             "SUPERVISOR_MIN_FREE_MB": "1",
             "SUPERVISOR_CLOCK_SET": "false",
         }
+        if self.boot_devices:
+            env["SUPERVISOR_SLOT_A_BOOT_DEVICE"] = self.path("boot-a.img")
+            env["SUPERVISOR_SLOT_B_BOOT_DEVICE"] = self.path("boot-b.img")
+        if self.old_api:
+            env["SUPERVISOR_API_BIND"] = "127.0.0.1"  # old_supervisor_api serves tailscale0
         with open(self.path("supervisor.env"), "w", encoding="utf-8") as fh:
             fh.write("".join("%s=%s\n" % kv for kv in env.items()))
 
@@ -137,11 +154,32 @@ class Box:
         sh("ip", "-n", self.ns, "addr", "add", self.ip + "/24", "dev", "tailscale0")
         sh("ip", "-n", self.ns, "link", "set", "tailscale0", "up")
 
+    def reconfigure(self, boot_devices, old_api):
+        """Restarts the box with slot boot partitions (empty ones at first) and/or serving an
+        older supervisor's API (old_supervisor_api.MODES, or None)."""
+        self.stop()
+        if boot_devices and not self.boot_devices:
+            for slot in ("a", "b"):
+                with open(self.path("boot-%s.img" % slot), "wb") as fh:
+                    fh.write(bytes(4096))
+        self.boot_devices, self.old_api = boot_devices, old_api
+        self.write_env()
+        self.start()
+
+    def old_api_refusals(self):
+        """The uploads the older supervisor's API refused (old-api.log lines)."""
+        try:
+            with open(self.path("old-api.log"), encoding="utf-8") as f:
+                return [ln for ln in f if "refused a format" in ln]
+        except OSError:
+            return []
+
     def start(self):
         log = open(self.path("runner.stderr"), "ab")
+        old = ["--old-api", self.old_api, "--old-api-bind", self.ip] if self.old_api else []
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "python3", os.path.join(HERE, "box_runner.py"),
-             "--root", self.root, "--supervisor", self.fleet.sup_bin],
+             "--root", self.root, "--supervisor", self.fleet.sup_bin] + old,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
 
@@ -232,11 +270,13 @@ class Fleet:
                  " timeout=2).read() else 1)", check=False)
         return out.returncode == 0
 
-    def bundle(self, version, hub_http_port=8766, name=None, key="release", base=None, delta_from=None, seed=0):
+    def bundle(self, version, hub_http_port=8766, name=None, key="release", base=None, delta_from=None, seed=0,
+               boot=False):
         """A signed bundle of a simulated root image, made by `poshub-supervisor bundle create`
         (`key`: another name than "release" signs with a key the boxes do not trust; `base`: see
-        root_image; `delta_from`: a bundle file, makes a delta bundle against it; `seed`: another
-        content for the same version, as a rebuild that changed everything)."""
+        root_image; `delta_from`: a bundle file, makes a delta bundle against it (format 4 when
+        both carry a boot image); `seed`: another content for the same version, as a rebuild that
+        changed everything; `boot`: also carry a boot image (boot_image, same `base`))."""
         name = name or "poshub-%s" % version
         keyfile = os.path.join(self.dir, "keys", key)
         if not os.path.exists(keyfile + ".key"):
@@ -245,12 +285,18 @@ class Fleet:
         img = os.path.join(self.dir, name + ".img")
         with open(img, "wb") as f:
             f.write(root_image(version, hub_http_port, seed=seed, base=base))
+        extra = ["--delta-from", delta_from] if delta_from else []
+        if boot:
+            extra += ["--boot-image", img + ".boot"]
+            with open(img + ".boot", "wb") as f:
+                f.write(boot_image(version, base=base))
         out_path = os.path.join(self.dir, name + ".poshub")
         out = sh(self.sup_bin, "bundle", "create", "--image", img, "--key", keyfile + ".key", "--version", version,
-                 "--board", "rpi4", "--out", out_path, "--level", "3",
-                 *(["--delta-from", delta_from] if delta_from else []), check=False)
+                 "--board", "rpi4", "--out", out_path, "--level", "3", *extra, check=False)
         assert out.returncode == 0, out.stderr
         os.unlink(img)
+        if boot:
+            os.unlink(img + ".boot")
         return out_path
 
     def inventory(self, path):

@@ -8,7 +8,7 @@ Scenarios, in this order (each builds on the fleet state the previous one left):
   good_bundle_in_waves, rerun_uploads_nothing, refused_bundle_stops_the_run,
   unhealthy_bundle_rolls_back_the_canary_only,
   box_that_stops_answering_stops_the_run, report_lists_every_box, readme_operator_day,
-  delta_to_boxes_on_its_base, refused_delta_falls_back_to_full.
+  delta_to_boxes_on_its_base, refused_delta_falls_back_to_full, format4_delta_only_to_boxes_that_read_it.
 Prints one PASS line per scenario (with its wall time) and the figures for docs/benchmarks.md;
 exits 1 at the first failure, with the playbook output.
 """
@@ -421,6 +421,77 @@ class Suite:
                 "bundle; box03 (hash recorded) got the full bundle at once; both committed 1.6.0 in %.1f s"
                 % (booted, wall))
 
+    def format4_delta_only_to_boxes_that_read_it(self):
+        """A format 4 delta (root + boot base) goes only to boxes whose supervisor reads format 4.
+        box04 runs this supervisor; box05 and box06 answer as a supervisor that reads formats 1 to
+        3 (old_supervisor_api.py in front of the real one): box05's /slots has no bundleFormats,
+        box06's says [1, 2, 3, 4] yet it refuses format 4 with the older supervisor's 400. Given
+        slot boot partitions, the three first get a full bundle with a boot image (format 2)."""
+        f = self.fleet
+        new, absent, claims = boxes = f.boxes[3:6]
+        for b, old in ((new, None), (absent, "absent"), (claims, "claims-4")):
+            b.reconfigure(boot_devices=True, old_api=old)
+        check(f.wait_ready(60), "box04-06 did not come back with boot partitions")
+        limit = ",".join(b.name for b in boxes)
+        base = f.bundle("1.7.0", boot=True)
+        rc, out, _ = self.playbook("update.yml", "-l", limit, "-e", "bundle=" + base, "-e", "poshub_update_timeout=60")
+        check(rc == 0 and all(b.committed_on("1.7.0") for b in boxes), "box04-06 did not commit 1.7.0", out)
+        full = f.bundle("1.8.0", base="1.7.0", boot=True)
+        delta = f.bundle("1.8.0", base="1.7.0", boot=True, name="poshub-1.8.0-delta-from-1.7.0", delta_from=base)
+        r = f.controller([os.path.join(self.args.ansible_bin, "python"), "-c",
+                          "import sys; sys.path.insert(0, 'library'); import poshub_bundle_info as i;"
+                          "print(i.read_manifest(sys.argv[1])['format'])", delta], None, FLEET_DIR, 30)
+        check(r.stdout.strip() == "4", "the delta is not format 4: %s%s" % (r.stdout, r.stderr))
+        full_size, delta_size = os.path.getsize(full), os.path.getsize(delta)
+        wire = {b.name: b.wire_bytes()[0] for b in boxes}
+        rc, out, wall = self.playbook("update.yml", "-l", limit, "-e", "bundle=" + full, "-e", "delta=" + delta,
+                                      "-e", "poshub_update_timeout=60")
+        check(rc == 0, "update.yml stopped at a box that cannot read format 4 (rc %d)" % rc, out)
+        to_box = {b.name: b.wire_bytes()[0] - wire[b.name] for b in boxes}
+        for b in boxes:
+            check(b.committed_on("1.8.0"), "%s is not committed on 1.8.0: %s" % (b.name, b.slots()), out)
+        check(to_box[new.name] < delta_size + 200_000, "box04 received %d bytes (delta %d)" % (to_box[new.name], delta_size), out)
+        check(to_box[absent.name] >= full_size and not absent.old_api_refusals(),
+              "box05 was offered the delta: %d bytes, refusals %s" % (to_box[absent.name], absent.old_api_refusals()), out)
+        check(to_box[claims.name] >= full_size + delta_size and len(claims.old_api_refusals()) == 1,
+              "box06 did not refuse the delta then get the full bundle: %d bytes, refusals %s"
+              % (to_box[claims.name], claims.old_api_refusals()), out)
+        check("not the delta's format 4" in out and "update the supervisor first" in out,
+              "the playbook does not say why box05 and box06 got the full bundle", out)
+        rows, rout = self.report()
+        sent = {b.name: rows[b.name].get("sent") or {} for b in boxes}
+        check(sent[new.name].get("kind") == "delta" and sent[new.name].get("bytes") == delta_size
+              and sent[absent.name].get("kind") == "full" and "format 4" in sent[absent.name].get("delta_skipped", "")
+              and not sent[absent.name].get("delta_refused")
+              and sent[claims.name].get("kind") == "full"
+              and "update the supervisor first" in sent[claims.name].get("delta_refused", ""), "report: %s" % sent, rout)
+        md = open(os.path.join(f.dir, "reports", "fleet-report.md"), encoding="utf-8").read()
+        check(re.search(r"^\| box05 \|.*\| 1\.8\.0: full \(delta skipped: the box reads bundle formats 1, 2, 3, "
+                        r"not the delta's format 4\), %d bytes \|" % full_size, md, re.M)
+              and re.search(r"^\| box06 \|.*\| 1\.8\.0: full \(delta refused\), %d bytes \|" % full_size, md, re.M),
+              "report:\n" + md)
+        self.figures["format4"] = {"full_bytes": full_size, "delta_bytes": delta_size, "wall_s": round(wall, 1),
+                                   "wire_bytes": to_box}
+        # Any other 400 to a delta still stops the run, and the full bundle is not sent.
+        nxt = f.bundle("1.9.0", base="1.8.0", boot=True)
+        damaged = f.bundle("1.9.0", base="1.8.0", boot=True, name="poshub-1.9.0-delta-damaged", delta_from=full)
+        with open(damaged, "r+b") as fh:  # one payload byte changed after signing
+            fh.seek(-1, os.SEEK_END)
+            last = fh.read(1)
+            fh.seek(-1, os.SEEK_END)
+            fh.write(bytes([last[0] ^ 0xFF]))
+        before = new.wire_bytes()[0]
+        rc, out, _ = self.playbook("update.yml", "-l", new.name, "-e", "bundle=" + nxt, "-e", "delta=" + damaged)
+        check(rc != 0 and "box04 refused the delta" in out and "signed checksum" in out,
+              "a damaged delta did not stop the run", out)
+        sent = new.wire_bytes()[0] - before
+        check(new.committed_on("1.8.0") and sent < os.path.getsize(damaged) + 200_000,
+              "box04 was sent the full bundle after a 400 that is not about the format (%d bytes; slots %s)"
+              % (sent, new.slots()), out)
+        return ("format 4 delta (%d bytes) to box04 (%d on the wire); box05 (no bundleFormats) got the full bundle "
+                "(%d bytes) without being offered the delta; box06 refused it (400) and got the full bundle; "
+                "all committed 1.8.0 in %.1f s" % (delta_size, to_box[new.name], full_size, wall))
+
 
 
 def readme_blocks():
@@ -450,7 +521,8 @@ def main():
     names = ["good_bundle_in_waves", "rerun_uploads_nothing", "refused_bundle_stops_the_run",
              "unhealthy_bundle_rolls_back_the_canary_only",
              "box_that_stops_answering_stops_the_run", "report_lists_every_box", "readme_operator_day",
-             "delta_to_boxes_on_its_base", "refused_delta_falls_back_to_full"]
+             "delta_to_boxes_on_its_base", "refused_delta_falls_back_to_full",
+             "format4_delta_only_to_boxes_that_read_it"]
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
     t0 = time.monotonic()

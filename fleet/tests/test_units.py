@@ -125,18 +125,46 @@ class Filters(unittest.TestCase):
         full = {"path": "full", "size": 9, "manifest": {"version": "1.2.0"}}
 
         def delta(sha, version, path="d"):
-            return {"path": path, "size": 1, "manifest": {"delta_base_sha256": sha, "delta_base_version": version}}
+            return {"path": path, "size": 1,
+                    "manifest": {"format": 3, "delta_base_sha256": sha, "delta_base_version": version}}
         self.assertEqual(doc["booted"], "B")
         pick = filters.pick_bundle
         self.assertEqual(pick(doc, full, [delta(b["sha256"], "x")])["kind"], "delta")
         self.assertEqual(pick(doc, full, [delta("0" * 64, "1.1.0")])["kind"], "full")  # hash wins
         self.assertEqual(pick(doc, full, [delta("0" * 64, "1.0.0"), delta(b["sha256"], "1.1.0", "d2")])["path"], "d2")
-        self.assertEqual(pick(doc, full, []), {"kind": "full", "path": "full", "size": 9})
+        self.assertEqual(pick(doc, full, []), {"kind": "full", "path": "full", "size": 9, "skipped": ""})
         no_hash = copy.deepcopy(doc)
         no_hash["booted"] = "A"
         self.assertEqual(pick(no_hash, full, [delta("0" * 64, "1.0.0")])["kind"], "delta")  # no hash: version
         self.assertEqual(pick(no_hash, full, [delta("0" * 64, "1.1.0")])["kind"], "full")
         self.assertEqual(pick(None, full, [delta(b["sha256"], "1.1.0")])["kind"], "full")
+
+    def test_pick_bundle_by_the_formats_the_box_reads(self):
+        doc = fixture("committed", "slots")
+        doc.pop("bundleFormats", None)  # as an older supervisor answers (and the fixture was recorded)
+        sha = doc["slots"][doc["booted"]]["sha256"]
+        full = {"path": "full", "size": 9, "manifest": {"version": "1.2.0"}}
+
+        def delta(fmt, path):
+            return {"path": path, "size": 1, "manifest": {"format": fmt, "delta_base_sha256": sha}}
+        pick = filters.pick_bundle
+        self.assertEqual(filters.bundle_formats(doc), (1, 2, 3))
+        # An older supervisor (no field) gets the full bundle instead of a format 4 delta, and why.
+        got = pick(doc, full, [delta(4, "d4")])
+        self.assertEqual((got["kind"], got["path"]), ("full", "full"))
+        self.assertEqual(got["skipped"], "the box reads bundle formats 1, 2, 3, not the delta's format 4")
+        # ... but a format 3 delta on its base, even listed after the format 4 one.
+        got = pick(doc, full, [delta(4, "d4"), delta(3, "d3")])
+        self.assertEqual((got["kind"], got["path"], got["skipped"]), ("delta", "d3", ""))
+        new = dict(doc, bundleFormats=[1, 2, 3, 4])
+        self.assertEqual(pick(new, full, [delta(4, "d4")])["path"], "d4")
+        self.assertEqual(pick(dict(doc, bundleFormats=[1, 2]), full, [delta(3, "d3")])["kind"], "full")
+        # A delta of another base is not "skipped": the box just does not run its base.
+        other = {"path": "o", "size": 1, "manifest": {"format": 4, "delta_base_sha256": "0" * 64}}
+        self.assertEqual(pick(new, full, [other])["skipped"], "")
+        for junk in ("1-4", [], [True, 4], ["4"], None, {"4": 1}):
+            self.assertEqual(filters.bundle_formats(dict(doc, bundleFormats=junk)), (1, 2, 3), junk)
+            self.assertEqual(pick(dict(doc, bundleFormats=junk), full, [delta(4, "d4")])["kind"], "full")
 
     def test_recorded_row(self):
         ok = lambda label, kind: {"reachable": True, "json": fixture(label, kind)}  # noqa: E731

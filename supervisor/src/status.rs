@@ -14,7 +14,9 @@ use crate::lifecycle::Slots;
 use crate::recovery::{self, RecoveryReport};
 
 /// Booted slot, OS (bundle) version, bootloader default, the slot store and the last 20
-/// journal entries (so a fleet operator sees from `GET /slots` why a trial was rolled back).
+/// journal entries (so a fleet operator sees from `GET /slots` why a trial was rolled back),
+/// and the bundle formats this supervisor installs (so fleet tooling sends a delta only to a
+/// box that reads its format).
 pub fn slots_view(slots: &Slots) -> Result<Value> {
     let booted = slots.backend.booted();
     let primary = slots.backend.primary();
@@ -24,6 +26,7 @@ pub fn slots_view(slots: &Slots) -> Result<Value> {
         "backend": slots.backend.name(),
         "booted": booted.as_ref().ok().map(|b| b.slot),
         "osVersion": slots.os_version(),
+        "bundleFormats": crate::bundle::FORMATS,
         "bootloaderTrialFlag": booted.as_ref().ok().map(|b| b.trial_flag),
         "bootloaderError": booted.as_ref().err().map(std::string::ToString::to_string)
             .or_else(|| primary.as_ref().err().map(std::string::ToString::to_string)),

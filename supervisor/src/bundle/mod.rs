@@ -52,6 +52,9 @@ pub const FORMAT_DELTA: u32 = 3;
 /// Manifest format of a delta bundle that also copies from the booted slot's boot partition
 /// (a supervisor that reads only formats 1 to 3 refuses it before writing anything).
 pub const FORMAT_DELTA_BOOT: u32 = 4;
+/// Every manifest format this supervisor installs, oldest first: `GET /slots` reports it as
+/// `bundleFormats` so fleet tooling sends a box only a delta whose format it reads.
+pub const FORMATS: [u32; 4] = [FORMAT_ROOT, FORMAT_BOOT, FORMAT_DELTA, FORMAT_DELTA_BOOT];
 /// First four bytes of a zstd frame (`bundle create` writes exactly one).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// How the command line allows a downgrade (the refusal's hint).
@@ -176,7 +179,9 @@ impl Manifest {
                 )
             }
             other => Err(format!(
-                "unknown format {other} (this supervisor reads formats {FORMAT_ROOT} to {FORMAT_DELTA_BOOT}): update the supervisor first"
+                "unknown format {other} (this supervisor reads formats {} to {}): update the supervisor first",
+                FORMATS[0],
+                FORMATS[FORMATS.len() - 1]
             )),
         }
     }
