@@ -1,0 +1,134 @@
+//! The hub process's memory and file descriptors, sampled from /proc while the soak runs, and
+//! the "flat after warm-up" rule they must meet.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counters the terminals bump, read by the sampler for the table.
+#[derive(Default)]
+pub struct Counters {
+    /// `ORDER_ACK`s received (resends included).
+    pub acked_writes: AtomicU64,
+    /// Sockets the terminals dropped on purpose and opened again.
+    pub reconnects: AtomicU64,
+    /// Sockets the hub closed on a terminal (each followed by a reconnect).
+    pub hub_closed: AtomicU64,
+    /// Kitchen tickets acknowledged.
+    pub tickets: AtomicU64,
+    /// Set when the load is over.
+    pub stop: AtomicBool,
+}
+
+impl Counters {
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub secs: f64,
+    pub rss_kb: u64,
+    pub fds: u64,
+    pub acked: u64,
+    pub reconnects: u64,
+}
+
+/// VmRSS of `pid` in kB.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of `pid`.
+pub fn fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
+/// Samples `pid` every `every` until the counters say stop (and once more then).
+pub async fn sample(pid: u32, every: Duration, c: Arc<Counters>) -> Vec<Sample> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        let stopped = c.stopped();
+        out.push(Sample {
+            secs: start.elapsed().as_secs_f64(),
+            rss_kb: rss_kb(pid),
+            fds: fds(pid),
+            acked: c.acked_writes.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+        });
+        if stopped {
+            return out;
+        }
+        let next = start + every * u32::try_from(out.len()).unwrap_or(u32::MAX);
+        while Instant::now() < next && !c.stopped() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The table printed at the end of the run.
+pub fn table(samples: &[Sample]) -> String {
+    let mut s = String::from("    t (s)   RSS (MiB)   fds   acked writes   reconnects\n");
+    for x in samples {
+        s += &format!(
+            "  {:7.1}   {:9.1}   {:3}   {:12}   {:10}\n",
+            x.secs,
+            x.rss_kb as f64 / 1024.0,
+            x.fds,
+            x.acked,
+            x.reconnects
+        );
+    }
+    s
+}
+
+/// The verdict on one resource: maxima of the two halves after the warm-up.
+#[derive(Debug)]
+pub struct Flatness {
+    pub first_max: u64,
+    pub second_max: u64,
+    pub samples: usize,
+}
+
+impl Flatness {
+    pub fn growth(&self) -> i64 {
+        self.second_max as i64 - self.first_max as i64
+    }
+}
+
+/// "Flat after warm-up": drop the samples of the first `warmup` fraction of the run, split the
+/// rest in two halves by time; the maximum of the second half may exceed the maximum of the
+/// first by at most the slack the caller asserts. A leak of a little per request or per
+/// reconnect grows with time and shows as a higher second half; a working set that settled
+/// after the warm-up does not.
+pub fn flatness(samples: &[Sample], warmup: f64, value: impl Fn(&Sample) -> u64) -> Flatness {
+    let end = samples.last().map_or(0.0, |s| s.secs);
+    let from = end * warmup;
+    let mid = from + (end - from) / 2.0;
+    let rest: Vec<&Sample> = samples.iter().filter(|s| s.secs >= from).collect();
+    let max_of = |keep: &dyn Fn(f64) -> bool| {
+        rest.iter()
+            .filter(|s| keep(s.secs))
+            .map(|s| value(s))
+            .max()
+            .unwrap_or(0)
+    };
+    Flatness {
+        first_max: max_of(&|t| t < mid),
+        second_max: max_of(&|t| t >= mid),
+        samples: rest.len(),
+    }
+}
