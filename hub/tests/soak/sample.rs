@@ -56,6 +56,20 @@ pub fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
+/// What the descriptors of `pid` point to (sockets, files), for a failure message.
+pub fn fd_targets(pid: u32) -> String {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return String::new();
+    };
+    let mut out: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    out.sort();
+    out.join(" ")
+}
+
 /// Samples `pid` every `every` until the counters say stop (and once more then).
 pub async fn sample(pid: u32, every: Duration, c: Arc<Counters>) -> Vec<Sample> {
     let start = Instant::now();
