@@ -1,5 +1,5 @@
 //! Soak (issue 21 point 5): a compressed busy day against the real `poshub` binary, with the
-//! hub's memory (VmRSS) and open file descriptors sampled from /proc.
+//! hub's memory (`VmRSS`) and open file descriptors sampled from /proc.
 //!
 //! Tills (`soak/writer.rs`) take table locks, lease orders, write several versions of each, the
 //! last one paid, and send kitchen tickets to the printed station, at a busy store's peak rate
@@ -46,7 +46,7 @@ use writer::{Ledger, Writer};
 /// Orders in the busiest hour of a store that does about 600 a day (lunch and dinner peaks
 /// carry about a third of the day, spread over two hours each side of the top one).
 const PEAK_ORDERS_PER_HOUR: f64 = 100.0;
-const TILLS: u64 = 8;
+const TILLS: u32 = 8;
 const SCREENS: u64 = 3;
 /// Share of the run treated as warm-up for the flatness rule.
 const WARMUP: f64 = 0.2;
@@ -76,7 +76,11 @@ impl Settings {
         let secs = num("POSHUB_SOAK_SECS", 90).max(20);
         Settings {
             secs,
-            speedup: num("POSHUB_SOAK_SPEEDUP", 30).max(1) as f64,
+            speedup: std::env::var("POSHUB_SOAK_SPEEDUP")
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(30.0)
+                .max(1.0),
             seed: num("POSHUB_SOAK_SEED", 21),
             sample_every: Duration::from_secs((secs / 60).clamp(2, 30)),
         }
@@ -85,7 +89,7 @@ impl Settings {
     /// Think time of a till between two steps of an order: each till starts an order every
     /// TILLS / (peak rate × speedup) hours, an order being about ten steps.
     fn pace(&self) -> Duration {
-        let order_every = TILLS as f64 * 3600.0 / (PEAK_ORDERS_PER_HOUR * self.speedup);
+        let order_every = f64::from(TILLS) * 3600.0 / (PEAK_ORDERS_PER_HOUR * self.speedup);
         Duration::from_secs_f64(order_every / 10.0)
     }
 }
@@ -178,7 +182,7 @@ async fn run_load(s: &Settings, w: &World, printer: FakePrinter) -> Outcome {
         })
         .collect();
     let mut tills = Vec::new();
-    for i in 0..TILLS {
+    for i in 0..u64::from(TILLS) {
         let rng = StdRng::seed_from_u64(s.seed ^ i);
         let t = Writer::start(i, ws, rng, c.clone(), s.pace()).await;
         tills.push(tokio::spawn(t.run()));
@@ -359,8 +363,8 @@ fn check_flat(samples: &[Sample]) {
          {} MiB); fds max {} -> {} ({:+}, slack {FD_SLACK})",
         WARMUP * 100.0,
         rss.samples,
-        rss.first_max as f64 / 1024.0,
-        rss.second_max as f64 / 1024.0,
+        sample::mib(rss.first_max),
+        sample::mib(rss.second_max),
         rss.growth(),
         RSS_SLACK_KB / 1024,
         fds.first_max,

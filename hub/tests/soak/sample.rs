@@ -40,7 +40,7 @@ pub struct Sample {
     pub reconnects: u64,
 }
 
-/// VmRSS of `pid` in kB.
+/// `VmRSS` of `pid` in kB.
 pub fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -95,12 +95,14 @@ pub async fn sample(pid: u32, every: Duration, c: Arc<Counters>) -> Vec<Sample> 
 
 /// The table printed at the end of the run.
 pub fn table(samples: &[Sample]) -> String {
+    use std::fmt::Write;
     let mut s = String::from("    t (s)   RSS (MiB)   fds   acked writes   reconnects\n");
     for x in samples {
-        s += &format!(
-            "  {:7.1}   {:9.1}   {:3}   {:12}   {:10}\n",
+        let _ = writeln!(
+            s,
+            "  {:7.1}   {:9.1}   {:3}   {:12}   {:10}",
             x.secs,
-            x.rss_kb as f64 / 1024.0,
+            mib(x.rss_kb),
             x.fds,
             x.acked,
             x.reconnects
@@ -118,9 +120,14 @@ pub struct Flatness {
 }
 
 impl Flatness {
-    pub fn growth(&self) -> i64 {
-        self.second_max as i64 - self.first_max as i64
+    pub fn growth(&self) -> i128 {
+        i128::from(self.second_max) - i128::from(self.first_max)
     }
+}
+
+/// kB as MiB, for printing.
+pub fn mib(kb: u64) -> f64 {
+    f64::from(u32::try_from(kb).unwrap_or(u32::MAX)) / 1024.0
 }
 
 /// "Flat after warm-up": drop the samples of the first `warmup` fraction of the run, split the

@@ -178,14 +178,12 @@ impl Writer {
                 resent = true;
                 continue;
             }
-            match self.reply(&msg, also).await {
-                Some(r) => return (r, resent),
-                None => {
-                    Counters::bump(&self.c.hub_closed);
-                    self.reconnect().await;
-                    resent = true;
-                }
+            if let Some(r) = self.reply(&msg, also).await {
+                return (r, resent);
             }
+            Counters::bump(&self.c.hub_closed);
+            self.reconnect().await;
+            resent = true;
         }
     }
 
@@ -226,7 +224,7 @@ impl Writer {
 
     /// Waits the think time, reading (and discarding) the broadcasts meanwhile, as a till does.
     async fn think(&mut self) {
-        let ms = self.pace.as_millis() as u64;
+        let ms = u64::try_from(self.pace.as_millis()).unwrap_or(u64::MAX);
         let wait = Duration::from_millis(self.rng.gen_range(ms / 2..=ms + ms / 2));
         let deadline = Instant::now() + wait;
         loop {
