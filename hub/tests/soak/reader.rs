@@ -79,12 +79,11 @@ impl Reader {
         self
     }
 
-    /// Connects with the cursor it has (none at first, when the hub is empty).
+    /// Connects with the cursor it has: 0 at first, so what the tills wrote before this screen
+    /// was up comes as catch-up too.
     async fn open(&mut self) -> Term {
-        let mut auth = json!({"type": "AUTH", "terminalId": self.id, "name": self.id});
-        if self.next > 1 {
-            auth["cursor"] = json!(self.next - 1);
-        }
+        let auth = json!({"type": "AUTH", "terminalId": self.id, "name": self.id,
+            "cursor": self.next - 1});
         Term::open_with(self.hub, auth).await
     }
 
