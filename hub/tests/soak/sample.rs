@@ -56,18 +56,52 @@ pub fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
 }
 
-/// What the descriptors of `pid` point to (sockets, files), for a failure message.
+/// What the descriptors of `pid` point to, for the report and a failure message: TCP sockets
+/// as `local port->remote port` (from `/proc/PID/net/tcp`), anything else as its link target.
 pub fn fd_targets(pid: u32) -> String {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return String::new();
     };
+    let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
     let mut out: Vec<String> = dir
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|t| t.display().to_string())
+        .map(|t| {
+            let t = t.display().to_string();
+            let inode = t.strip_prefix("socket:[").and_then(|i| i.strip_suffix(']'));
+            inode.and_then(|i| tcp_ports(&tcp, i)).unwrap_or(t)
+        })
         .collect();
     out.sort();
     out.join(" ")
+}
+
+/// Open descriptors of `pid`: (all but TCP connections to `port`, TCP connections to `port`).
+pub fn fds_except_to(pid: u32, port: u16) -> (u64, u64) {
+    let targets = fd_targets(pid);
+    let to = format!("->{port}");
+    let (to_port, rest): (Vec<&str>, Vec<&str>) = targets
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .partition(|t| t.ends_with(&to));
+    (rest.len() as u64, to_port.len() as u64)
+}
+
+/// `local->remote` ports of the TCP socket with `inode` (`*` for a listener).
+fn tcp_ports(table: &str, inode: &str) -> Option<String> {
+    let f: Vec<&str> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(9) == Some(&inode))?;
+    let port = |a: &str| {
+        let hex = a.rsplit(':').next().unwrap_or("0");
+        u16::from_str_radix(hex, 16).unwrap_or(0)
+    };
+    let remote = match port(f[2]) {
+        0 => "*".to_string(),
+        p => p.to_string(),
+    };
+    Some(format!("tcp:{}->{remote}", port(f[1])))
 }
 
 /// Samples `pid` every `every` until the counters say stop (and once more then).
