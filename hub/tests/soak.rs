@@ -95,7 +95,7 @@ impl Settings {
 
 /// The hub under test and the doubles around it.
 struct World {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     hub: HubProcess,
     odoo: Arc<OdooDouble>,
 }
@@ -118,14 +118,7 @@ async fn start_world() -> (World, FakePrinter) {
         ("HUB_STATUS_INTERVAL_MS", "1000".into()),
     ]);
     let hub = HubProcess::spawn(dir.path(), &refs(&env)).await;
-    (
-        World {
-            _dir: dir,
-            hub,
-            odoo,
-        },
-        printer,
-    )
+    (World { dir, hub, odoo }, printer)
 }
 
 /// What the load left behind.
@@ -342,7 +335,19 @@ async fn check_prints(w: &World, out: &Outcome) {
         unknown.is_empty(),
         "printed, never acknowledged: {unknown:?}"
     );
-    assert!(out.printer.offs > 0, "the printer never went away");
+    // What the hub saw of it, from its log.
+    let log = common::log(w.dir.path());
+    let offline = log.matches("printer unavailable").count();
+    let stalled = log.matches("printer is not taking the ticket").count();
+    println!(
+        "soak: the hub found the printer offline {offline} times and stalled {stalled} times; \
+         {} tickets printed once each",
+        printed.len()
+    );
+    assert!(
+        out.printer.offs > 0 && offline > 0,
+        "the printer never went away"
+    );
 }
 
 /// Every screen ended at the head seq (each event checked on arrival: no gap, no duplicate).

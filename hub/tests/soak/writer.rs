@@ -139,11 +139,22 @@ impl Writer {
         self.ledger.orders.insert(p.to_string(), v);
     }
 
-    /// A kitchen ticket for the `kds` station (the printed one).
+    /// A kitchen ticket for the `kds` station (the printed one). The one sent with the third
+    /// version is a banquet: 300 lines, about 9 KB of ESC/POS, more than the fake printer's
+    /// receive buffer takes, so a printer that stops reading holds it up (a two-line ticket
+    /// would sit in the buffer, acknowledged, and the hub would never see the stall).
     async fn ticket(&mut self, p: &str, v: u64, table: u64) {
         let id = format!("{p}-k{v}");
-        let lines = json!([{"name": "Burger", "quantity": v, "note": "no onions"},
-            {"name": "Salad", "quantity": 1}]);
+        let mut lines = vec![
+            json!({"name": "Burger", "quantity": v, "note": "no onions"}),
+            json!({"name": "Salad", "quantity": 1}),
+        ];
+        if v == 3 {
+            lines.extend((0..298).map(|i| {
+                json!({"name": format!("Menu {i}"), "quantity": 1,
+                "note": "no onions"})
+            }));
+        }
         let msg = json!({"type": "KITCHEN_TICKET", "ticketId": id, "station": "kds",
             "posReference": p, "tableId": table, "lines": lines});
         let ack = self.ok(msg, "KITCHEN_TICKET_ACK").await;
