@@ -179,7 +179,7 @@ impl Writer {
         also: &(dyn Fn(&Value) -> bool + Sync),
     ) -> (Value, bool) {
         let mut resent = false;
-        loop {
+        for _ in 0..20 {
             self.next_request += 1;
             msg["requestId"] = json!(self.next_request);
             self.term.send(msg.clone()).await;
@@ -196,6 +196,7 @@ impl Writer {
             self.reconnect().await;
             resent = true;
         }
+        panic!("{}: no answer to {msg} in 20 tries", self.id);
     }
 
     /// The answer to `msg`, skipping the broadcasts of the other tills; None if the hub closed
