@@ -89,6 +89,12 @@ impl FakePrinter {
         self.bytes()
     }
 
+    /// The buffer this printer records into. It outlives `stop`: a connection the printer had
+    /// accepted before it was switched off still records what it reads.
+    pub fn tape(&self) -> Arc<Mutex<Vec<u8>>> {
+        self.received.clone()
+    }
+
     pub fn bytes(&self) -> Vec<u8> {
         self.received.lock().expect("lock").clone()
     }
