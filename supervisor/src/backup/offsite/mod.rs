@@ -377,6 +377,18 @@ pub fn start(cfg: &Config, hub: watch::Receiver<HubState>) -> Option<tokio::task
         Ok(None) => None,
         Err(e) => {
             tracing::error!("offsite copies are off: {e}");
+            // Said where the box is looked at (/health, the dashboard, `status`), not only in
+            // the journal: a box set up for offsite copies that makes none must say why.
+            write_status(
+                cfg,
+                &Status {
+                    target: "off: invalid settings".into(),
+                    failures: 1,
+                    last_error: Some(format!("offsite copies are off: {e}")),
+                    last_error_at: Some(now_unix()),
+                    ..read_status(cfg)
+                },
+            );
             None
         }
     }
