@@ -32,16 +32,7 @@ async fn rewrite(t: &mut Term, p: &str, n: u64) -> Value {
     last
 }
 
-/// A counter from `/metrics`, 0 when absent.
-// Counters are whole and non-negative: the f64 -> u64 cast is exact.
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-async fn metric(hub: &TestHub, name: &str) -> u64 {
-    let (_, text) = http(hub.http, "GET", "/metrics", "").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminal_far_behind_few_busy_orders_gets_the_state_then_live_with_no_gap() {
     let hub = TestHub::start(&[]).await;
@@ -96,7 +87,7 @@ async fn a_terminal_far_behind_few_busy_orders_gets_the_state_then_live_with_no_
         "STATE {state_bytes} B is not much smaller than the replay {replay_bytes} B"
     );
     assert_eq!(
-        metric(&hub, "poshub_catchups_total{source=\"state\"}").await,
+        hub.metric("poshub_catchups_total{source=\"state\"}").await,
         1
     );
 

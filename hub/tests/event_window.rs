@@ -63,17 +63,6 @@ fn assert_exact(seqs: &[u64], from: u64, to: u64) {
     assert_eq!(seqs, expected.as_slice(), "gap or disorder");
 }
 
-/// A counter from `/metrics`, 0 when absent.
-// Counters are whole and non-negative: the f64 -> u64 cast is exact.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-async fn metric(hub: &TestHub, name: &str) -> u64 {
-    let (status, body) = http(hub.http, "GET", "/metrics", "").await;
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// The stalled terminal gets seqs 1..=n exactly once, fell behind on the way (the hub counted
 /// it), and is back on its live stream afterwards.
 async fn caught_up_then_live(hub: &TestHub, slow: &mut Term, w: &mut Term, n: u64) {
@@ -81,7 +70,7 @@ async fn caught_up_then_live(hub: &TestHub, slow: &mut Term, w: &mut Term, n: u6
     write_big(w, n + 1, n + 3).await;
     assert_exact(&seqs_until(slow, n + 3).await, n + 1, n + 3);
     assert!(
-        metric(hub, LAGS).await >= 1,
+        hub.metric(LAGS).await >= 1,
         "the terminal never fell behind"
     );
 }
@@ -105,10 +94,10 @@ async fn a_stalled_terminal_is_caught_up_from_the_window() {
     write_big(&mut w, 1, n).await;
     caught_up_then_live(&hub, &mut slow, &mut w, n).await;
     assert!(
-        metric(&hub, MEMORY).await >= 1,
+        hub.metric(MEMORY).await >= 1,
         "no catch-up was served from memory"
     );
-    assert_eq!(metric(&hub, DATABASE).await, 0, "the database was read");
+    assert_eq!(hub.metric(DATABASE).await, 0, "the database was read");
     hub.stop().await;
 }
 
@@ -133,7 +122,7 @@ async fn a_terminal_that_falls_out_of_the_window_is_caught_up_from_the_database(
         .expect("the reading terminal got everything live");
     caught_up_then_live(&hub, &mut slow, &mut w, n).await;
     assert!(
-        metric(&hub, DATABASE).await >= 1,
+        hub.metric(DATABASE).await >= 1,
         "the database was never read"
     );
     hub.stop().await;
@@ -151,8 +140,8 @@ async fn a_reconnect_with_a_recent_cursor_is_served_from_memory_and_an_old_one_f
     )
     .await;
     assert_exact(&seqs_until(&mut recent, 20).await, 18, 20);
-    assert_eq!(metric(&hub, MEMORY).await, 1);
-    assert_eq!(metric(&hub, DATABASE).await, 0);
+    assert_eq!(hub.metric(MEMORY).await, 1);
+    assert_eq!(hub.metric(DATABASE).await, 0);
     // From seq 3 on, most of the range has left the window: the database serves it.
     let mut old = Term::open_with(
         hub.ws,
@@ -160,7 +149,7 @@ async fn a_reconnect_with_a_recent_cursor_is_served_from_memory_and_an_old_one_f
     )
     .await;
     assert_exact(&seqs_until(&mut old, 20).await, 3, 20);
-    assert_eq!(metric(&hub, DATABASE).await, 1);
+    assert_eq!(hub.metric(DATABASE).await, 1);
     // Both are live afterwards.
     write_big(&mut w, 21, 21).await;
     assert_exact(&seqs_until(&mut recent, 21).await, 21, 21);

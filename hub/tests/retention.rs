@@ -17,21 +17,11 @@ use serde_json::{json, Value};
 
 const COMPACTED: &str = "poshub_events_compacted_total";
 
-/// A counter from `/metrics`, 0 when absent.
-// Counters are whole and non-negative: the f64 -> u64 cast is exact.
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-async fn metric(hub: &TestHub, name: &str) -> u64 {
-    let (_, text) = http(hub.http, "GET", "/metrics", "").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
-
 /// Waits (at most 15 s) until compaction has removed at least `n` events in all.
 async fn compacted_at_least(hub: &TestHub, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let got = metric(hub, COMPACTED).await;
+        let got = hub.metric(COMPACTED).await;
         if got >= n {
             return;
         }
@@ -122,7 +112,7 @@ async fn events_waiting_for_a_down_upstream_are_kept_then_go_once_forwarded() {
     compacted_at_least(&hub, 1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // one more tick: it must keep W-1
     assert_eq!(
-        metric(&hub, COMPACTED).await,
+        hub.metric(COMPACTED).await,
         1,
         "only the table event may go"
     );
@@ -231,6 +221,6 @@ async fn finished_orders_are_deleted_after_the_order_retention_open_ones_stay() 
         "open orders are never retired"
     );
     assert_eq!(status("PAID-NEW").await, 200, "paid just now: kept");
-    assert_eq!(metric(&hub, "poshub_orders_retired_total").await, 1);
+    assert_eq!(hub.metric("poshub_orders_retired_total").await, 1);
     hub.stop().await;
 }

@@ -97,6 +97,15 @@ impl TestHub {
         self.dir
     }
 
+    /// A counter or gauge from `/metrics` (`name` with its labels), 0 when absent.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let (status, body) = http(self.http, "GET", "/metrics", "").await;
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn term(&self, id: &str) -> Term {
         Term::open(self.ws, id).await
     }
