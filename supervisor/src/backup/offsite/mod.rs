@@ -327,6 +327,7 @@ pub async fn schedule(cfg: Config, s: Settings, hub: watch::Receiver<HubState>) 
         Ok(r) => r,
         Err(e) => {
             tracing::error!("offsite copies are off: {e}");
+            off_because(&cfg, &target(&s), &format!("offsite copies are off: {e}"));
             return;
         }
     };
@@ -377,21 +378,29 @@ pub fn start(cfg: &Config, hub: watch::Receiver<HubState>) -> Option<tokio::task
         Ok(None) => None,
         Err(e) => {
             tracing::error!("offsite copies are off: {e}");
-            // Said where the box is looked at (/health, the dashboard, `status`), not only in
-            // the journal: a box set up for offsite copies that makes none must say why.
-            write_status(
+            off_because(
                 cfg,
-                &Status {
-                    target: "off: invalid settings".into(),
-                    failures: 1,
-                    last_error: Some(format!("offsite copies are off: {e}")),
-                    last_error_at: Some(now_unix()),
-                    ..read_status(cfg)
-                },
+                "off: invalid settings",
+                &format!("offsite copies are off: {e}"),
             );
             None
         }
     }
+}
+
+/// Records why a box set up for offsite copies makes none, where the box is looked at
+/// (`/health`, the dashboard, `status`), not only in the journal.
+fn off_because(cfg: &Config, target: &str, why: &str) {
+    write_status(
+        cfg,
+        &Status {
+            target: target.into(),
+            failures: 1,
+            last_error: Some(why.into()),
+            last_error_at: Some(now_unix()),
+            ..read_status(cfg)
+        },
+    );
 }
 
 /// The offsite part of `poshub-supervisor status`.
