@@ -238,16 +238,18 @@ fn lock(cfg: &Config) -> Option<nix::fcntl::Flock<std::fs::File>> {
 }
 
 /// Creates the backup directory for the hub: it belongs to the owner of the database's
-/// directory (the hub's user), or the hub could not write its copies into it.
-fn ensure_dir(dir: &Path) -> Result<(), String> {
-    if dir.is_dir() {
-        return Ok(());
+/// directory (the hub's user), or the hub could neither write its copies into it nor read
+/// `offsite.json` (the supervisor runs as root with `UMask=0027`: a directory it creates is
+/// `root:root 0750`). One created by an earlier version as root is handed over too.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if let Some(parent) = dir.parent() {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(m) = parent.metadata() {
-            let _ = std::os::unix::fs::chown(dir, Some(m.uid()), Some(m.gid()));
+    let owner = dir.parent().and_then(|p| p.metadata().ok());
+    if let (Some(parent), Ok(own)) = (owner, dir.metadata()) {
+        if (own.uid(), own.gid()) != (parent.uid(), parent.gid()) {
+            let _ = std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid()));
         }
     }
     Ok(())
@@ -375,5 +377,38 @@ pub async fn schedule(cfg: Config, hub: watch::Receiver<HubState>) {
             Ok(a) if a.result == BackupResult::Ok => None,
             _ => Some(Instant::now()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ensure_dir;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The hub (another user) must own `backups/`, whoever created it: a root-owned 0750
+    /// directory left `/health` blind to both local and offsite copies. Needs root (to chown).
+    #[test]
+    fn the_backup_directory_belongs_to_the_database_directory_owner() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to change owners");
+            return;
+        }
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let db_dir = tmp.path().join("poshub");
+        std::fs::create_dir(&db_dir).expect("db dir");
+        std::os::unix::fs::chown(&db_dir, Some(65534), Some(65534)).expect("chown");
+        // Created by root, as an earlier supervisor (or the offsite status) did.
+        let root_made = db_dir.join("backups");
+        std::fs::create_dir(&root_made).expect("backups");
+        ensure_dir(&root_made).expect("ensure");
+        let m = std::fs::metadata(&root_made).expect("meta");
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+        // Created here.
+        let fresh = tmp.path().join("other").join("backups");
+        std::fs::create_dir_all(fresh.parent().expect("parent")).expect("parent");
+        std::os::unix::fs::chown(fresh.parent().expect("parent"), Some(65534), Some(65534))
+            .expect("chown");
+        ensure_dir(&fresh).expect("ensure");
+        assert_eq!(std::fs::metadata(&fresh).expect("meta").uid(), 65534);
     }
 }

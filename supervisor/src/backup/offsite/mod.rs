@@ -93,7 +93,8 @@ pub fn read_status(cfg: &Config) -> Status {
 pub fn write_status(cfg: &Config, s: &Status) {
     let path = status_path(cfg);
     let dir = super::dir(cfg);
-    let r = std::fs::create_dir_all(&dir).and_then(|()| fsutil::write_json(&path, s));
+    let r = super::ensure_dir(&dir)
+        .and_then(|()| fsutil::write_json(&path, s).map_err(|e| e.to_string()));
     if let Err(e) = r {
         tracing::warn!("unable to save {}: {e}", path.display());
         return;
