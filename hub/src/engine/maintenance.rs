@@ -11,7 +11,7 @@
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::{Cmd, Engine, Out, Tx};
-use crate::store::live::LiveRec;
+use crate::store::live::{is_finished, LiveRec};
 use crate::store::records::{dec, AppliedRec, EventRec, OrderRec};
 use crate::store::{StoreError, META_COMPACTED_THROUGH};
 
@@ -91,7 +91,7 @@ impl Engine {
             tx.event_ids
                 .retain(|_, v| dec::<AppliedRec>(v).is_ok_and(|a| a.ts_ms >= cutoff_ms))?;
             self.dirty = true;
-            self.metrics.events_compacted.inc_by(gone.len() as u64);
+            self.count_after_commit(self.metrics.events_compacted.clone(), gone.len() as u64);
             tracing::info!(
                 removed = gone.len(),
                 through,
@@ -137,29 +137,44 @@ impl Engine {
         }
         let mut retired = 0u64;
         for (ts, p) in old {
-            let seq = match tx.orders.get(p.as_str())? {
-                Some(g) => Some(dec::<OrderRec>(g.value())?.seq),
+            let order = match tx.orders.get(p.as_str())? {
+                Some(g) => Some(dec::<OrderRec>(g.value())?),
                 None => None,
             };
-            if let Some(seq) = seq {
-                if self.still_waits(tx, seq)? {
+            // The order itself decides, not only its index entry: one changed since (or an
+            // entry left stale) only loses the entry.
+            let due = order.filter(|o| is_finished(&o.state) && o.updated_ms == ts);
+            if let Some(o) = due {
+                if self.still_waits(tx, o.seq)? {
                     continue;
                 }
                 tx.orders.remove(p.as_str())?;
+                tx.live.remove(p.as_str())?;
                 retired += 1;
             }
             tx.finished.remove((ts, p.as_str()))?;
-            tx.live.remove(p.as_str())?;
         }
         if retired > 0 {
             self.dirty = true;
-            self.metrics.orders_retired.inc_by(retired);
+            self.count_after_commit(self.metrics.orders_retired.clone(), retired);
             tracing::info!(
                 retired,
                 "deleted finished orders older than the order retention"
             );
         }
         Ok(())
+    }
+
+    /// Adds `n` to `counter` once this batch's commit has succeeded: a counter read over HTTP
+    /// never runs ahead of what the database shows (or counts what a failed commit undid).
+    fn count_after_commit(
+        &mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+        n: u64,
+    ) {
+        self.after_commit.push(Box::new(move || {
+            counter.inc_by(n);
+        }));
     }
 
     /// Whether event `seq` must stay: it waits for a configured upstream, or is a dead letter

@@ -71,7 +71,7 @@ impl Engine {
             updated_ms: self.now_ms,
             snapshot_json: m.snapshot.get().to_string(),
         };
-        put_order(tx, pos, &rec)?;
+        put_order(tx, pos, &rec, stored.as_ref())?;
         if let Some(id) = &m.event_id {
             let a = AppliedRec {
                 pos_reference: pos.to_string(),
@@ -154,12 +154,15 @@ impl Engine {
 }
 
 /// Stores `rec` as order `p` and keeps the order indexes (`store::live`) in step, in the same
-/// transaction: every order write goes through here.
-pub(super) fn put_order(tx: &mut Tx, p: &str, rec: &OrderRec) -> Result<(), StoreError> {
-    let before = match tx.orders.insert(p, enc(rec).as_slice())? {
-        Some(old) => Some(dec::<OrderRec>(old.value())?),
-        None => None,
-    };
+/// transaction: every order write goes through here. `before` is the stored version the caller
+/// already read for its version check (not decoded a second time here).
+pub(super) fn put_order(
+    tx: &mut Tx,
+    p: &str,
+    rec: &OrderRec,
+    before: Option<&OrderRec>,
+) -> Result<(), StoreError> {
+    tx.orders.insert(p, enc(rec).as_slice())?;
     if let Some(old) = before.filter(|o| is_finished(&o.state)) {
         tx.finished.remove((old.updated_ms, p))?;
     }

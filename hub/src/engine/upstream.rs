@@ -381,12 +381,12 @@ impl Engine {
                 version,
                 seq,
                 state: state.to_string(),
-                table_key: stored.and_then(|o| o.table_key),
+                table_key: stored.as_ref().and_then(|o| o.table_key.clone()),
                 terminal_id: "cloud".into(),
                 updated_ms: self.now_ms,
                 snapshot_json: text,
             };
-            super::orders::put_order(tx, p.as_str(), &rec)?;
+            super::orders::put_order(tx, p.as_str(), &rec, stored.as_ref())?;
             AppliedRec {
                 pos_reference: p,
                 version,
