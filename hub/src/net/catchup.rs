@@ -108,12 +108,12 @@ async fn state_is_smaller(hub: &Hub, after: u64, to: u64) -> Result<bool, WsErro
     let (avg, state) = blocking(move || {
         Ok((
             store.avg_event_bytes(to, SAMPLE_EVENTS)?,
-            store.state_size(now)?,
+            store.state_bytes(now)?,
         ))
     })
     .await?;
     let replay = avg.unwrap_or(0).saturating_mul(to - after);
-    Ok(prefer_state(replay, state.bytes))
+    Ok(prefer_state(replay, state))
 }
 
 /// The rule, apart so it can be tested: a `STATE` when the replay is more than twice its size.
@@ -174,7 +174,6 @@ fn state_message(store: &Store, seq: u64, stations: u8, now: u64) -> Result<Stri
     let orders: Vec<Box<RawValue>> = dump
         .orders
         .iter()
-        .filter(|(_, o)| !crate::store::live::is_finished(&o.state) || o.updated_ms >= day_ago)
         .filter_map(|(p, o)| outbound::state_order(p, o.version, o.seq, &o.snapshot_json))
         .collect();
     let tables: Vec<Value> = dump

@@ -84,14 +84,6 @@ pub fn create(txn: &WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Bytes a `STATE` would take, estimated from the index and the other tables' sizes (it is
-/// compared with the bytes a replay would take, so it needs to be close, not exact).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StateSize {
-    pub orders: u64,
-    pub bytes: u64,
-}
-
 /// Per-entry JSON around an order's snapshot in a `STATE` (`posReference`, `version`, `seq`).
 const ORDER_OVERHEAD: u64 = 80;
 /// A table, lock, floor plan or kitchen ticket entry, on average.
@@ -117,24 +109,23 @@ impl Store {
     }
 
     /// An estimate of the bytes of a `STATE` built at `now_ms`: the live orders' snapshots plus
-    /// a typical size for each table, lock, floor plan and kitchen ticket.
-    pub fn state_size(&self, now_ms: u64) -> Result<StateSize, StoreError> {
+    /// a typical size for each table, lock, floor plan and kitchen ticket. It is compared with
+    /// the bytes a replay would take, so it needs to be close, not exact.
+    pub fn state_bytes(&self, now_ms: u64) -> Result<u64, StoreError> {
         use redb::ReadableTableMetadata;
         let r = self.db()?.begin_read()?;
-        let mut size = StateSize::default();
+        let mut bytes = 0;
         for item in r.open_table(LIVE_ORDERS)?.iter()? {
             let rec: LiveRec = dec(item?.1.value())?;
             if rec.in_state(now_ms) {
-                size.orders += 1;
-                size.bytes += rec.bytes + ORDER_OVERHEAD;
+                bytes += rec.bytes + ORDER_OVERHEAD;
             }
         }
         let entries = r.open_table(super::TABLES)?.len()?
             + r.open_table(super::TABLE_LOCKS)?.len()?
             + r.open_table(super::FLOOR_PLANS)?.len()?
             + r.open_table(super::kitchen::KITCHEN_TICKETS)?.len()?;
-        size.bytes += entries * ENTRY_BYTES;
-        Ok(size)
+        Ok(bytes + entries * ENTRY_BYTES)
     }
 
     /// Average bytes of the (up to) `n` newest events at or below `to`: what one event of a

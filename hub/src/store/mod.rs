@@ -292,6 +292,8 @@ impl Store {
         v.map(|g| dec(g.value())).transpose()
     }
 
+    /// Every stored order, in key order: a full scan, for checks and tests (the API lists the
+    /// live orders, `live_orders`).
     pub fn orders(&self) -> Result<Vec<OrderView>, StoreError> {
         let r = self.db()?.begin_read()?;
         let t = r.open_table(ORDERS)?;
