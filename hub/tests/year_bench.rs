@@ -45,4 +45,5 @@ fn a_short_year_is_written_and_measured() {
     assert!(line("catch-up, cursor 1 hour old").contains("EVENTS_BULK"));
     assert!(line("catch-up, cursor 1 week old").contains("STATE"));
     assert!(line("poshub check of the copy").contains("ok"));
+    assert!(line("GET /orders (the dashboard's poll)").contains("MB in"));
 }

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct RealHub {
     child: Child,
     pub ws: u16,
+    http: u16,
     pub ready: Duration,
     env: Vec<(String, String)>,
     bin: PathBuf,
@@ -66,6 +67,7 @@ impl RealHub {
         let mut hub = RealHub {
             child,
             ws,
+            http,
             ready: Duration::ZERO,
             env,
             bin: bin.to_path_buf(),
@@ -110,17 +112,35 @@ impl RealHub {
     }
 }
 
-async fn health_ok(port: u16) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let req = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
+/// `GET path` on the hub's HTTP port: the whole response (status line, headers, body).
+async fn get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf).await;
-    buf.starts_with(b"HTTP/1.1 200")
+    s.read_to_end(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn health_ok(port: u16) -> bool {
+    get(port, "/health")
+        .await
+        .is_ok_and(|r| r.starts_with(b"HTTP/1.1 200"))
+}
+
+impl RealHub {
+    /// `GET path` as the dashboard does: how long the answer took and how many bytes it was.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<(Duration, usize)> {
+        let t = Instant::now();
+        let r = get(self.http, path).await?;
+        if !r.starts_with(b"HTTP/1.1 200") {
+            bail!(
+                "GET {path}: {}",
+                String::from_utf8_lossy(&r[..r.len().min(80)])
+            );
+        }
+        Ok((t.elapsed(), r.len()))
+    }
 }
 
 /// One reconnect: how the terminal was caught up, in how long, with how many bytes.

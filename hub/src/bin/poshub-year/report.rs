@@ -48,9 +48,16 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         verdict(rss < 24 * 1024)
     );
     catch_ups(&hub, &year).await?;
+    // What the dashboard polls: it must cost the open and today's orders, not the year's.
+    let (t, bytes) = hub.http_get("/orders").await?;
+    println!(
+        "GET /orders (the dashboard's poll): {:.2} MB in {:.0} ms",
+        bytes as f64 / 1e6,
+        t.as_secs_f64() * 1e3
+    );
     let (rss, peak) = hub.rss_kb();
     println!(
-        "resident after the catch-ups: {:.1} MB (peak {:.1} MB), goal < 24 MB: {}",
+        "resident after the catch-ups and GET /orders: {:.1} MB (peak {:.1} MB), goal < 24 MB: {}",
         rss as f64 / 1024.0,
         peak as f64 / 1024.0,
         verdict(peak < 24 * 1024)
