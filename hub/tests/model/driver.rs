@@ -230,7 +230,7 @@ impl HubSide {
             .unwrap_or_default();
         terminals.sort_by_key(Value::to_string);
         let (leases, locks) = self.leases_and_locks().await;
-        let orders = http_get(self.hub.http, "/orders").await.1;
+        let orders = self.orders()?;
         let tables = http_get(self.hub.http, "/tables").await.1;
         let inventory = http_get(self.hub.http, "/inventory").await.1;
         let tickets = self.tickets()?;
@@ -238,11 +238,30 @@ impl HubSide {
             "terminals": terminals,
             "leases": leases,
             "locks": locks,
-            "orders": keyed(&orders["orders"], "posReference", &["version", "state", "tableId"]),
+            "orders": keyed(&orders, "posReference", &["version", "state", "tableId"]),
             "tables": keyed(&tables["tables"], "tableId", &["tableId", "status", "posReference"]),
             "inventory": keyed(&inventory["products"], "productId", &["productId", "level", "p", "n"]),
             "tickets": tickets,
         }))
+    }
+
+    /// Every order the hub keeps, read from its database: `GET /orders` lists only open ones
+    /// and those finished within the last day of the test's clock, which moves by days here.
+    fn orders(&self) -> Result<Value, String> {
+        let running = self.hub.running.as_ref().ok_or("hub stopped")?;
+        let all = running
+            .hub
+            .store
+            .orders()
+            .map_err(|e| format!("reading orders: {e}"))?;
+        Ok(all
+            .into_iter()
+            .map(|o| {
+                let snap: Value = serde_json::from_str(&o.rec.snapshot_json).unwrap_or_default();
+                json!({"posReference": o.pos_reference, "version": o.rec.version,
+                       "state": o.rec.state, "tableId": snap["tableId"]})
+            })
+            .collect())
     }
 
     /// Every ticket counter of every business day, read from the hub's database (`GET
