@@ -77,7 +77,7 @@ impl Hub {
         }
     }
 
-    pub async fn spawn(bin: Option<PathBuf>) -> anyhow::Result<Hub> {
+    pub async fn spawn(bin: Option<PathBuf>, cpu: Option<usize>) -> anyhow::Result<Hub> {
         let bin = match bin {
             Some(b) => b,
             None => std::env::current_exe()?.with_file_name("poshub"),
@@ -101,7 +101,7 @@ impl Hub {
             .env("HUB_LOG_LEVEL", "warn")
             .env("HUB_RATE_LIMIT_PER_SEC", "100000")
             .stdout(Stdio::null());
-        die_with_bench(&mut cmd);
+        die_with_bench(&mut cmd, cpu);
         let child = cmd
             .spawn()
             .with_context(|| format!("unable to start {}", bin.display()))?;
@@ -212,16 +212,54 @@ impl Drop for Hub {
     }
 }
 
-/// The spawned hub gets SIGKILL if the bench dies first (killed, crashed).
-fn die_with_bench(cmd: &mut Command) {
+/// The spawned hub gets SIGKILL if the bench dies first (killed, crashed), and runs on `cpu`
+/// alone when one is given.
+fn die_with_bench(cmd: &mut Command, cpu: Option<usize>) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: prctl only sets a flag on the new process; it is async-signal-safe.
+    let set = cpu.map(|c| cpu_set(|n| n == c));
+    // SAFETY: prctl and sched_setaffinity are plain system calls on the new process (both
+    // async-signal-safe); the set was built before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if let Some(set) = &set {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
+}
+
+/// A CPU set of the CPUs (below the set's size) that `keep` accepts.
+fn cpu_set(keep: impl Fn(usize) -> bool) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain bits; all zero is the empty set, and CPU_SET stays in bounds
+    // because n ranges over the set's own capacity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for n in 0..8 * std::mem::size_of::<libc::cpu_set_t>() {
+            if keep(n) {
+                libc::CPU_SET(n, &mut set);
+            }
+        }
+        set
+    }
+}
+
+/// Moves the benchmark off `hub_cpu` (before its runtime starts, so it sizes itself to what is
+/// left). Fails when that CPU does not exist or no other one does.
+pub fn pin_self_away_from(hub_cpu: usize) -> anyhow::Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    anyhow::ensure!(
+        hub_cpu < cpus && cpus >= 2,
+        "this machine has {cpus} CPU(s); the hub's must be one of 0..{cpus} and leave another for the benchmark"
+    );
+    let set = cpu_set(|n| n != hub_cpu && n < cpus);
+    // SAFETY: a system call on this process with a valid, initialised set.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    anyhow::ensure!(rc == 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    Ok(())
 }
 
 async fn get(host: &str, path: &str) -> anyhow::Result<String> {

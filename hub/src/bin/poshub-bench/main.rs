@@ -40,6 +40,10 @@ pub struct Args {
     /// poshub binary to start (default: next to this binary).
     #[arg(long)]
     pub hub_bin: Option<std::path::PathBuf>,
+    /// Pin the spawned hub to this CPU (e.g. 0) and the benchmark to all the others, so the
+    /// hub's CPU per frame is measured with the hub alone on one core.
+    #[arg(long)]
+    pub hub_cpu: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +55,12 @@ fn main() -> std::process::ExitCode {
     {
         eprintln!("poshub-bench: need 1 <= --writers <= --terminals and 1 <= --duration <= 600");
         return std::process::ExitCode::from(2);
+    }
+    if let Some(cpu) = args.hub_cpu {
+        if let Err(e) = hubproc::pin_self_away_from(cpu) {
+            eprintln!("poshub-bench: --hub-cpu {cpu}: {e}");
+            return std::process::ExitCode::from(2);
+        }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,8 +84,11 @@ fn main() -> std::process::ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let hub = match &args.target {
         Some(ws) => hubproc::Hub::existing(ws.clone(), args.target_http.clone()),
-        None => hubproc::Hub::spawn(args.hub_bin.clone()).await?,
+        None => hubproc::Hub::spawn(args.hub_bin.clone(), args.hub_cpu).await?,
     };
+    if let Some(cpu) = args.hub_cpu {
+        println!("hub pinned to CPU {cpu}, the benchmark to the other CPUs");
+    }
     if let Some(ms) = hub.ready_ms {
         println!("hub ready (health answers) {ms:.1} ms after spawn, on an empty database");
     }
