@@ -223,7 +223,12 @@ fn die_with_bench(cmd: &mut Command, cpu: Option<usize>) {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(set) = &set {
-                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                if libc::sched_setaffinity(
+                    0,
+                    std::mem::size_of::<libc::cpu_set_t>(),
+                    std::ptr::from_ref(set),
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -257,8 +262,14 @@ pub fn pin_self_away_from(hub_cpu: usize) -> anyhow::Result<()> {
     );
     let set = cpu_set(|n| n != hub_cpu && n < cpus);
     // SAFETY: a system call on this process with a valid, initialised set.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    anyhow::ensure!(rc == 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
+    let rc = unsafe {
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
