@@ -91,7 +91,14 @@ impl Engine {
                     scope,
                     end,
                 } => {
-                    let event = Arc::new(Broadcast { seq, text, at, end });
+                    let kind = crate::metrics::known_type(text.as_str());
+                    let event = Arc::new(Broadcast {
+                        seq,
+                        text,
+                        kind,
+                        at,
+                        end,
+                    });
                     self.reg.fan_out_scoped(&event, exclude, &lim, scope);
                 }
                 Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),

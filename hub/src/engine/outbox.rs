@@ -31,6 +31,9 @@ pub const MAX_UNSHARED_BYTES: u64 = 512 * 1024;
 pub struct Broadcast {
     pub seq: u64,
     pub text: Utf8Bytes,
+    /// Its message type as the metrics count it (`crate::metrics::known_type`), found once
+    /// here rather than by every terminal's writer.
+    pub kind: &'static str,
     /// The moment its commit completed (for the broadcast latency histogram).
     pub at: std::time::Instant,
     /// Offset of the end of this event in the engine's event window.
@@ -143,15 +146,19 @@ impl Outbox {
         true
     }
 
-    /// Called by the writer for every frame it took off the queue.
-    pub fn took(&self, frame: &Frame) {
-        match frame {
-            Frame::Event(e) => {
-                self.taken_end.store(e.end, Ordering::Relaxed);
-                self.queued_events.fetch_sub(1, Ordering::Release)
-            }
-            _ => self.queued_other.fetch_sub(1, Ordering::Relaxed),
-        };
+    /// Called by the writer for the frames it took off the queue in one batch: `events`
+    /// events, the last ending at window offset `end`, and `others` other frames.
+    pub fn took(&self, events: usize, end: Option<u64>, others: usize) {
+        if let Some(end) = end {
+            // Stored before the count drops, so a count of 0 means this end is visible.
+            self.taken_end.store(end, Ordering::Relaxed);
+        }
+        if events > 0 {
+            self.queued_events.fetch_sub(events, Ordering::Release);
+        }
+        if others > 0 {
+            self.queued_other.fetch_sub(others, Ordering::Relaxed);
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::catchup;
+use super::tally::Tally;
 use crate::auth::Role;
 use crate::config::AuthMode;
 use crate::context::Hub;
@@ -30,6 +31,37 @@ const MAX_IN_FLIGHT: usize = 256;
 const MAX_QUEUED_REPLIES: usize = 1024;
 /// Frames written per flush.
 const WRITE_BATCH: usize = 256;
+
+/// What the writer took off its queue in one batch.
+#[derive(Default)]
+struct Taken {
+    frames: usize,
+    events: usize,
+    others: usize,
+    /// Window end of the last event taken.
+    end: Option<u64>,
+}
+
+impl Taken {
+    fn add(&mut self, f: &Frame) {
+        self.frames += 1;
+        if let Frame::Event(e) = f {
+            self.events += 1;
+            self.end = Some(e.end);
+        } else {
+            self.others += 1;
+        }
+    }
+
+    /// Hands what was taken so far to the queue's counters, once per batch (or before a
+    /// replay, which can take a while): the engine adds to them from another thread for
+    /// every event, so a per-frame update would bounce their cache line per frame.
+    fn settle(&mut self, ob: &Outbox) {
+        ob.took(self.events, self.end.take(), self.others);
+        self.events = 0;
+        self.others = 0;
+    }
+}
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve<S>(hub: Arc<Hub>, ws: WebSocketStream<S>, peer: String)
@@ -495,15 +527,15 @@ async fn write_loop<Si>(
 {
     let mut delivered = 0u64;
     let mut resume_asked = false;
+    let mut tally = Tally::new(&hub.metrics);
     while let Some(first) = rx.recv().await {
         let mut frame = Some(first);
-        let mut n = 0;
+        let mut taken = Taken::default();
         while let Some(f) = frame.take() {
-            ob.took(&f);
-            n += 1;
+            taken.add(&f);
             let r = match f {
                 Frame::Text(t) => {
-                    hub.metrics.sent(t.as_str());
+                    tally.frame(t.as_str());
                     sink.feed(Message::Text(Arc::unwrap_or_clone(t))).await
                 }
                 Frame::Event(e) => {
@@ -511,14 +543,12 @@ async fn write_loop<Si>(
                         Ok(())
                     } else {
                         delivered = e.seq;
-                        hub.metrics.sent(e.text.as_str());
-                        hub.metrics
-                            .broadcast_seconds
-                            .observe(e.at.elapsed().as_secs_f64());
+                        tally.event(e.kind, e.at);
                         sink.feed(Message::Text(e.text.clone())).await
                     }
                 }
                 Frame::CatchUp { after, to } => {
+                    taken.settle(ob);
                     resume_asked = false;
                     let stations = ob.stations.load(Ordering::Relaxed);
                     let r = catchup::replay(hub, &mut sink, after, to, stations).await;
@@ -537,14 +567,16 @@ async fn write_loop<Si>(
                 tracing::debug!(conn_id, error = %e, "websocket write failed");
                 return;
             }
-            if n < WRITE_BATCH {
+            if taken.frames < WRITE_BATCH {
                 frame = rx.try_recv().ok();
             }
         }
+        taken.settle(ob);
         if let Err(e) = sink.flush().await {
             tracing::debug!(conn_id, error = %e, "websocket flush failed");
             return;
         }
+        tally.written();
         ob.drained.notify_waiters();
         if !resume_asked
             && ob.lagging.load(Ordering::Acquire)

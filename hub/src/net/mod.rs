@@ -6,4 +6,5 @@ pub mod catchup;
 pub mod conn;
 pub mod http;
 pub mod kitchen;
+mod tally;
 pub mod upstream_admin;

@@ -3,7 +3,11 @@
 //! Counters live here and are updated where things happen; gauges read from the store are
 //! filled in at scrape time.
 
+mod batch_histogram;
+
 use std::sync::atomic::{AtomicI64, AtomicU64};
+
+pub use batch_histogram::BatchHistogram;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -91,7 +95,7 @@ pub struct Metrics {
     pub messages_out: Family<TypeLabel, Counter>,
     pub commit_batch: Histogram,
     pub commit_seconds: Histogram,
-    pub broadcast_seconds: Histogram,
+    pub broadcast_seconds: BatchHistogram,
     pub terminals: Gauge,
     pub leases: Gauge,
     pub table_locks: Gauge,
@@ -144,7 +148,7 @@ impl Metrics {
         let messages_out = Family::<TypeLabel, Counter>::default();
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         let commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let broadcast_seconds = Histogram::new(BROADCAST_BUCKETS.iter().copied());
+        let broadcast_seconds = BatchHistogram::new(BROADCAST_BUCKETS.iter().copied());
         let m = Metrics {
             messages_in,
             messages_out,
@@ -330,14 +334,15 @@ impl Metrics {
 
     /// Counts an outgoing frame by the `type` at the start of its JSON text.
     pub fn sent(&self, text: &str) {
-        let ty = message_type(text);
-        if let Some(c) = self
-            .out_by_type
-            .get(ty)
-            .or_else(|| self.out_by_type.get("other"))
-        {
+        if let Some(c) = self.out_counter(known_type(text)) {
             c.inc();
         }
+    }
+
+    /// The counter of outgoing frames of type `kind` (one of [`known_type`]'s answers): a
+    /// writer that sends many frames adds its counts per flush instead of per frame.
+    pub fn out_counter(&self, kind: &str) -> Option<&Counter> {
+        self.out_by_type.get(kind)
     }
 
     pub fn received(&self, ty: &str) {
@@ -367,6 +372,13 @@ impl Metrics {
 }
 
 /// Every message the hub builds starts with `{"type":"NAME"`; anything else counts as `other`.
+/// The type of a frame as the metrics count it: one of the known types, or `other`. Events
+/// carry theirs (found once per event, not once per terminal).
+pub fn known_type(text: &str) -> &'static str {
+    let ty = message_type(text);
+    TYPES.iter().find(|t| **t == ty).copied().unwrap_or("other")
+}
+
 pub fn message_type(text: &str) -> &str {
     text.strip_prefix("{\"type\":\"")
         .and_then(|rest| rest.split_once('"'))
