@@ -384,3 +384,68 @@ async fn every_http_answer_has_the_cors_headers() {
     }
     hub.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The hub writes its frames itself (`net::ws_write`); tungstenite only reads. Its answers to
+// the protocol's own frames still reach the terminal, in order with everything else.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_from_a_terminal_gets_its_pong_between_broadcasts() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = TestHub::start(&[]).await;
+    let mut a = hub.term("A").await;
+    let mut b = hub.term("B").await;
+    a.lease("P-1").await;
+    a.write("P-1", 0, snapshot("P-1", "draft", None)).await;
+    b.send_raw(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    a.write("P-1", 1, snapshot("P-1", "draft", Some(4))).await;
+    // B sees the first update, the pong with its payload, and the second update, each whole.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.len() < 3 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = tokio::time::timeout(left, b.ws.next())
+            .await
+            .expect("frames in time")
+            .expect("socket open")
+            .expect("valid frame");
+        match m {
+            Message::Pong(p) => seen.push(format!("pong {}", String::from_utf8_lossy(&p))),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
+                if v["type"] == "ORDER_UPDATED" {
+                    seen.push(format!("updated v{}", v["version"]));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        seen.contains(&"pong are you there".to_string()),
+        "no pong with the ping's payload: {seen:?}"
+    );
+    let updates: Vec<&String> = seen.iter().filter(|s| s.starts_with("updated")).collect();
+    assert_eq!(updates, ["updated v1", "updated v2"], "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_every_length_form_arrive_whole() {
+    // 7-bit, 16-bit and 64-bit payload lengths: a short reply, a ~1 KB update, and an update
+    // over 64 KiB (a large note), each parsed by a standard client.
+    let hub = TestHub::start(&[]).await;
+    let mut a = hub.term("A").await;
+    let mut b = hub.term("B").await;
+    a.lease("L-1").await;
+    let mut snap = snapshot("L-1", "draft", None);
+    snap["note"] = json!("n".repeat(100 * 1024));
+    let ack = a.write("L-1", 0, snap.clone()).await;
+    assert_eq!(ack["type"], "ORDER_ACK", "{ack}");
+    let got = b.recv_type("ORDER_UPDATED").await;
+    assert_eq!(got["snapshot"]["note"], snap["note"]);
+    let small = snapshot("L-1", "draft", Some(2));
+    a.write("L-1", 1, small.clone()).await;
+    let got = b.recv_type("ORDER_UPDATED").await;
+    assert_eq!(got["snapshot"], small);
+}

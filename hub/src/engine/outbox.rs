@@ -53,6 +53,8 @@ pub enum Frame {
     CatchUp { after: u64, to: u64 },
     /// A WebSocket-level ping to find dead connections.
     Ping,
+    /// Whole WebSocket frames encoded by the reader's protocol layer (a pong, a close reply).
+    Raw(Arc<[u8]>),
     /// Close the socket with this code.
     Close { code: u16, reason: &'static str },
 }

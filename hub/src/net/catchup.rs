@@ -8,10 +8,11 @@
 //! than twice the bytes of a `STATE` (a tablet that was off for a weekend in a busy store), the
 //! terminal gets `RESYNC_REQUIRED` (`state_smaller_than_replay`) and the `STATE` instead.
 
-use futures_util::{Sink, SinkExt};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio::io::AsyncWrite;
+
+use super::ws_write::FrameWriter;
 
 use crate::context::Hub;
 use crate::protocol::outbound;
@@ -30,11 +31,11 @@ const SAMPLE_EVENTS: usize = 64;
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, WsError> {
+) -> std::io::Result<T> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(WsError::Io(std::io::Error::other(e.to_string()))),
-        Err(e) => Err(WsError::Io(std::io::Error::other(e.to_string()))),
+        Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
 }
 
@@ -44,16 +45,13 @@ async fn blocking<T: Send + 'static>(
 /// are left out. Each chunk comes from the engine's in-memory event window when it still holds
 /// the cursor, otherwise from the database (a cursor older than the window reads the database
 /// until it reaches the window, then memory).
-pub async fn replay<Si>(
+pub async fn replay<W: AsyncWrite + Unpin>(
     hub: &Hub,
-    sink: &mut Si,
+    sink: &mut FrameWriter<W>,
     after: u64,
     to: u64,
     stations: u8,
-) -> Result<(), WsError>
-where
-    Si: Sink<Message, Error = WsError> + Unpin,
-{
+) -> std::io::Result<()> {
     let window = &hub.engine.window;
     // The window forgets compacted events and is cleared by a reset, so a range it holds is
     // never one that must resync: only a miss needs the retained-log check.
@@ -85,7 +83,7 @@ where
                 chunk.through,
             )
         };
-        sink.feed(Message::Text(text.into())).await?;
+        sink.text(text.into()).await?;
         cur = through;
         if cur >= to {
             break;
@@ -102,7 +100,7 @@ where
 
 /// Whether a `STATE` is smaller than half the replay of `(after, to]`: the replay's bytes are
 /// estimated from the newest events' average size, the state's from the live-order index.
-async fn state_is_smaller(hub: &Hub, after: u64, to: u64) -> Result<bool, WsError> {
+async fn state_is_smaller(hub: &Hub, after: u64, to: u64) -> std::io::Result<bool> {
     let store = hub.store.clone();
     let now = hub.clock.now_ms();
     let (avg, state) = blocking(move || {
@@ -124,7 +122,7 @@ fn prefer_state(replay_bytes: u64, state_bytes: u64) -> bool {
 }
 
 /// One chunk of the log from the database.
-async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> Result<EventChunk, WsError> {
+async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> std::io::Result<EventChunk> {
     let store = hub.store.clone();
     // At most a few replays read the log at once, so the memory catch-up needs is bounded
     // whatever the number of terminals reconnecting (e.g. after a Wi-Fi outage).
@@ -132,23 +130,20 @@ async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> Result<EventChun
         .catchup_slots
         .acquire()
         .await
-        .map_err(|e| WsError::Io(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await
 }
 
 /// `RESYNC_REQUIRED`, then a full `STATE`: the cursor lies outside the retained log (before
 /// `compacted`, or ahead of the hub), or the state is smaller than the replay.
-async fn resync<Si>(
+async fn resync<W: AsyncWrite + Unpin>(
     hub: &Hub,
-    sink: &mut Si,
+    sink: &mut FrameWriter<W>,
     after: u64,
     compacted: u64,
     to: u64,
     stations: u8,
-) -> Result<(), WsError>
-where
-    Si: Sink<Message, Error = WsError> + Unpin,
-{
+) -> std::io::Result<()> {
     let reason = if after > to {
         "cursor_ahead_of_hub"
     } else if after >= compacted {
@@ -157,14 +152,12 @@ where
         "cursor_too_old"
     };
     tracing::info!(after, compacted, head = to, reason, "sending full state");
-    sink.feed(Message::Text(
-        outbound::resync_required(reason, after, to).into(),
-    ))
-    .await?;
+    sink.text(outbound::resync_required(reason, after, to).into())
+        .await?;
     let store = hub.store.clone();
     let now = hub.clock.now_ms();
     let state = blocking(move || state_message(&store, to, stations, now)).await?;
-    sink.feed(Message::Text(state.into())).await
+    sink.text(state.into()).await
 }
 
 /// `STATE`: open orders (and those finished in the last day), tables, locks and floor plans.

@@ -6,17 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use super::catchup;
 use super::tally::Tally;
+use super::ws_write::{FrameWriter, ReadSide, MAX_FRAMES};
 use crate::auth::Role;
 use crate::config::AuthMode;
 use crate::context::Hub;
@@ -29,8 +29,6 @@ use crate::protocol::{outbound, parse, Inbound, ProtoError};
 const MAX_IN_FLIGHT: usize = 256;
 /// Replies waiting to be written before the reader stops taking new requests.
 const MAX_QUEUED_REPLIES: usize = 1024;
-/// Frames written per flush.
-const WRITE_BATCH: usize = 256;
 
 /// What the writer took off its queue in one batch.
 #[derive(Default)]
@@ -63,20 +61,27 @@ impl Taken {
     }
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve<S>(hub: Arc<Hub>, ws: WebSocketStream<S>, peer: String)
+/// Serves one upgraded WebSocket until it closes: tungstenite reads and validates what the
+/// terminal sends; a [`FrameWriter`] writes everything the terminal receives.
+pub async fn serve<S>(hub: Arc<Hub>, io: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let live = hub.sockets.enter();
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (sink, stream) = ws.split();
+    let (rd, wr) = tokio::io::split(io);
     let (outbox, rx) = Outbox::new();
+    let stream = WebSocketStream::from_raw_socket(
+        ReadSide::new(rd, outbox.clone()),
+        WsRole::Server,
+        Some(super::http::ws_config()),
+    )
+    .await;
     let mut session: Option<Arc<Session>> = None;
     tracing::debug!(conn_id, %peer, "websocket connected");
     tokio::select! {
         () = read_loop(&hub, conn_id, stream, &outbox, &mut session) => {}
-        () = write_loop(&hub, conn_id, sink, &outbox, rx) => {}
+        () = write_loop(&hub, conn_id, FrameWriter::new(wr), &outbox, rx) => {}
     }
     if let Some(s) = session {
         tracing::info!(conn_id, terminal = %s.terminal_id, "terminal disconnected");
@@ -374,15 +379,8 @@ fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
 }
 
 /// Sends a close frame, gives the peer a moment to answer it, then lets the socket go.
-async fn send_close<Si>(sink: &mut Si, code: u16, reason: &'static str)
-where
-    Si: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+async fn send_close<W: AsyncWrite + Unpin>(w: &mut FrameWriter<W>, code: u16, reason: &str) {
+    let _ = w.close(code, reason).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
@@ -516,15 +514,13 @@ async fn authenticate(
     Ok((Arc::new(session), m.cursor))
 }
 
-async fn write_loop<Si>(
+async fn write_loop<W: AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
     conn_id: u64,
-    mut sink: Si,
+    mut w: FrameWriter<W>,
     ob: &Arc<Outbox>,
     mut rx: OutboxRx,
-) where
-    Si: futures_util::Sink<Message, Error = WsError> + Unpin,
-{
+) {
     let mut delivered = 0u64;
     let mut resume_asked = false;
     let mut tally = Tally::new(&hub.metrics);
@@ -536,7 +532,7 @@ async fn write_loop<Si>(
             let r = match f {
                 Frame::Text(t) => {
                     tally.frame(t.as_str());
-                    sink.feed(Message::Text(Arc::unwrap_or_clone(t))).await
+                    w.shared(t).await
                 }
                 Frame::Event(e) => {
                     if e.seq <= delivered {
@@ -544,35 +540,33 @@ async fn write_loop<Si>(
                     } else {
                         delivered = e.seq;
                         tally.event(e.kind, e.at);
-                        sink.feed(Message::Text(e.text.clone())).await
+                        w.event(e).await
                     }
                 }
                 Frame::CatchUp { after, to } => {
                     taken.settle(ob);
                     resume_asked = false;
                     let stations = ob.stations.load(Ordering::Relaxed);
-                    let r = catchup::replay(hub, &mut sink, after, to, stations).await;
+                    let r = catchup::replay(hub, &mut w, after, to, stations).await;
                     if r.is_ok() {
                         delivered = delivered.max(to);
                     }
                     r
                 }
-                Frame::Ping => {
-                    sink.feed(Message::Ping(tokio_tungstenite::tungstenite::Bytes::new()))
-                        .await
-                }
-                Frame::Close { code, reason } => return send_close(&mut sink, code, reason).await,
+                Frame::Ping => w.ping().await,
+                Frame::Raw(bytes) => w.raw(bytes).await,
+                Frame::Close { code, reason } => return send_close(&mut w, code, reason).await,
             };
             if let Err(e) = r {
                 tracing::debug!(conn_id, error = %e, "websocket write failed");
                 return;
             }
-            if taken.frames < WRITE_BATCH {
+            if taken.frames < MAX_FRAMES {
                 frame = rx.try_recv().ok();
             }
         }
         taken.settle(ob);
-        if let Err(e) = sink.flush().await {
+        if let Err(e) = w.flush().await {
             tracing::debug!(conn_id, error = %e, "websocket flush failed");
             return;
         }

@@ -13,8 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::api;
 use crate::context::Hub;
@@ -37,9 +36,9 @@ pub fn ws_config() -> WebSocketConfig {
     c.max_message_size = Some(MAX_FRAME);
     c.max_frame_size = Some(MAX_FRAME);
     // Small per-connection buffers keep 50 terminals well inside a Pi's memory; they grow for
-    // the rare large frame and batching still fills a TCP segment or more per write.
+    // the rare large frame. tungstenite writes only pongs and close replies (`ws_write`).
     c.read_buffer_size = 8 * 1024;
-    c.write_buffer_size = 16 * 1024;
+    c.write_buffer_size = 0;
     c
 }
 
@@ -176,15 +175,7 @@ fn upgrade(hub: Arc<Hub>, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(up) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(up),
-                    Role::Server,
-                    Some(ws_config()),
-                )
-                .await;
-                crate::net::conn::serve(hub, ws, peer).await;
-            }
+            Ok(up) => crate::net::conn::serve(hub, TokioIo::new(up), peer).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });

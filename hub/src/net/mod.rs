@@ -8,3 +8,4 @@ pub mod http;
 pub mod kitchen;
 mod tally;
 pub mod upstream_admin;
+pub mod ws_write;

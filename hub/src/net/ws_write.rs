@@ -1,0 +1,288 @@
+//! The write side of a terminal's WebSocket: frames are encoded here and written with one
+//! vectored write per batch, straight from the shared event texts.
+//!
+//! Writing through tungstenite cost, for every frame to every terminal, a copy of the text
+//! into a per-connection buffer, a lock shared with the reader, and a `send` system call
+//! per 16 KiB; with 50 terminals flat out a `perf` profile had the `send` calls alone at a
+//! third of the hub's CPU (docs/benchmarks.md). Here a batch of up to `MAX_FRAMES` frames
+//! is one `writev` of their headers and the texts every terminal shares, and no terminal
+//! keeps a write buffer of its own. tungstenite still reads (and validates) what terminals
+//! send; the few frames it writes itself (pongs, close replies) reach this writer through
+//! the terminal's outbox as [`Frame::Raw`](crate::engine::outbox::Frame::Raw), whole frames
+//! in order.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
+
+use crate::engine::outbox::{Broadcast, Frame, Outbox, Utf8Bytes};
+
+/// Frames written per system call at most.
+pub const MAX_FRAMES: usize = 256;
+/// Bytes after which the pending frames are written even if fewer than `MAX_FRAMES`.
+const MAX_PENDING_BYTES: usize = 256 * 1024;
+/// `writev` takes at most 1024 buffers (`IOV_MAX`); a frame is two.
+const MAX_SLICES: usize = 1024;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+
+/// The payload of one pending frame, kept alive until it is written.
+enum Payload {
+    None,
+    Text(Utf8Bytes),
+    Shared(Arc<Utf8Bytes>),
+    Event(Arc<Broadcast>),
+    /// Whole frames encoded elsewhere (tungstenite's pongs, a close frame).
+    Raw(Arc<[u8]>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::None => &[],
+            Payload::Text(t) => t.as_bytes(),
+            Payload::Shared(t) => t.as_bytes(),
+            Payload::Event(e) => e.text.as_bytes(),
+            Payload::Raw(r) => r,
+        }
+    }
+}
+
+/// One pending frame: its header (up to 10 bytes; empty for raw frames) and its payload.
+struct Pending {
+    header: [u8; 10],
+    header_len: u8,
+    payload: Payload,
+}
+
+/// Encodes frames and writes them in batches. Server frames are never masked (RFC 6455 §5.1).
+pub struct FrameWriter<W> {
+    io: W,
+    pending: Vec<Pending>,
+    pending_bytes: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(io: W) -> FrameWriter<W> {
+        FrameWriter {
+            io,
+            pending: Vec::with_capacity(MAX_FRAMES),
+            pending_bytes: 0,
+        }
+    }
+
+    /// A text frame of a reply or a catch-up chunk.
+    pub async fn text(&mut self, text: Utf8Bytes) -> std::io::Result<()> {
+        self.push(OP_TEXT, Payload::Text(text)).await
+    }
+
+    /// A direct reply shared with other queues (`SYNC_STATUS`).
+    pub async fn shared(&mut self, text: Arc<Utf8Bytes>) -> std::io::Result<()> {
+        self.push(OP_TEXT, Payload::Shared(text)).await
+    }
+
+    /// A broadcast event, written from the text every terminal shares.
+    pub async fn event(&mut self, event: Arc<Broadcast>) -> std::io::Result<()> {
+        self.push(OP_TEXT, Payload::Event(event)).await
+    }
+
+    /// Whole frames encoded by tungstenite (pongs, close replies).
+    pub async fn raw(&mut self, frames: Arc<[u8]>) -> std::io::Result<()> {
+        self.push(0, Payload::Raw(frames)).await
+    }
+
+    /// A WebSocket ping with no payload.
+    pub async fn ping(&mut self) -> std::io::Result<()> {
+        self.push(OP_PING, Payload::None).await
+    }
+
+    /// A close frame with `code` and `reason`, written at once.
+    pub async fn close(&mut self, code: u16, reason: &str) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(2 + reason.len());
+        body.extend_from_slice(&code.to_be_bytes());
+        body.extend_from_slice(reason.as_bytes());
+        let mut frame = Vec::with_capacity(4 + body.len());
+        let (header, len) = header(OP_CLOSE, body.len());
+        frame.extend_from_slice(&header[..len]);
+        frame.extend_from_slice(&body);
+        self.push(0, Payload::Raw(frame.into())).await?;
+        self.flush().await
+    }
+
+    async fn push(&mut self, opcode: u8, payload: Payload) -> std::io::Result<()> {
+        let size = payload.bytes().len();
+        let (header, header_len) = if matches!(payload, Payload::Raw(_)) {
+            ([0; 10], 0)
+        } else {
+            header(opcode, size)
+        };
+        self.pending_bytes += size + header_len;
+        self.pending.push(Pending {
+            header,
+            // At most 10: fits.
+            header_len: u8::try_from(header_len).unwrap_or(10),
+            payload,
+        });
+        if self.pending.len() >= MAX_FRAMES || self.pending_bytes >= MAX_PENDING_BYTES {
+            self.write_pending().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every pending frame and flushes the socket.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.write_pending().await?;
+        self.io.flush().await
+    }
+
+    /// Writes the pending frames with as few vectored writes as the socket allows.
+    async fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * self.pending.len());
+        for p in &self.pending {
+            if p.header_len > 0 {
+                slices.push(IoSlice::new(&p.header[..usize::from(p.header_len)]));
+            }
+            let b = p.payload.bytes();
+            if !b.is_empty() {
+                slices.push(IoSlice::new(b));
+            }
+        }
+        let mut rest: &mut [IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            let n = rest.len().min(MAX_SLICES);
+            let written = self.io.write_vectored(&rest[..n]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, written);
+        }
+        drop(slices);
+        self.pending.clear();
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
+/// The header of an unmasked final frame: FIN and opcode, then the payload length in 7, 7+16
+/// or 7+64 bits. Returns the bytes and how many of them are used.
+fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode;
+    if len < 126 {
+        // Below 126: fits in the 7 bits.
+        h[1] = u8::try_from(len).unwrap_or(0);
+        (h, 2)
+    } else if let Ok(short) = u16::try_from(len) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&short.to_be_bytes());
+        (h, 4)
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
+        (h, 10)
+    }
+}
+
+/// The socket as tungstenite sees it: it reads from the socket, and what tungstenite writes
+/// itself (a pong, a close reply: whole frames, as it writes its buffer in one call) is queued
+/// in the terminal's outbox, so the [`FrameWriter`] alone writes to the socket.
+pub struct ReadSide<S> {
+    rd: ReadHalf<S>,
+    ob: Arc<Outbox>,
+}
+
+impl<S> ReadSide<S> {
+    pub fn new(rd: ReadHalf<S>, ob: Arc<Outbox>) -> ReadSide<S> {
+        ReadSide { rd, ob }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadSide<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.rd).poll_read(cx, buf)
+    }
+}
+
+impl<S> AsyncWrite for ReadSide<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if !buf.is_empty() {
+            self.ob.push(Frame::Raw(Arc::from(buf)));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn headers_use_the_shortest_length_form() {
+        assert_eq!(header(OP_TEXT, 5).0[..2], [0x81, 5]);
+        let (h, n) = header(OP_TEXT, 1100);
+        assert_eq!((n, &h[..4]), (4, &[0x81, 126, 0x04, 0x4c][..]));
+        let (h, n) = header(OP_TEXT, 70_000);
+        assert_eq!(n, 10);
+        assert_eq!(h[1], 127);
+        assert_eq!(u64::from_be_bytes(h[2..10].try_into().unwrap()), 70_000);
+    }
+
+    #[tokio::test]
+    async fn a_batch_larger_than_one_writev_arrives_whole_and_in_order() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            b.read_to_end(&mut all).await.map(|_| all)
+        });
+        let mut w = FrameWriter::new(a);
+        let texts: Vec<String> = (0..700)
+            .map(|i| format!("{i:0>w$}", w = 150 + i % 300))
+            .collect();
+        for t in &texts {
+            w.text(Utf8Bytes::from(t.clone())).await.unwrap();
+        }
+        w.close(1001, "bye").await.unwrap();
+        drop(w);
+        let bytes = reader.await.unwrap().unwrap();
+        // Decode: every text frame, in order, then the close frame.
+        let mut at = 0;
+        for t in &texts {
+            assert_eq!(bytes[at], 0x81);
+            let (len, hl) = match bytes[at + 1] {
+                126 => (
+                    usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                    4,
+                ),
+                n => (usize::from(n), 2),
+            };
+            assert_eq!(&bytes[at + hl..at + hl + len], t.as_bytes());
+            at += hl + len;
+        }
+        assert_eq!(&bytes[at..], &[0x88, 5, 0x03, 0xe9, b'b', b'y', b'e'][..]);
+    }
+}
