@@ -394,25 +394,30 @@ async fn a_ping_from_a_terminal_gets_its_pong_between_broadcasts() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     let hub = TestHub::start(&[]).await;
-    let mut a = hub.term("A").await;
-    let mut b = hub.term("B").await;
-    a.lease("P-1").await;
-    a.write("P-1", 0, snapshot("P-1", "draft", None)).await;
-    b.send_raw(Message::Ping(b"are you there".to_vec().into()))
+    let mut writer = hub.term("A").await;
+    let mut reader = hub.term("B").await;
+    writer.lease("P-1").await;
+    writer.write("P-1", 0, snapshot("P-1", "draft", None)).await;
+    reader
+        .send_raw(Message::Ping(b"are you there".to_vec().into()))
         .await;
-    a.write("P-1", 1, snapshot("P-1", "draft", Some(4))).await;
+    writer
+        .write("P-1", 1, snapshot("P-1", "draft", Some(4)))
+        .await;
     // B sees the first update, the pong with its payload, and the second update, each whole.
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while seen.len() < 3 {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let m = tokio::time::timeout(left, b.ws.next())
+        let frame = tokio::time::timeout(left, reader.ws.next())
             .await
             .expect("frames in time")
             .expect("socket open")
             .expect("valid frame");
-        match m {
-            Message::Pong(p) => seen.push(format!("pong {}", String::from_utf8_lossy(&p))),
+        match frame {
+            Message::Pong(payload) => {
+                seen.push(format!("pong {}", String::from_utf8_lossy(&payload)));
+            }
             Message::Text(t) => {
                 let v: Value = serde_json::from_str(t.as_str()).expect("JSON");
                 if v["type"] == "ORDER_UPDATED" {
@@ -435,17 +440,17 @@ async fn frames_of_every_length_form_arrive_whole() {
     // 7-bit, 16-bit and 64-bit payload lengths: a short reply, a ~1 KB update, and an update
     // over 64 KiB (a large note), each parsed by a standard client.
     let hub = TestHub::start(&[]).await;
-    let mut a = hub.term("A").await;
-    let mut b = hub.term("B").await;
-    a.lease("L-1").await;
+    let mut writer = hub.term("A").await;
+    let mut reader = hub.term("B").await;
+    writer.lease("L-1").await;
     let mut snap = snapshot("L-1", "draft", None);
     snap["note"] = json!("n".repeat(100 * 1024));
-    let ack = a.write("L-1", 0, snap.clone()).await;
+    let ack = writer.write("L-1", 0, snap.clone()).await;
     assert_eq!(ack["type"], "ORDER_ACK", "{ack}");
-    let got = b.recv_type("ORDER_UPDATED").await;
+    let got = reader.recv_type("ORDER_UPDATED").await;
     assert_eq!(got["snapshot"]["note"], snap["note"]);
     let small = snapshot("L-1", "draft", Some(2));
-    a.write("L-1", 1, small.clone()).await;
-    let got = b.recv_type("ORDER_UPDATED").await;
+    writer.write("L-1", 1, small.clone()).await;
+    let got = reader.recv_type("ORDER_UPDATED").await;
     assert_eq!(got["snapshot"], small);
 }
