@@ -45,9 +45,10 @@ pub fn newest_json(dir: &Path) -> Value {
 /// supervisor's list.
 pub const OFFSITE_PREFIX: &str = "BACKUP_";
 
-/// `/health`'s `offsite`: `{"newest", "ageS", "failures", "lastError"}` from the supervisor's
-/// `offsite.json` in `dir`, or null when offsite copies were never set up. `ageS` is the age
-/// of the snapshot in the newest copy, null before the first upload.
+/// `/health`'s `offsite`: `{"newest", "ageS", "failures", "lastError", "firstBoot"}` from the
+/// supervisor's `offsite.json` in `dir`, or null when offsite copies were never set up. `ageS`
+/// is the age of the snapshot in the newest copy (uploaded, or restored by a replacement
+/// card's first boot), null before there is one; `firstBoot` what that first boot did.
 pub fn offsite_json(dir: &Path) -> Value {
     let Ok(text) = std::fs::read_to_string(dir.join("offsite.json")) else {
         return Value::Null;
@@ -65,6 +66,7 @@ pub fn offsite_json(dir: &Path) -> Value {
         "ageS": age,
         "failures": v["failures"].as_u64().unwrap_or(0),
         "lastError": v["lastError"],
+        "firstBoot": v["firstBoot"],
     })
 }
 

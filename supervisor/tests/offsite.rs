@@ -234,6 +234,17 @@ fn box_b_restores_box_as_offsite_copy_before_its_hub_serves() {
             .starts_with("restored"),
         "{st}"
     );
+    // Box B's /health shows the copy it restored as its newest, with its age, at once.
+    let restored = &b.health().unwrap()["offsite"];
+    println!("box B /health offsite: {restored}");
+    assert_eq!(restored["newest"], offsite_status(&a)["newest"], "{restored}");
+    assert!(restored["ageS"].as_u64().is_some(), "{restored}");
+    assert!(
+        restored["firstBoot"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("restored offsite copy")),
+        "{restored}"
+    );
 
     // The terminal that saw the two lost orders is ahead of box B: never a silent gap.
     let (rr, state) = connect_with_cursor(b.ws, seq_a);

@@ -64,3 +64,13 @@ pub fn usage(a: &Sample, b: &Sample, hub_ticks: u64, seconds: f64) -> Usage {
         steal: pct(b.steal.saturating_sub(a.steal)),
     }
 }
+
+/// CPUs online on the machine (not only those this process may use: with `--hub-cpu` the
+/// benchmark runs on fewer).
+pub fn cores() -> usize {
+    std::fs::read_to_string("/proc/stat").map_or(0, |s| {
+        s.lines()
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count()
+    })
+}

@@ -124,7 +124,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             m.bench,
             m.others,
             m.steal,
-            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+            host::cores()
         );
     }
     hub.stop();

@@ -55,7 +55,8 @@ pub enum OffsiteError {
 pub struct Status {
     /// `s3://bucket/prefix/tenant/store`.
     pub target: String,
-    /// Object name of the newest copy uploaded by this box.
+    /// Object name of the newest copy uploaded by this box (or restored by its first boot,
+    /// until it uploads one of its own).
     pub newest: Option<String>,
     /// Snapshot time of that copy (unix seconds): the loss window starts here.
     pub snapshot_at: Option<u64>,

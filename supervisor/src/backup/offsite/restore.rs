@@ -153,8 +153,14 @@ pub async fn first_boot(cfg: &Config, notifier: &Notifier) {
         }
     };
     let secs = started.elapsed().as_secs_f64();
+    let mut st = read_status(cfg);
     let line = match outcome {
         Ok(c) => {
+            // The copy restored is the newest offsite copy this box has until it uploads its
+            // own: /health and the dashboard show its age (the loss window) from the start.
+            st.newest = Some(c.name.clone());
+            st.snapshot_at = Some(c.at);
+            st.bytes = Some(c.bytes);
             let line = format!(
                 "restored offsite copy {} ({} KiB, taken {}) in {secs:.1} s",
                 c.name,
@@ -178,7 +184,6 @@ pub async fn first_boot(cfg: &Config, notifier: &Notifier) {
             line
         }
     };
-    let mut st = read_status(cfg);
     st.target = target(&s);
     st.first_boot = Some(line);
     write_status(cfg, &st);
