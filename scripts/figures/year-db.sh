@@ -3,8 +3,8 @@
 # database they measure. The sourcing script sets `me` (its name, for messages) and calls
 #
 #   year_db_args "$@"     before it changes directory: parses [--db FILE | POSHUB_YEAR_OPTION...]
-#                         and sets year_db_build: the cargo build arguments it needs
-#   year_db_place DEST    once built, from the repository root: puts the database at DEST
+#   figures_build         from the repository root: the release build both scripts measure
+#   year_db_place DEST    once built: puts the database at DEST
 #
 # With `--db FILE`, DEST is a copy of FILE (a closed hub database, e.g. the `hub.redb` that
 # `poshub-year --dir DIR` kept); FILE itself is only read. Without it, `poshub-year` (issue 17's
@@ -14,7 +14,6 @@
 
 year_db_file=
 year_db_opts=()
-year_db_build=()
 
 year_db_args() {
   while (($#)); do
@@ -42,10 +41,7 @@ year_db_args() {
     echo "$me: --db FILE measures that database: poshub-year options (${year_db_opts[*]}) do not apply" >&2
     exit 2
   }
-  if [[ -z $year_db_file ]]; then
-    year_db_build=(-p poshub --bin poshub-year --bin poshub)
-    return
-  fi
+  [[ -z $year_db_file ]] && return
   [[ -f $year_db_file && -r $year_db_file ]] || {
     echo "$me: --db $year_db_file: no such readable file" >&2
     exit 2
@@ -56,6 +52,16 @@ year_db_args() {
     exit 2
   }
   year_db_file=$(realpath -e "$year_db_file")
+}
+
+# The same binaries for both scripts and poshub-year, whatever they need this time: cargo
+# unifies dependency features over the packages of one build, so building fewer would rebuild
+# the dependencies, and measure a different build. Set CARGO_PROFILE_RELEASE_LTO=false
+# CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 to build in minutes on 2 cores (the figures are then of
+# that build).
+figures_build() {
+  cargo build --release -p poshub --bin poshub-year --bin poshub \
+    -p poshub-supervisor --bin poshub-supervisor --locked --quiet
 }
 
 year_db_place() {
