@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fast checks of the appliance (issue 6), run by .ci/run on every change:
 # 1. shellcheck of the appliance scripts (scripts/{cross-build,build-image,debian-mirror,provision,flash,bench-memory},
-#    image/*).
+#    the figures scripts scripts/{backup-figures,offsite-figures,figures/year-db.sh}, image/*).
 # 2. The U-Boot boot script in real U-Boot under QEMU (image/tests/boot-script.sh, ~30 s).
 # 3. scripts/provision and scripts/flash on a small disk image (image/tests/provision-flash.sh).
 # 4. The disk layout from stand-in parts (image/tests/layout.sh): partitions, FAT and slot
@@ -23,8 +23,8 @@ step() { printf -- '--- appliance: %s\n' "$*"; }
 
 # --- 1. shellcheck ---------------------------------------------------------------------------
 step "shellcheck"
-scripts=(scripts/cross-build scripts/build-image scripts/debian-mirror scripts/provision scripts/flash scripts/bench-memory scripts/backup-figures image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
-shellcheck "${scripts[@]}"
+scripts=(scripts/cross-build scripts/build-image scripts/debian-mirror scripts/provision scripts/flash scripts/bench-memory scripts/backup-figures scripts/offsite-figures scripts/figures/year-db.sh image/assemble image/mkbootscr image/uboot-default-env image/tests/*.sh .ci/checks/appliance.sh)
+shellcheck -x "${scripts[@]}" # -x: follows what they source (scripts/figures/year-db.sh)
 echo "ok: shellcheck clean: ${scripts[*]}"
 
 # --- 2. boot script ----------------------------------------------------------------------------
