@@ -237,7 +237,11 @@ fn box_b_restores_box_as_offsite_copy_before_its_hub_serves() {
     // Box B's /health shows the copy it restored as its newest, with its age, at once.
     let restored = &b.health().unwrap()["offsite"];
     println!("box B /health offsite: {restored}");
-    assert_eq!(restored["newest"], offsite_status(&a)["newest"], "{restored}");
+    assert_eq!(
+        restored["newest"],
+        offsite_status(&a)["newest"],
+        "{restored}"
+    );
     assert!(restored["ageS"].as_u64().is_some(), "{restored}");
     assert!(
         restored["firstBoot"]
