@@ -226,29 +226,7 @@ fn box_b_restores_box_as_offsite_copy_before_its_hub_serves() {
         "box B serves box A's orders of the last upload"
     );
     assert_eq!(b.health().unwrap()["seq"].as_u64(), Some(seq5));
-    let st = b.rig.status();
-    assert!(
-        st["offsite"]["firstBoot"]
-            .as_str()
-            .unwrap()
-            .starts_with("restored"),
-        "{st}"
-    );
-    // Box B's /health shows the copy it restored as its newest, with its age, at once.
-    let restored = &b.health().unwrap()["offsite"];
-    println!("box B /health offsite: {restored}");
-    assert_eq!(
-        restored["newest"],
-        offsite_status(&a)["newest"],
-        "{restored}"
-    );
-    assert!(restored["ageS"].as_u64().is_some(), "{restored}");
-    assert!(
-        restored["firstBoot"]
-            .as_str()
-            .is_some_and(|l| l.starts_with("restored offsite copy")),
-        "{restored}"
-    );
+    assert_first_boot_reported(&a, &b);
 
     // The terminal that saw the two lost orders is ahead of box B: never a silent gap.
     let (rr, state) = connect_with_cursor(b.ws, seq_a);
@@ -268,6 +246,34 @@ fn box_b_restores_box_as_offsite_copy_before_its_hub_serves() {
             .iter()
             .map(String::as_str)
             .collect()
+    );
+}
+
+/// Box B's own account of its first boot: `status` says it restored a copy, and its hub's
+/// /health shows that copy (box A's newest) as its newest offsite copy, with an age, at once.
+fn assert_first_boot_reported(a: &RealHub, b: &RealHub) {
+    let st = b.rig.status();
+    assert!(
+        st["offsite"]["firstBoot"]
+            .as_str()
+            .unwrap()
+            .starts_with("restored"),
+        "{st}"
+    );
+    // Box B's /health shows the copy it restored as its newest, with its age, at once.
+    let restored = &b.health().unwrap()["offsite"];
+    println!("box B /health offsite: {restored}");
+    assert_eq!(
+        restored["newest"],
+        offsite_status(a)["newest"],
+        "{restored}"
+    );
+    assert!(restored["ageS"].as_u64().is_some(), "{restored}");
+    assert!(
+        restored["firstBoot"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("restored offsite copy")),
+        "{restored}"
     );
 }
 
