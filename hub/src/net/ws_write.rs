@@ -215,14 +215,30 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadSide<S> {
     }
 }
 
+/// Frames other than events queued for a terminal beyond which tungstenite's own frames are
+/// dropped: a terminal that sends pings without reading the pongs (nor anything else) cannot
+/// make the hub queue pongs without end. RFC 6455 §5.5.3 lets an endpoint answer only some of
+/// many pings.
+const MAX_QUEUED_CONTROL: usize = 1024;
+
 impl<S> AsyncWrite for ReadSide<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if !buf.is_empty() {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if self
+            .ob
+            .queued_other
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < MAX_QUEUED_CONTROL
+        {
             self.ob.push(Frame::Raw(Arc::from(buf)));
+        } else {
+            tracing::debug!("terminal not reading: a pong or close reply is dropped");
         }
         Poll::Ready(Ok(buf.len()))
     }
@@ -239,7 +255,7 @@ impl<S> AsyncWrite for ReadSide<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn headers_use_the_shortest_length_form() {
@@ -250,6 +266,23 @@ mod tests {
         assert_eq!(n, 10);
         assert_eq!(h[1], 127);
         assert_eq!(u64::from_be_bytes(h[2..10].try_into().unwrap()), 70_000);
+    }
+
+    #[tokio::test]
+    async fn pongs_for_a_terminal_that_does_not_read_are_bounded() {
+        let (ob, mut rx) = Outbox::new();
+        let (rd, _wr) = tokio::io::split(tokio::io::empty());
+        let mut side = ReadSide::new(rd, ob.clone());
+        let pong = [0x8a_u8, 0];
+        for _ in 0..5000 {
+            // Every write is taken (tungstenite must not see an error), but not all queued.
+            assert_eq!(side.write(&pong).await.unwrap(), 2);
+        }
+        let mut queued = 0;
+        while rx.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, MAX_QUEUED_CONTROL);
     }
 
     #[tokio::test]
