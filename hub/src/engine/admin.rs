@@ -39,10 +39,10 @@ pub enum AdminCmd {
     /// Delete all orders, events, tables, locks, floors, tickets; sequence numbers keep growing so
     /// every terminal's cursor is treated as too old and it resyncs.
     ResetData(oneshot::Sender<u64>),
-    /// Copy the database file to `path` right after a commit; answers the size.
+    /// A read transaction on the state right after a commit, for a live backup to copy
+    /// ([`crate::store::copy::copy_snapshot`]) while writes go on.
     Backup {
-        path: PathBuf,
-        reply: oneshot::Sender<Result<u64, String>>,
+        reply: oneshot::Sender<Result<redb::ReadTransaction, String>>,
     },
 }
 
@@ -139,20 +139,16 @@ impl Engine {
                     let _ = reply.send(seq);
                 }));
             }
-            AdminCmd::Backup { path, reply } => {
-                let src = self.cfg.db_path.clone();
-                self.backups.push((src, path, reply));
-            }
+            AdminCmd::Backup { reply } => self.backups.push(reply),
         }
         Ok(())
     }
 
-    /// Runs after the batch's commit, when no write transaction is open: the file on disk is
-    /// exactly the last committed state. Only the copy is made here (writes wait for it); the
-    /// caller checks it off the engine thread with [`finish_backup`].
+    /// Runs after the batch's commit: each backup asked for in the batch gets a read
+    /// transaction on exactly what was committed, and copies it off the engine's thread.
     pub(super) fn run_backups(&mut self) {
-        for (src, dst, reply) in self.backups.drain(..) {
-            let _ = reply.send(copy_live(&src, &partial_path(&dst)));
+        for reply in self.backups.drain(..) {
+            let _ = reply.send(self.store.snapshot().map_err(|e| e.to_string()));
         }
     }
 }
@@ -162,16 +158,28 @@ pub fn partial_path(dst: &std::path::Path) -> PathBuf {
     dst.with_extension("partial")
 }
 
-fn copy_live(src: &std::path::Path, tmp: &std::path::Path) -> Result<u64, String> {
+/// Copies `snapshot` to `dst`'s `.partial` file (off the engine's thread: writes go on),
+/// then checks it and gives it its name ([`finish_backup`]). Answers the backup's size.
+pub fn write_backup(
+    snapshot: &redb::ReadTransaction,
+    dst: &std::path::Path,
+) -> Result<u64, String> {
+    let tmp = partial_path(dst);
     if let Some(dir) = tmp.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::copy(src, tmp).map_err(|e| format!("copy to {}: {e}", tmp.display()))
+    // A `.partial` left by a copy that was cut short is not a database to add to.
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = crate::store::copy::copy_snapshot(snapshot, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("copy to {}: {e}", tmp.display()));
+    }
+    finish_backup(dst)
 }
 
-/// Checks the copy the engine made of `dst` and gives it its name. Open and close it once: it
-/// was taken from a live file, so redb marks it cleanly closed now, and a broken copy is caught
-/// here rather than at restore time. A copy that fails is removed.
+/// Checks the copy of `dst` and gives it its name. Open it once and run redb's integrity
+/// check: a broken copy is caught here rather than at restore time. A copy that fails is
+/// removed.
 pub fn finish_backup(dst: &std::path::Path) -> Result<u64, String> {
     let tmp = partial_path(dst);
     let r = check_and_rename(&tmp, dst);
@@ -198,8 +206,8 @@ fn check_and_rename(tmp: &std::path::Path, dst: &std::path::Path) -> Result<u64,
     Ok(size)
 }
 
-/// A backup to take after the commit: source, destination, who to tell.
-pub type PendingBackup = (PathBuf, PathBuf, oneshot::Sender<Result<u64, String>>);
+/// A backup asked for in this batch: who gets the read transaction after the commit.
+pub type PendingBackup = oneshot::Sender<Result<redb::ReadTransaction, String>>;
 
 /// A reply to send once the batch is durable.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;

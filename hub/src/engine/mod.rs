@@ -47,7 +47,7 @@ use crate::store::{
     META_LAST_TS, ORDERS, PENDING, TABLES, TABLE_LOCKS, TERMINAL_SUBJECTS, TICKET_SEQ,
 };
 
-pub use admin::{finish_backup, AdminCmd, EngineView, TerminalView};
+pub use admin::{write_backup, AdminCmd, EngineView, TerminalView};
 pub use registry::{Limits, Registry};
 pub use tables::business_date;
 pub use upstream::UpstreamCmd;
@@ -420,7 +420,7 @@ impl Engine {
             }
             Err(e) => {
                 self.after_commit.clear();
-                for (_, _, reply) in self.backups.drain(..) {
+                for reply in self.backups.drain(..) {
                     let _ = reply.send(Err(e.to_string()));
                 }
                 self.storage_failed(&e);

@@ -279,22 +279,18 @@ pub async fn backup(hub: &Arc<Hub>) -> Response<Body> {
         chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
     );
     let path = dir.join(&name);
-    let p = path.clone();
-    // The copy blocks writes for as long as it takes to copy the file: on a large database on
-    // an SD card that can be longer than other admin calls may take.
-    let copied = ask_within(hub, BACKUP_COPY_TIMEOUT, move |reply| AdminCmd::Backup {
-        path: p,
-        reply,
-    })
-    .await;
-    let result = match copied {
-        Ok(Ok(_)) => {
+    // The engine answers a read transaction on its next commit; the copy runs off its thread
+    // while terminals go on writing.
+    let snapshot = ask_within(hub, BACKUP_COPY_TIMEOUT, |reply| AdminCmd::Backup { reply }).await;
+    let result = match snapshot {
+        Ok(Ok(snapshot)) => {
             let p = path.clone();
-            tokio::task::spawn_blocking(move || crate::engine::finish_backup(&p))
+            tokio::task::spawn_blocking(move || crate::engine::write_backup(&snapshot, &p))
                 .await
                 .map_err(|e| e.to_string())
         }
-        other => other,
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
     };
     match result {
         Ok(Ok(bytes)) => {

@@ -3,6 +3,7 @@
 //! thread (see `engine`), which commits many terminals' changes per durable transaction.
 
 pub mod backend;
+pub mod copy;
 pub mod kitchen;
 pub mod live;
 pub mod records;
@@ -56,6 +57,9 @@ pub enum StoreError {
     /// Between closing and reopening the file after a storage failure (see `Store::reopen`).
     #[error("database is closed for recovery after a storage failure")]
     Closed,
+    /// A backup copy that would miss data.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 macro_rules! from_redb {
@@ -194,6 +198,12 @@ impl Store {
     }
 
     /// The database as it is now, for one transaction (do not keep it: a reopen waits for it).
+    /// A read transaction on the last commit: what a live backup copies
+    /// ([`copy::copy_snapshot`]) while writes go on.
+    pub fn snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(self.db()?.begin_read()?)
+    }
+
     pub fn db(&self) -> Result<Arc<Database>, StoreError> {
         let slot = self
             .shared
