@@ -25,6 +25,11 @@ use super::Limits;
 /// its live stream.
 pub const MAX_UNSHARED_BYTES: u64 = 512 * 1024;
 
+/// Frames other than events queued for one terminal beyond which its reader stops taking
+/// requests (backpressure: a terminal that does not read its replies stops being read) and the
+/// pongs and close replies of its WebSocket layer are dropped.
+pub const MAX_QUEUED_OTHER: usize = 1024;
+
 /// A broadcast event as every terminal's queue holds it: one allocation per event, shared by
 /// all queues, so a queue slot costs a pointer rather than a copy of these fields.
 #[derive(Debug)]

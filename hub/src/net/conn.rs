@@ -20,15 +20,13 @@ use super::ws_write::{FrameWriter, ReadSide, MAX_FRAMES};
 use crate::auth::Role;
 use crate::config::AuthMode;
 use crate::context::Hub;
-use crate::engine::outbox::{Frame, Outbox, OutboxRx, Utf8Bytes};
+use crate::engine::outbox::{Frame, Outbox, OutboxRx, Utf8Bytes, MAX_QUEUED_OTHER};
 use crate::engine::{now_ms, Cmd, Session};
 use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
 use crate::protocol::{outbound, parse, Inbound, ProtoError};
 
 /// Requests of one terminal that may wait in the engine at once.
 const MAX_IN_FLIGHT: usize = 256;
-/// Replies waiting to be written before the reader stops taking new requests.
-const MAX_QUEUED_REPLIES: usize = 1024;
 
 /// What the writer took off its queue in one batch.
 #[derive(Default)]
@@ -339,7 +337,7 @@ async fn dispatch(
         )),
         (msg, Some(s)) => {
             // Backpressure: a terminal that does not read its replies stops being read.
-            while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_REPLIES {
+            while ob.queued_other.load(Ordering::Relaxed) > MAX_QUEUED_OTHER {
                 ob.drained.notified().await;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {

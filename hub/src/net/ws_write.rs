@@ -17,19 +17,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{CloseFrame, Frame as WsFrame, FrameHeader};
 
-use crate::engine::outbox::{Broadcast, Frame, Outbox, Utf8Bytes};
+use crate::engine::outbox::{Broadcast, Frame, Outbox, Utf8Bytes, MAX_QUEUED_OTHER};
 
 /// Frames written per system call at most.
 pub const MAX_FRAMES: usize = 256;
 /// Bytes after which the pending frames are written even if fewer than `MAX_FRAMES`.
 const MAX_PENDING_BYTES: usize = 256 * 1024;
-/// `writev` takes at most 1024 buffers (`IOV_MAX`); a frame is two.
-const MAX_SLICES: usize = 1024;
+// `writev` takes at most 1024 buffers (`IOV_MAX`); a frame is two, and a batch is written
+// once it holds `MAX_FRAMES` frames.
+const _: () = assert!(2 * MAX_FRAMES <= 1024);
 
-const OP_TEXT: u8 = 0x1;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
+const OP_TEXT: OpCode = OpCode::Data(Data::Text);
+const OP_PING: OpCode = OpCode::Control(Control::Ping);
 
 /// The payload of one pending frame, kept alive until it is written.
 enum Payload {
@@ -93,7 +95,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Whole frames encoded by tungstenite (pongs, close replies).
     pub async fn raw(&mut self, frames: Arc<[u8]>) -> std::io::Result<()> {
-        self.push(0, Payload::Raw(frames)).await
+        self.push(OP_TEXT, Payload::Raw(frames)).await
     }
 
     /// A WebSocket ping with no payload.
@@ -103,29 +105,29 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// A close frame with `code` and `reason`, written at once.
     pub async fn close(&mut self, code: u16, reason: &str) -> std::io::Result<()> {
-        let mut body = Vec::with_capacity(2 + reason.len());
-        body.extend_from_slice(&code.to_be_bytes());
-        body.extend_from_slice(reason.as_bytes());
-        let mut frame = Vec::with_capacity(4 + body.len());
-        let (header, len) = header(OP_CLOSE, body.len());
-        frame.extend_from_slice(&header[..len]);
-        frame.extend_from_slice(&body);
-        self.push(0, Payload::Raw(frame.into())).await?;
+        let mut frame = Vec::with_capacity(14 + reason.len());
+        WsFrame::close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+        .format(&mut frame)
+        .map_err(std::io::Error::other)?;
+        self.push(OP_TEXT, Payload::Raw(frame.into())).await?;
         self.flush().await
     }
 
-    async fn push(&mut self, opcode: u8, payload: Payload) -> std::io::Result<()> {
+    /// Queues a frame of `opcode` (ignored for raw frames, which carry their own header).
+    async fn push(&mut self, opcode: OpCode, payload: Payload) -> std::io::Result<()> {
         let size = payload.bytes().len();
         let (header, header_len) = if matches!(payload, Payload::Raw(_)) {
             ([0; 10], 0)
         } else {
             header(opcode, size)
         };
-        self.pending_bytes += size + header_len;
+        self.pending_bytes += size + usize::from(header_len);
         self.pending.push(Pending {
             header,
-            // At most 10: fits.
-            header_len: u8::try_from(header_len).unwrap_or(10),
+            header_len,
             payload,
         });
         if self.pending.len() >= MAX_FRAMES || self.pending_bytes >= MAX_PENDING_BYTES {
@@ -157,38 +159,30 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
         let mut rest: &mut [IoSlice<'_>] = &mut slices;
         while !rest.is_empty() {
-            let n = rest.len().min(MAX_SLICES);
-            let written = self.io.write_vectored(&rest[..n]).await?;
+            let written = self.io.write_vectored(rest).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             IoSlice::advance_slices(&mut rest, written);
         }
-        drop(slices);
         self.pending.clear();
         self.pending_bytes = 0;
         Ok(())
     }
 }
 
-/// The header of an unmasked final frame: FIN and opcode, then the payload length in 7, 7+16
-/// or 7+64 bits. Returns the bytes and how many of them are used.
-fn header(opcode: u8, len: usize) -> ([u8; 10], usize) {
-    let mut h = [0u8; 10];
-    h[0] = 0x80 | opcode;
-    if len < 126 {
-        // Below 126: fits in the 7 bits.
-        h[1] = u8::try_from(len).unwrap_or(0);
-        (h, 2)
-    } else if let Ok(short) = u16::try_from(len) {
-        h[1] = 126;
-        h[2..4].copy_from_slice(&short.to_be_bytes());
-        (h, 4)
-    } else {
-        h[1] = 127;
-        h[2..10].copy_from_slice(&u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
-        (h, 10)
-    }
+/// The header of an unmasked final frame (tungstenite's encoding), and how many of the 10
+/// bytes it uses.
+fn header(opcode: OpCode, len: usize) -> ([u8; 10], u8) {
+    let h = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
+    let len = u64::try_from(len).unwrap_or(u64::MAX);
+    let mut buf = [0u8; 10];
+    // An unmasked header is at most 10 bytes, so writing it into 10 cannot fail.
+    let _ = h.format(len, &mut &mut buf[..]);
+    (buf, u8::try_from(h.len(len)).unwrap_or(10))
 }
 
 /// The socket as tungstenite sees it: it reads from the socket, and what tungstenite writes
@@ -215,12 +209,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadSide<S> {
     }
 }
 
-/// Frames other than events queued for a terminal beyond which tungstenite's own frames are
-/// dropped: a terminal that sends pings without reading the pongs (nor anything else) cannot
-/// make the hub queue pongs without end. RFC 6455 §5.5.3 lets an endpoint answer only some of
-/// many pings.
-const MAX_QUEUED_CONTROL: usize = 1024;
-
 impl<S> AsyncWrite for ReadSide<S> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -234,10 +222,13 @@ impl<S> AsyncWrite for ReadSide<S> {
             .ob
             .queued_other
             .load(std::sync::atomic::Ordering::Relaxed)
-            < MAX_QUEUED_CONTROL
+            < MAX_QUEUED_OTHER
         {
             self.ob.push(Frame::Raw(Arc::from(buf)));
         } else {
+            // A terminal that sends pings without reading the pongs (nor anything else) cannot
+            // make the hub queue pongs without end: RFC 6455 §5.5.3 lets an endpoint answer only
+            // some of many pings.
             tracing::debug!("terminal not reading: a pong or close reply is dropped");
         }
         Poll::Ready(Ok(buf.len()))
@@ -257,17 +248,6 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn headers_use_the_shortest_length_form() {
-        assert_eq!(header(OP_TEXT, 5).0[..2], [0x81, 5]);
-        let (h, n) = header(OP_TEXT, 1100);
-        assert_eq!((n, &h[..4]), (4, &[0x81, 126, 0x04, 0x4c][..]));
-        let (h, n) = header(OP_TEXT, 70_000);
-        assert_eq!(n, 10);
-        assert_eq!(h[1], 127);
-        assert_eq!(u64::from_be_bytes(h[2..10].try_into().unwrap()), 70_000);
-    }
-
     #[tokio::test]
     async fn pongs_for_a_terminal_that_does_not_read_are_bounded() {
         let (ob, mut rx) = Outbox::new();
@@ -282,7 +262,7 @@ mod tests {
         while rx.try_recv().is_ok() {
             queued += 1;
         }
-        assert_eq!(queued, MAX_QUEUED_CONTROL);
+        assert_eq!(queued, MAX_QUEUED_OTHER);
     }
 
     #[tokio::test]
