@@ -332,13 +332,6 @@ impl Metrics {
         );
     }
 
-    /// Counts an outgoing frame by the `type` at the start of its JSON text.
-    pub fn sent(&self, text: &str) {
-        if let Some(c) = self.out_counter(known_type(text)) {
-            c.inc();
-        }
-    }
-
     /// The counter of outgoing frames of type `kind` (one of [`known_type`]'s answers): a
     /// writer that sends many frames adds its counts per flush instead of per frame.
     pub fn out_counter(&self, kind: &str) -> Option<&Counter> {
@@ -371,7 +364,6 @@ impl Metrics {
     }
 }
 
-/// Every message the hub builds starts with `{"type":"NAME"`; anything else counts as `other`.
 /// The type of a frame as the metrics count it: one of the known types, or `other`. Events
 /// carry theirs (found once per event, not once per terminal).
 pub fn known_type(text: &str) -> &'static str {
@@ -379,6 +371,7 @@ pub fn known_type(text: &str) -> &'static str {
     TYPES.iter().find(|t| **t == ty).copied().unwrap_or("other")
 }
 
+/// Every message the hub builds starts with `{"type":"NAME"`; anything else counts as `other`.
 pub fn message_type(text: &str) -> &str {
     text.strip_prefix("{\"type\":\"")
         .and_then(|rest| rest.split_once('"'))
@@ -394,7 +387,8 @@ mod tests {
     #[test]
     fn exposition_has_counters_and_histograms() {
         let m = Metrics::new();
-        m.sent(r#"{"type":"ORDER_ACK","version":1}"#);
+        let kind = known_type(r#"{"type":"ORDER_ACK","version":1}"#);
+        m.out_counter(kind).expect("a known type").inc();
         m.received("ORDER_SNAPSHOT");
         m.commit_batch.observe(12.0);
         let text = m.render("");
@@ -408,5 +402,6 @@ mod tests {
         );
         assert!(text.contains("poshub_commit_batch_size_bucket"), "{text}");
         assert_eq!(message_type("[1]"), "other");
+        assert_eq!(known_type(r#"{"type":"NOT_A_TYPE"}"#), "other");
     }
 }

@@ -19,8 +19,6 @@ use crate::store::{Store, StoreError};
 
 /// How many backups the hub keeps beside its database (the supervisor restores the newest).
 const KEEP_BACKUPS: usize = 3;
-/// How long the engine may take to copy the database for a backup (writes wait meanwhile).
-const BACKUP_COPY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
     json_response(status, &json!({"error": msg}))
@@ -45,15 +43,9 @@ async fn read<T: Send + 'static>(
     }
 }
 
+/// Sends an admin command to the engine and waits (at most 30 s) for its answer.
 async fn ask<T>(hub: &Hub, make: impl FnOnce(oneshot::Sender<T>) -> AdminCmd) -> Result<T, String> {
-    ask_within(hub, std::time::Duration::from_secs(30), make).await
-}
-
-async fn ask_within<T>(
-    hub: &Hub,
-    within: std::time::Duration,
-    make: impl FnOnce(oneshot::Sender<T>) -> AdminCmd,
-) -> Result<T, String> {
+    let within = std::time::Duration::from_secs(30);
     let (tx, rx) = oneshot::channel();
     if !hub.engine.send(Cmd::Admin(make(tx))) {
         return Err("hub is shutting down".into());
@@ -281,19 +273,19 @@ pub async fn backup(hub: &Arc<Hub>) -> Response<Body> {
     let path = dir.join(&name);
     // The engine answers a read transaction on its next commit; the copy runs off its thread
     // while terminals go on writing.
-    let snapshot = ask_within(hub, BACKUP_COPY_TIMEOUT, |reply| AdminCmd::Backup { reply }).await;
+    let snapshot = ask(hub, |reply| AdminCmd::Backup { reply }).await;
     let result = match snapshot {
         Ok(Ok(snapshot)) => {
             let p = path.clone();
             tokio::task::spawn_blocking(move || crate::engine::write_backup(&snapshot, &p))
                 .await
                 .map_err(|e| e.to_string())
+                .and_then(|r| r)
         }
-        Ok(Err(e)) => Ok(Err(e)),
-        Err(e) => Err(e),
+        Ok(Err(e)) | Err(e) => Err(e),
     };
     match result {
-        Ok(Ok(bytes)) => {
+        Ok(bytes) => {
             prune_backups(&dir, KEEP_BACKUPS);
             let abs = std::fs::canonicalize(&path).unwrap_or(path);
             json_response(
@@ -301,7 +293,7 @@ pub async fn backup(hub: &Arc<Hub>) -> Response<Body> {
                 &json!({"ok": true, "path": abs, "bytes": bytes}),
             )
         }
-        Ok(Err(e)) | Err(e) => error(
+        Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("backup failed: {e}"),
         ),

@@ -34,13 +34,50 @@ const ROWS_PER_COMMIT: usize = 20_000;
 /// memory on a Pi.
 const COPY_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Copies one table of a snapshot into the copy; answers the rows copied.
+type CopyTable = fn(&ReadTransaction, &Database) -> Result<u64, StoreError>;
+
+/// Every table of the hub, with how to copy it: one list, so the names the copy knows and the
+/// tables it copies cannot drift apart.
+macro_rules! tables {
+    ($($def:expr),* $(,)?) => {
+        [$(($def.name(), (|r, o| copy(r, o, $def)) as CopyTable)),*]
+    };
+}
+
+fn tables() -> [(&'static str, CopyTable); 21] {
+    tables![
+        META,
+        ORDERS,
+        LEASES,
+        EVENTS,
+        PENDING,
+        DEAD,
+        TABLES,
+        TABLE_LOCKS,
+        FLOOR_PLANS,
+        TICKET_SEQ,
+        EVENT_IDS,
+        TERMINAL_SUBJECTS,
+        KITCHEN_TICKETS,
+        PRINT_QUEUE_KDS,
+        PRINT_QUEUE_BDS,
+        INVENTORY,
+        INVENTORY_APPLIED,
+        LIVE_ORDERS,
+        FINISHED_ORDERS,
+        ODOO_SESSIONS,
+        REGISTERS,
+    ]
+}
+
 /// Copies every table of `snapshot` into a new database at `dst` (which must not exist).
 /// Answers the rows copied. Fails, rather than leave a table behind, if the snapshot holds a
 /// table this function does not know.
 pub fn copy_snapshot(snapshot: &ReadTransaction, dst: &Path) -> Result<u64, StoreError> {
-    let known = known_tables();
+    let tables = tables();
     for t in snapshot.list_tables()? {
-        if !known.contains(&t.name()) {
+        if !tables.iter().any(|(name, _)| *name == t.name()) {
             return Err(StoreError::Incomplete(format!(
                 "table {} is not known to the backup copy: refusing an incomplete backup",
                 t.name()
@@ -51,57 +88,12 @@ pub fn copy_snapshot(snapshot: &ReadTransaction, dst: &Path) -> Result<u64, Stor
         .set_cache_size(COPY_CACHE_BYTES)
         .create(dst)?;
     let mut rows = 0;
-    rows += copy(snapshot, &out, META)?;
-    rows += copy(snapshot, &out, ORDERS)?;
-    rows += copy(snapshot, &out, LEASES)?;
-    rows += copy(snapshot, &out, EVENTS)?;
-    rows += copy(snapshot, &out, PENDING)?;
-    rows += copy(snapshot, &out, DEAD)?;
-    rows += copy(snapshot, &out, TABLES)?;
-    rows += copy(snapshot, &out, TABLE_LOCKS)?;
-    rows += copy(snapshot, &out, FLOOR_PLANS)?;
-    rows += copy(snapshot, &out, TICKET_SEQ)?;
-    rows += copy(snapshot, &out, EVENT_IDS)?;
-    rows += copy(snapshot, &out, TERMINAL_SUBJECTS)?;
-    rows += copy(snapshot, &out, KITCHEN_TICKETS)?;
-    rows += copy(snapshot, &out, PRINT_QUEUE_KDS)?;
-    rows += copy(snapshot, &out, PRINT_QUEUE_BDS)?;
-    rows += copy(snapshot, &out, INVENTORY)?;
-    rows += copy(snapshot, &out, INVENTORY_APPLIED)?;
-    rows += copy(snapshot, &out, LIVE_ORDERS)?;
-    rows += copy(snapshot, &out, FINISHED_ORDERS)?;
-    rows += copy(snapshot, &out, ODOO_SESSIONS)?;
-    rows += copy(snapshot, &out, REGISTERS)?;
+    for (_, copy_table) in tables {
+        rows += copy_table(snapshot, &out)?;
+    }
     // One empty durable commit makes everything before it durable.
     begin(&out, Durability::Immediate)?.commit()?;
     Ok(rows)
-}
-
-/// The names `copy_snapshot` copies (kept beside it so a new table is noticed).
-fn known_tables() -> [&'static str; 21] {
-    [
-        META.name(),
-        ORDERS.name(),
-        LEASES.name(),
-        EVENTS.name(),
-        PENDING.name(),
-        DEAD.name(),
-        TABLES.name(),
-        TABLE_LOCKS.name(),
-        FLOOR_PLANS.name(),
-        TICKET_SEQ.name(),
-        EVENT_IDS.name(),
-        TERMINAL_SUBJECTS.name(),
-        KITCHEN_TICKETS.name(),
-        PRINT_QUEUE_KDS.name(),
-        PRINT_QUEUE_BDS.name(),
-        INVENTORY.name(),
-        INVENTORY_APPLIED.name(),
-        LIVE_ORDERS.name(),
-        FINISHED_ORDERS.name(),
-        ODOO_SESSIONS.name(),
-        REGISTERS.name(),
-    ]
 }
 
 /// Copies one table in transactions of `ROWS_PER_COMMIT` rows (a table missing from the

@@ -197,13 +197,14 @@ impl Store {
         })
     }
 
-    /// The database as it is now, for one transaction (do not keep it: a reopen waits for it).
     /// A read transaction on the last commit: what a live backup copies
-    /// ([`copy::copy_snapshot`]) while writes go on.
+    /// ([`copy::copy_snapshot`]) while writes go on. While it is held, a reopen after a storage
+    /// failure cannot take the file and is tried again later (the engine retries it).
     pub fn snapshot(&self) -> Result<redb::ReadTransaction, StoreError> {
         Ok(self.db()?.begin_read()?)
     }
 
+    /// The database as it is now, for one transaction (do not keep it: a reopen waits for it).
     pub fn db(&self) -> Result<Arc<Database>, StoreError> {
         let slot = self
             .shared
