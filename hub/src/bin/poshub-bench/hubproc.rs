@@ -6,6 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub struct Hub {
@@ -101,7 +103,7 @@ impl Hub {
             .env("HUB_LOG_LEVEL", "warn")
             .env("HUB_RATE_LIMIT_PER_SEC", "100000")
             .stdout(Stdio::null());
-        die_with_bench(&mut cmd, cpu);
+        child_setup(&mut cmd, cpu)?;
         let child = cmd
             .spawn()
             .with_context(|| format!("unable to start {}", bin.display()))?;
@@ -214,62 +216,45 @@ impl Drop for Hub {
 
 /// The spawned hub gets SIGKILL if the bench dies first (killed, crashed), and runs on `cpu`
 /// alone when one is given.
-fn die_with_bench(cmd: &mut Command, cpu: Option<usize>) {
+fn child_setup(cmd: &mut Command, cpu: Option<usize>) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
-    let set = cpu.map(|c| cpu_set(|n| n == c));
+    let set = match cpu {
+        Some(c) => {
+            let mut set = CpuSet::new();
+            set.set(c).with_context(|| format!("CPU {c}"))?;
+            Some(set)
+        }
+        None => None,
+    };
     // SAFETY: prctl and sched_setaffinity are plain system calls on the new process (both
     // async-signal-safe); the set was built before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if let Some(set) = &set {
-                if libc::sched_setaffinity(
-                    0,
-                    std::mem::size_of::<libc::cpu_set_t>(),
-                    std::ptr::from_ref(set),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                sched_setaffinity(Pid::from_raw(0), set)?;
             }
             Ok(())
         });
     }
-}
-
-/// A CPU set of the CPUs (below the set's size) that `keep` accepts.
-fn cpu_set(keep: impl Fn(usize) -> bool) -> libc::cpu_set_t {
-    // SAFETY: cpu_set_t is plain bits; all zero is the empty set, and CPU_SET stays in bounds
-    // because n ranges over the set's own capacity.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for n in 0..8 * std::mem::size_of::<libc::cpu_set_t>() {
-            if keep(n) {
-                libc::CPU_SET(n, &mut set);
-            }
-        }
-        set
-    }
+    Ok(())
 }
 
 /// Moves the benchmark off `hub_cpu` (before its runtime starts, so it sizes itself to what is
-/// left). Fails when that CPU does not exist or no other one does.
+/// left). Fails when that CPU is not online or the benchmark would have no CPU left.
 pub fn pin_self_away_from(hub_cpu: usize) -> anyhow::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cpus = crate::host::cores();
     anyhow::ensure!(
-        hub_cpu < cpus && cpus >= 2,
-        "this machine has {cpus} CPU(s); the hub's must be one of 0..{cpus} and leave another for the benchmark"
+        hub_cpu < cpus,
+        "this machine has {cpus} CPU(s): the hub's must be one of 0..{cpus}"
     );
-    let set = cpu_set(|n| n != hub_cpu && n < cpus);
-    // SAFETY: a system call on this process with a valid, initialised set.
-    let rc = unsafe {
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
-    };
+    let mut set = sched_getaffinity(Pid::from_raw(0)).context("sched_getaffinity")?;
+    set.unset(hub_cpu).context("CPU set")?;
     anyhow::ensure!(
-        rc == 0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
+        (0..CpuSet::count()).any(|c| set.is_set(c).unwrap_or(false)),
+        "no CPU other than {hub_cpu} is left for the benchmark"
     );
+    sched_setaffinity(Pid::from_raw(0), &set).context("sched_setaffinity")?;
     Ok(())
 }
 

@@ -56,6 +56,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("poshub-bench: need 1 <= --writers <= --terminals and 1 <= --duration <= 600");
         return std::process::ExitCode::from(2);
     }
+    if args.hub_cpu.is_some() && args.target.is_some() {
+        eprintln!("poshub-bench: --hub-cpu pins a hub this run starts; not with --target");
+        return std::process::ExitCode::from(2);
+    }
     if let Some(cpu) = args.hub_cpu {
         if let Err(e) = hubproc::pin_self_away_from(cpu) {
             eprintln!("poshub-bench: --hub-cpu {cpu}: {e}");
