@@ -33,9 +33,8 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> std::io::Result<T> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-        Err(e) => Err(std::io::Error::other(e.to_string())),
+        Ok(r) => r.map_err(std::io::Error::other),
+        Err(e) => Err(std::io::Error::other(e)),
     }
 }
 
@@ -130,7 +129,7 @@ async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> std::io::Result<
         .catchup_slots
         .acquire()
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(std::io::Error::other)?;
     blocking(move || store.events_range_scoped(cur, to, CHUNK_BYTES, stations)).await
 }
 

@@ -1,5 +1,6 @@
-//! The write side of a terminal's WebSocket: frames are encoded here and written with one
-//! vectored write per batch, straight from the shared event texts.
+//! The write side of a terminal's WebSocket: frames (headers encoded with tungstenite's
+//! `FrameHeader`) are written with one vectored write per batch, straight from the shared event
+//! texts.
 //!
 //! Writing through tungstenite cost, for every frame to every terminal, a copy of the text
 //! into a per-connection buffer, a lock shared with the reader, and a `send` system call
