@@ -15,15 +15,7 @@ use redb::{
     Database, Durability, Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle, Value,
 };
 
-use super::kitchen::{
-    INVENTORY, INVENTORY_APPLIED, KITCHEN_TICKETS, PRINT_QUEUE_BDS, PRINT_QUEUE_KDS,
-};
-use super::live::{FINISHED_ORDERS, LIVE_ORDERS};
-use super::upstream::{ODOO_SESSIONS, REGISTERS};
-use super::{
-    StoreError, DEAD, EVENTS, EVENT_IDS, FLOOR_PLANS, LEASES, META, ORDERS, PENDING, TABLES,
-    TABLE_LOCKS, TERMINAL_SUBJECTS, TICKET_SEQ,
-};
+use super::{schema, StoreError};
 
 /// Rows per transaction of the copy: bounds the memory of one transaction whatever the size
 /// of the database. Only the last commit is durable (and the file is synced again after its
@@ -34,50 +26,13 @@ const ROWS_PER_COMMIT: usize = 20_000;
 /// memory on a Pi.
 const COPY_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Copies one table of a snapshot into the copy; answers the rows copied.
-type CopyTable = fn(&ReadTransaction, &Database) -> Result<u64, StoreError>;
-
-/// Every table of the hub, with how to copy it: one list, so the names the copy knows and the
-/// tables it copies cannot drift apart.
-macro_rules! tables {
-    ($($def:expr),* $(,)?) => {
-        [$(($def.name(), (|r, o| copy(r, o, $def)) as CopyTable)),*]
-    };
-}
-
-fn tables() -> [(&'static str, CopyTable); 21] {
-    tables![
-        META,
-        ORDERS,
-        LEASES,
-        EVENTS,
-        PENDING,
-        DEAD,
-        TABLES,
-        TABLE_LOCKS,
-        FLOOR_PLANS,
-        TICKET_SEQ,
-        EVENT_IDS,
-        TERMINAL_SUBJECTS,
-        KITCHEN_TICKETS,
-        PRINT_QUEUE_KDS,
-        PRINT_QUEUE_BDS,
-        INVENTORY,
-        INVENTORY_APPLIED,
-        LIVE_ORDERS,
-        FINISHED_ORDERS,
-        ODOO_SESSIONS,
-        REGISTERS,
-    ]
-}
-
 /// Copies every table of `snapshot` into a new database at `dst` (which must not exist).
 /// Answers the rows copied. Fails, rather than leave a table behind, if the snapshot holds a
 /// table this function does not know.
 pub fn copy_snapshot(snapshot: &ReadTransaction, dst: &Path) -> Result<u64, StoreError> {
-    let tables = tables();
+    let tables = schema::all();
     for t in snapshot.list_tables()? {
-        if !tables.iter().any(|(name, _)| *name == t.name()) {
+        if !tables.iter().any(|known| known.name == t.name()) {
             return Err(StoreError::Incomplete(format!(
                 "table {} is not known to the backup copy: refusing an incomplete backup",
                 t.name()
@@ -88,8 +43,8 @@ pub fn copy_snapshot(snapshot: &ReadTransaction, dst: &Path) -> Result<u64, Stor
         .set_cache_size(COPY_CACHE_BYTES)
         .create(dst)?;
     let mut rows = 0;
-    for (_, copy_table) in tables {
-        rows += copy_table(snapshot, &out)?;
+    for table in tables {
+        rows += (table.copy)(snapshot, &out)?;
     }
     // One empty durable commit makes everything before it durable.
     begin(&out, Durability::Immediate)?.commit()?;
@@ -98,7 +53,7 @@ pub fn copy_snapshot(snapshot: &ReadTransaction, dst: &Path) -> Result<u64, Stor
 
 /// Copies one table in transactions of `ROWS_PER_COMMIT` rows (a table missing from the
 /// snapshot is created empty, as the hub's own open would).
-fn copy<K: Key + 'static, V: Value + 'static>(
+pub(super) fn copy<K: Key + 'static, V: Value + 'static>(
     snapshot: &ReadTransaction,
     out: &Database,
     def: TableDefinition<K, V>,
@@ -150,7 +105,7 @@ fn begin(out: &Database, durability: Durability) -> Result<redb::WriteTransactio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::store::{Store, EVENTS};
     use redb::ReadableTableMetadata;
 
     fn count<K: Key + 'static, V: Value + 'static>(db: &Path, def: TableDefinition<K, V>) -> u64 {

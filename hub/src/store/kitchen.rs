@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
-};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::records::{dec, EventRec};
@@ -83,16 +81,6 @@ pub struct InvAppliedRec {
     pub product_key: String,
     pub seq: u64,
     pub ts_ms: u64,
-}
-
-/// Creates the tables (called from `Store::open`).
-pub fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(KITCHEN_TICKETS)?;
-    txn.open_table(PRINT_QUEUE_KDS)?;
-    txn.open_table(PRINT_QUEUE_BDS)?;
-    txn.open_table(INVENTORY)?;
-    txn.open_table(INVENTORY_APPLIED)?;
-    Ok(())
 }
 
 impl Store {

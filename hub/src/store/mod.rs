@@ -7,6 +7,7 @@ pub mod copy;
 pub mod kitchen;
 pub mod live;
 pub mod records;
+pub mod schema;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -167,20 +168,9 @@ impl Store {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                 }
             }
-            txn.open_table(ORDERS)?;
-            txn.open_table(LEASES)?;
-            txn.open_table(EVENTS)?;
-            txn.open_table(PENDING)?;
-            txn.open_table(DEAD)?;
-            txn.open_table(TABLES)?;
-            txn.open_table(TABLE_LOCKS)?;
-            txn.open_table(FLOOR_PLANS)?;
-            txn.open_table(TICKET_SEQ)?;
-            txn.open_table(EVENT_IDS)?;
-            txn.open_table(TERMINAL_SUBJECTS)?;
-            txn.open_table(upstream::ODOO_SESSIONS)?;
-            txn.open_table(upstream::REGISTERS)?;
-            kitchen::create_tables(&txn)?;
+        }
+        for table in schema::all() {
+            (table.create)(&txn)?;
         }
         live::create(
             &txn,
