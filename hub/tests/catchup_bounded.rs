@@ -90,6 +90,11 @@ async fn a_terminal_far_behind_few_busy_orders_gets_the_state_then_live_with_no_
         hub.metric("poshub_catchups_total{source=\"state\"}").await,
         1
     );
+    // The catch-up's frames count as messages sent, like any other.
+    for ty in ["RESYNC_REQUIRED", "STATE"] {
+        let name = format!("poshub_messages_out_total{{type=\"{ty}\"}}");
+        assert_eq!(hub.metric_at_least(&name, 1).await, 1, "{name}");
+    }
 
     // Live from the state's seq, with no gap.
     let ack = rewrite(&mut w, "T-5", 1).await;
@@ -106,6 +111,8 @@ async fn a_terminal_far_behind_few_busy_orders_gets_the_state_then_live_with_no_
     let bulk = near.recv_type_of(&["RESYNC_REQUIRED", "EVENTS_BULK"]).await;
     assert_eq!(bulk["type"], "EVENTS_BULK", "{bulk}");
     assert_eq!(bulk["fromSeq"].as_u64(), Some(head - 98));
+    let name = "poshub_messages_out_total{type=\"EVENTS_BULK\"}";
+    assert!(hub.metric_at_least(name, 1).await >= 1, "{name}");
     hub.stop().await;
 }
 

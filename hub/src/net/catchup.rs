@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::AsyncWrite;
 
+use super::tally::Tally;
 use super::ws_write::FrameWriter;
 
 use crate::context::Hub;
@@ -47,6 +48,7 @@ async fn blocking<T: Send + 'static>(
 pub async fn replay<W: AsyncWrite + Unpin>(
     hub: &Hub,
     sink: &mut FrameWriter<W>,
+    tally: &mut Tally<'_>,
     after: u64,
     to: u64,
     stations: u8,
@@ -59,13 +61,13 @@ pub async fn replay<W: AsyncWrite + Unpin>(
         let store = hub.store.clone();
         let compacted = blocking(move || store.compacted_through()).await?;
         if after < compacted || after > to {
-            return resync(hub, sink, after, compacted, to, stations).await;
+            return resync(hub, sink, tally, after, compacted, to, stations).await;
         }
     }
     if to - after > REPLAY_ALWAYS && state_is_smaller(hub, after, to).await? {
         hub.metrics.catchups_state.inc();
         // `compacted` 0: the cursor is inside the retained log, the state is just smaller.
-        return resync(hub, sink, after, 0, to, stations).await;
+        return resync(hub, sink, tally, after, 0, to, stations).await;
     }
     let mut cur = after;
     loop {
@@ -82,6 +84,7 @@ pub async fn replay<W: AsyncWrite + Unpin>(
                 chunk.through,
             )
         };
+        tally.frame(&text);
         sink.text(text.into()).await?;
         cur = through;
         if cur >= to {
@@ -138,6 +141,7 @@ async fn read_db(hub: &Hub, cur: u64, to: u64, stations: u8) -> std::io::Result<
 async fn resync<W: AsyncWrite + Unpin>(
     hub: &Hub,
     sink: &mut FrameWriter<W>,
+    tally: &mut Tally<'_>,
     after: u64,
     compacted: u64,
     to: u64,
@@ -151,11 +155,13 @@ async fn resync<W: AsyncWrite + Unpin>(
         "cursor_too_old"
     };
     tracing::info!(after, compacted, head = to, reason, "sending full state");
-    sink.text(outbound::resync_required(reason, after, to).into())
-        .await?;
+    let notice = outbound::resync_required(reason, after, to);
+    tally.frame(&notice);
+    sink.text(notice.into()).await?;
     let store = hub.store.clone();
     let now = hub.clock.now_ms();
     let state = blocking(move || state_message(&store, to, stations, now)).await?;
+    tally.frame(&state);
     sink.text(state.into()).await
 }
 

@@ -545,7 +545,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                     taken.settle(ob);
                     resume_asked = false;
                     let stations = ob.stations.load(Ordering::Relaxed);
-                    let r = catchup::replay(hub, &mut w, after, to, stations).await;
+                    let r = catchup::replay(hub, &mut w, &mut tally, after, to, stations).await;
                     if r.is_ok() {
                         delivered = delivered.max(to);
                     }

@@ -106,6 +106,19 @@ impl TestHub {
             .unwrap_or(0)
     }
 
+    /// The metric once it reaches `want`, or its value after 5 s: a writer adds its counts
+    /// after the flush, so a terminal can read a frame a moment before it is counted.
+    pub async fn metric_at_least(&self, name: &str, want: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metric(name).await;
+            if v >= want || tokio::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn term(&self, id: &str) -> Term {
         Term::open(self.ws, id).await
     }
