@@ -79,7 +79,7 @@ expect_fail() { # expect_fail WHAT PATTERN COMMAND...: COMMAND must fail, saying
 }
 scratch() { # a scratch copy of what the scripts read
   rm -rf "$tmp/s" && mkdir -p "$tmp/s"
-  tar -cf - Cargo.toml Cargo.lock hub/Cargo.toml supervisor/Cargo.toml scripts systemd "$layer" |
+  tar -cf - Cargo.toml Cargo.lock hub/Cargo.toml supervisor/Cargo.toml envfile/Cargo.toml scripts systemd "$layer" |
     tar -xf - -C "$tmp/s"
 }
 scratch

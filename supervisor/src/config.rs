@@ -13,10 +13,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("unable to read config file {path}: {err}")]
-    Read { path: PathBuf, err: std::io::Error },
-    #[error("{path}:{line}: expected KEY=VALUE")]
-    Syntax { path: PathBuf, line: usize },
+    /// The env-file could not be read or has a bad line (`poshub-envfile`, shared with the hub).
+    #[error(transparent)]
+    File(#[from] poshub_envfile::Error),
     #[error("{var}: {message}")]
     Invalid { var: &'static str, message: String },
 }
@@ -135,7 +134,8 @@ pub struct Config {
     pub provision_status: PathBuf,
 }
 
-/// Parses an env file: `KEY=VALUE` lines, `#` comments, blank lines, optional quotes.
+/// Parses an env file (`poshub-envfile`: the hub reads it the same way): each key once, at
+/// its last value.
 pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     parse_env_file_ordered(path).map(|(vars, _)| vars)
 }
@@ -144,33 +144,12 @@ pub fn parse_env_file(path: &Path) -> Result<HashMap<String, String>, ConfigErro
 fn parse_env_file_ordered(
     path: &Path,
 ) -> Result<(HashMap<String, String>, Vec<String>), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-        path: path.to_path_buf(),
-        err,
-    })?;
-    let mut out = HashMap::new();
-    let mut keys = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(ConfigError::Syntax {
-                path: path.to_path_buf(),
-                line: i + 1,
-            });
-        };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
-            .unwrap_or(v);
-        keys.push(k.trim().to_string());
-        out.insert(k.trim().to_string(), v.to_string());
-    }
-    Ok((out, keys))
+    let entries = poshub_envfile::last_values(poshub_envfile::read(path)?);
+    let keys = entries.iter().map(|e| e.key.clone()).collect();
+    Ok((
+        entries.into_iter().map(|e| (e.key, e.value)).collect(),
+        keys,
+    ))
 }
 
 /// Where the settings come from: the environment over the env file.
@@ -456,7 +435,8 @@ mod tests {
         let p = dir.path().join("s.env");
         std::fs::write(
             &p,
-            "# c\n\nSUPERVISOR_API_PORT=9999\nSUPERVISOR_BOARD=\"rpi5\"\n",
+            // `export ` and a key set twice mean what they mean to the hub (poshub-envfile).
+            "# c\n\nSUPERVISOR_API_PORT=1\nexport SUPERVISOR_BOARD=\"rpi5\"\nSUPERVISOR_API_PORT=9999\n",
         )
         .unwrap();
         let cfg = Config::load(Some(&p)).unwrap();
@@ -548,7 +528,10 @@ mod tests {
         std::fs::write(&p, "garbage\n").unwrap();
         assert!(matches!(
             Config::load(Some(&p)),
-            Err(ConfigError::Syntax { line: 1, .. })
+            Err(ConfigError::File(poshub_envfile::Error::Syntax {
+                line: 1,
+                ..
+            }))
         ));
     }
 }

@@ -168,33 +168,13 @@ impl Vars {
 
     /// Loads an env-file underneath these variables: values already set (the real environment,
     /// even when empty) win, as with systemd's `Environment=` over `EnvironmentFile=`. The
-    /// supervisor uses the same order.
+    /// supervisor reads the file with the same crate (`poshub-envfile`) and in the same order.
     pub fn with_env_file(mut self, path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-        })?;
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            let Some((k, v)) = line.split_once('=') else {
-                return Err(ConfigError::new(
-                    "--config",
-                    format!("{}:{}: expected KEY=VALUE", path.display(), n + 1),
-                ));
-            };
-            let k = k.trim();
-            if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(ConfigError::new(
-                    "--config",
-                    format!("{}:{}: bad variable name {k:?}", path.display(), n + 1),
-                ));
-            }
-            let v = unquote(v.trim());
-            self.file_keys.push(k.to_string());
-            self.map.entry(k.to_string()).or_insert(v);
+        let entries =
+            poshub_envfile::read(path).map_err(|e| ConfigError::new("--config", e.to_string()))?;
+        for e in poshub_envfile::last_values(entries) {
+            self.file_keys.push(e.key.clone());
+            self.map.entry(e.key).or_insert(e.value);
         }
         Ok(self)
     }
@@ -278,15 +258,6 @@ impl Vars {
             },
         }
     }
-}
-
-fn unquote(v: &str) -> String {
-    for q in ['"', '\''] {
-        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
-            return v[1..v.len() - 1].to_string();
-        }
-    }
-    v.to_string()
 }
 
 fn realm_part(vars: &Vars, key: &str, default: &str) -> Result<String, ConfigError> {
