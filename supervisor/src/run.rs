@@ -64,6 +64,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         token: String::new(),
         hub: hub_rx.clone(),
         active: AtomicBool::new(false),
+        released: tokio::sync::Notify::new(),
     };
     let api_task = start_api(api_ctx);
 

@@ -46,6 +46,8 @@ pub struct ApiCtx {
     pub hub: watch::Receiver<HubState>,
     /// True while an API upload or install holds the install lock.
     pub active: AtomicBool,
+    /// Woken when a job releases the install lock (`active` goes false).
+    pub released: tokio::sync::Notify,
 }
 
 /// The configured token, or the one stored beside the state (generated on first use, 0600).

@@ -35,6 +35,19 @@ type Answer = (StatusCode, String);
 struct Job {
     ctx: Arc<ApiCtx>,
     lock: InstallLock,
+    /// Declared after `lock`: fields drop in order, so the API stops saying busy only once
+    /// the lock is free, and a waiting upload that wakes then can take it.
+    _busy: Busy,
+}
+
+/// Marks the API busy while it lives (`ApiCtx::active`); its drop wakes a waiting upload.
+struct Busy(Arc<ApiCtx>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.active.store(false, Ordering::SeqCst);
+        self.0.released.notify_waiters();
+    }
 }
 
 impl Job {
@@ -54,6 +67,7 @@ impl Job {
         Ok(Job {
             ctx: ctx.clone(),
             lock,
+            _busy: Busy(ctx.clone()),
         })
     }
 
@@ -70,7 +84,6 @@ impl Drop for Job {
         if self.ctx.progress.get().state.in_progress() {
             self.fail("the update ended without a result (internal error)");
         }
-        self.ctx.active.store(false, Ordering::SeqCst);
     }
 }
 
@@ -78,12 +91,21 @@ impl Drop for Job {
 /// lock: an upload sent as soon as a client sees that result waits for the release (at most a
 /// second) instead of getting a 409 from a job that has already ended.
 async fn previous_job_released(ctx: &ApiCtx) {
-    for _ in 0..50 {
-        if !ctx.active.load(Ordering::SeqCst) || ctx.progress.get().state.in_progress() {
-            return;
+    let released = async {
+        loop {
+            // Registered before the check, so a release between the two is not missed.
+            let woken = ctx.released.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !ctx.active.load(Ordering::SeqCst) || ctx.progress.get().state.in_progress() {
+                return;
+            }
+            woken.await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    };
+    // A job still running after its result was published is not this wait's to fix: after a
+    // second the upload goes on, and the lock answers 409 if it is still held.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), released).await;
 }
 
 /// `POST /update[?no_reboot=1&allow_downgrade=1&force=1]`.
