@@ -253,3 +253,49 @@ async fn a_lease_that_ran_out_refuses_writes_before_any_tick() {
     assert_eq!(hb["type"], "LEASE_REVOKED", "{hb}");
     hub.stop().await;
 }
+
+/// Each terminal's events of one group commit go out as one batch; a terminal that also wrote
+/// in that commit must still see its acks and the other terminal's events in seq order (an ack
+/// ahead of an older event would make a client that keeps its cursor from both skip it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_sharing_commits_each_see_acks_and_events_in_seq_order() {
+    const N: u64 = 150;
+    let hub = TestHub::start(&[]).await;
+    let mut a = hub.term("till-a").await;
+    let mut b = hub.term("till-b").await;
+    a.lease("A-1").await;
+    b.lease("B-1").await;
+    // Pipelined from both, so most commits hold writes of both terminals.
+    for v in 0..N {
+        for (t, p) in [(&mut a, "A-1"), (&mut b, "B-1")] {
+            t.send(
+                json!({"type": "ORDER_SNAPSHOT", "posReference": p, "baseVersion": v,
+                "snapshot": snapshot(p, "draft", None)}),
+            )
+            .await;
+        }
+    }
+    for t in [&mut a, &mut b] {
+        let (mut acks, mut events, mut last) = (0, 0, 0);
+        while acks < N || events < N {
+            let v = t.recv_type_of(&["ORDER_ACK", "ORDER_UPDATED"]).await;
+            let seq = v["seq"].as_u64().expect("seq");
+            assert!(seq > last, "{}: seq {seq} after {last}: {v}", t.id);
+            last = seq;
+            if v["type"] == "ORDER_ACK" {
+                acks += 1;
+            } else {
+                events += 1;
+            }
+        }
+        assert_eq!((acks, events), (N, N));
+    }
+    let commits = hub.metric("poshub_commit_batch_size_count").await;
+    println!("{} writes in {commits} commits", 2 * N);
+    assert!(
+        commits < N,
+        "{commits} commits for {} writes: few were shared",
+        2 * N
+    );
+    hub.stop().await;
+}

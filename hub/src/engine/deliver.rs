@@ -81,9 +81,20 @@ impl Engine {
             events: limit,
             window_start,
         };
+        // Each terminal's events of this delivery go out as one frame (`Frame::Events`), pushed
+        // before any reply to that terminal that follows them here, and at the end: a terminal
+        // sees events and replies in seq order, as it did when each was pushed alone.
+        let mut room = self
+            .out
+            .iter()
+            .filter(|o| matches!(o, Out::Event { .. }))
+            .count();
         for out in self.out.drain(..) {
             match out {
-                Out::To(ob, frame) => ob.push(frame),
+                Out::To(ob, frame) => {
+                    self.reg.push_held(ob.conn_id);
+                    ob.push(frame);
+                }
                 Out::Event {
                     seq,
                     text,
@@ -99,10 +110,12 @@ impl Engine {
                         at,
                         end,
                     });
-                    self.reg.fan_out_scoped(&event, exclude, &lim, scope);
+                    self.reg.fan_out_scoped(&event, exclude, &lim, scope, room);
+                    room -= 1;
                 }
                 Out::WakePrinter(s) => self.stats.print.station(s).wake.notify_one(),
                 Out::All(text) => {
+                    self.reg.push_all_held();
                     let text = Arc::new(text);
                     for s in self.reg.sessions() {
                         s.outbox.push(Frame::Text(text.clone()));
@@ -110,5 +123,6 @@ impl Engine {
                 }
             }
         }
+        self.reg.push_all_held();
     }
 }

@@ -53,6 +53,10 @@ pub enum Frame {
     Text(Arc<Utf8Bytes>),
     /// A broadcast event.
     Event(Arc<Broadcast>),
+    /// Broadcast events of one delivery, in seq order: one queue slot, one send and one
+    /// wake-up of the writer for all of a group commit's events rather than one each (with 50
+    /// terminals flat out, those were about a tenth of the hub's CPU; docs/benchmarks.md).
+    Events(Box<[Arc<Broadcast>]>),
     /// Replay events with `after < seq <= to` from the database (`EVENTS_BULK`), or
     /// `RESYNC_REQUIRED` + `STATE` when `after` is older than what the hub retains.
     CatchUp { after: u64, to: u64 },
@@ -78,6 +82,8 @@ impl Frame {
 /// The queue and its counters.
 #[derive(Debug)]
 pub struct Outbox {
+    /// The connection this queue belongs to (`Session::conn_id`).
+    pub conn_id: u64,
     tx: mpsc::UnboundedSender<Frame>,
     /// Events queued and not yet written.
     pub queued_events: AtomicUsize,
@@ -98,9 +104,10 @@ pub struct Outbox {
 pub type OutboxRx = mpsc::UnboundedReceiver<Frame>;
 
 impl Outbox {
-    pub fn new() -> (Arc<Outbox>, OutboxRx) {
+    pub fn new(conn_id: u64) -> (Arc<Outbox>, OutboxRx) {
         let (tx, rx) = mpsc::unbounded_channel();
         let ob = Outbox {
+            conn_id,
             tx,
             queued_events: AtomicUsize::new(0),
             queued_other: AtomicUsize::new(0),
@@ -114,13 +121,14 @@ impl Outbox {
 
     /// Queues a frame; a closed connection silently drops it (it is gone).
     pub fn push(&self, frame: Frame) {
-        let counter = match frame {
-            Frame::Event(_) => &self.queued_events,
-            _ => &self.queued_other,
+        let (counter, n) = match &frame {
+            Frame::Event(_) => (&self.queued_events, 1),
+            Frame::Events(batch) => (&self.queued_events, batch.len()),
+            _ => (&self.queued_other, 1),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
         if self.tx.send(frame).is_err() {
-            counter.fetch_sub(1, Ordering::Relaxed);
+            counter.fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -128,14 +136,16 @@ impl Outbox {
         self.push(Frame::text(text));
     }
 
-    /// Tries to queue a broadcast event ending at window offset `end`; returns false (and
-    /// marks the terminal lagging) when the queue already holds `limits.events` events, or
-    /// more than `MAX_UNSHARED_BYTES` of frames that have left the window.
-    pub fn try_event(&self, event: &Arc<Broadcast>, limits: &Limits) -> bool {
+    /// Whether a broadcast event ending at window offset `end` may join this queue, behind
+    /// `held` events the engine holds for it but has not pushed yet (see
+    /// [`Outbox::push_events`]). False (and the terminal marked lagging) when the queue would
+    /// hold more than `limits.events` events, or more than `MAX_UNSHARED_BYTES` of frames that
+    /// have left the window.
+    pub fn admit(&self, event: &Broadcast, held: usize, limits: &Limits) -> bool {
         if self.lagging.load(Ordering::Acquire) {
             return false;
         }
-        let queued = self.queued_events.load(Ordering::Acquire);
+        let queued = self.queued_events.load(Ordering::Acquire) + held;
         if queued == 0 {
             // Nothing older is held: the queue starts at this event. (The writer stored its
             // last end before the count reached 0, so this store comes after it.)
@@ -149,8 +159,20 @@ impl Outbox {
             self.lagging.store(true, Ordering::Release);
             return false;
         }
-        self.push(Frame::Event(event.clone()));
         true
+    }
+
+    /// Queues events admitted by [`Outbox::admit`], in seq order, as one frame.
+    pub fn push_events(&self, mut events: Vec<Arc<Broadcast>>) {
+        match events.len() {
+            0 => {}
+            1 => {
+                if let Some(e) = events.pop() {
+                    self.push(Frame::Event(e));
+                }
+            }
+            _ => self.push(Frame::Events(events.into_boxed_slice())),
+        }
     }
 
     /// Called by the writer for the frames it took off the queue in one batch: `events`

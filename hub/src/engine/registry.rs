@@ -20,8 +20,12 @@ pub struct Limits {
 
 struct Entry {
     session: Arc<Session>,
-    /// Every event up to this seq was queued for, or is covered by a catch-up of, this terminal.
+    /// Every event up to this seq was queued for (or is held in `held` for), or is covered by
+    /// a catch-up of, this terminal.
     pushed_through: u64,
+    /// Events of the delivery in progress admitted for this terminal, pushed as one frame by
+    /// [`Registry::push_held`] (empty between deliveries).
+    held: Vec<Arc<Broadcast>>,
 }
 
 /// Connected, authenticated terminals by connection id and by terminal id.
@@ -45,6 +49,7 @@ impl Registry {
             Entry {
                 session,
                 pushed_through: head,
+                held: Vec::new(),
             },
         );
         old
@@ -85,16 +90,18 @@ impl Registry {
         self.by_conn.values().map(|e| &e.session)
     }
 
-    /// Queues one event for every terminal but `exclude`; a terminal whose queue is full (see
-    /// `Limits`) is left lagging at its mark, to be caught up when it drains. `scope` is the
-    /// kitchen station bit of the event (0 = everyone): a terminal not subscribed to it counts
-    /// it as delivered, as catch-up skips it too.
+    /// Holds one event for every terminal but `exclude` (pushed by [`Registry::push_held`]);
+    /// a terminal whose queue is full (see `Limits`) is left lagging at its mark, to be caught
+    /// up when it drains. `scope` is the kitchen station bit of the event (0 = everyone): a
+    /// terminal not subscribed to it counts it as delivered, as catch-up skips it too. `room`:
+    /// events of this delivery from this one on (a terminal's batch is sized once).
     pub fn fan_out_scoped(
         &mut self,
         event: &Arc<Broadcast>,
         exclude: Option<u64>,
         limits: &Limits,
         scope: u8,
+        room: usize,
     ) {
         let seq = event.seq;
         for (conn, e) in &mut self.by_conn {
@@ -103,16 +110,41 @@ impl Registry {
             }
             // A lagging terminal's mark is where its catch-up will start: it must not move
             // past events it has not been given, whatever this event is.
-            let lagging = e.session.outbox.lagging.load(Ordering::Acquire);
-            let mask = e.session.outbox.stations.load(Ordering::Relaxed);
+            let outbox = &e.session.outbox;
+            let lagging = outbox.lagging.load(Ordering::Acquire);
+            let mask = outbox.stations.load(Ordering::Relaxed);
             if !crate::station::wants(mask, scope) {
                 if !lagging {
                     e.pushed_through = seq;
                 }
                 continue;
             }
-            if (Some(*conn) == exclude && !lagging) || e.session.outbox.try_event(event, limits) {
+            if Some(*conn) == exclude && !lagging {
                 e.pushed_through = seq;
+            } else if outbox.admit(event, e.held.len(), limits) {
+                if e.held.capacity() == 0 {
+                    e.held.reserve_exact(room);
+                }
+                e.held.push(event.clone());
+                e.pushed_through = seq;
+            }
+        }
+    }
+
+    /// Pushes the events held for connection `conn_id`, before a reply that must follow them.
+    pub fn push_held(&mut self, conn_id: u64) {
+        if let Some(e) = self.by_conn.get_mut(&conn_id) {
+            if !e.held.is_empty() {
+                e.session.outbox.push_events(std::mem::take(&mut e.held));
+            }
+        }
+    }
+
+    /// Pushes the events held for every terminal: the end of a delivery.
+    pub fn push_all_held(&mut self) {
+        for e in self.by_conn.values_mut() {
+            if !e.held.is_empty() {
+                e.session.outbox.push_events(std::mem::take(&mut e.held));
             }
         }
     }

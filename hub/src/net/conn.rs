@@ -1,5 +1,5 @@
 //! One terminal's WebSocket: a reader (auth, validation, rate limit, requests to the engine)
-//! and a writer (the outbox drained to the socket, catch-up replay from the database). Both
+//! and a writer (`writer.rs`: the outbox drained to the socket, catch-up replay). Both
 //! run in one task; when either ends, the other is dropped and the engine is told.
 
 use std::sync::atomic::Ordering;
@@ -14,50 +14,18 @@ use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::catchup;
-use super::tally::Tally;
-use super::ws_write::{FrameWriter, ReadSide, MAX_FRAMES};
+use super::writer::write_loop;
+use super::ws_write::{FrameWriter, ReadSide};
 use crate::auth::Role;
 use crate::config::AuthMode;
 use crate::context::Hub;
-use crate::engine::outbox::{Frame, Outbox, OutboxRx, Utf8Bytes, MAX_QUEUED_OTHER};
+use crate::engine::outbox::{Frame, Outbox, Utf8Bytes, MAX_QUEUED_OTHER};
 use crate::engine::{now_ms, Cmd, Session};
 use crate::protocol::inbound::{AuthMsg, MAX_ID_LEN};
 use crate::protocol::{outbound, parse, Inbound, ProtoError};
 
 /// Requests of one terminal that may wait in the engine at once.
 const MAX_IN_FLIGHT: usize = 256;
-
-/// What the writer took off its queue in one batch.
-#[derive(Default)]
-struct Taken {
-    frames: usize,
-    events: usize,
-    others: usize,
-    /// Window end of the last event taken.
-    end: Option<u64>,
-}
-
-impl Taken {
-    fn add(&mut self, f: &Frame) {
-        self.frames += 1;
-        if let Frame::Event(e) = f {
-            self.events += 1;
-            self.end = Some(e.end);
-        } else {
-            self.others += 1;
-        }
-    }
-
-    /// Hands what was taken so far to the queue's counters, once per batch (or before a
-    /// replay, which can take a while): the engine adds to them from another thread for
-    /// every event, so a per-frame update would bounce their cache line per frame.
-    fn settle(&mut self, ob: &Outbox) {
-        ob.took(self.events, self.end.take(), self.others);
-        self.events = 0;
-        self.others = 0;
-    }
-}
 
 /// Serves one upgraded WebSocket until it closes: tungstenite reads and validates what the
 /// terminal sends; a [`FrameWriter`] writes everything the terminal receives.
@@ -68,7 +36,7 @@ where
     let live = hub.sockets.enter();
     let conn_id = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = tokio::io::split(io);
-    let (outbox, rx) = Outbox::new();
+    let (outbox, rx) = Outbox::new(conn_id);
     let stream = WebSocketStream::from_raw_socket(
         ReadSide::new(rd, outbox.clone()),
         WsRole::Server,
@@ -376,12 +344,6 @@ fn violation_close(e: &WsError) -> Option<(u16, &'static str)> {
     }
 }
 
-/// Sends a close frame, gives the peer a moment to answer it, then lets the socket go.
-async fn send_close<W: AsyncWrite + Unpin>(w: &mut FrameWriter<W>, code: u16, reason: &str) {
-    let _ = w.close(code, reason).await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
 /// Lets the writer finish sending a close frame; the select in `serve` ends with it.
 async fn pending_forever() {
     std::future::pending::<()>().await;
@@ -510,73 +472,4 @@ async fn authenticate(
         connected_ms: now_ms(),
     };
     Ok((Arc::new(session), m.cursor))
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    hub: &Arc<Hub>,
-    conn_id: u64,
-    mut w: FrameWriter<W>,
-    ob: &Arc<Outbox>,
-    mut rx: OutboxRx,
-) {
-    let mut delivered = 0u64;
-    let mut resume_asked = false;
-    let mut tally = Tally::new(&hub.metrics);
-    while let Some(first) = rx.recv().await {
-        let mut frame = Some(first);
-        let mut taken = Taken::default();
-        while let Some(f) = frame.take() {
-            taken.add(&f);
-            let r = match f {
-                Frame::Text(t) => {
-                    tally.frame(t.as_str());
-                    w.shared(t).await
-                }
-                Frame::Event(e) => {
-                    if e.seq <= delivered {
-                        Ok(())
-                    } else {
-                        delivered = e.seq;
-                        tally.event(e.kind, e.at);
-                        w.event(e).await
-                    }
-                }
-                Frame::CatchUp { after, to } => {
-                    taken.settle(ob);
-                    resume_asked = false;
-                    let stations = ob.stations.load(Ordering::Relaxed);
-                    let r = catchup::replay(hub, &mut w, &mut tally, after, to, stations).await;
-                    if r.is_ok() {
-                        delivered = delivered.max(to);
-                    }
-                    r
-                }
-                Frame::Ping => w.ping().await,
-                Frame::Raw(bytes) => w.raw(bytes).await,
-                Frame::Close { code, reason } => return send_close(&mut w, code, reason).await,
-            };
-            if let Err(e) = r {
-                tracing::debug!(conn_id, error = %e, "websocket write failed");
-                return;
-            }
-            if taken.frames < MAX_FRAMES {
-                frame = rx.try_recv().ok();
-            }
-        }
-        taken.settle(ob);
-        if let Err(e) = w.flush().await {
-            tracing::debug!(conn_id, error = %e, "websocket flush failed");
-            return;
-        }
-        tally.written();
-        ob.drained.notify_waiters();
-        if !resume_asked
-            && ob.lagging.load(Ordering::Acquire)
-            && ob.queued_events.load(Ordering::Relaxed) == 0
-        {
-            resume_asked = true;
-            tracing::info!(conn_id, "terminal fell behind; replaying from its cursor");
-            hub.engine.send(Cmd::Resume { conn_id });
-        }
-    }
 }

@@ -8,4 +8,5 @@ pub mod http;
 pub mod kitchen;
 mod tally;
 pub mod upstream_admin;
+mod writer;
 pub mod ws_write;

@@ -251,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn pongs_for_a_terminal_that_does_not_read_are_bounded() {
-        let (ob, mut rx) = Outbox::new();
+        let (ob, mut rx) = Outbox::new(0);
         let (rd, _wr) = tokio::io::split(tokio::io::empty());
         let mut side = ReadSide::new(rd, ob.clone());
         let pong = [0x8a_u8, 0];
