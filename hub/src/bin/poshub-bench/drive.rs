@@ -30,6 +30,12 @@ pub struct RunResult {
     pub writes: Vec<Write>,
     /// Per terminal: (seq, `received_us`) of every `ORDER_UPDATED`.
     pub received: Vec<Vec<(u64, u64)>>,
+    /// Per terminal: the seq of the newest `STATE` it was sent (0: none). A terminal that fell
+    /// far behind may be sent the state instead of the events it missed (`RESYNC_REQUIRED`
+    /// `state_smaller_than_replay`): those events are covered, not lost.
+    pub state_seqs: Vec<u64>,
+    /// Per terminal: the seqs of its own acknowledged writes (never broadcast back to it).
+    pub own_writes: Vec<Vec<u64>>,
     pub measure_from_us: u64,
     pub measure_to_us: u64,
     pub errors: u64,
@@ -59,6 +65,8 @@ struct Shared {
     /// When each write still waiting for its ack was sent, oldest first.
     sent_times: Arc<Mutex<VecDeque<u64>>>,
     writes: Arc<Mutex<Vec<Write>>>,
+    /// The seq of the newest `STATE` received (0: none).
+    state_seq: Arc<AtomicU64>,
     /// Writes the writer may still have in flight (and lease grants before the start).
     window: Arc<Semaphore>,
     errors: Arc<AtomicU64>,
@@ -87,11 +95,13 @@ impl Control {
     }
 }
 
-type Reader = (
-    Arc<Mutex<Vec<(u64, u64)>>>,
-    Arc<Mutex<Vec<Write>>>,
-    tokio::task::JoinHandle<()>,
-);
+/// What the run keeps of each terminal's reader.
+struct Reader {
+    received: Arc<Mutex<Vec<(u64, u64)>>>,
+    writes: Arc<Mutex<Vec<Write>>>,
+    state_seq: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
 
 /// Writes per second each writer aims at (0: flat out).
 // A handful of writers: exact as f64.
@@ -127,12 +137,18 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
             received: Arc::new(Mutex::new(Vec::with_capacity(1 << 16))),
             sent_times: Arc::new(Mutex::new(VecDeque::new())),
             writes: Arc::new(Mutex::new(Vec::new())),
+            state_seq: Arc::new(AtomicU64::new(0)),
             window: Arc::new(Semaphore::new(usize::from(!is_writer))),
             errors: errors.clone(),
         };
         // Reader: broadcasts from others, and for writers the acks of their own writes.
         let task = tokio::spawn(read_frames(stream, id.clone(), ctl.clone(), sh.clone()));
-        readers.push((sh.received.clone(), sh.writes.clone(), task));
+        readers.push(Reader {
+            received: sh.received.clone(),
+            writes: sh.writes.clone(),
+            state_seq: sh.state_seq.clone(),
+            task,
+        });
         if is_writer {
             let (ctl, window) = (ctl.clone(), args.window);
             writer_tasks.push(tokio::spawn(async move {
@@ -165,14 +181,21 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     }
     let mut writes = Vec::new();
     let mut received = Vec::new();
-    for (r, w, task) in readers {
-        task.abort();
-        writes.extend(w.lock().map(|w| w.clone()).unwrap_or_default());
-        received.push(r.lock().map(|r| r.clone()).unwrap_or_default());
+    let mut state_seqs = Vec::new();
+    let mut own_writes = Vec::new();
+    for r in readers {
+        r.task.abort();
+        let own = r.writes.lock().map(|w| w.clone()).unwrap_or_default();
+        own_writes.push(own.iter().map(|w| w.seq).collect());
+        writes.extend(own);
+        received.push(r.received.lock().map(|r| r.clone()).unwrap_or_default());
+        state_seqs.push(r.state_seq.load(Ordering::Relaxed));
     }
     Ok(RunResult {
         writes,
         received,
+        state_seqs,
+        own_writes,
         measure_from_us,
         measure_to_us,
         errors: errors.load(Ordering::Relaxed),
@@ -219,6 +242,12 @@ where
                 .lock()
                 .map(|mut r| r.extend(seqs.into_iter().map(|q| (q, now))))
                 .ok();
+        } else if s.starts_with(r#"{"type":"STATE""#) {
+            let seq = serde_json::from_str::<serde_json::Value>(s)
+                .ok()
+                .and_then(|v| v["seq"].as_u64())
+                .unwrap_or(0);
+            sh.state_seq.fetch_max(seq, Ordering::Relaxed);
         } else if s.starts_with(r#"{"type":"ORDER_ACK""#) {
             let now = ctl.us();
             let sent = sh
@@ -308,17 +337,39 @@ where
     Ok(())
 }
 
-/// Every acknowledged write is owed to every other terminal: waits (bounded, 10 s) until the
-/// broadcasts still queued or being caught up have arrived, so "delivered" counts broadcasts
-/// that never arrive, not ones that were late at the cut-off.
+/// Every acknowledged write is owed to every other terminal (after the newest `STATE` it was
+/// sent, if any): waits (bounded, 10 s) until the broadcasts still queued or being caught up
+/// have arrived, so "delivered" counts broadcasts that never arrive, not ones that were late at
+/// the cut-off.
 async fn wait_for_broadcasts(readers: &[Reader]) {
     let owed = || -> (usize, usize) {
-        let (mut acked, mut got) = (0, 0);
-        for (r, w, _) in readers {
-            acked += w.lock().map_or(0, |w| w.len());
-            got += r.lock().map_or(0, |r| r.len());
+        let seqs: Vec<Vec<u64>> = readers
+            .iter()
+            .map(|r| {
+                r.writes
+                    .lock()
+                    .map_or(Vec::new(), |w| w.iter().map(|w| w.seq).collect())
+            })
+            .collect();
+        let total: usize = seqs.iter().map(Vec::len).sum();
+        let (mut want, mut got) = (0, 0);
+        for (t, r) in readers.iter().enumerate() {
+            let after = r.state_seq.load(Ordering::Relaxed);
+            if after == 0 {
+                want += total - seqs[t].len();
+            } else {
+                for (u, own) in seqs.iter().enumerate() {
+                    if u != t {
+                        want += own.iter().filter(|q| **q > after).count();
+                    }
+                }
+            }
+            got += r
+                .received
+                .lock()
+                .map_or(0, |r| r.iter().filter(|(q, _)| *q > after).count());
         }
-        (acked * (readers.len() - 1), got)
+        (want, got)
     };
     let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -34,6 +34,7 @@ pub struct Scrape {
     /// Catch-ups served from the hub's in-memory event window, and from its database.
     pub catchups_memory: f64,
     pub catchups_database: f64,
+    pub catchups_state: f64,
     /// Cumulative `poshub_broadcast_latency_seconds` buckets: (upper bound in s, count).
     pub broadcast_buckets: Vec<(f64, f64)>,
 }
@@ -156,6 +157,7 @@ impl Hub {
             lag_resyncs: val("poshub_lag_resyncs_total"),
             catchups_memory: val("poshub_catchups_total{source=\"memory\"}"),
             catchups_database: val("poshub_catchups_total{source=\"database\"}"),
+            catchups_state: val("poshub_catchups_total{source=\"state\"}"),
             broadcast_buckets: text
                 .lines()
                 .filter_map(|l| l.strip_prefix("poshub_broadcast_latency_seconds_bucket{le=\""))

@@ -91,7 +91,8 @@ fn print_fanout(args: &Args, r: &RunResult, measured: &HashMap<u64, (u64, u64)>,
     let mut last: HashMap<u64, u64> = HashMap::new();
     let mut delivered = 0u64;
     let mut duplicates = 0u64;
-    for got in &r.received {
+    let mut covered = 0u64;
+    for (t, got) in r.received.iter().enumerate() {
         let mut seen = std::collections::HashSet::new();
         for (seq, at) in got {
             if !seen.insert(*seq) {
@@ -105,6 +106,15 @@ fn print_fanout(args: &Args, r: &RunResult, measured: &HashMap<u64, (u64, u64)>,
                 let l = last.entry(*seq).or_insert(0);
                 *l = (*l).max(at - f);
             }
+        }
+        // Measured events this terminal did not get because a `STATE` covered them.
+        let state = r.state_seqs.get(t).copied().unwrap_or(0);
+        if state > 0 {
+            let own: std::collections::HashSet<u64> = r.own_writes[t].iter().copied().collect();
+            covered += measured
+                .keys()
+                .filter(|q| **q <= state && !own.contains(q) && !seen.contains(q))
+                .count() as u64;
         }
     }
     let expected = acked * (args.terminals as u64 - 1);
@@ -121,7 +131,7 @@ fn print_fanout(args: &Args, r: &RunResult, measured: &HashMap<u64, (u64, u64)>,
     );
     println!("{}", line("end to end: write sent -> other terminal", e2e));
     println!(
-        "broadcasts delivered                         {delivered} of {expected} ({:.3}%), {duplicates} duplicates",
+        "broadcasts delivered                         {delivered} of {expected} ({:.3}%), {duplicates} duplicates, {covered} covered by a STATE instead",
         if expected == 0 {
             100.0
         } else {
@@ -157,9 +167,10 @@ fn print_hub_side(
         after.lag_resyncs - before.lag_resyncs
     );
     println!(
-        "catch-ups served from memory / database      {} / {}",
+        "catch-ups served from memory / database / by a STATE  {} / {} / {}",
         after.catchups_memory - before.catchups_memory,
-        after.catchups_database - before.catchups_database
+        after.catchups_database - before.catchups_database,
+        after.catchups_state - before.catchups_state
     );
     if let Some(kb) = rss_kb {
         println!(
