@@ -34,7 +34,7 @@ impl Taken {
                 self.end = Some(e.end);
             }
             Frame::Events(batch) => {
-                self.frames += batch.len() - 1;
+                self.frames += batch.len().saturating_sub(1);
                 self.events += batch.len();
                 self.end = batch.last().map(|e| e.end).or(self.end);
             }
