@@ -179,27 +179,34 @@ pub async fn drive(args: &Args, url: &str, duration: Duration) -> anyhow::Result
     for w in writer_tasks {
         w.await.context("writer task")??;
     }
-    let mut writes = Vec::new();
-    let mut received = Vec::new();
-    let mut state_seqs = Vec::new();
-    let mut own_writes = Vec::new();
+    let mut run = collect(readers);
+    run.measure_from_us = measure_from_us;
+    run.measure_to_us = measure_to_us;
+    run.errors = errors.load(Ordering::Relaxed);
+    Ok(run)
+}
+
+/// What the terminals' readers recorded, once the run is over (the readers are stopped).
+fn collect(readers: Vec<Reader>) -> RunResult {
+    let mut run = RunResult {
+        writes: Vec::new(),
+        received: Vec::new(),
+        state_seqs: Vec::new(),
+        own_writes: Vec::new(),
+        measure_from_us: 0,
+        measure_to_us: 0,
+        errors: 0,
+    };
     for r in readers {
         r.task.abort();
         let own = r.writes.lock().map(|w| w.clone()).unwrap_or_default();
-        own_writes.push(own.iter().map(|w| w.seq).collect());
-        writes.extend(own);
-        received.push(r.received.lock().map(|r| r.clone()).unwrap_or_default());
-        state_seqs.push(r.state_seq.load(Ordering::Relaxed));
+        run.own_writes.push(own.iter().map(|w| w.seq).collect());
+        run.writes.extend(own);
+        run.received
+            .push(r.received.lock().map(|r| r.clone()).unwrap_or_default());
+        run.state_seqs.push(r.state_seq.load(Ordering::Relaxed));
     }
-    Ok(RunResult {
-        writes,
-        received,
-        state_seqs,
-        own_writes,
-        measure_from_us,
-        measure_to_us,
-        errors: errors.load(Ordering::Relaxed),
-    })
+    run
 }
 
 type Ws =
