@@ -42,26 +42,34 @@ impl FakePrinter {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let (stalled, stalled_rx) = watch::channel(false);
+        // Like a raw port-9100 printer, it prints one connection at a time, in the order they
+        // came: every connection is accepted at once (its bytes wait in the kernel), and one
+        // reader takes them in turn, each to its end. (Reading them all at once interleaved
+        // two tickets on the tape when a stall ended with several connections waiting.)
+        let (queue, mut waiting) = tokio::sync::mpsc::unbounded_channel::<tokio::net::TcpStream>();
         let rec = received.clone();
-        let accept = tokio::spawn(async move {
-            let mut conns = Vec::new();
-            while let Ok((mut s, _)) = listener.accept().await {
-                let rec = rec.clone();
-                let mut stall = stalled_rx.clone();
-                conns.push(tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        while *stall.borrow() {
-                            if stall.changed().await.is_err() {
-                                return;
-                            }
-                        }
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return, // the hub ended the stream: drop = close
-                            Ok(n) => rec.lock().expect("lock").extend_from_slice(&buf[..n]),
+        let mut stall = stalled_rx;
+        tokio::spawn(async move {
+            while let Some(mut s) = waiting.recv().await {
+                let mut buf = [0u8; 1024];
+                loop {
+                    while *stall.borrow() {
+                        if stall.changed().await.is_err() {
+                            return;
                         }
                     }
-                }));
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break, // the hub ended the stream: drop = close
+                        Ok(n) => rec.lock().expect("lock").extend_from_slice(&buf[..n]),
+                    }
+                }
+            }
+        });
+        let accept = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if queue.send(s).is_err() {
+                    return;
+                }
             }
         });
         FakePrinter {
@@ -89,8 +97,8 @@ impl FakePrinter {
         self.bytes()
     }
 
-    /// The buffer this printer records into. It outlives `stop`: a connection the printer had
-    /// accepted before it was switched off still records what it reads.
+    /// The buffer this printer records into. It outlives `stop`: connections the printer had
+    /// accepted before it was switched off are still read, in turn, and recorded.
     pub fn tape(&self) -> Arc<Mutex<Vec<u8>>> {
         self.received.clone()
     }
