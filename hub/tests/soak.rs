@@ -311,17 +311,16 @@ async fn check_prints(w: &World, out: &Outcome) {
     while out.printer.tickets().len() < out.ledger.tickets.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let tickets = out.printer.tickets();
     let mut printed: BTreeMap<String, u32> = BTreeMap::new();
-    for t in out.printer.tickets() {
-        *printed.entry(ticket_id(&t)).or_default() += 1;
+    for t in &tickets {
+        *printed.entry(ticket_id(t)).or_default() += 1;
     }
     let twice: Vec<_> = printed.iter().filter(|(_, n)| **n > 1).collect();
     // A piece of paper with no ticket id on it is shown whole: it tells a torn ticket from a
     // foreign one.
-    let no_id: Vec<String> = out
-        .printer
-        .tickets()
-        .into_iter()
+    let no_id: Vec<String> = tickets
+        .iter()
         .filter(|t| ticket_id(t) == "?")
         .map(|t| t.chars().take(300).collect())
         .collect();

@@ -28,6 +28,16 @@ struct Entry {
     held: Vec<Arc<Broadcast>>,
 }
 
+impl Entry {
+    fn push_held(&mut self) {
+        if !self.held.is_empty() {
+            self.session
+                .outbox
+                .push_events(std::mem::take(&mut self.held));
+        }
+    }
+}
+
 /// Connected, authenticated terminals by connection id and by terminal id.
 #[derive(Default)]
 pub struct Registry {
@@ -134,19 +144,13 @@ impl Registry {
     /// Pushes the events held for connection `conn_id`, before a reply that must follow them.
     pub fn push_held(&mut self, conn_id: u64) {
         if let Some(e) = self.by_conn.get_mut(&conn_id) {
-            if !e.held.is_empty() {
-                e.session.outbox.push_events(std::mem::take(&mut e.held));
-            }
+            e.push_held();
         }
     }
 
     /// Pushes the events held for every terminal: the end of a delivery.
     pub fn push_all_held(&mut self) {
-        for e in self.by_conn.values_mut() {
-            if !e.held.is_empty() {
-                e.session.outbox.push_events(std::mem::take(&mut e.held));
-            }
-        }
+        self.by_conn.values_mut().for_each(Entry::push_held);
     }
 
     /// Ends the lag of a terminal: live events flow again after `head`, and the caller replays
