@@ -176,13 +176,9 @@ impl Source {
     }
 
     /// Keys set by the env file, in file order, each once.
+    /// (`poshub_envfile::last_values` gives each key once.)
     pub fn file_keys(&self) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        self.file_keys
-            .iter()
-            .filter(|k| seen.insert(k.as_str()))
-            .cloned()
-            .collect()
+        self.file_keys.clone()
     }
 
     /// Sets `var` to empty (its default), so validation can go on past a bad value; false if it

@@ -180,13 +180,9 @@ impl Vars {
     }
 
     /// Keys set by the env-file, in file order, each once.
+    /// (`poshub_envfile::last_values` gives each key once.)
     pub fn file_keys(&self) -> Vec<String> {
-        let mut seen = BTreeSet::new();
-        self.file_keys
-            .iter()
-            .filter(|k| seen.insert(k.as_str()))
-            .cloned()
-            .collect()
+        self.file_keys.clone()
     }
 
     /// Sets `key` to empty (its default), so validation can go on past a bad value; false if
